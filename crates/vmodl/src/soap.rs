@@ -1,0 +1,293 @@
+//! SOAP 1.1 codec over the generated model.
+use crate::schema::{types, Kind, MethodDef, TypeId, TypeRef, VersionId};
+use crate::value::{format_primitive, parse_primitive, Args, Data, MoRef, Value};
+use crate::xml::{self, escape, Element};
+use crate::DecodeError;
+
+pub const NS_SOAPENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
+
+/// A parsed SOAP request: the method element and its `_this`.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    pub this: Option<(String, String)>,
+    pub body: Element,
+    /// `vcSessionCookie` from the SOAP header, if any.
+    pub header_session: Option<String>,
+}
+
+pub fn parse_request(input: &str) -> Result<Request, DecodeError> {
+    let env = xml::parse(input)?;
+    if env.name != "Envelope" {
+        return Err(DecodeError::Malformed(format!("expected a SOAP Envelope, found <{}>", env.name)));
+    }
+    let header_session = env
+        .child("Header")
+        .and_then(|h| h.child("vcSessionCookie"))
+        .map(|c| c.text.trim().to_string());
+    let body = env
+        .child("Body")
+        .ok_or_else(|| DecodeError::Malformed("SOAP Envelope has no Body".into()))?;
+    let method = body
+        .children
+        .first()
+        .ok_or_else(|| DecodeError::Malformed("SOAP Body is empty".into()))?
+        .clone();
+    let this = method
+        .child("_this")
+        .map(|t| (t.plain_attr("type").unwrap_or("").to_string(), t.text.trim().to_string()));
+    Ok(Request { method: method.name.clone(), this, body: method, header_session })
+}
+
+/// Decode the parameters of `m` from the method element.
+pub fn decode_args(req: &Request, m: &MethodDef) -> Result<Args, DecodeError> {
+    let mut args = Args::default();
+    for c in &req.body.children {
+        if c.name == "_this" {
+            continue;
+        }
+        if !m.params.iter().any(|p| p.name == c.name) {
+            return Err(DecodeError::InvalidValue {
+                path: c.name.clone(),
+                msg: format!("{} has no parameter {}", m.name, c.name),
+            });
+        }
+    }
+    for p in m.params {
+        let els: Vec<&Element> = req.body.children.iter().filter(|c| c.name == p.name).collect();
+        if let Some(v) = decode_elems(&els, p.ty, p.name)? {
+            args.0.push((p.name, v));
+        }
+    }
+    Ok(args)
+}
+
+fn decode_elems(els: &[&Element], declared: TypeRef, path: &str) -> Result<Option<Value>, DecodeError> {
+    if els.is_empty() {
+        return Ok(None);
+    }
+    if declared.array {
+        let mut out = Vec::with_capacity(els.len());
+        for (i, e) in els.iter().enumerate() {
+            if let Some(v) = decode_one(e, declared.ty, &format!("{path}[{i}]"))? {
+                out.push(v);
+            }
+        }
+        return Ok(Some(Value::Array(elem_type_for_array(declared.ty), out)));
+    }
+    if els.len() > 1 {
+        return Err(DecodeError::InvalidValue { path: path.into(), msg: "repeated element for a single value".into() });
+    }
+    decode_one(els[0], declared.ty, path)
+}
+
+fn elem_type_for_array(t: TypeId) -> TypeId {
+    if t.kind() == Kind::Managed {
+        types::ManagedObjectReference
+    } else {
+        t
+    }
+}
+
+/// Resolve `ArrayOfX` to X.
+pub fn array_elem_type(name: &str) -> Option<TypeId> {
+    let rest = name.strip_prefix("ArrayOf")?;
+    TypeId::by_name(rest).or_else(|| {
+        let mut c = rest.chars();
+        let first = c.next()?;
+        TypeId::by_name(&format!("{}{}", first.to_ascii_lowercase(), c.as_str()))
+    })
+}
+
+fn invalid(path: &str, msg: impl Into<String>) -> DecodeError {
+    DecodeError::InvalidValue { path: path.into(), msg: msg.into() }
+}
+
+fn decode_one(el: &Element, declared: TypeId, path: &str) -> Result<Option<Value>, DecodeError> {
+    if el.is_nil() {
+        return Ok(None);
+    }
+    let mut ty = declared;
+    if let Some(x) = el.xsi_type() {
+        if let Some(elem) = array_elem_type(x) {
+            let mut out = vec![];
+            for (i, c) in el.children.iter().enumerate() {
+                if let Some(v) = decode_one(c, elem, &format!("{path}[{i}]"))? {
+                    out.push(v);
+                }
+            }
+            return Ok(Some(Value::Array(elem_type_for_array(elem), out)));
+        }
+        ty = TypeId::by_name(x).ok_or_else(|| DecodeError::UnknownType(x.to_string()))?;
+        if declared != types::anyType && !compatible(ty, declared) {
+            return Err(invalid(path, format!("{} is not a {}", ty.name(), declared.name())));
+        }
+    }
+    if ty == types::ManagedObjectReference || ty.kind() == Kind::Managed {
+        let tname = el.plain_attr("type").ok_or_else(|| invalid(path, "MoRef without type"))?;
+        let mt = TypeId::by_name(tname)
+            .filter(|t| t.kind() == Kind::Managed)
+            .ok_or_else(|| invalid(path, format!("unknown managed object type {tname}")))?;
+        return Ok(Some(Value::MoRef(MoRef::new(mt, el.text.trim()))));
+    }
+    match ty.kind() {
+        Kind::Primitive | Kind::Enum => parse_primitive(ty, &el.text).map(Some).map_err(|m| invalid(path, m)),
+        Kind::Data => {
+            if ty == types::DataObject {
+                return Err(invalid(path, "abstract DataObject without xsi:type"));
+            }
+            let mut d = Data::new(ty);
+            let mut i = 0;
+            while i < el.children.len() {
+                let c = &el.children[i];
+                let p = ty
+                    .prop(&c.name)
+                    .ok_or_else(|| invalid(path, format!("{} has no property {}", ty.name(), c.name)))?;
+                let mut j = i + 1;
+                while j < el.children.len() && el.children[j].name == c.name {
+                    j += 1;
+                }
+                let group: Vec<&Element> = el.children[i..j].iter().collect();
+                if let Some(v) = decode_elems(&group, p.ty, &format!("{path}.{}", p.name))? {
+                    d.fields.push((p.name, v));
+                }
+                i = j;
+            }
+            Ok(Some(Value::Data(Box::new(d))))
+        }
+        Kind::Managed => unreachable!(),
+    }
+}
+
+fn compatible(actual: TypeId, declared: TypeId) -> bool {
+    actual.is_a(declared)
+        || (declared.kind() == Kind::Managed && actual == types::ManagedObjectReference)
+        || (declared.is_primitive() && actual.is_primitive())
+}
+
+// ---- encoding ---------------------------------------------------------------
+
+const ENVELOPE_OPEN: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<soapenv:Envelope xmlns:soapenc="http://schemas.xmlsoap.org/soap/encoding/" xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+<soapenv:Body>
+"#;
+const ENVELOPE_CLOSE: &str = "</soapenv:Body>\n</soapenv:Envelope>";
+
+/// `<{method}Response xmlns="{ns}"><returnval>…</returnval></…>`
+pub fn encode_response(method: &str, ns: &str, result: Option<(&Value, TypeRef)>, version: VersionId) -> String {
+    let mut o = String::with_capacity(1024);
+    o.push_str(ENVELOPE_OPEN);
+    o.push_str(&format!("<{method}Response xmlns=\"{ns}\">"));
+    if let Some((v, declared)) = result {
+        encode_value(&mut o, "returnval", v, declared, version);
+    }
+    o.push_str(&format!("</{method}Response>\n"));
+    o.push_str(ENVELOPE_CLOSE);
+    o
+}
+
+/// A SOAP fault carrying a typed MethodFault in its detail.
+pub fn encode_fault(fault: &Data, message: &str, ns: &str, version: VersionId) -> String {
+    let mut o = String::with_capacity(512);
+    o.push_str(ENVELOPE_OPEN);
+    o.push_str("<soapenv:Fault><faultcode>ServerFaultCode</faultcode><faultstring>");
+    escape(message, &mut o);
+    o.push_str("</faultstring><detail>");
+    let name = fault.ty.name();
+    o.push_str(&format!("<{name}Fault xmlns=\"{ns}\" xsi:type=\"{name}\">"));
+    encode_fields(&mut o, fault, version);
+    o.push_str(&format!("</{name}Fault>"));
+    o.push_str("</detail></soapenv:Fault>\n");
+    o.push_str(ENVELOPE_CLOSE);
+    o
+}
+
+/// A client-side SOAP fault (malformed envelope and similar).
+pub fn encode_client_fault(message: &str) -> String {
+    let mut o = String::new();
+    o.push_str(ENVELOPE_OPEN);
+    o.push_str("<soapenv:Fault><faultcode>ClientFaultCode</faultcode><faultstring>");
+    escape(message, &mut o);
+    o.push_str("</faultstring></soapenv:Fault>\n");
+    o.push_str(ENVELOPE_CLOSE);
+    o
+}
+
+fn xsd_name(t: TypeId) -> String {
+    match t.name() {
+        n @ ("boolean" | "byte" | "short" | "int" | "long" | "float" | "double" | "string" | "dateTime"
+        | "base64Binary" | "anyURI") => format!("xsd:{n}"),
+        n => n.to_string(),
+    }
+}
+
+fn prim_type_of(v: &Value) -> String {
+    match v {
+        Value::Typed(t, _) => xsd_name(*t),
+        other => {
+            let n = other.wire_type();
+            match TypeId::by_name(&n) {
+                Some(t) => xsd_name(t),
+                None => n,
+            }
+        }
+    }
+}
+
+pub fn encode_value(o: &mut String, tag: &str, v: &Value, declared: TypeRef, version: VersionId) {
+    match v {
+        Value::Array(elem, items) => {
+            if declared.array {
+                let d = TypeRef { ty: declared.ty, array: false };
+                for it in items {
+                    encode_value(o, tag, it, d, version);
+                }
+            } else {
+                o.push_str(&format!("<{tag} xsi:type=\"{}\">", crate::value::array_name(*elem)));
+                let etag = elem.name();
+                for it in items {
+                    encode_value(o, etag, it, TypeRef { ty: *elem, array: false }, version);
+                }
+                o.push_str(&format!("</{tag}>"));
+            }
+        }
+        Value::Data(d) => {
+            if d.ty != declared.ty {
+                o.push_str(&format!("<{tag} xsi:type=\"{}\">", d.ty.name()));
+            } else {
+                o.push_str(&format!("<{tag}>"));
+            }
+            encode_fields(o, d, version);
+            o.push_str(&format!("</{tag}>"));
+        }
+        Value::MoRef(m) => {
+            o.push_str(&format!("<{tag} type=\"{}\"", m.ty.name()));
+            if declared.ty == types::anyType {
+                o.push_str(" xsi:type=\"ManagedObjectReference\"");
+            }
+            o.push('>');
+            escape(&m.value, o);
+            o.push_str(&format!("</{tag}>"));
+        }
+        prim => {
+            if declared.ty == types::anyType {
+                o.push_str(&format!("<{tag} xsi:type=\"{}\">", prim_type_of(prim)));
+            } else {
+                o.push_str(&format!("<{tag}>"));
+            }
+            escape(&format_primitive(prim), o);
+            o.push_str(&format!("</{tag}>"));
+        }
+    }
+}
+
+fn encode_fields(o: &mut String, d: &Data, version: VersionId) {
+    for p in d.ty.all_props() {
+        if !version.includes(p.version) {
+            continue;
+        }
+        if let Some(v) = d.get(p.name) {
+            encode_value(o, p.name, v, p.ty, version);
+        }
+    }
+}

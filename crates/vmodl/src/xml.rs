@@ -1,0 +1,107 @@
+//! A small XML element tree over quick-xml, enough for SOAP requests.
+use crate::DecodeError;
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+#[derive(Debug, Default, Clone)]
+pub struct Element {
+    /// Local name, prefix stripped.
+    pub name: String,
+    /// (qualified name, value)
+    pub attrs: Vec<(String, String)>,
+    pub children: Vec<Element>,
+    pub text: String,
+}
+
+impl Element {
+    /// `xsi:type` (any prefix), with its own prefix stripped.
+    pub fn xsi_type(&self) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k.ends_with(":type"))
+            .map(|(_, v)| v.rsplit(':').next().unwrap_or(v))
+    }
+    /// The unprefixed `type` attribute (a MoRef's type).
+    pub fn plain_attr(&self, name: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+    pub fn is_nil(&self) -> bool {
+        self.attrs.iter().any(|(k, v)| k.ends_with(":nil") && v == "true")
+    }
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|c| c.name == name)
+    }
+}
+
+fn local(name: &[u8]) -> String {
+    let s = String::from_utf8_lossy(name);
+    match s.rfind(':') {
+        Some(i) => s[i + 1..].to_string(),
+        None => s.into_owned(),
+    }
+}
+
+pub fn parse(input: &str) -> Result<Element, DecodeError> {
+    let mut reader = Reader::from_str(input);
+    let mut stack: Vec<Element> = vec![Element::default()];
+    let bad = |e: String| DecodeError::Malformed(e);
+    loop {
+        match reader.read_event().map_err(|e| bad(e.to_string()))? {
+            Event::Start(s) => {
+                stack.push(start(&s)?);
+            }
+            Event::Empty(s) => {
+                let el = start(&s)?;
+                stack.last_mut().unwrap().children.push(el);
+            }
+            Event::End(_) => {
+                let el = stack.pop().unwrap();
+                match stack.last_mut() {
+                    Some(p) => p.children.push(el),
+                    None => return Err(bad("unbalanced end tag".into())),
+                }
+            }
+            Event::Text(t) => {
+                let s = t.unescape().map_err(|e| bad(e.to_string()))?;
+                stack.last_mut().unwrap().text.push_str(&s);
+            }
+            Event::CData(t) => {
+                stack.last_mut().unwrap().text.push_str(&String::from_utf8_lossy(&t));
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if stack.len() != 1 {
+        return Err(bad("unexpected end of document".into()));
+    }
+    let mut root = stack.pop().unwrap();
+    match root.children.len() {
+        1 => Ok(root.children.pop().unwrap()),
+        0 => Err(bad("empty document".into())),
+        _ => Err(bad("more than one root element".into())),
+    }
+}
+
+fn start(s: &quick_xml::events::BytesStart) -> Result<Element, DecodeError> {
+    let mut el = Element { name: local(s.name().as_ref()), ..Default::default() };
+    for a in s.attributes() {
+        let a = a.map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let v = a.unescape_value().map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        el.attrs.push((String::from_utf8_lossy(a.key.as_ref()).into_owned(), v.into_owned()));
+    }
+    Ok(el)
+}
+
+pub fn escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! What both vim25 codecs share: finding the object and method a request
+//! names, mapping decode errors to faults, and calling the engine.
+use crate::engine::{Ctx, Engine, Fault};
+use vmodl::value::Args;
+use vmodl::{find_method, DecodeError, MethodDef, MoRef, TypeId, Value};
+
+pub fn decode_fault(e: DecodeError) -> Fault {
+    match e {
+        DecodeError::InvalidValue { path, msg } => Fault::invalid_argument(&path, format!("invalid value for {path}: {msg}")),
+        other => Fault::invalid_request(other.to_string()),
+    }
+}
+
+/// Resolve `{type}/{moId}`: the object must exist and be of that type or a
+/// subtype (clients may name any ancestor type).
+pub fn resolve_target(eng: &Engine, type_name: &str, moid: &str) -> Result<MoRef, Fault> {
+    match TypeId::by_name(type_name) {
+        Some(t) if t.kind() == vmodl::Kind::Managed => eng.resolve(&MoRef::new(t, moid)),
+        _ => {
+            let actual = eng.object_type(moid);
+            match actual {
+                Some(a) if a.name() == type_name => Ok(MoRef::new(a, moid)),
+                _ => Err(Fault::not_found(&MoRef::new(actual.unwrap_or(vmodl::types::ManagedObject), moid))),
+            }
+        }
+    }
+}
+
+/// Run `method` on `this` with arguments produced by `decode`.
+pub fn call(
+    eng: &Engine,
+    ctx: &mut Ctx,
+    this: &MoRef,
+    method: &str,
+    decode: impl FnOnce(&'static MethodDef) -> Result<Args, DecodeError>,
+) -> Result<(Option<Value>, &'static MethodDef), Fault> {
+    let m = find_method(this.ty, method).ok_or_else(|| Fault::method_not_found(this, method))?;
+    let args = decode(m).map_err(decode_fault)?;
+    let r = eng.invoke(ctx, this, m, args)?;
+    Ok((r, m))
+}

@@ -1,0 +1,169 @@
+//! Wire layers: HTTP(S) serving, routing, and one module per protocol. They
+//! translate requests into engine calls and engine results into replies.
+pub mod dispatch;
+pub mod files;
+pub mod metrics;
+pub mod soap;
+pub mod tls;
+pub mod vijson;
+
+use crate::engine::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpListener;
+
+pub type Resp = Response<Full<Bytes>>;
+
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub tls: bool,
+    pub metrics: metrics::Metrics,
+}
+
+/// Releases of the VI/JSON API this server speaks (oldest first).
+pub const RELEASES: &[&str] = &["8.0.1.0", "8.0.2.0", "8.0.3.0", "9.0.0.0", "9.1.0.0"];
+pub const VSAN_RELEASES: &[&str] = &["8.0.0.4", "9.0.0.0", "9.1.0.0"];
+
+pub fn newest_release() -> &'static str {
+    RELEASES[RELEASES.len() - 1]
+}
+
+pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .body(Full::new(body.into()))
+        .expect("valid response")
+}
+
+/// Everything a handler needs from the request, body already read.
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+    pub peer: SocketAddr,
+}
+
+impl Req {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// The SOAP session cookie; pyvmomi echoes the whole raw Set-Cookie, so
+    /// take the value, strip quotes and ignore attributes.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        for h in self.headers.get_all("cookie") {
+            let Ok(s) = h.to_str() else { continue };
+            for part in s.split(';') {
+                if let Some((k, v)) = part.trim().split_once('=') {
+                    if k.trim() == name {
+                        return Some(v.trim().trim_matches('"').to_string());
+                    }
+                }
+            }
+        }
+        None
+    }
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+        })
+    }
+}
+
+async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
+    let path = req.path.clone();
+    match (&req.method, path.as_str()) {
+        (&Method::GET, "/sdk/vimServiceVersions.xml") => (soap::service_versions("urn:vim25", RELEASES), "soap", "vimServiceVersions".into()),
+        (&Method::GET, "/sdk/vsanServiceVersions.xml") => (soap::service_versions("urn:vsan", VSAN_RELEASES), "soap", "vsanServiceVersions".into()),
+        (&Method::POST, "/sdk") | (&Method::POST, "/sdk/vimService") => {
+            let (r, m) = soap::handle(&state, &req, "urn:vim25");
+            (r, "soap", m)
+        }
+        (&Method::POST, "/vsanHealth") => {
+            let (r, m) = soap::handle(&state, &req, "urn:vsan");
+            (r, "soap", m)
+        }
+        (&Method::POST, "/api/vcenter/system") if req.query_param("action").as_deref() == Some("hello") => {
+            (vijson::hello(&req), "vijson", "hello".into())
+        }
+        (_, p) if p.starts_with("/sdk/vim25/") => {
+            let (r, m) = vijson::handle(&state, &req);
+            (r, "vijson", m)
+        }
+        (&Method::GET, "/metrics") => (
+            respond(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),
+            "metrics",
+            "scrape".into(),
+        ),
+        (_, p) if p.starts_with("/folder") => {
+            let r = files::handle(&state, &req).await;
+            (r, "folder", req.method.to_string())
+        }
+        _ => (
+            respond(StatusCode::NOT_FOUND, "application/json", serde_json::json!({"error": "not found", "path": path}).to_string()),
+            "other",
+            "not_found".into(),
+        ),
+    }
+}
+
+async fn serve_one(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Result<Resp, std::convert::Infallible> {
+    let start = Instant::now();
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return Ok(respond(StatusCode::BAD_REQUEST, "text/plain", format!("cannot read request body: {e}"))),
+    };
+    let req = Req {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers: parts.headers,
+        body,
+        peer,
+    };
+    let (resp, api, method) = route(state.clone(), req).await;
+    state.metrics.record(api, &method, resp.status().as_u16(), start.elapsed());
+    Ok(resp)
+}
+
+/// Accept connections until the process ends.
+pub async fn serve(state: Arc<AppState>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> anyhow::Result<()> {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| serve_one(state.clone(), req, peer));
+            let builder = hyper::server::conn::http1::Builder::new();
+            let res = match tls {
+                Some(acc) => match acc.accept(stream).await {
+                    Ok(s) => builder.serve_connection(hyper_util::rt::TokioIo::new(s), svc).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await,
+            };
+            if let Err(e) = res {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,113 @@
+//! SessionManager: Login, Logout, currentSession, SessionIsActive.
+use crate::engine::session::{normalize_user, verify_password, Session};
+use crate::engine::{Ctx, Engine, Fault, Reply};
+use vmodl::value::Args;
+use vmodl::{types, Data, MoRef, Value};
+
+pub fn user_session(s: &Session) -> Data {
+    Data::new(types::UserSession)
+        .with("key", s.key.clone())
+        .with("userName", display_user(&s.user))
+        .with("fullName", s.full_name.clone())
+        .with("loginTime", s.login_time)
+        .with("lastActiveTime", s.last_active())
+        .with("locale", s.locale.clone())
+        .with("messageLocale", s.locale.clone())
+        .with("extensionSession", false)
+        .with("ipAddress", s.ip.clone())
+        .with("userAgent", s.user_agent.clone())
+        .with("callCount", s.call_count.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// vCenter shows `user@vsphere.local` as `VSPHERE.LOCAL\user`.
+pub fn display_user(u: &str) -> String {
+    match u.split_once('@') {
+        Some((user, dom)) => format!("{}\\{}", dom.to_uppercase(), user),
+        None => u.to_string(),
+    }
+}
+
+pub fn property(eng: &Engine, ctx: &Ctx, name: &str) -> Option<Value> {
+    Some(match name {
+        "currentSession" => user_session(ctx.session.as_ref()?).into(),
+        "sessionList" => {
+            // Listing every session needs Sessions.TerminateSession on the root.
+            let s = ctx.session.as_ref()?;
+            let root = eng.inv.read().root();
+            if !eng.has_privilege(&s.user, &root, "Sessions.TerminateSession") {
+                return None;
+            }
+            Value::Array(types::UserSession, eng.sessions.all().iter().map(|s| user_session(s).into()).collect())
+        }
+        "defaultLocale" => "en".into(),
+        "messageLocaleList" | "supportedLocaleList" => Value::array_of_strings(["en"]),
+        "message" => return None,
+        _ => return None,
+    })
+}
+
+pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+    Some(match method {
+        "Login" => login(eng, ctx, &args),
+        "Logout" => {
+            let s = match ctx.session() {
+                Ok(s) => s.clone(),
+                Err(f) => return Some(Err(f)),
+            };
+            eng.sessions.remove(eng.store.as_ref(), &s.token).map_err(Fault::from).map(|_| {
+                ctx.logged_out = true;
+                None
+            })
+        }
+        "SessionIsActive" => {
+            let id = args.str("sessionID").unwrap_or("");
+            let user = normalize_user(args.str("userName").unwrap_or(""));
+            let active = eng.sessions.by_key(id).map(|s| s.user == user).unwrap_or(false);
+            Ok(Some(Value::Bool(active)))
+        }
+        "TerminateSession" => {
+            let ids: Vec<String> = args
+                .get("sessionId")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let mut r = Ok(None);
+            for id in ids {
+                match eng.sessions.by_key(&id) {
+                    Some(s) => {
+                        if let Err(e) = eng.sessions.remove(eng.store.as_ref(), &s.token) {
+                            r = Err(e.into());
+                        }
+                    }
+                    None => {
+                        r = Err(Fault::plain_not_found(format!("session {id} not found")));
+                        break;
+                    }
+                }
+            }
+            r
+        }
+        "SetLocale" => Ok(None),
+        _ => return None,
+    })
+}
+
+fn login(eng: &Engine, ctx: &mut Ctx, args: &Args) -> Reply {
+    let name = normalize_user(args.str("userName").unwrap_or(""));
+    let pw = args.str("password").unwrap_or("");
+    let user = eng.store.get_user(&name)?.ok_or_else(Fault::invalid_login)?;
+    if !verify_password(&user, pw) {
+        return Err(Fault::invalid_login());
+    }
+    // New users may have been added by `vtwin user add` while we run.
+    eng.perms.reload(eng.store.as_ref())?;
+    let locale = args.str("locale").unwrap_or("en");
+    let s = eng.sessions.create(eng.store.as_ref(), &user, locale, &ctx.ip, &ctx.user_agent)?;
+    // Replacing the caller's session, as vCenter does on a second Login.
+    if let Some(old) = ctx.session.take() {
+        let _ = eng.sessions.remove(eng.store.as_ref(), &old.token);
+    }
+    ctx.session = Some(s.clone());
+    ctx.new_session = Some(s.clone());
+    Ok(Some(user_session(&s).into()))
+}

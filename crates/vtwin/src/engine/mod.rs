@@ -1,0 +1,265 @@
+//! The engine: inventory, sessions, authorization and the managed objects'
+//! behaviour. No HTTP and no wire format in here: the wire layers decode a
+//! request into (object, method, args), call `invoke`, and encode the result.
+pub mod authz;
+pub mod fault;
+pub mod inventory;
+pub mod mo;
+pub mod session;
+
+use crate::store::{PermissionRecord, Store, UserRecord};
+pub use fault::Fault;
+use inventory::{Inventory, Shape, ROOT_FOLDER};
+use parking_lot::{Mutex, RwLock};
+use session::{Session, Sessions, ADMIN_USER};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use vmodl::value::Args;
+use vmodl::{types, MethodDef, MoRef, TypeId, Value, VersionId};
+
+/// Per-call context: who is calling, with which API release.
+pub struct Ctx {
+    pub session: Option<Arc<Session>>,
+    pub version: VersionId,
+    pub ip: String,
+    pub user_agent: String,
+    /// Set by Login so the wire layer can hand the client its token.
+    pub new_session: Option<Arc<Session>>,
+    /// Set by Logout so the wire layer can clear the cookie.
+    pub logged_out: bool,
+}
+
+impl Ctx {
+    pub fn new(version: VersionId) -> Ctx {
+        Ctx { session: None, version, ip: String::new(), user_agent: String::new(), new_session: None, logged_out: false }
+    }
+    pub fn session(&self) -> Result<&Arc<Session>, Fault> {
+        self.session.as_ref().ok_or_else(Fault::not_authenticated)
+    }
+}
+
+pub type Reply = Result<Option<Value>, Fault>;
+
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub data_dir: PathBuf,
+    pub inv: RwLock<Inventory>,
+    pub sessions: Sessions,
+    pub perms: authz::Permissions,
+    pub instance_uuid: String,
+    pub views: Mutex<HashMap<String, mo::view_manager::View>>,
+    pub retrievals: Mutex<HashMap<String, mo::property_collector::Pending>>,
+    seq: AtomicU64,
+}
+
+/// Objects that exist once per server, by moId.
+pub const SINGLETONS: &[(&str, TypeId)] = &[
+    ("ServiceInstance", types::ServiceInstance),
+    ("propertyCollector", types::PropertyCollector),
+    ("ViewManager", types::ViewManager),
+    ("SessionManager", types::SessionManager),
+    ("AuthorizationManager", types::AuthorizationManager),
+    ("SearchIndex", types::SearchIndex),
+];
+
+pub struct OpenResult {
+    pub engine: Engine,
+    /// A generated admin password, to be printed once.
+    pub generated_password: Option<String>,
+}
+
+impl Engine {
+    pub fn open(store: Arc<dyn Store>, data_dir: PathBuf, shape: Shape, admin_password: Option<String>) -> anyhow::Result<OpenResult> {
+        let instance_uuid = match store.get_meta("instance_uuid")? {
+            Some(u) => u,
+            None => {
+                let u = uuid::Uuid::new_v4().to_string();
+                store.set_meta("instance_uuid", &u)?;
+                u
+            }
+        };
+        let inv = match Inventory::load(store.as_ref())? {
+            Some(inv) => inv,
+            None => {
+                let inv = Inventory::bootstrap(shape, &data_dir)?;
+                store.put_objects(&inv.records())?;
+                inv
+            }
+        };
+        let mut generated_password = None;
+        let existing = store.get_user(ADMIN_USER)?;
+        match (admin_password, existing) {
+            (Some(pw), _) => add_user(store.as_ref(), ADMIN_USER, &pw, authz::ROLE_ADMIN)?,
+            (None, None) => {
+                let pw = generate_password();
+                add_user(store.as_ref(), ADMIN_USER, &pw, authz::ROLE_ADMIN)?;
+                generated_password = Some(pw);
+            }
+            (None, Some(_)) => {}
+        }
+        let perms = authz::Permissions::default();
+        perms.reload(store.as_ref())?;
+        let engine = Engine {
+            store,
+            data_dir,
+            inv: RwLock::new(inv),
+            sessions: Sessions::default(),
+            perms,
+            instance_uuid,
+            views: Mutex::new(HashMap::new()),
+            retrievals: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(1),
+        };
+        Ok(OpenResult { engine, generated_password })
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The concrete type of a live object, or None.
+    pub fn object_type(&self, moid: &str) -> Option<TypeId> {
+        if let Some((_, t)) = SINGLETONS.iter().find(|(m, _)| *m == moid) {
+            return Some(*t);
+        }
+        if let Some(e) = self.inv.read().get(moid) {
+            return Some(e.moref.ty);
+        }
+        self.views.lock().get(moid).map(|v| v.ty())
+    }
+
+    /// Resolve a reference from the wire: the object must exist and be of the
+    /// named type or a subtype of it.
+    pub fn resolve(&self, r: &MoRef) -> Result<MoRef, Fault> {
+        match self.object_type(&r.value) {
+            Some(t) if t.is_a(r.ty) => Ok(MoRef::new(t, r.value.clone())),
+            _ => Err(Fault::not_found(r)),
+        }
+    }
+
+    pub fn session_for_token(&self, token: &str) -> Option<Arc<Session>> {
+        let s = self.sessions.lookup(self.store.as_ref(), token)?;
+        s.touch();
+        Some(s)
+    }
+
+    /// May `user` exercise `privilege` on `obj`? Objects outside the
+    /// inventory (managers, views) take their permissions from the root folder.
+    pub fn has_privilege(&self, user: &str, obj: &MoRef, privilege: &str) -> bool {
+        if privilege == "System.Anonymous" {
+            return true;
+        }
+        let inv = self.inv.read();
+        let in_inventory = inv.get(&obj.value).is_some();
+        if !in_inventory && privilege == "System.View" {
+            return true;
+        }
+        let path = if in_inventory { inv.path_to_root(&obj.value) } else { vec![ROOT_FOLDER.to_string()] };
+        drop(inv);
+        let role = self.perms.effective_role(user, &path).unwrap_or(authz::ROLE_NOACCESS);
+        authz::role_has(role, privilege)
+    }
+
+    pub fn check(&self, ctx: &Ctx, obj: &MoRef, privilege: &str) -> Result<(), Fault> {
+        let s = ctx.session()?;
+        if self.has_privilege(&s.user, obj, privilege) {
+            Ok(())
+        } else {
+            Err(Fault::no_permission(obj, privilege))
+        }
+    }
+
+    /// Can this session see the object at all (System.View)?
+    pub fn can_view(&self, ctx: &Ctx, obj: &MoRef) -> bool {
+        match &ctx.session {
+            Some(s) => self.has_privilege(&s.user, obj, "System.View"),
+            None => false,
+        }
+    }
+
+    fn anonymous_ok(this: &MoRef, m: &MethodDef) -> bool {
+        m.privilege == Some("System.Anonymous") && (this.ty == types::ServiceInstance || this.ty == types::SessionManager)
+    }
+
+    /// Call `m` on `this` (already resolved). Checks the session, the
+    /// method's release, the privilege the registry names for the method and
+    /// for each MoRef parameter, then runs the object's behaviour.
+    pub fn invoke(&self, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, args: Args) -> Reply {
+        if !Self::anonymous_ok(this, m) && ctx.session.is_none() {
+            return Err(Fault::not_authenticated());
+        }
+        if !ctx.version.includes(m.version) && !std::ptr::eq(m, &vmodl::schema::FETCH) {
+            return Err(Fault::method_not_found(this, m.name));
+        }
+        if ctx.session.is_some() {
+            if let Some(p) = m.privilege {
+                self.check(ctx, this, p)?;
+            }
+            for p in m.params {
+                let Some(privilege) = p.privilege else { continue };
+                let refs: Vec<&MoRef> = match args.get(p.name) {
+                    Some(Value::MoRef(r)) => vec![r],
+                    Some(Value::Array(_, items)) => items.iter().filter_map(Value::as_moref).collect(),
+                    _ => vec![],
+                };
+                for r in refs {
+                    let r = self.resolve(r)?;
+                    self.check(ctx, &r, privilege)?;
+                }
+            }
+        }
+        mo::invoke(self, ctx, this, m, args)
+    }
+
+    /// Read one top-level property (VI/JSON GET, Fetch). Reading
+    /// ServiceInstance content/serverClock needs no session.
+    pub fn read_property(&self, ctx: &Ctx, this: &MoRef, name: &str) -> Reply {
+        let anonymous = this.ty == types::ServiceInstance && (name == "content" || name == "serverClock");
+        if !anonymous {
+            ctx.session()?;
+        }
+        let (top, rest) = match name.split_once('.') {
+            Some((a, b)) => (a, Some(b)),
+            None => (name, None),
+        };
+        let p = this.ty.prop(top).ok_or_else(|| Fault::invalid_property(name))?;
+        if !anonymous {
+            if !self.can_view(ctx, this) {
+                return Err(Fault::no_permission(this, "System.View"));
+            }
+            if let Some(privilege) = p.privilege {
+                self.check(ctx, this, privilege)?;
+            }
+        }
+        let v = mo::property(self, ctx, this, top)?;
+        match rest {
+            None => Ok(v),
+            Some(path) => Ok(v.and_then(|v| mo::property_collector::sub_path(&v, path))),
+        }
+    }
+
+    /// `vtwin user add` and first start: a user and its role at the root.
+    pub fn add_user(&self, name: &str, password: &str, role: i32) -> anyhow::Result<()> {
+        add_user(self.store.as_ref(), name, password, role)?;
+        self.perms.reload(self.store.as_ref())?;
+        Ok(())
+    }
+}
+
+pub fn generate_password() -> String {
+    use rand::Rng;
+    const CH: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut r = rand::thread_rng();
+    let body: String = (0..16).map(|_| CH[r.gen_range(0..CH.len())] as char).collect();
+    format!("{body}!9a")
+}
+
+/// Create or update a user and give it `role` on the root folder.
+pub fn add_user(store: &dyn Store, name: &str, password: &str, role: i32) -> crate::store::Result<()> {
+    let name = session::normalize_user(name);
+    let full_name = name.split('@').next().unwrap_or(&name).to_string();
+    store.put_user(&UserRecord { name: name.clone(), password_hash: session::hash_password(password), full_name })?;
+    store.put_permission(&PermissionRecord { entity: ROOT_FOLDER.into(), principal: name, group: false, role_id: role, propagate: true })
+}

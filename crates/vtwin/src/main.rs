@@ -1,0 +1,109 @@
+//! The `vtwin` binary: `serve` and admin commands.
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use vtwin::api::{self, AppState};
+use vtwin::engine::{authz, inventory::Shape, Engine};
+use vtwin::store::sqlite::SqliteStore;
+
+#[derive(Parser)]
+#[command(name = "vtwin", version, about = "A vSphere-compatible control plane for tasks and virtual storage")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(long, default_value = "./vtwin-data")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8989")]
+    listen: String,
+    /// Password of administrator@vsphere.local (else kept, or generated at first start).
+    #[arg(long, env = "VTWIN_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    plain_http: bool,
+    /// Inventory shape at first start.
+    #[arg(long, default_value_t = 1)]
+    datacenters: usize,
+    #[arg(long, default_value_t = 1)]
+    hosts: usize,
+    #[arg(long, default_value_t = 1)]
+    datastores: usize,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user (or change its password and role).
+    Add {
+        name: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long, default_value = "ReadOnly")]
+        role: String,
+        #[arg(long, default_value = "./vtwin-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
+    std::fs::create_dir_all(data_dir)?;
+    Ok(Arc::new(SqliteStore::open(&data_dir.join("vtwin.db"))?))
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::User { cmd: UserCmd::Add { name, password, role, data_dir } } => {
+            let r = authz::role_by_name(&role).ok_or_else(|| anyhow::anyhow!("unknown role '{role}': use Admin, ReadOnly or NoAccess"))?;
+            let store = open_store(&data_dir)?;
+            vtwin::engine::add_user(store.as_ref(), &name, &password, r.id)?;
+            println!("user {name} has role {} on the root folder", r.name);
+            Ok(())
+        }
+        Cmd::Serve(a) => serve(a),
+    }
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let store = open_store(&a.data_dir)?;
+    let data_dir = std::fs::canonicalize(&a.data_dir)?;
+    let shape = Shape { datacenters: a.datacenters, hosts: a.hosts, datastores: a.datastores };
+    let opened = Engine::open(store, data_dir.clone(), shape, a.admin_password)?;
+    if let Some(pw) = &opened.generated_password {
+        println!("generated password for administrator@vsphere.local: {pw}");
+    }
+    let tls = if a.plain_http { None } else { Some(api::tls::acceptor(&data_dir)?) };
+    let state = Arc::new(AppState { engine: Arc::new(opened.engine), tls: tls.is_some(), metrics: Default::default() });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+        let addr = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("vtwin listening on {scheme}://{addr}");
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, scheme, data_dir = %data_dir.display(), "ready");
+        tokio::select! {
+            r = api::serve(state, listener, tls) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}

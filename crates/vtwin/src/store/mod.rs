@@ -1,0 +1,77 @@
+//! The store interface: everything vtwin keeps across restarts. SQLite in the
+//! data directory is the embedded backend; a PostgreSQL backend implements
+//! the same trait for several nodes.
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub password_hash: String,
+    pub full_name: String,
+}
+
+/// One inventory object: its type, name, parent and type-specific attributes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    pub moid: String,
+    pub ty: String,
+    pub name: String,
+    pub parent: Option<String>,
+    pub attrs: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionRecord {
+    pub entity: String,
+    pub principal: String,
+    pub group: bool,
+    pub role_id: i32,
+    pub propagate: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The secret the client presents (cookie / vmware-api-session-id).
+    pub token: String,
+    /// UserSession.key
+    pub key: String,
+    pub user: String,
+    pub login_time: i64,
+    pub last_active: i64,
+    pub locale: String,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+pub trait Store: Send + Sync {
+    fn get_meta(&self, key: &str) -> Result<Option<String>>;
+    fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+
+    fn put_user(&self, u: &UserRecord) -> Result<()>;
+    fn get_user(&self, name: &str) -> Result<Option<UserRecord>>;
+    fn list_users(&self) -> Result<Vec<UserRecord>>;
+
+    fn put_objects(&self, objs: &[ObjectRecord]) -> Result<()>;
+    fn delete_object(&self, moid: &str) -> Result<()>;
+    fn list_objects(&self) -> Result<Vec<ObjectRecord>>;
+
+    /// Add or replace the permission of (entity, principal, group).
+    fn put_permission(&self, p: &PermissionRecord) -> Result<()>;
+    fn remove_permission(&self, entity: &str, principal: &str, group: bool) -> Result<bool>;
+    fn list_permissions(&self) -> Result<Vec<PermissionRecord>>;
+
+    fn put_session(&self, s: &SessionRecord) -> Result<()>;
+    fn get_session(&self, token: &str) -> Result<Option<SessionRecord>>;
+    fn delete_session(&self, token: &str) -> Result<()>;
+    fn touch_session(&self, token: &str, now: i64) -> Result<()>;
+}

@@ -1,0 +1,194 @@
+//! SQLite backend (the embedded default), one file in the data directory.
+use super::*;
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Schema migrations, applied in order at open; `user_version` records how
+/// many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, full_name TEXT NOT NULL);
+CREATE TABLE objects (moid TEXT PRIMARY KEY, ty TEXT NOT NULL, name TEXT NOT NULL, parent TEXT, attrs TEXT NOT NULL);
+CREATE TABLE permissions (entity TEXT NOT NULL, principal TEXT NOT NULL, is_group INTEGER NOT NULL,
+    role_id INTEGER NOT NULL, propagate INTEGER NOT NULL, PRIMARY KEY (entity, principal, is_group));
+CREATE TABLE sessions (token TEXT PRIMARY KEY, key TEXT NOT NULL, user_name TEXT NOT NULL, login_time INTEGER NOT NULL,
+    last_active INTEGER NOT NULL, locale TEXT NOT NULL, ip TEXT NOT NULL, user_agent TEXT NOT NULL);
+"#];
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        let s = SqliteStore { conn: Mutex::new(conn) };
+        s.migrate()?;
+        Ok(s)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut c = self.conn.lock();
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+        let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(err)?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(v as usize) {
+            tx.execute_batch(m).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+impl Store for SqliteStore {
+    fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key=?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(err)
+    }
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .lock()
+            .execute("INSERT INTO meta(key,value) VALUES(?1,?2) ON CONFLICT(key) DO UPDATE SET value=excluded.value", params![key, value])
+            .map(|_| ())
+            .map_err(err)
+    }
+    fn put_user(&self, u: &UserRecord) -> Result<()> {
+        self.conn
+            .lock()
+            .execute(
+                "INSERT INTO users(name,password_hash,full_name) VALUES(?1,?2,?3) ON CONFLICT(name) DO UPDATE SET password_hash=excluded.password_hash, full_name=excluded.full_name",
+                params![u.name, u.password_hash, u.full_name],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+    fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
+        self.conn
+            .lock()
+            .query_row("SELECT name,password_hash,full_name FROM users WHERE name=?1", [name], |r| {
+                Ok(UserRecord { name: r.get(0)?, password_hash: r.get(1)?, full_name: r.get(2)? })
+            })
+            .optional()
+            .map_err(err)
+    }
+    fn list_users(&self) -> Result<Vec<UserRecord>> {
+        let c = self.conn.lock();
+        let mut st = c.prepare("SELECT name,password_hash,full_name FROM users ORDER BY name").map_err(err)?;
+        let rows = st
+            .query_map([], |r| Ok(UserRecord { name: r.get(0)?, password_hash: r.get(1)?, full_name: r.get(2)? }))
+            .map_err(err)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(err)
+    }
+    fn put_objects(&self, objs: &[ObjectRecord]) -> Result<()> {
+        let mut c = self.conn.lock();
+        let tx = c.transaction().map_err(err)?;
+        {
+            let mut st = tx
+                .prepare("INSERT INTO objects(moid,ty,name,parent,attrs) VALUES(?1,?2,?3,?4,?5) ON CONFLICT(moid) DO UPDATE SET ty=excluded.ty,name=excluded.name,parent=excluded.parent,attrs=excluded.attrs")
+                .map_err(err)?;
+            for o in objs {
+                st.execute(params![o.moid, o.ty, o.name, o.parent, o.attrs.to_string()]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+    fn delete_object(&self, moid: &str) -> Result<()> {
+        self.conn.lock().execute("DELETE FROM objects WHERE moid=?1", [moid]).map(|_| ()).map_err(err)
+    }
+    fn list_objects(&self) -> Result<Vec<ObjectRecord>> {
+        let c = self.conn.lock();
+        let mut st = c.prepare("SELECT moid,ty,name,parent,attrs FROM objects ORDER BY rowid").map_err(err)?;
+        let rows = st
+            .query_map([], |r| {
+                let attrs: String = r.get(4)?;
+                Ok(ObjectRecord {
+                    moid: r.get(0)?,
+                    ty: r.get(1)?,
+                    name: r.get(2)?,
+                    parent: r.get(3)?,
+                    attrs: serde_json::from_str(&attrs).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(err)
+    }
+    fn put_permission(&self, p: &PermissionRecord) -> Result<()> {
+        self.conn
+            .lock()
+            .execute(
+                "INSERT INTO permissions(entity,principal,is_group,role_id,propagate) VALUES(?1,?2,?3,?4,?5) ON CONFLICT(entity,principal,is_group) DO UPDATE SET role_id=excluded.role_id, propagate=excluded.propagate",
+                params![p.entity, p.principal, p.group, p.role_id, p.propagate],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+    fn remove_permission(&self, entity: &str, principal: &str, group: bool) -> Result<bool> {
+        self.conn
+            .lock()
+            .execute("DELETE FROM permissions WHERE entity=?1 AND principal=?2 AND is_group=?3", params![entity, principal, group])
+            .map(|n| n > 0)
+            .map_err(err)
+    }
+    fn list_permissions(&self) -> Result<Vec<PermissionRecord>> {
+        let c = self.conn.lock();
+        let mut st = c.prepare("SELECT entity,principal,is_group,role_id,propagate FROM permissions").map_err(err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(PermissionRecord { entity: r.get(0)?, principal: r.get(1)?, group: r.get(2)?, role_id: r.get(3)?, propagate: r.get(4)? })
+            })
+            .map_err(err)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(err)
+    }
+    fn put_session(&self, s: &SessionRecord) -> Result<()> {
+        self.conn
+            .lock()
+            .execute(
+                "INSERT OR REPLACE INTO sessions(token,key,user_name,login_time,last_active,locale,ip,user_agent) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
+                params![s.token, s.key, s.user, s.login_time, s.last_active, s.locale, s.ip, s.user_agent],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+    fn get_session(&self, token: &str) -> Result<Option<SessionRecord>> {
+        self.conn
+            .lock()
+            .query_row(
+                "SELECT token,key,user_name,login_time,last_active,locale,ip,user_agent FROM sessions WHERE token=?1",
+                [token],
+                |r| {
+                    Ok(SessionRecord {
+                        token: r.get(0)?,
+                        key: r.get(1)?,
+                        user: r.get(2)?,
+                        login_time: r.get(3)?,
+                        last_active: r.get(4)?,
+                        locale: r.get(5)?,
+                        ip: r.get(6)?,
+                        user_agent: r.get(7)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(err)
+    }
+    fn delete_session(&self, token: &str) -> Result<()> {
+        self.conn.lock().execute("DELETE FROM sessions WHERE token=?1", [token]).map(|_| ()).map_err(err)
+    }
+    fn touch_session(&self, token: &str, now: i64) -> Result<()> {
+        self.conn
+            .lock()
+            .execute("UPDATE sessions SET last_active=?2 WHERE token=?1", params![token, now])
+            .map(|_| ())
+            .map_err(err)
+    }
+}
