@@ -157,7 +157,7 @@ fn main() {
             k => panic!("kind {k}"),
         };
         let (vmodl, version, base) = match t {
-            Some(t) => (t.vmodl.as_str(), vid(&t.version), t.base.as_deref().map(|b| tid(b))),
+            Some(t) => (t.vmodl.as_str(), vid(&t.version), t.base.as_deref().map(&tid)),
             None => (name.as_str(), vid("vmodl.version.version0"), None),
         };
         let props: Vec<String> = t.map(|t| t.props.iter().map(&prop).collect()).unwrap_or_default();

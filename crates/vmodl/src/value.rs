@@ -297,3 +297,31 @@ pub fn format_primitive(v: &Value) -> String {
         Value::Data(_) | Value::Array(..) => String::new(),
     }
 }
+
+impl Data {
+    /// Paths of required (non-optional) properties left unset, recursively:
+    /// what a strict client would refuse to parse.
+    pub fn missing_required(&self, path: &str, out: &mut Vec<String>) {
+        for p in self.ty.all_props() {
+            match self.get(p.name) {
+                None if !p.optional => out.push(format!("{path}.{}", p.name)),
+                Some(v) => v.missing_required(&format!("{path}.{}", p.name), out),
+                None => {}
+            }
+        }
+    }
+}
+
+impl Value {
+    pub fn missing_required(&self, path: &str, out: &mut Vec<String>) {
+        match self {
+            Value::Data(d) => d.missing_required(path, out),
+            Value::Array(_, items) => {
+                for (i, it) in items.iter().enumerate() {
+                    it.missing_required(&format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -11,18 +11,14 @@ pub fn decode_fault(e: DecodeError) -> Fault {
     }
 }
 
-/// Resolve `{type}/{moId}`: the object must exist and be of that type or a
-/// subtype (clients may name any ancestor type).
+/// Resolve `{type}/{moId}`: the type must be a managed object type of the
+/// registry (else InvalidRequest), and the object must exist and be of that
+/// type or a subtype (clients may name any ancestor type), else
+/// ManagedObjectNotFound.
 pub fn resolve_target(eng: &Engine, type_name: &str, moid: &str) -> Result<MoRef, Fault> {
     match TypeId::by_name(type_name) {
         Some(t) if t.kind() == vmodl::Kind::Managed => eng.resolve(&MoRef::new(t, moid)),
-        _ => {
-            let actual = eng.object_type(moid);
-            match actual {
-                Some(a) if a.name() == type_name => Ok(MoRef::new(a, moid)),
-                _ => Err(Fault::not_found(&MoRef::new(actual.unwrap_or(vmodl::types::ManagedObject), moid))),
-            }
-        }
+        _ => Err(Fault::invalid_request(format!("'{type_name}' is not a managed object type"))),
     }
 }
 

@@ -55,15 +55,17 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let recursive = args.get("recursive").and_then(Value::as_bool).unwrap_or(false);
             new_view(eng, ctx, ViewKind::Container { container, types: tys, recursive })
         })(),
-        "CreateListView" => (|| {
-            let mut objs = vec![];
-            for o in args.get("obj").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_moref) {
-                if let Ok(r) = eng.resolve(o) {
-                    objs.push(r);
-                }
-            }
+        "CreateListView" => {
+            let objs = args
+                .get("obj")
+                .and_then(Value::as_array)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(Value::as_moref)
+                .filter_map(|o| eng.resolve(o).ok())
+                .collect();
             new_view(eng, ctx, ViewKind::List { objs })
-        })(),
+        }
         "CreateListViewFromView" => (|| {
             let v = args.get("view").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("view", "view is required"))?;
             let v = eng.resolve(v)?;

@@ -1,0 +1,195 @@
+//! `vtwin-bench`: SOAP Login + RetrievePropertiesEx + Logout requests/s at 1
+//! and 64 concurrent clients against vtwin and, in the same run, against
+//! vcsim (govmomi 0.24.2) as the peer; and the RSS of each with 10,000 hosts
+//! and datastores in the inventory. Prints figures and ratios.
+//!
+//! Usage: vtwin-bench [--seconds N] [--inventory N] [--vtwin PATH] [--vcsim PATH]
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+const PW: &str = "Bench-Passw0rd!";
+
+/// Where and as whom the SOAP loop talks.
+#[derive(Clone)]
+struct Endpoint {
+    name: &'static str,
+    sdk: String,
+    user: String,
+    pw: String,
+}
+
+struct Target {
+    child: tokio::process::Child,
+    ep: Endpoint,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn spawn_until(mut cmd: tokio::process::Command, prefix: &str) -> anyhow::Result<(tokio::process::Child, String)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(600), lines.next_line()).await??;
+        let Some(line) = line else { anyhow::bail!("{prefix}: process exited before listening") };
+        if let Some(rest) = line.strip_prefix(prefix) {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok((child, rest.trim().to_string()));
+        }
+    }
+}
+
+async fn start_vtwin(bin: &str, dir: &std::path::Path, hosts: usize, datastores: usize) -> anyhow::Result<Target> {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--admin-password", PW])
+        .args(["--hosts", &hosts.to_string(), "--datastores", &datastores.to_string()])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn");
+    let (child, url) = spawn_until(cmd, "vtwin listening on ").await?;
+    Ok(Target { child, ep: Endpoint { name: "vtwin", sdk: format!("{url}/sdk"), user: "administrator@vsphere.local".into(), pw: PW.into() } })
+}
+
+async fn start_vcsim(bin: &str, inventory: Option<(usize, usize)>) -> anyhow::Result<Target> {
+    let mut cmd = tokio::process::Command::new(bin);
+    if let Some((h, d)) = inventory {
+        cmd.args([h.to_string(), d.to_string()]);
+    }
+    let (child, url) = spawn_until(cmd, "vcsim listening on ").await?;
+    // http://user:pass@127.0.0.1:PORT/sdk
+    let rest = url.strip_prefix("http://").unwrap_or(&url);
+    let (auth, hostpath) = rest.split_once('@').unwrap_or(("user:pass", rest));
+    let (user, pw) = auth.split_once(':').unwrap_or(("user", "pass"));
+    let host = hostpath.split('/').next().unwrap_or(hostpath);
+    Ok(Target { child, ep: Endpoint { name: "vcsim", sdk: format!("http://{host}/sdk"), user: user.into(), pw: pw.into() } })
+}
+
+fn envelope(body: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"#
+    )
+}
+
+const RETRIEVE: &str = r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">propertyCollector</_this><specSet><propSet><type>Datastore</type><pathSet>summary</pathSet></propSet><objectSet><obj type="Folder">group-d1</obj><skip>true</skip><selectSet xsi:type="TraversalSpec"><name>f</name><type>Folder</type><path>childEntity</path><skip>false</skip><selectSet><name>f</name></selectSet><selectSet><name>dc</name></selectSet></selectSet><selectSet xsi:type="TraversalSpec"><name>dc</name><type>Datacenter</type><path>datastoreFolder</path><skip>false</skip><selectSet><name>f</name></selectSet></selectSet></objectSet></specSet><options></options></RetrievePropertiesEx>"#;
+
+async fn post(http: &Http, url: &str, body: String, cookie: Option<&str>) -> anyhow::Result<(u16, Option<String>, Bytes)> {
+    let mut b = hyper::Request::post(url).header("Content-Type", "text/xml; charset=UTF-8").header("SOAPAction", "\"urn:vim25/8.0.3.0\"");
+    if let Some(c) = cookie {
+        b = b.header("Cookie", c);
+    }
+    let resp = http.request(b.body(Full::new(Bytes::from(body)))?).await?;
+    let status = resp.status().as_u16();
+    let cookie = resp.headers().get("set-cookie").and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or("").to_string());
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, cookie, body))
+}
+
+/// One iteration: Login, RetrievePropertiesEx, Logout. Returns the number of
+/// datastores seen.
+async fn iteration(http: &Http, t: &Endpoint) -> anyhow::Result<usize> {
+    let login = envelope(&format!(
+        r#"<Login xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this><userName>{}</userName><password>{}</password></Login>"#,
+        t.user, t.pw
+    ));
+    let (st, cookie, body) = post(http, &t.sdk, login, None).await?;
+    anyhow::ensure!(st == 200, "{}: Login {st}: {}", t.name, String::from_utf8_lossy(&body));
+    let cookie = cookie.ok_or_else(|| anyhow::anyhow!("{}: no cookie", t.name))?;
+    let (st, _, body) = post(http, &t.sdk, envelope(RETRIEVE), Some(&cookie)).await?;
+    anyhow::ensure!(st == 200, "{}: RetrievePropertiesEx {st}: {}", t.name, String::from_utf8_lossy(&body));
+    let n = count(&body, b"<obj type=\"Datastore\"");
+    let (st, _, body) = post(http, &t.sdk, envelope(r#"<Logout xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this></Logout>"#), Some(&cookie)).await?;
+    anyhow::ensure!(st == 200, "{}: Logout {st}: {}", t.name, String::from_utf8_lossy(&body));
+    Ok(n)
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+async fn throughput(t: &Endpoint, clients: usize, secs: u64) -> anyhow::Result<f64> {
+    let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+    // Warm up (and check the loop works) before measuring.
+    let n = iteration(&http, t).await?;
+    anyhow::ensure!(n >= 1, "{}: no datastore in the reply", t.name);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = vec![];
+    let start = Instant::now();
+    for _ in 0..clients {
+        let (http, stop, done) = (http.clone(), stop.clone(), done.clone());
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                iteration(&http, &t).await?;
+                done.fetch_add(3, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let secs: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(5);
+    let inventory: usize = arg("--inventory").and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let vtwin = arg("--vtwin").unwrap_or_else(|| "target/release/vtwin".into());
+    let vcsim = arg("--vcsim").unwrap_or_else(|| "target/bench/vcsim-peer".into());
+    let tmp = std::env::temp_dir().join(format!("vtwin-bench-{}", std::process::id()));
+
+    println!("# SOAP Login + RetrievePropertiesEx + Logout, {secs} s per figure, requests/s");
+    println!("{:<8} {:>8} {:>12} {:>12} {:>8}", "clients", "", "vtwin", "vcsim", "ratio");
+    for clients in [1usize, 64] {
+        let v = start_vtwin(&vtwin, &tmp.join("tp"), 1, 1).await?;
+        let a = throughput(&v.ep, clients, secs).await?;
+        drop(v);
+        let p = start_vcsim(&vcsim, None).await?;
+        let b = throughput(&p.ep, clients, secs).await?;
+        drop(p);
+        println!("{clients:<8} {:>8} {a:>12.0} {b:>12.0} {:>7.2}x", "req/s", a / b);
+    }
+
+    let half = inventory / 2;
+    println!("\n# RSS with {inventory} hosts + datastores ({half} each), after a full RetrievePropertiesEx of every datastore summary");
+    let v = start_vtwin(&vtwin, &tmp.join("rss"), half, half).await?;
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let n = iteration(&http, &v.ep).await?;
+    let vr = rss_kib(v.child.id().unwrap_or(0));
+    drop(v);
+    let p = start_vcsim(&vcsim, Some((half, half))).await?;
+    let m = iteration(&http, &p.ep).await?;
+    let pr = rss_kib(p.child.id().unwrap_or(0));
+    drop(p);
+    println!("{:<8} {:>10} {:>10}", "", "vtwin", "vcsim");
+    println!("{:<8} {:>10} {:>10}", "objects", n, m);
+    println!("{:<8} {:>7} MiB {:>6} MiB   ratio {:.2}", "RSS", vr / 1024, pr / 1024, vr as f64 / pr.max(1) as f64);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The generated model and both codecs, without a server.
+use serde_json::json;
+use vmodl::value::Args;
+use vmodl::{find_method, json as vjson, soap, types, Data, MoRef, TypeId, TypeRef, Value, VersionId};
+
+fn v(wire: &str) -> VersionId {
+    VersionId::by_wire("vim25", wire).unwrap()
+}
+
+#[test]
+fn registry_is_complete_and_linked() {
+    assert!(vmodl::schema::TYPES.len() > 4000);
+    let sc = types::ServiceContent;
+    assert_eq!(sc.def().vmodl, "vim.ServiceInstanceContent");
+    assert!(sc.prop("rootFolder").map(|p| !p.optional).unwrap());
+    // Inherited methods resolve on subtypes, with registry privileges.
+    let m = find_method(types::Folder, "Destroy_Task").unwrap();
+    assert_eq!(m.vmodl, "destroy");
+    let m = find_method(types::Datastore, "UpdateVirtualMachineFiles_Task").unwrap();
+    assert_eq!(m.privilege, Some("Datastore.UpdateVirtualMachineFiles"));
+    assert_eq!(m.task_result.unwrap().ty, types::UpdateVirtualMachineFilesResult);
+    let m = find_method(types::VcenterVStorageObjectManager, "VstorageObjectVCenterQueryChangedDiskAreas").unwrap();
+    assert_eq!(m.privilege, Some("System.View"));
+    let m = find_method(types::CnsVolumeManager, "CnsSyncVolume").unwrap();
+    assert_eq!(m.version.def().name, "vsan.version.v9_1_0_0");
+    assert!(types::NotAuthenticated.is_a(types::NoPermission) && types::NotAuthenticated.is_fault());
+    assert!(find_method(types::Folder, "NoSuchMethod").is_none());
+    assert!(TypeId::by_name("NoSuchType").is_none());
+}
+
+#[test]
+fn releases_gate_members() {
+    // UpdateVirtualMachineFiles_Task is 4.1-era: visible everywhere we serve.
+    let m = find_method(types::Datastore, "UpdateVirtualMachineFiles_Task").unwrap();
+    for r in ["8.0.1.0", "8.0.2.0", "8.0.3.0", "9.0.0.0", "9.1.0.0"] {
+        assert!(v(r).includes(m.version), "{r}");
+    }
+    // Something introduced in 9.0 is not visible to an 8.0.1.0 client.
+    let newer = vmodl::schema::TYPES
+        .iter()
+        .flat_map(|t| t.methods.iter())
+        .find(|m| m.version.def().name == "vim.version.v9_0_0_0")
+        .expect("a 9.0 method");
+    assert!(!v("8.0.1.0").includes(newer.version));
+    assert!(v("9.1.0.0").includes(newer.version));
+}
+
+#[test]
+fn soap_request_decodes_with_xsi_types_and_arrays() {
+    let xml = r#"<?xml version="1.0"?><Envelope xmlns="http://schemas.xmlsoap.org/soap/envelope/"><Body><RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">propertyCollector</_this><specSet><propSet><type>Datastore</type><pathSet>name</pathSet><pathSet>summary</pathSet></propSet><objectSet><obj type="Folder">group-d1</obj><selectSet xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="TraversalSpec"><name>t</name><type>Folder</type><path>childEntity</path></selectSet></objectSet></specSet><options><maxObjects>10</maxObjects></options></RetrievePropertiesEx></Body></Envelope>"#;
+    let req = soap::parse_request(xml).unwrap();
+    assert_eq!(req.method, "RetrievePropertiesEx");
+    assert_eq!(req.this, Some(("PropertyCollector".into(), "propertyCollector".into())));
+    let m = find_method(types::PropertyCollector, "RetrievePropertiesEx").unwrap();
+    let args = soap::decode_args(&req, m).unwrap();
+    let spec = args.get("specSet").unwrap().as_array().unwrap()[0].as_data().unwrap().clone();
+    let ps = spec.get("propSet").unwrap().as_array().unwrap()[0].as_data().unwrap();
+    assert_eq!(ps.get("pathSet").unwrap().as_array().unwrap().len(), 2);
+    let os = spec.get("objectSet").unwrap().as_array().unwrap()[0].as_data().unwrap();
+    assert_eq!(os.get("obj").unwrap().as_moref().unwrap(), &MoRef::new(types::Folder, "group-d1"));
+    let sel = os.get("selectSet").unwrap().as_array().unwrap()[0].as_data().unwrap();
+    assert_eq!(sel.ty, types::TraversalSpec);
+    let opts = args.get("options").unwrap().as_data().unwrap();
+    assert_eq!(opts.get("maxObjects"), Some(&Value::Int(10)));
+}
+
+#[test]
+fn soap_rejects_bad_input_with_typed_errors() {
+    let m = find_method(types::ViewManager, "CreateContainerView").unwrap();
+    let bad = |body: &str| {
+        let xml = format!(r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"#);
+        let req = soap::parse_request(&xml)?;
+        soap::decode_args(&req, m)
+    };
+    assert!(matches!(bad("<CreateContainerView><recursive>maybe</recursive></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
+    assert!(matches!(bad("<CreateContainerView><bogus>1</bogus></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
+    assert!(matches!(bad("<CreateContainerView><container type=\"NoSuchType\">x</container></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
+    assert!(matches!(soap::parse_request("<notxml"), Err(vmodl::DecodeError::Malformed(_))));
+    assert!(matches!(soap::parse_request("<Envelope><Body/></Envelope>"), Err(vmodl::DecodeError::Malformed(_))));
+}
+
+#[test]
+fn soap_reply_types_anytype_values() {
+    let ver = v("9.1.0.0");
+    let arr = Value::Array(types::ManagedObjectReference, vec![Value::MoRef(MoRef::new(types::Datacenter, "datacenter-2"))]);
+    let out = soap::encode_response("Fetch", "urn:vim25", Some((&arr, TypeRef { ty: types::anyType, array: false })), ver);
+    assert!(out.contains(r#"<returnval xsi:type="ArrayOfManagedObjectReference"><ManagedObjectReference type="Datacenter">datacenter-2</ManagedObjectReference></returnval>"#), "{out}");
+    let dp = Data::new(types::DynamicProperty).with("name", Value::Typed(types::PropertyPath, "info.state".into())).with("val", Value::enum_value(types::TaskInfoState, "success"));
+    let out = soap::encode_response("X", "urn:vim25", Some((&dp.into(), TypeRef { ty: types::DynamicProperty, array: false })), ver);
+    assert!(out.contains(r#"<name>info.state</name><val xsi:type="TaskInfoState">success</val>"#), "{out}");
+    let f = Data::new(types::NotFound).with("faultMessage", Value::Array(types::LocalizableMessage, vec![]));
+    let out = soap::encode_fault(&f, "x < y", "urn:vim25", ver);
+    assert!(out.contains("<faultstring>x &lt; y</faultstring><detail><NotFoundFault xmlns=\"urn:vim25\" xsi:type=\"NotFound\">"), "{out}");
+}
+
+#[test]
+fn json_boxes_primitives_and_flattens_localized_faults() {
+    let ver = v("9.1.0.0");
+    let any = TypeRef { ty: types::anyType, array: false };
+    assert_eq!(vjson::encode(&Value::Int(5), any, ver), json!({"_typeName":"int","_value":5}));
+    assert_eq!(vjson::encode(&Value::Long(5), TypeRef { ty: types::long, array: false }, ver), json!(5));
+    assert_eq!(
+        vjson::encode(&Value::MoRef(MoRef::new(types::Task, "task-1")), any, ver),
+        json!({"_typeName":"ManagedObjectReference","type":"Task","value":"task-1"})
+    );
+    assert_eq!(vjson::encode(&Value::array_of_strings(["a"]), any, ver), json!({"_typeName":"ArrayOfString","_value":["a"]}));
+    let lmf = Data::new(types::LocalizedMethodFault).with("fault", Data::new(types::RequestCanceled)).with("localizedMessage", "canceled");
+    assert_eq!(vjson::encode_data(&lmf, ver)["_typeName"], "RequestCanceled");
+    // Decoding: boxed primitive in anyType, plain fault where SOAP has LocalizedMethodFault.
+    let d = vjson::decode(&json!({"_typeName":"int","_value":7}), any, "v").unwrap().unwrap();
+    assert_eq!(d, Value::Int(7));
+    let d = vjson::decode(&json!({"_typeName":"NotFound"}), TypeRef { ty: types::LocalizedMethodFault, array: false }, "f").unwrap().unwrap();
+    assert_eq!(d.as_data().unwrap().get("fault").unwrap().as_data().unwrap().ty, types::NotFound);
+    // Wrong JSON types are errors, not guesses.
+    let m = find_method(types::ViewManager, "CreateContainerView").unwrap();
+    assert!(vjson::decode_args(&json!({"recursive":"true"}), m).is_err());
+    assert!(vjson::decode_args(&json!({"container":"group-d1"}), m).is_err());
+    let ok: Args = vjson::decode_args(&json!({"_typeName":"CreateContainerViewRequestType","container":{"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"},"type":["Datastore"],"recursive":true}), m).unwrap();
+    assert_eq!(ok.get("recursive"), Some(&Value::Bool(true)));
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The whole vtwin test suite, on a fresh machine: installs what the tests
+# need (Debian packages, a Python venv with the client libraries), then runs
+# the Rust tests, the pyvmomi tests, the govmomi tests and the vim_rs tests
+# against the real binary. `.ci/run` calls exactly this.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TERM_COLOR=never
+LOGS="$ROOT/target/test-logs"
+mkdir -p "$LOGS"
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+# --- what the tests need ----------------------------------------------------
+APT_PKGS=()
+command -v go >/dev/null 2>&1 || APT_PKGS+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || APT_PKGS+=(golang-github-vmware-govmomi-dev)
+if [ ${#APT_PKGS[@]} -gt 0 ]; then
+  step "apt-get install ${APT_PKGS[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT_PKGS[@]}" || exit 1
+fi
+VENV="$ROOT/.venv"
+REQ=tests/python/requirements.txt
+if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$REQ" "$VENV/.requirements"; then
+  step "python venv"
+  python3 -m venv "$VENV" || exit 1
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ" || exit 1
+  cp "$REQ" "$VENV/.requirements"
+fi
+
+FAILED_SUITES=()
+run_suite() { # name log command...
+  local name=$1 log=$2; shift 2
+  step "$name"
+  "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || FAILED_SUITES+=("$name")
+}
+
+# --- Rust: lint, unit and integration tests ---------------------------------
+run_suite "cargo clippy" "$LOGS/clippy.log" cargo clippy --workspace --all-targets -- -D warnings
+run_suite "cargo test" "$LOGS/cargo.log" cargo test --workspace
+export VTWIN_BIN="$ROOT/target/debug/vtwin"
+
+# --- pyvmomi ----------------------------------------------------------------
+run_suite "pyvmomi" "$LOGS/pytest.log" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
+
+# --- govmomi 0.24.2 (Debian), GOPATH mode, no network -----------------------
+go_tests() {
+  local gp; gp=$(mktemp -d)
+  mkdir -p "$gp/src"
+  ln -s "$ROOT/tests/go/vtwintest" "$gp/src/vtwintest"
+  local data; data=$(mktemp -d)
+  "$VTWIN_BIN" serve --plain-http --listen 127.0.0.1:0 --data-dir "$data" --admin-password 'Go-Passw0rd!' --datastores 2 >"$data/out" 2>/dev/null &
+  local pid=$!
+  local addr=""
+  for _ in $(seq 1 100); do
+    addr=$(sed -n 's|^vtwin listening on http://||p' "$data/out")
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  (cd "$gp/src/vtwintest" && GOPATH="$gp:/usr/share/gocode" GO111MODULE=off GOPROXY=off GOCACHE="$ROOT/target/gocache" \
+    VTWIN_URL="http://administrator@vsphere.local:Go-Passw0rd!@$addr/sdk" go test -v -count=1 .)
+  local rc=$?
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  rm -rf "$gp" "$data"
+  return $rc
+}
+run_suite "govmomi" "$LOGS/go.log" go_tests
+
+# --- vim_rs 0.7.0 (own workspace: a heavy build) ----------------------------
+run_suite "vim_rs" "$LOGS/vimrs.log" env CARGO_TARGET_DIR="$ROOT/target/vimrs" cargo test --manifest-path tests/vimrs/Cargo.toml
+
+# --- summary ----------------------------------------------------------------
+passed=0; failed=0
+for l in "$LOGS/cargo.log" "$LOGS/vimrs.log"; do
+  p=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$l" | awk '{s+=$4} END {print s+0}')
+  f=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$l" | awk '{s+=$6} END {print s+0}')
+  passed=$((passed + p)); failed=$((failed + f))
+done
+p=$(grep -Eo '[0-9]+ passed' "$LOGS/pytest.log" | tail -1 | awk '{print $1+0}'); passed=$((passed + ${p:-0}))
+f=$(grep -Eo '[0-9]+ failed' "$LOGS/pytest.log" | tail -1 | awk '{print $1+0}'); failed=$((failed + ${f:-0}))
+passed=$((passed + $(grep -c -- '^--- PASS' "$LOGS/go.log")))
+failed=$((failed + $(grep -c -- '^--- FAIL' "$LOGS/go.log")))
+if [ ${#FAILED_SUITES[@]} -gt 0 ]; then
+  echo "failed suites: ${FAILED_SUITES[*]}"
+  [ "$failed" -gt 0 ] || failed=${#FAILED_SUITES[@]}
+fi
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ] && [ ${#FAILED_SUITES[@]} = 0 ]
