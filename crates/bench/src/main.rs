@@ -3,7 +3,7 @@
 //! vcsim (govmomi 0.24.2) as the peer; and the RSS of each with 10,000 hosts
 //! and datastores in the inventory. Prints figures and ratios.
 //!
-//! Usage: vtwin-bench [--seconds N] [--inventory N] [--vtwin PATH] [--vcsim PATH]
+//! Usage: vtwin-bench [--seconds N] [--inventory N] [--peer-inventory N] [--vtwin PATH] [--vcsim PATH]
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -164,6 +164,13 @@ async fn main() -> anyhow::Result<()> {
     let vcsim = arg("--vcsim").unwrap_or_else(|| "target/bench/vcsim-peer".into());
     let tmp = std::env::temp_dir().join(format!("vtwin-bench-{}", std::process::id()));
 
+    // Load an already running vtwin (for profiling): --load http://host:port clients
+    if let Some(base) = arg("--load") {
+        let clients = args.last().and_then(|s| s.parse().ok()).unwrap_or(64);
+        let ep = Endpoint { name: "vtwin", sdk: format!("{base}/sdk"), user: "administrator@vsphere.local".into(), pw: PW.into() };
+        println!("{:.0} req/s", throughput(&ep, clients, secs).await?);
+        return Ok(());
+    }
     println!("# SOAP Login + RetrievePropertiesEx + Logout, {secs} s per figure, requests/s");
     println!("{:<8} {:>8} {:>12} {:>12} {:>8}", "clients", "", "vtwin", "vcsim", "ratio");
     for clients in [1usize, 64] {
@@ -177,19 +184,27 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let half = inventory / 2;
-    println!("\n# RSS with {inventory} hosts + datastores ({half} each), after a full RetrievePropertiesEx of every datastore summary");
-    let v = start_vtwin(&vtwin, &tmp.join("rss"), half, half).await?;
+    println!("\n# RSS after a full RetrievePropertiesEx of every datastore summary");
+    println!("{:<34} {:>8} {:>10}", "inventory", "objects", "RSS");
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
-    let n = iteration(&http, &v.ep).await?;
-    let vr = rss_kib(v.child.id().unwrap_or(0));
-    drop(v);
-    let p = start_vcsim(&vcsim, Some((half, half))).await?;
-    let m = iteration(&http, &p.ep).await?;
-    let pr = rss_kib(p.child.id().unwrap_or(0));
-    drop(p);
-    println!("{:<8} {:>10} {:>10}", "", "vtwin", "vcsim");
-    println!("{:<8} {:>10} {:>10}", "objects", n, m);
-    println!("{:<8} {:>7} MiB {:>6} MiB   ratio {:.2}", "RSS", vr / 1024, pr / 1024, vr as f64 / pr.max(1) as f64);
+    for (h, d) in [(1usize, 1usize), (half, half)] {
+        let v = start_vtwin(&vtwin, &tmp.join(format!("rss{h}")), h, d).await?;
+        let n = iteration(&http, &v.ep).await?;
+        let r = rss_kib(v.child.id().unwrap_or(0));
+        drop(v);
+        println!("{:<34} {:>8} {:>6} MiB", format!("vtwin, {h} hosts + {d} datastores"), n, r / 1024);
+    }
+    // vcsim builds large inventories very slowly (minutes for thousands of
+    // hosts), so its RSS is measured only on request, at --peer-inventory.
+    if let Some(pi) = arg("--peer-inventory").and_then(|s| s.parse::<usize>().ok()) {
+        for (h, d) in [(1usize, 1usize), (pi / 2, pi / 2)] {
+            let p = start_vcsim(&vcsim, Some((h, d))).await?;
+            let n = iteration(&http, &p.ep).await?;
+            let r = rss_kib(p.child.id().unwrap_or(0));
+            drop(p);
+            println!("{:<34} {:>8} {:>6} MiB", format!("vcsim, {h} hosts + {d} datastores"), n, r / 1024);
+        }
+    }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }

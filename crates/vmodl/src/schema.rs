@@ -81,7 +81,11 @@ impl TypeId {
         self.def().kind
     }
     pub fn by_name(name: &str) -> Option<TypeId> {
-        TYPES.binary_search_by(|t| t.name.cmp(name)).ok().map(|i| TypeId(i as u16))
+        static INDEX: OnceLock<HashMap<&'static str, TypeId>> = OnceLock::new();
+        INDEX
+            .get_or_init(|| TYPES.iter().enumerate().map(|(i, t)| (t.name, TypeId(i as u16))).collect())
+            .get(name)
+            .copied()
     }
     /// True if `self` is `other` or derives from it.
     pub fn is_a(self, other: TypeId) -> bool {

@@ -7,6 +7,9 @@ use vtwin::api::{self, AppState};
 use vtwin::engine::{authz, inventory::Shape, Engine};
 use vtwin::store::sqlite::SqliteStore;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "vtwin", version, about = "A vSphere-compatible control plane for tasks and virtual storage")]
 struct Cli {
@@ -92,7 +95,8 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         println!("generated password for administrator@vsphere.local: {pw}");
     }
     let tls = if a.plain_http { None } else { Some(api::tls::acceptor(&data_dir)?) };
-    let state = Arc::new(AppState { engine: Arc::new(opened.engine), tls: tls.is_some(), metrics: Default::default() });
+    let engine = Arc::new(opened.engine);
+    let state = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default() });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.listen).await?;
@@ -101,9 +105,20 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         println!("vtwin listening on {scheme}://{addr}");
         std::io::stdout().flush()?;
         tracing::info!(%addr, scheme, data_dir = %data_dir.display(), "ready");
-        tokio::select! {
+        let r = tokio::select! {
             r = api::serve(state, listener, tls) => r,
-            _ = tokio::signal::ctrl_c() => Ok(()),
-        }
+            _ = shutdown_signal() => Ok(()),
+        };
+        engine.sessions.flush();
+        r
     })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -32,6 +32,7 @@ async fn start(datastores: usize) -> Server {
         .arg("--data-dir")
         .arg(&dir)
         .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("start vtwin");
@@ -103,8 +104,8 @@ async fn login_content_datastores_logout() {
     let sm = SessionManager::new(handle.clone(), &sc.session_manager.as_ref().unwrap().value);
     sm.logout().await.expect("Logout");
     let err = sm.current_session().await.expect_err("session is gone");
-    match err.client_error() {
-        Some(ClientError::MethodFault(f)) => assert_eq!(format!("{:?}", f.type_), "Some(NotAuthenticated)"),
+    match &err {
+        ClientError::MethodFault(f) => assert_eq!(format!("{:?}", f.type_), "Some(NotAuthenticated)"),
         other => panic!("expected NotAuthenticated, got {other:?}"),
     }
     drop(client);
@@ -121,8 +122,8 @@ async fn wrong_password_is_invalid_login() {
         .await
         .err()
         .expect("login must fail");
-    match err.client_error() {
-        Some(ClientError::MethodFault(f)) => assert_eq!(format!("{:?}", f.type_), "Some(InvalidLogin)"),
+    match &err {
+        ClientError::MethodFault(f) => assert_eq!(format!("{:?}", f.type_), "Some(InvalidLogin)"),
         other => panic!("expected InvalidLogin, got {other:?} ({err})"),
     }
 }

@@ -23,7 +23,8 @@ impl Metrics {
     pub fn record(&self, api: &str, method: &str, status: u16, d: Duration) {
         let secs = d.as_secs_f64();
         let mut m = self.series.lock();
-        let s = m.entry((api.to_string(), method.to_string())).or_default();
+        let key = (api.to_string(), method.to_string());
+        let s = m.entry(key).or_default();
         s.count += 1;
         if status >= 400 {
             s.errors += 1;

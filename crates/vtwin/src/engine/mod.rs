@@ -52,6 +52,11 @@ pub struct Engine {
     pub views: Mutex<HashMap<String, mo::view_manager::View>>,
     pub retrievals: Mutex<HashMap<String, mo::property_collector::Pending>>,
     seq: AtomicU64,
+    /// The store's external version when users and permissions were last read.
+    seen_version: std::sync::atomic::AtomicI64,
+    /// When that version was last checked (ms since the epoch).
+    checked_at: std::sync::atomic::AtomicI64,
+    users: RwLock<HashMap<String, UserRecord>>,
 }
 
 /// Objects that exist once per server, by moId.
@@ -101,11 +106,16 @@ impl Engine {
         }
         let perms = authz::Permissions::default();
         perms.reload(store.as_ref())?;
+        let seen_version = std::sync::atomic::AtomicI64::new(store.external_version()?);
+        let users = RwLock::new(store.list_users()?.into_iter().map(|u| (u.name.clone(), u)).collect());
         let engine = Engine {
+            sessions: Sessions::new(store.clone()),
+            seen_version,
+            checked_at: std::sync::atomic::AtomicI64::new(0),
+            users,
             store,
             data_dir,
             inv: RwLock::new(inv),
-            sessions: Sessions::default(),
             perms,
             instance_uuid,
             views: Mutex::new(HashMap::new()),
@@ -137,6 +147,35 @@ impl Engine {
             Some(t) if t.is_a(r.ty) => Ok(MoRef::new(t, r.value.clone())),
             _ => Err(Fault::not_found(r)),
         }
+    }
+
+    /// Reload users and permissions when another process (`vtwin user add`)
+    /// or node changed the store since we last looked. Unless `force`, look
+    /// at most every 250 ms.
+    pub fn refresh_external(&self, force: bool) -> Result<(), Fault> {
+        let now = chrono::Utc::now().timestamp_millis();
+        if !force && now - self.checked_at.load(Ordering::Relaxed) < 250 {
+            return Ok(());
+        }
+        self.checked_at.store(now, Ordering::Relaxed);
+        let v = self.store.external_version()?;
+        if self.seen_version.swap(v, Ordering::Relaxed) != v {
+            self.perms.reload(self.store.as_ref())?;
+            let all = self.store.list_users()?;
+            *self.users.write() = all.into_iter().map(|u| (u.name.clone(), u)).collect();
+        }
+        Ok(())
+    }
+
+    /// A user by (normalized) name; users added by another process since the
+    /// last look are found too.
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, Fault> {
+        self.refresh_external(false)?;
+        if let Some(u) = self.users.read().get(name) {
+            return Ok(Some(u.clone()));
+        }
+        self.refresh_external(true)?;
+        Ok(self.users.read().get(name).cloned())
     }
 
     pub fn session_for_token(&self, token: &str) -> Option<Arc<Session>> {
@@ -244,6 +283,7 @@ impl Engine {
     pub fn add_user(&self, name: &str, password: &str, role: i32) -> anyhow::Result<()> {
         add_user(self.store.as_ref(), name, password, role)?;
         self.perms.reload(self.store.as_ref())?;
+        *self.users.write() = self.store.list_users()?.into_iter().map(|u| (u.name.clone(), u)).collect();
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! Users, password hashes and login sessions.
-use crate::store::{SessionRecord, Store, UserRecord};
+use crate::store::{SessionOp, SessionRecord, Store, UserRecord};
+use std::collections::HashSet;
+use std::sync::mpsc;
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use chrono::{DateTime, TimeZone, Utc};
@@ -82,13 +84,74 @@ impl Session {
     }
 }
 
-#[derive(Default)]
+/// Live sessions, in memory, written to the store by a background writer
+/// that commits whatever is queued in one transaction (so a burst of logins
+/// costs one commit, not one each).
 pub struct Sessions {
     by_token: RwLock<HashMap<String, Arc<Session>>>,
+    /// Tokens logged out whose delete is not committed yet: never revived
+    /// from the store.
+    removed: Arc<parking_lot::Mutex<HashSet<String>>>,
+    writer: parking_lot::Mutex<mpsc::Sender<Msg>>,
+}
+
+enum Msg {
+    Op(SessionOp),
+    Flush(mpsc::Sender<()>),
 }
 
 impl Sessions {
-    pub fn create(&self, store: &dyn Store, user: &UserRecord, locale: &str, ip: &str, ua: &str) -> crate::store::Result<Arc<Session>> {
+    pub fn new(store: Arc<dyn Store>) -> Sessions {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let removed: Arc<parking_lot::Mutex<HashSet<String>>> = Default::default();
+        let rm = removed.clone();
+        std::thread::Builder::new()
+            .name("session-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut ops = vec![];
+                    let mut acks = vec![];
+                    let mut next = Some(first);
+                    while let Some(m) = next {
+                        match m {
+                            Msg::Op(op) => ops.push(op),
+                            Msg::Flush(a) => acks.push(a),
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    if !ops.is_empty() {
+                        if let Err(e) = store.apply_sessions(&ops) {
+                            tracing::warn!(error = %e, "cannot persist sessions");
+                        }
+                        let mut r = rm.lock();
+                        for op in &ops {
+                            if let SessionOp::Delete(t) = op {
+                                r.remove(t);
+                            }
+                        }
+                    }
+                    for a in acks {
+                        let _ = a.send(());
+                    }
+                }
+            })
+            .expect("spawn session writer");
+        Sessions { by_token: Default::default(), removed, writer: parking_lot::Mutex::new(tx) }
+    }
+
+    fn send(&self, op: SessionOp) {
+        let _ = self.writer.lock().send(Msg::Op(op));
+    }
+
+    /// Wait until every queued session change is in the store.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.writer.lock().send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    pub fn create(&self, user: &UserRecord, locale: &str, ip: &str, ua: &str) -> Arc<Session> {
         let now = Utc::now();
         let rec = SessionRecord {
             token: hex::encode(rand::random::<[u8; 20]>()),
@@ -100,10 +163,10 @@ impl Sessions {
             ip: ip.to_string(),
             user_agent: ua.to_string(),
         };
-        store.put_session(&rec)?;
-        let s = Arc::new(Session::from_record(rec, user.full_name.clone()));
+        let s = Arc::new(Session::from_record(rec.clone(), user.full_name.clone()));
         self.by_token.write().insert(s.token.clone(), s.clone());
-        Ok(s)
+        self.send(SessionOp::Put(rec));
+        s
     }
 
     /// The session for a client token; sessions persist, so one made before
@@ -112,6 +175,9 @@ impl Sessions {
         if let Some(s) = self.by_token.read().get(token) {
             return Some(s.clone());
         }
+        if self.removed.lock().contains(token) {
+            return None;
+        }
         let rec = store.get_session(token).ok()??;
         let full = store.get_user(&rec.user).ok().flatten().map(|u| u.full_name).unwrap_or_default();
         let s = Arc::new(Session::from_record(rec, full));
@@ -119,9 +185,10 @@ impl Sessions {
         Some(s)
     }
 
-    pub fn remove(&self, store: &dyn Store, token: &str) -> crate::store::Result<()> {
+    pub fn remove(&self, token: &str) {
+        self.removed.lock().insert(token.to_string());
         self.by_token.write().remove(token);
-        store.delete_session(token)
+        self.send(SessionOp::Delete(token.to_string()));
     }
 
     pub fn by_key(&self, key: &str) -> Option<Arc<Session>> {

@@ -70,8 +70,17 @@ pub trait Store: Send + Sync {
     fn remove_permission(&self, entity: &str, principal: &str, group: bool) -> Result<bool>;
     fn list_permissions(&self) -> Result<Vec<PermissionRecord>>;
 
-    fn put_session(&self, s: &SessionRecord) -> Result<()>;
     fn get_session(&self, token: &str) -> Result<Option<SessionRecord>>;
-    fn delete_session(&self, token: &str) -> Result<()>;
-    fn touch_session(&self, token: &str, now: i64) -> Result<()>;
+    /// Apply session changes in one transaction (the session writer batches them).
+    fn apply_sessions(&self, ops: &[SessionOp]) -> Result<()>;
+
+    /// A number that changes when another process or node has changed the
+    /// store, so cached users and permissions can be reloaded only then.
+    fn external_version(&self) -> Result<i64>;
+}
+
+#[derive(Clone, Debug)]
+pub enum SessionOp {
+    Put(SessionRecord),
+    Delete(String),
 }

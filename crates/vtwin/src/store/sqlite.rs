@@ -35,6 +35,11 @@ impl SqliteStore {
         Ok(s)
     }
 
+    /// Run one statement through the connection's statement cache.
+    fn exec<P: rusqlite::Params>(&self, sql: &str, p: P) -> rusqlite::Result<usize> {
+        self.conn.lock().prepare_cached(sql)?.execute(p)
+    }
+
     fn migrate(&self) -> Result<()> {
         let mut c = self.conn.lock();
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
@@ -56,17 +61,12 @@ impl Store for SqliteStore {
             .map_err(err)
     }
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.conn
-            .lock()
-            .execute("INSERT INTO meta(key,value) VALUES(?1,?2) ON CONFLICT(key) DO UPDATE SET value=excluded.value", params![key, value])
+        self.exec("INSERT INTO meta(key,value) VALUES(?1,?2) ON CONFLICT(key) DO UPDATE SET value=excluded.value", params![key, value])
             .map(|_| ())
             .map_err(err)
     }
     fn put_user(&self, u: &UserRecord) -> Result<()> {
-        self.conn
-            .lock()
-            .execute(
-                "INSERT INTO users(name,password_hash,full_name) VALUES(?1,?2,?3) ON CONFLICT(name) DO UPDATE SET password_hash=excluded.password_hash, full_name=excluded.full_name",
+        self.exec("INSERT INTO users(name,password_hash,full_name) VALUES(?1,?2,?3) ON CONFLICT(name) DO UPDATE SET password_hash=excluded.password_hash, full_name=excluded.full_name",
                 params![u.name, u.password_hash, u.full_name],
             )
             .map(|_| ())
@@ -83,7 +83,7 @@ impl Store for SqliteStore {
     }
     fn list_users(&self) -> Result<Vec<UserRecord>> {
         let c = self.conn.lock();
-        let mut st = c.prepare("SELECT name,password_hash,full_name FROM users ORDER BY name").map_err(err)?;
+        let mut st = c.prepare_cached("SELECT name,password_hash,full_name FROM users ORDER BY name").map_err(err)?;
         let rows = st
             .query_map([], |r| Ok(UserRecord { name: r.get(0)?, password_hash: r.get(1)?, full_name: r.get(2)? }))
             .map_err(err)?;
@@ -94,7 +94,7 @@ impl Store for SqliteStore {
         let tx = c.transaction().map_err(err)?;
         {
             let mut st = tx
-                .prepare("INSERT INTO objects(moid,ty,name,parent,attrs) VALUES(?1,?2,?3,?4,?5) ON CONFLICT(moid) DO UPDATE SET ty=excluded.ty,name=excluded.name,parent=excluded.parent,attrs=excluded.attrs")
+                .prepare_cached("INSERT INTO objects(moid,ty,name,parent,attrs) VALUES(?1,?2,?3,?4,?5) ON CONFLICT(moid) DO UPDATE SET ty=excluded.ty,name=excluded.name,parent=excluded.parent,attrs=excluded.attrs")
                 .map_err(err)?;
             for o in objs {
                 st.execute(params![o.moid, o.ty, o.name, o.parent, o.attrs.to_string()]).map_err(err)?;
@@ -103,11 +103,11 @@ impl Store for SqliteStore {
         tx.commit().map_err(err)
     }
     fn delete_object(&self, moid: &str) -> Result<()> {
-        self.conn.lock().execute("DELETE FROM objects WHERE moid=?1", [moid]).map(|_| ()).map_err(err)
+        self.exec("DELETE FROM objects WHERE moid=?1", [moid]).map(|_| ()).map_err(err)
     }
     fn list_objects(&self) -> Result<Vec<ObjectRecord>> {
         let c = self.conn.lock();
-        let mut st = c.prepare("SELECT moid,ty,name,parent,attrs FROM objects ORDER BY rowid").map_err(err)?;
+        let mut st = c.prepare_cached("SELECT moid,ty,name,parent,attrs FROM objects ORDER BY rowid").map_err(err)?;
         let rows = st
             .query_map([], |r| {
                 let attrs: String = r.get(4)?;
@@ -123,41 +123,26 @@ impl Store for SqliteStore {
         rows.collect::<std::result::Result<_, _>>().map_err(err)
     }
     fn put_permission(&self, p: &PermissionRecord) -> Result<()> {
-        self.conn
-            .lock()
-            .execute(
-                "INSERT INTO permissions(entity,principal,is_group,role_id,propagate) VALUES(?1,?2,?3,?4,?5) ON CONFLICT(entity,principal,is_group) DO UPDATE SET role_id=excluded.role_id, propagate=excluded.propagate",
+        self.exec("INSERT INTO permissions(entity,principal,is_group,role_id,propagate) VALUES(?1,?2,?3,?4,?5) ON CONFLICT(entity,principal,is_group) DO UPDATE SET role_id=excluded.role_id, propagate=excluded.propagate",
                 params![p.entity, p.principal, p.group, p.role_id, p.propagate],
             )
             .map(|_| ())
             .map_err(err)
     }
     fn remove_permission(&self, entity: &str, principal: &str, group: bool) -> Result<bool> {
-        self.conn
-            .lock()
-            .execute("DELETE FROM permissions WHERE entity=?1 AND principal=?2 AND is_group=?3", params![entity, principal, group])
+        self.exec("DELETE FROM permissions WHERE entity=?1 AND principal=?2 AND is_group=?3", params![entity, principal, group])
             .map(|n| n > 0)
             .map_err(err)
     }
     fn list_permissions(&self) -> Result<Vec<PermissionRecord>> {
         let c = self.conn.lock();
-        let mut st = c.prepare("SELECT entity,principal,is_group,role_id,propagate FROM permissions").map_err(err)?;
+        let mut st = c.prepare_cached("SELECT entity,principal,is_group,role_id,propagate FROM permissions").map_err(err)?;
         let rows = st
             .query_map([], |r| {
                 Ok(PermissionRecord { entity: r.get(0)?, principal: r.get(1)?, group: r.get(2)?, role_id: r.get(3)?, propagate: r.get(4)? })
             })
             .map_err(err)?;
         rows.collect::<std::result::Result<_, _>>().map_err(err)
-    }
-    fn put_session(&self, s: &SessionRecord) -> Result<()> {
-        self.conn
-            .lock()
-            .execute(
-                "INSERT OR REPLACE INTO sessions(token,key,user_name,login_time,last_active,locale,ip,user_agent) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
-                params![s.token, s.key, s.user, s.login_time, s.last_active, s.locale, s.ip, s.user_agent],
-            )
-            .map(|_| ())
-            .map_err(err)
     }
     fn get_session(&self, token: &str) -> Result<Option<SessionRecord>> {
         self.conn
@@ -181,14 +166,24 @@ impl Store for SqliteStore {
             .optional()
             .map_err(err)
     }
-    fn delete_session(&self, token: &str) -> Result<()> {
-        self.conn.lock().execute("DELETE FROM sessions WHERE token=?1", [token]).map(|_| ()).map_err(err)
+    fn apply_sessions(&self, ops: &[SessionOp]) -> Result<()> {
+        let mut c = self.conn.lock();
+        let tx = c.transaction().map_err(err)?;
+        for op in ops {
+            match op {
+                SessionOp::Put(s) => {
+                    tx.prepare_cached("INSERT OR REPLACE INTO sessions(token,key,user_name,login_time,last_active,locale,ip,user_agent) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)")
+                        .and_then(|mut st| st.execute(params![s.token, s.key, s.user, s.login_time, s.last_active, s.locale, s.ip, s.user_agent]))
+                        .map_err(err)?;
+                }
+                SessionOp::Delete(t) => {
+                    tx.prepare_cached("DELETE FROM sessions WHERE token=?1").and_then(|mut st| st.execute([t])).map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
     }
-    fn touch_session(&self, token: &str, now: i64) -> Result<()> {
-        self.conn
-            .lock()
-            .execute("UPDATE sessions SET last_active=?2 WHERE token=?1", params![token, now])
-            .map(|_| ())
-            .map_err(err)
+    fn external_version(&self) -> Result<i64> {
+        self.conn.lock().query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(err)
     }
 }

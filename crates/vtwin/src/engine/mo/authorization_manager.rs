@@ -118,7 +118,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 if role_by_id(role_id).is_none() {
                     return Err(Fault::invalid_argument("roleId", format!("role {role_id} does not exist")));
                 }
-                if !group && eng.store.get_user(&principal)?.is_none() {
+                if !group && eng.user(&principal)?.is_none() {
                     return Err(Fault::user_not_found(p.str("principal").unwrap_or("")));
                 }
                 recs.push(PermissionRecord {

@@ -54,10 +54,9 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 Ok(s) => s.clone(),
                 Err(f) => return Some(Err(f)),
             };
-            eng.sessions.remove(eng.store.as_ref(), &s.token).map_err(Fault::from).map(|_| {
-                ctx.logged_out = true;
-                None
-            })
+            eng.sessions.remove(&s.token);
+            ctx.logged_out = true;
+            Ok(None)
         }
         "SessionIsActive" => {
             let id = args.str("sessionID").unwrap_or("");
@@ -74,11 +73,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let mut r = Ok(None);
             for id in ids {
                 match eng.sessions.by_key(&id) {
-                    Some(s) => {
-                        if let Err(e) = eng.sessions.remove(eng.store.as_ref(), &s.token) {
-                            r = Err(e.into());
-                        }
-                    }
+                    Some(s) => eng.sessions.remove(&s.token),
                     None => {
                         r = Err(Fault::plain_not_found(format!("session {id} not found")));
                         break;
@@ -95,17 +90,20 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
 fn login(eng: &Engine, ctx: &mut Ctx, args: &Args) -> Reply {
     let name = normalize_user(args.str("userName").unwrap_or(""));
     let pw = args.str("password").unwrap_or("");
-    let user = eng.store.get_user(&name)?.ok_or_else(Fault::invalid_login)?;
+    let mut user = eng.user(&name)?.ok_or_else(Fault::invalid_login)?;
     if !verify_password(&user, pw) {
-        return Err(Fault::invalid_login());
+        // The password may have just been changed by `vtwin user add`.
+        eng.refresh_external(true)?;
+        user = eng.user(&name)?.ok_or_else(Fault::invalid_login)?;
+        if !verify_password(&user, pw) {
+            return Err(Fault::invalid_login());
+        }
     }
-    // New users may have been added by `vtwin user add` while we run.
-    eng.perms.reload(eng.store.as_ref())?;
     let locale = args.str("locale").unwrap_or("en");
-    let s = eng.sessions.create(eng.store.as_ref(), &user, locale, &ctx.ip, &ctx.user_agent)?;
+    let s = eng.sessions.create(&user, locale, &ctx.ip, &ctx.user_agent);
     // Replacing the caller's session, as vCenter does on a second Login.
     if let Some(old) = ctx.session.take() {
-        let _ = eng.sessions.remove(eng.store.as_ref(), &old.token);
+        eng.sessions.remove(&old.token);
     }
     ctx.session = Some(s.clone());
     ctx.new_session = Some(s.clone());
