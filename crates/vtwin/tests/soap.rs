@@ -71,6 +71,8 @@ fn faults_are_typed() {
     let d = tempdir();
     let s = Server::start(d.path(), &[]);
     // Unauthenticated: Fetch and RetrieveProperties are refused (unlike vcsim).
+    let (st, out, _) = s.soap(&envelope(r#"<Fetch xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this><prop>content</prop></Fetch>"#), None);
+    assert_eq!(st, 200, "ServiceInstance content is readable before Login: {out}");
     let (st, out, _) = s.soap(&envelope(r#"<Fetch xmlns="urn:vim25"><_this type="Folder">group-d1</_this><prop>name</prop></Fetch>"#), None);
     assert_eq!(st, 500);
     assert!(out.contains(r#"<NotAuthenticatedFault xmlns="urn:vim25" xsi:type="NotAuthenticated">"#), "{out}");
@@ -94,4 +96,26 @@ fn faults_are_typed() {
         Some(&cookie),
     );
     assert!(out.contains("xsi:type=\"InvalidArgument\"") && out.contains("<invalidProperty>recursive</invalidProperty>"), "{out}");
+}
+
+#[test]
+fn vsan_endpoint_shares_sessions_with_sdk() {
+    let d = tempdir();
+    let s = Server::start(d.path(), &[]);
+    let cookie = s.soap_login(ADMIN, PW);
+    let body = envelope(r#"<Fetch xmlns="urn:vsan"><_this type="SessionManager">SessionManager</_this><prop>currentSession</prop></Fetch>"#);
+    let post = |c: Option<&str>| {
+        let mut r = ureq::post(&s.url("/vsanHealth")).set("SOAPAction", "\"urn:vsan/9.1.0.0\"");
+        if let Some(c) = c {
+            r = r.set("Cookie", c);
+        }
+        resp(r.send_string(&body))
+    };
+    let (st, out, _) = post(Some(&cookie));
+    assert_eq!(st, 200, "{out}");
+    assert!(out.contains(r#"<FetchResponse xmlns="urn:vsan"><returnval xsi:type="UserSession">"#), "{out}");
+    assert!(out.contains("<userName>VSPHERE.LOCAL\\administrator</userName>"), "{out}");
+    let (st, out, _) = post(None);
+    assert_eq!(st, 500);
+    assert!(out.contains(r#"<NotAuthenticatedFault xmlns="urn:vsan" xsi:type="NotAuthenticated">"#), "{out}");
 }

@@ -29,6 +29,10 @@ pub struct AppState {
 pub const RELEASES: &[&str] = &["8.0.1.0", "8.0.2.0", "8.0.3.0", "9.0.0.0", "9.1.0.0"];
 pub const VSAN_RELEASES: &[&str] = &["8.0.0.4", "9.0.0.0", "9.1.0.0"];
 
+/// Largest request bodies accepted: API calls, and file uploads to /folder.
+pub const MAX_API_BODY: usize = 64 << 20;
+pub const MAX_FILE_BODY: usize = 4 << 30;
+
 pub fn newest_release() -> &'static str {
     RELEASES[RELEASES.len() - 1]
 }
@@ -118,8 +122,12 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
 async fn serve_one(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Result<Resp, std::convert::Infallible> {
     let start = Instant::now();
     let (parts, body) = req.into_parts();
-    let body = match body.collect().await {
+    let limit = if parts.uri.path().starts_with("/folder") { MAX_FILE_BODY } else { MAX_API_BODY };
+    let body = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Ok(respond(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", format!("request body larger than {limit} bytes")))
+        }
         Err(e) => return Ok(respond(StatusCode::BAD_REQUEST, "text/plain", format!("cannot read request body: {e}"))),
     };
     let req = Req {
@@ -130,7 +138,24 @@ async fn serve_one(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
         body,
         peer,
     };
-    let (resp, api, method) = route(state.clone(), req).await;
+    // A bug must never drop the connection or answer an empty 500: run the
+    // handler as its own task and turn a panic into a typed SystemError.
+    let soap = req.path == "/sdk" || req.path == "/sdk/vimService" || req.path == "/vsanHealth";
+    let (resp, api, method) = match tokio::spawn(route(state.clone(), req)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let what = if e.is_panic() { "internal error (handler panicked)" } else { "request was cancelled" };
+            tracing::error!(error = %e, "request failed");
+            let f = crate::engine::Fault::system_error(what);
+            let newest = vmodl::VersionId::by_wire("vim25", newest_release()).expect("newest release");
+            let r = if soap {
+                respond(StatusCode::INTERNAL_SERVER_ERROR, "text/xml; charset=utf-8", vmodl::soap::encode_fault(&f.data, &f.message, "urn:vim25", newest))
+            } else {
+                vijson::fault_resp(&f, newest)
+            };
+            (r, "internal", "panic".to_string())
+        }
+    };
     state.metrics.record(api, &method, resp.status().as_u16(), start.elapsed());
     Ok(resp)
 }

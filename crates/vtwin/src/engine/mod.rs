@@ -226,10 +226,12 @@ impl Engine {
     /// method's release, the privilege the registry names for the method and
     /// for each MoRef parameter, then runs the object's behaviour.
     pub fn invoke(&self, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, args: Args) -> Reply {
-        if !Self::anonymous_ok(this, m) && ctx.session.is_none() {
+        let fetch = std::ptr::eq(m, &vmodl::schema::FETCH);
+        // Fetch checks the session per property (ServiceInstance content is public).
+        if !Self::anonymous_ok(this, m) && !fetch && ctx.session.is_none() {
             return Err(Fault::not_authenticated());
         }
-        if !ctx.version.includes(m.version) && !std::ptr::eq(m, &vmodl::schema::FETCH) {
+        if !ctx.version.includes(m.version) && !fetch {
             return Err(Fault::method_not_found(this, m.name));
         }
         if ctx.session.is_some() {
