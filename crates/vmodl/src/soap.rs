@@ -234,6 +234,23 @@ fn prim_type_of(v: &Value) -> String {
     }
 }
 
+fn open(o: &mut String, tag: &str) {
+    o.push('<');
+    o.push_str(tag);
+}
+
+fn close(o: &mut String, tag: &str) {
+    o.push_str("</");
+    o.push_str(tag);
+    o.push('>');
+}
+
+fn xsi(o: &mut String, ty: &str) {
+    o.push_str(" xsi:type=\"");
+    o.push_str(ty);
+    o.push('"');
+}
+
 pub fn encode_value(o: &mut String, tag: &str, v: &Value, declared: TypeRef, version: VersionId) {
     match v {
         Value::Array(elem, items) => {
@@ -243,40 +260,48 @@ pub fn encode_value(o: &mut String, tag: &str, v: &Value, declared: TypeRef, ver
                     encode_value(o, tag, it, d, version);
                 }
             } else {
-                o.push_str(&format!("<{tag} xsi:type=\"{}\">", crate::value::array_name(*elem)));
+                open(o, tag);
+                xsi(o, &crate::value::array_name(*elem));
+                o.push('>');
                 let etag = elem.name();
                 for it in items {
                     encode_value(o, etag, it, TypeRef { ty: *elem, array: false }, version);
                 }
-                o.push_str(&format!("</{tag}>"));
+                close(o, tag);
             }
         }
         Value::Data(d) => {
+            open(o, tag);
             if d.ty != declared.ty {
-                o.push_str(&format!("<{tag} xsi:type=\"{}\">", d.ty.name()));
-            } else {
-                o.push_str(&format!("<{tag}>"));
+                xsi(o, d.ty.name());
             }
+            o.push('>');
             encode_fields(o, d, version);
-            o.push_str(&format!("</{tag}>"));
+            close(o, tag);
         }
         Value::MoRef(m) => {
-            o.push_str(&format!("<{tag} type=\"{}\"", m.ty.name()));
+            open(o, tag);
+            o.push_str(" type=\"");
+            o.push_str(m.ty.name());
+            o.push('"');
             if declared.ty == types::anyType {
-                o.push_str(" xsi:type=\"ManagedObjectReference\"");
+                xsi(o, "ManagedObjectReference");
             }
             o.push('>');
             escape(&m.value, o);
-            o.push_str(&format!("</{tag}>"));
+            close(o, tag);
         }
         prim => {
+            open(o, tag);
             if declared.ty == types::anyType {
-                o.push_str(&format!("<{tag} xsi:type=\"{}\">", prim_type_of(prim)));
-            } else {
-                o.push_str(&format!("<{tag}>"));
+                xsi(o, &prim_type_of(prim));
             }
-            escape(&format_primitive(prim), o);
-            o.push_str(&format!("</{tag}>"));
+            o.push('>');
+            match prim {
+                Value::String(s) | Value::Typed(_, s) => escape(s, o),
+                other => escape(&format_primitive(other), o),
+            }
+            close(o, tag);
         }
     }
 }

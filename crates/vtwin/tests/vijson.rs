@@ -124,3 +124,32 @@ fn retrieve_properties_ex_pages_and_boxes_primitives() {
     names.sort();
     assert_eq!(names, ["LocalDS_0", "LocalDS_1", "LocalDS_2", "LocalDS_3", "LocalDS_4"]);
 }
+
+#[test]
+fn views_belong_to_their_session_and_end_with_it() {
+    let d = tempdir();
+    let s = Server::start(d.path(), &[]);
+    let a = s.json_login(ADMIN, PW);
+    let b = s.json_login(ADMIN, PW);
+    let (_, body, _) = s.json("POST", &format!("{R}/ViewManager/ViewManager/CreateListView"), Some(r#"{"obj":[{"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"}]}"#), Some(&a));
+    let view = json_value(&body)["value"].as_str().unwrap().to_string();
+    let (st, body, _) = s.json("GET", &format!("{R}/ListView/{view}/view"), None, Some(&a));
+    assert_eq!(st, 200, "{body}");
+    let (st, body, _) = s.json("GET", &format!("{R}/ListView/{view}/view"), None, Some(&b));
+    assert_eq!((st, json_value(&body)["_typeName"].as_str().unwrap()), (500, "ManagedObjectNotFound"));
+    // ModifyListView reports objects that do not exist.
+    let (st, body, _) = s.json(
+        "POST",
+        &format!("{R}/ListView/{view}/ModifyListView"),
+        Some(r#"{"add":[{"_typeName":"ManagedObjectReference","type":"Folder","value":"group-nope"}],"remove":[{"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"}]}"#),
+        Some(&a),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json_value(&body)[0]["value"], "group-nope");
+    let (_, body, _) = s.json("GET", &format!("{R}/ListView/{view}/view"), None, Some(&a));
+    assert_eq!(json_value(&body), serde_json::json!([]));
+    s.json("POST", &format!("{R}/SessionManager/SessionManager/Logout"), None, Some(&a));
+    let a2 = s.json_login(ADMIN, PW);
+    let (st, _, _) = s.json("GET", &format!("{R}/ListView/{view}/view"), None, Some(&a2));
+    assert_eq!(st, 500, "the view ended with its session");
+}

@@ -27,13 +27,11 @@ pub struct Ctx {
     pub user_agent: String,
     /// Set by Login so the wire layer can hand the client its token.
     pub new_session: Option<Arc<Session>>,
-    /// Set by Logout so the wire layer can clear the cookie.
-    pub logged_out: bool,
 }
 
 impl Ctx {
     pub fn new(version: VersionId) -> Ctx {
-        Ctx { session: None, version, ip: String::new(), user_agent: String::new(), new_session: None, logged_out: false }
+        Ctx { session: None, version, ip: String::new(), user_agent: String::new(), new_session: None }
     }
     pub fn session(&self) -> Result<&Arc<Session>, Fault> {
         self.session.as_ref().ok_or_else(Fault::not_authenticated)
@@ -222,6 +220,25 @@ impl Engine {
         m.privilege == Some("System.Anonymous") && (this.ty == types::ServiceInstance || this.ty == types::SessionManager)
     }
 
+    /// Session-scoped objects (views) belong to the session that made them;
+    /// to any other caller they do not exist.
+    fn check_owner(&self, ctx: &Ctx, this: &MoRef) -> Result<(), Fault> {
+        let views = self.views.lock();
+        match (views.get(&this.value), &ctx.session) {
+            (Some(v), Some(s)) if v.session_key != s.key => Err(Fault::not_found(this)),
+            _ => Ok(()),
+        }
+    }
+
+    /// End a session and drop what it owned (views, paged retrievals).
+    pub fn end_session(&self, token: &str) {
+        if let Some(s) = self.sessions.lookup(self.store.as_ref(), token) {
+            self.views.lock().retain(|_, v| v.session_key != s.key);
+            self.retrievals.lock().retain(|_, p| p.session_key != s.key);
+        }
+        self.sessions.remove(token);
+    }
+
     /// Call `m` on `this` (already resolved). Checks the session, the
     /// method's release, the privilege the registry names for the method and
     /// for each MoRef parameter, then runs the object's behaviour.
@@ -240,17 +257,25 @@ impl Engine {
             }
             for p in m.params {
                 let Some(privilege) = p.privilege else { continue };
-                let refs: Vec<&MoRef> = match args.get(p.name) {
-                    Some(Value::MoRef(r)) => vec![r],
-                    Some(Value::Array(_, items)) => items.iter().filter_map(Value::as_moref).collect(),
-                    _ => vec![],
-                };
-                for r in refs {
-                    let r = self.resolve(r)?;
-                    self.check(ctx, &r, privilege)?;
+                match args.get(p.name) {
+                    Some(Value::MoRef(r)) => {
+                        let r = self.resolve(r)?;
+                        self.check(ctx, &r, privilege)?;
+                    }
+                    // In lists, objects that do not exist are the method's to
+                    // report (ModifyListView returns them as unresolved).
+                    Some(Value::Array(_, items)) => {
+                        for r in items.iter().filter_map(Value::as_moref) {
+                            if let Ok(r) = self.resolve(r) {
+                                self.check(ctx, &r, privilege)?;
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
+        self.check_owner(ctx, this)?;
         mo::invoke(self, ctx, this, m, args)
     }
 
@@ -266,6 +291,7 @@ impl Engine {
             None => (name, None),
         };
         let p = this.ty.prop(top).ok_or_else(|| Fault::invalid_property(name))?;
+        self.check_owner(ctx, this)?;
         if !anonymous {
             if !self.can_view(ctx, this) {
                 return Err(Fault::no_permission(this, "System.View"));

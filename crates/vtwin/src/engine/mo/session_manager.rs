@@ -54,8 +54,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 Ok(s) => s.clone(),
                 Err(f) => return Some(Err(f)),
             };
-            eng.sessions.remove(&s.token);
-            ctx.logged_out = true;
+            eng.end_session(&s.token);
             Ok(None)
         }
         "SessionIsActive" => {
@@ -73,7 +72,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let mut r = Ok(None);
             for id in ids {
                 match eng.sessions.by_key(&id) {
-                    Some(s) => eng.sessions.remove(&s.token),
+                    Some(s) => eng.end_session(&s.token),
                     None => {
                         r = Err(Fault::plain_not_found(format!("session {id} not found")));
                         break;
@@ -103,7 +102,7 @@ fn login(eng: &Engine, ctx: &mut Ctx, args: &Args) -> Reply {
     let s = eng.sessions.create(&user, locale, &ctx.ip, &ctx.user_agent);
     // Replacing the caller's session, as vCenter does on a second Login.
     if let Some(old) = ctx.session.take() {
-        eng.sessions.remove(&old.token);
+        eng.end_session(&old.token);
     }
     ctx.session = Some(s.clone());
     ctx.new_session = Some(s.clone());
