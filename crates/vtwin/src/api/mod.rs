@@ -9,6 +9,7 @@ pub mod vijson;
 
 use crate::engine::Engine;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -138,15 +139,14 @@ async fn serve_one(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
         body,
         peer,
     };
-    // A bug must never drop the connection or answer an empty 500: run the
-    // handler as its own task and turn a panic into a typed SystemError.
+    // A bug must never drop the connection or answer an empty 500: turn a
+    // panic in the handler into a typed SystemError.
     let soap = req.path == "/sdk" || req.path == "/sdk/vimService" || req.path == "/vsanHealth";
-    let (resp, api, method) = match tokio::spawn(route(state.clone(), req)).await {
+    let (resp, api, method) = match std::panic::AssertUnwindSafe(route(state.clone(), req)).catch_unwind().await {
         Ok(r) => r,
-        Err(e) => {
-            let what = if e.is_panic() { "internal error (handler panicked)" } else { "request was cancelled" };
-            tracing::error!(error = %e, "request failed");
-            let f = crate::engine::Fault::system_error(what);
+        Err(_) => {
+            tracing::error!("request handler panicked");
+            let f = crate::engine::Fault::system_error("internal error (handler panicked)");
             let newest = vmodl::VersionId::by_wire("vim25", newest_release()).expect("newest release");
             let r = if soap {
                 respond(StatusCode::INTERNAL_SERVER_ERROR, "text/xml; charset=utf-8", vmodl::soap::encode_fault(&f.data, &f.message, "urn:vim25", newest))
