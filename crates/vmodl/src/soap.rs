@@ -123,6 +123,11 @@ fn decode_one(el: &Element, declared: TypeId, path: &str) -> Result<Option<Value
             return Err(invalid(path, format!("{} is not a {}", ty.name(), declared.name())));
         }
     }
+    // The WSDL types MethodFault slots (SetTaskState.fault, TaskInfo.error)
+    // as LocalizedMethodFault, and pyvmomi sends that shape without xsi:type.
+    if el.xsi_type().is_none() && ty.is_fault() && ty.prop("fault").is_none() && el.child("fault").is_some() {
+        ty = types::LocalizedMethodFault;
+    }
     if ty == types::ManagedObjectReference || ty.kind() == Kind::Managed {
         let tname = el.plain_attr("type").ok_or_else(|| invalid(path, "MoRef without type"))?;
         let mt = TypeId::by_name(tname)

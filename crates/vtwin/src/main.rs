@@ -47,6 +47,12 @@ struct ServeArgs {
     hosts: usize,
     #[arg(long, default_value_t = 1)]
     datastores: usize,
+    /// Completed tasks kept at most.
+    #[arg(long, default_value_t = 10_000)]
+    task_retention_count: usize,
+    /// Completed tasks are dropped after this many seconds.
+    #[arg(long, default_value_t = 86_400)]
+    task_retention_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -90,7 +96,11 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&a.data_dir)?;
     let data_dir = std::fs::canonicalize(&a.data_dir)?;
     let shape = Shape { datacenters: a.datacenters, hosts: a.hosts, datastores: a.datastores };
-    let opened = Engine::open(store, data_dir.clone(), shape, a.admin_password)?;
+    let retention = vtwin::engine::tasks::Retention {
+        max_completed: a.task_retention_count,
+        max_age: std::time::Duration::from_secs(a.task_retention_secs),
+    };
+    let opened = Engine::open(store, data_dir.clone(), shape, a.admin_password, retention)?;
     if let Some(pw) = &opened.generated_password {
         println!("generated password for administrator@vsphere.local: {pw}");
     }

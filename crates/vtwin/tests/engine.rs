@@ -10,7 +10,7 @@ use vtwin::store::Store;
 fn every_property_value_is_complete() {
     let d = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&d.path().join("db")).unwrap());
-    let eng = Engine::open(store.clone(), d.path().to_path_buf(), Shape { datacenters: 1, hosts: 1, datastores: 1 }, Some("pw".into()))
+    let eng = Engine::open(store.clone(), d.path().to_path_buf(), Shape { datacenters: 1, hosts: 1, datastores: 1 }, Some("pw".into()), Default::default())
         .unwrap()
         .engine;
     let admin = store.get_user("administrator@vsphere.local").unwrap().unwrap();

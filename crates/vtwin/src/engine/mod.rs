@@ -6,6 +6,7 @@ pub mod fault;
 pub mod inventory;
 pub mod mo;
 pub mod session;
+pub mod tasks;
 
 use crate::store::{PermissionRecord, Store, UserRecord};
 pub use fault::Fault;
@@ -55,6 +56,9 @@ pub struct Engine {
     /// When that version was last checked (ms since the epoch).
     checked_at: std::sync::atomic::AtomicI64,
     users: RwLock<HashMap<String, UserRecord>>,
+    pub tasks: tasks::Tasks,
+    /// Registered extensions by key (Extension data objects).
+    pub extensions: RwLock<std::collections::BTreeMap<String, vmodl::Data>>,
 }
 
 /// Objects that exist once per server, by moId.
@@ -65,6 +69,8 @@ pub const SINGLETONS: &[(&str, TypeId)] = &[
     ("SessionManager", types::SessionManager),
     ("AuthorizationManager", types::AuthorizationManager),
     ("SearchIndex", types::SearchIndex),
+    ("TaskManager", types::TaskManager),
+    ("ExtensionManager", types::ExtensionManager),
 ];
 
 pub struct OpenResult {
@@ -74,7 +80,13 @@ pub struct OpenResult {
 }
 
 impl Engine {
-    pub fn open(store: Arc<dyn Store>, data_dir: PathBuf, shape: Shape, admin_password: Option<String>) -> anyhow::Result<OpenResult> {
+    pub fn open(
+        store: Arc<dyn Store>,
+        data_dir: PathBuf,
+        shape: Shape,
+        admin_password: Option<String>,
+        retention: tasks::Retention,
+    ) -> anyhow::Result<OpenResult> {
         let instance_uuid = match store.get_meta("instance_uuid")? {
             Some(u) => u,
             None => {
@@ -106,7 +118,19 @@ impl Engine {
         perms.reload(store.as_ref())?;
         let seen_version = std::sync::atomic::AtomicI64::new(store.external_version()?);
         let users = RwLock::new(store.list_users()?.into_iter().map(|u| (u.name.clone(), u)).collect());
+        let mut extensions = std::collections::BTreeMap::new();
+        for (key, rec) in store.list_extensions()? {
+            let v: serde_json::Value = serde_json::from_str(&rec)?;
+            match vmodl::json::decode(&v, vmodl::TypeRef { ty: types::Extension, array: false }, "extension") {
+                Ok(Some(vmodl::Value::Data(d))) => {
+                    extensions.insert(key, *d);
+                }
+                _ => tracing::warn!(%key, "unreadable extension record skipped"),
+            }
+        }
         let engine = Engine {
+            tasks: tasks::Tasks::load(store.clone(), retention)?,
+            extensions: RwLock::new(extensions),
             sessions: Sessions::new(store.clone()),
             seen_version,
             checked_at: std::sync::atomic::AtomicI64::new(0),
@@ -134,6 +158,9 @@ impl Engine {
         }
         if let Some(e) = self.inv.read().get(moid) {
             return Some(e.moref.ty);
+        }
+        if self.tasks.exists(moid) {
+            return Some(types::Task);
         }
         self.views.lock().get(moid).map(|v| v.ty())
     }

@@ -74,6 +74,16 @@ pub trait Store: Send + Sync {
     /// Apply session changes in one transaction (the session writer batches them).
     fn apply_sessions(&self, ops: &[SessionOp]) -> Result<()>;
 
+    /// Tasks, as (key, sequence, serialized record).
+    fn put_task(&self, key: &str, seq: i64, record: &str) -> Result<()>;
+    fn delete_tasks(&self, keys: &[String]) -> Result<()>;
+    fn list_tasks(&self) -> Result<Vec<(String, i64, String)>>;
+
+    /// Registered extensions, as (key, serialized Extension).
+    fn put_extension(&self, key: &str, record: &str) -> Result<()>;
+    fn delete_extension(&self, key: &str) -> Result<bool>;
+    fn list_extensions(&self) -> Result<Vec<(String, String)>>;
+
     /// A number that changes when another process or node has changed the
     /// store, so cached users and permissions can be reloaded only then.
     fn external_version(&self) -> Result<i64>;

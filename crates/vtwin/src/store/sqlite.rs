@@ -22,6 +22,9 @@ CREATE TABLE permissions (entity TEXT NOT NULL, principal TEXT NOT NULL, is_grou
     role_id INTEGER NOT NULL, propagate INTEGER NOT NULL, PRIMARY KEY (entity, principal, is_group));
 CREATE TABLE sessions (token TEXT PRIMARY KEY, key TEXT NOT NULL, user_name TEXT NOT NULL, login_time INTEGER NOT NULL,
     last_active INTEGER NOT NULL, locale TEXT NOT NULL, ip TEXT NOT NULL, user_agent TEXT NOT NULL);
+"#, r#"
+CREATE TABLE tasks (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, record TEXT NOT NULL);
+CREATE TABLE extensions (key TEXT PRIMARY KEY, record TEXT NOT NULL);
 "#];
 
 impl SqliteStore {
@@ -182,6 +185,35 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(err)
+    }
+    fn put_task(&self, key: &str, seq: i64, record: &str) -> Result<()> {
+        self.exec("INSERT OR REPLACE INTO tasks(key,seq,record) VALUES(?1,?2,?3)", params![key, seq, record]).map(|_| ()).map_err(err)
+    }
+    fn delete_tasks(&self, keys: &[String]) -> Result<()> {
+        let mut c = self.conn.lock();
+        let tx = c.transaction().map_err(err)?;
+        for k in keys {
+            tx.prepare_cached("DELETE FROM tasks WHERE key=?1").and_then(|mut st| st.execute([k])).map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+    fn list_tasks(&self) -> Result<Vec<(String, i64, String)>> {
+        let c = self.conn.lock();
+        let mut st = c.prepare_cached("SELECT key,seq,record FROM tasks ORDER BY seq").map_err(err)?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(err)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(err)
+    }
+    fn put_extension(&self, key: &str, record: &str) -> Result<()> {
+        self.exec("INSERT OR REPLACE INTO extensions(key,record) VALUES(?1,?2)", params![key, record]).map(|_| ()).map_err(err)
+    }
+    fn delete_extension(&self, key: &str) -> Result<bool> {
+        self.exec("DELETE FROM extensions WHERE key=?1", [key]).map(|n| n > 0).map_err(err)
+    }
+    fn list_extensions(&self) -> Result<Vec<(String, String)>> {
+        let c = self.conn.lock();
+        let mut st = c.prepare_cached("SELECT key,record FROM extensions ORDER BY key").map_err(err)?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
+        rows.collect::<std::result::Result<_, _>>().map_err(err)
     }
     fn external_version(&self) -> Result<i64> {
         self.conn.lock().query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(err)

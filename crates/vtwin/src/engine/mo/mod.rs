@@ -4,6 +4,7 @@ pub mod compute_resource;
 pub mod container_view;
 pub mod datacenter;
 pub mod datastore;
+pub mod extension_manager;
 pub mod folder;
 pub mod host_system;
 pub mod list_view;
@@ -12,6 +13,8 @@ pub mod property_collector;
 pub mod search_index;
 pub mod service_instance;
 pub mod session_manager;
+pub mod task;
+pub mod task_manager;
 pub mod view_manager;
 
 use super::{Ctx, Engine, Fault, Reply};
@@ -43,6 +46,12 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
         search_index::invoke(eng, ctx, this, m.name, args)
     } else if t == types::Folder {
         folder::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::Task {
+        task::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::TaskManager {
+        task_manager::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::ExtensionManager {
+        extension_manager::invoke(eng, ctx, this, m.name, args)
     } else {
         None
     };
@@ -74,6 +83,12 @@ pub fn property(eng: &Engine, ctx: &Ctx, obj: &MoRef, name: &str) -> Reply {
         list_view::property(eng, ctx, obj, name)
     } else if t == types::SearchIndex {
         None
+    } else if t == types::Task {
+        task::property(eng, obj, name)
+    } else if t == types::TaskManager {
+        task_manager::property(eng, name)
+    } else if t == types::ExtensionManager {
+        extension_manager::property(eng, name)
     } else {
         let inv = eng.inv.read();
         let e = inv.get(&obj.value).ok_or_else(|| Fault::not_found(obj))?;

@@ -38,6 +38,8 @@ pub fn content(eng: &Engine) -> Data {
         .with("sessionManager", r(types::SessionManager, "SessionManager"))
         .with("authorizationManager", r(types::AuthorizationManager, "AuthorizationManager"))
         .with("searchIndex", r(types::SearchIndex, "SearchIndex"))
+        .with("taskManager", r(types::TaskManager, "TaskManager"))
+        .with("extensionManager", r(types::ExtensionManager, "ExtensionManager"))
 }
 
 pub fn property(eng: &Engine, _ctx: &Ctx, name: &str) -> Option<Value> {

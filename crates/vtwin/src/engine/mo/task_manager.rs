@@ -1,0 +1,73 @@
+//! TaskManager: recentTask and CreateTask for extension task types.
+use crate::engine::tasks::NewTask;
+use crate::engine::{Ctx, Engine, Fault, Reply};
+use vmodl::value::Args;
+use vmodl::{types, Data, MoRef, Value};
+
+pub fn property(eng: &Engine, name: &str) -> Option<Value> {
+    Some(match name {
+        "recentTask" => super::refs(eng.tasks.recent().into_iter().map(|k| MoRef::new(types::Task, k))),
+        "maxCollector" => Value::Int(32),
+        "description" => {
+            let el = |k: &str, label: &str| Value::from(Data::new(types::ElementDescription).with("key", k).with("label", label).with("summary", label));
+            Data::new(types::TaskDescription)
+                .with("methodInfo", Value::Array(types::ElementDescription, vec![]))
+                .with(
+                    "state",
+                    Value::Array(
+                        types::ElementDescription,
+                        vec![el("queued", "Queued"), el("running", "Running"), el("success", "Completed"), el("error", "Failed")],
+                    ),
+                )
+                .with("reason", Value::Array(types::TypeDescription, vec![]))
+                .into()
+        }
+        _ => return None,
+    })
+}
+
+/// Is `task_type` in the taskList of a registered extension?
+fn registered_task_type(eng: &Engine, task_type: &str) -> bool {
+    eng.extensions.read().values().any(|ext| {
+        ext.get("taskList")
+            .and_then(Value::as_array)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(Value::as_data)
+            .any(|t| t.str("taskID") == Some(task_type))
+    })
+}
+
+pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+    Some(match method {
+        "CreateTask" => (|| {
+            let obj = args.get("obj").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("obj", "obj is required"))?;
+            let obj = eng.resolve(obj)?;
+            let task_type = args.str("taskTypeId").unwrap_or("");
+            if !registered_task_type(eng, task_type) {
+                return Err(Fault::invalid_argument("taskTypeId", format!("task type '{task_type}' is not registered by any extension")));
+            }
+            let entity = eng.inv.read().get(&obj.value).map(|e| (e.moref.clone(), e.name.clone()));
+            if let Some(p) = args.str("parentTaskKey") {
+                if eng.tasks.get(p).is_none() {
+                    return Err(Fault::invalid_argument("parentTaskKey", format!("task {p} not found")));
+                }
+            }
+            let user = match args.str("initiatedBy") {
+                Some(u) if !u.is_empty() => u.to_string(),
+                _ => super::session_manager::display_user(&ctx.session()?.user),
+            };
+            let t = eng.tasks.create(NewTask {
+                name: None,
+                description_id: task_type.to_string(),
+                entity,
+                cancelable: args.get("cancelable").and_then(Value::as_bool).unwrap_or(false),
+                user,
+                parent_key: args.str("parentTaskKey").map(str::to_string),
+                activation_id: args.str("activationId").map(str::to_string),
+            })?;
+            Ok(Some(eng.tasks.info(&t).into()))
+        })(),
+        _ => return None,
+    })
+}
