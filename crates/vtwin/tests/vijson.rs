@@ -153,3 +153,33 @@ fn views_belong_to_their_session_and_end_with_it() {
     let (st, _, _) = s.json("GET", &format!("{R}/ListView/{view}/view"), None, Some(&a2));
     assert_eq!(st, 500, "the view ended with its session");
 }
+
+#[test]
+fn session_manager_locale_terminate_and_is_active() {
+    let d = tempdir();
+    let s = Server::start(d.path(), &[]);
+    let a = s.json_login(ADMIN, PW);
+    let b = s.json_login(ADMIN, PW);
+    let (st, _, _) = s.json("POST", &format!("{R}/SessionManager/SessionManager/SetLocale"), Some(r#"{"locale":"de"}"#), Some(&a));
+    assert_eq!(st, 204);
+    let (_, body, _) = s.json("GET", &format!("{R}/SessionManager/SessionManager/currentSession"), None, Some(&a));
+    let cur = json_value(&body);
+    assert_eq!(cur["locale"], "de");
+    let key_a = cur["key"].as_str().unwrap().to_string();
+    let active = |user: &str| {
+        let body = format!(r#"{{"sessionID":"{key_a}","userName":"{user}"}}"#);
+        let (st, b, _) = s.json("POST", &format!("{R}/SessionManager/SessionManager/SessionIsActive"), Some(&body), Some(&b));
+        assert_eq!(st, 200, "{b}");
+        json_value(&b)
+    };
+    assert_eq!(active("administrator@vsphere.local"), serde_json::json!(true));
+    assert_eq!(active("someone@vsphere.local"), serde_json::json!(false));
+    // An unknown id terminates nothing; a known one ends that session.
+    let (st, body, _) = s.json("POST", &format!("{R}/SessionManager/SessionManager/TerminateSession"), Some(&format!(r#"{{"sessionId":["{key_a}","nope"]}}"#)), Some(&b));
+    assert_eq!((st, json_value(&body)["_typeName"].as_str().unwrap()), (500, "NotFound"));
+    assert_eq!(s.json("GET", &format!("{R}/Folder/group-d1/name"), None, Some(&a)).0, 200);
+    let (st, _, _) = s.json("POST", &format!("{R}/SessionManager/SessionManager/TerminateSession"), Some(&format!(r#"{{"sessionId":["{key_a}"]}}"#)), Some(&b));
+    assert_eq!(st, 204);
+    assert_eq!(s.json("GET", &format!("{R}/Folder/group-d1/name"), None, Some(&a)).0, 500);
+    assert_eq!(active("administrator@vsphere.local"), serde_json::json!(false));
+}

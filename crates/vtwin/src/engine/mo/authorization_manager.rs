@@ -1,6 +1,6 @@
 //! AuthorizationManager: roles, privileges and entity permissions.
 use super::managed_entity::permission;
-use crate::engine::authz::{self, all_privileges, normalize_principal, role_by_id, role_privileges, SYSTEM_ROLES};
+use crate::engine::authz::{all_privileges, normalize_principal, role_by_id, role_privileges, SYSTEM_ROLES};
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use crate::store::PermissionRecord;
 use vmodl::value::Args;
@@ -64,7 +64,7 @@ fn strings(args: &Args, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+pub fn invoke(eng: &Engine, _ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
     Some(match method {
         "RetrieveEntityPermissions" => (|| {
             let e = entity_arg(eng, &args, "entity")?;
@@ -191,9 +191,6 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             }
             Ok(Some(Value::Array(types::EntityPrivilege, out)))
         })(),
-        _ => {
-            let _ = (ctx, authz::ROLE_ADMIN);
-            return None;
-        }
+        _ => return None,
     })
 }

@@ -2,7 +2,7 @@
 use crate::engine::inventory::Inventory;
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use vmodl::value::Args;
-use vmodl::{types, MoRef, Value};
+use vmodl::{MoRef, Value};
 
 /// Children as an inventory path sees them: a datacenter's children are its
 /// four folders, a compute resource's are its hosts.
@@ -32,7 +32,6 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let e = eng.resolve(e)?;
             let name = args.str("name").unwrap_or("");
             let found = find_child(&eng.inv.read(), &e.value, name).filter(|r| eng.can_view(ctx, r));
-            let _ = types::Folder;
             Ok(found.map(Value::MoRef))
         })(),
         _ => return None,

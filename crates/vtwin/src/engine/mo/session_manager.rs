@@ -11,8 +11,8 @@ pub fn user_session(s: &Session) -> Data {
         .with("fullName", s.full_name.clone())
         .with("loginTime", s.login_time)
         .with("lastActiveTime", s.last_active())
-        .with("locale", s.locale.clone())
-        .with("messageLocale", s.locale.clone())
+        .with("locale", s.locale.read().clone())
+        .with("messageLocale", s.locale.read().clone())
         .with("extensionSession", false)
         .with("ipAddress", s.ip.clone())
         .with("userAgent", s.user_agent.clone())
@@ -69,19 +69,27 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
                 .unwrap_or_default();
-            let mut r = Ok(None);
-            for id in ids {
-                match eng.sessions.by_key(&id) {
-                    Some(s) => eng.end_session(&s.token),
-                    None => {
-                        r = Err(Fault::plain_not_found(format!("session {id} not found")));
-                        break;
-                    }
+            // All or nothing: an unknown id terminates none of them.
+            let mut found = vec![];
+            for id in &ids {
+                match eng.sessions.by_key(id) {
+                    Some(s) => found.push(s),
+                    None => return Some(Err(Fault::plain_not_found(format!("session {id} not found")))),
                 }
             }
-            r
+            for s in found {
+                eng.end_session(&s.token);
+            }
+            Ok(None)
         }
-        "SetLocale" => Ok(None),
+        "SetLocale" => match (ctx.session(), args.str("locale")) {
+            (Ok(s), Some(l)) if !l.is_empty() => {
+                *s.locale.write() = l.to_string();
+                Ok(None)
+            }
+            (Err(f), _) => Err(f),
+            _ => Err(Fault::invalid_argument("locale", "locale is required")),
+        },
         _ => return None,
     })
 }
