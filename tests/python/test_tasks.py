@@ -60,3 +60,33 @@ def test_cancel_is_final(si):
     assert isinstance(info.error, vmodl.fault.RequestCanceled)
     with pytest.raises(vim.fault.InvalidState):
         task.SetTaskState(state="success")
+
+
+def test_wait_for_task_wakes_on_set_task_state(si):
+    """pyvmomi's WaitForTask: CreateFilter + legacy WaitForUpdates."""
+    import threading
+    import time
+
+    from pyVim.task import WaitForTask
+
+    content = si.RetrieveContent()
+    register(content)
+    task = content.taskManager.CreateTask(obj=content.rootFolder, taskTypeId="com.example.py.job", cancelable=False).task
+
+    def owner():
+        time.sleep(0.3)
+        task.SetTaskState(state="running")
+        task.UpdateProgress(50)
+        time.sleep(0.3)
+        task.SetTaskState(state="success", result="ok")
+
+    t = threading.Thread(target=owner)
+    t.start()
+    assert WaitForTask(task, si=si) == "success"
+    t.join()
+    assert task.info.result == "ok"
+
+    failed = content.taskManager.CreateTask(obj=content.rootFolder, taskTypeId="com.example.py.job", cancelable=False).task
+    threading.Timer(0.2, lambda: failed.SetTaskState(state="error", fault=vim.fault.NotFound(msg="gone"))).start()
+    with pytest.raises(vim.fault.NotFound):
+        WaitForTask(failed, si=si)

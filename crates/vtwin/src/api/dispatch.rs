@@ -22,8 +22,9 @@ pub fn resolve_target(eng: &Engine, type_name: &str, moid: &str) -> Result<MoRef
     }
 }
 
-/// Run `method` on `this` with arguments produced by `decode`.
-pub fn call(
+/// Run `method` on `this` with arguments produced by `decode`. Waiting for
+/// updates is the one call that may take long: it waits without a thread.
+pub async fn call(
     eng: &Engine,
     ctx: &mut Ctx,
     this: &MoRef,
@@ -32,6 +33,10 @@ pub fn call(
 ) -> Result<(Option<Value>, &'static MethodDef), Fault> {
     let m = find_method(this.ty, method).ok_or_else(|| Fault::method_not_found(this, method))?;
     let args = decode(m).map_err(decode_fault)?;
-    let r = eng.invoke(ctx, this, m, args)?;
+    let r = if this.ty == vmodl::types::PropertyCollector && (m.name == "WaitForUpdatesEx" || m.name == "WaitForUpdates") {
+        eng.wait_for_updates(ctx, this, m, args).await?
+    } else {
+        eng.invoke(ctx, this, m, args)?
+    };
     Ok((r, m))
 }

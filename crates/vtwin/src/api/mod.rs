@@ -89,18 +89,18 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
         (&Method::GET, "/sdk/vimServiceVersions.xml") => (soap::service_versions("urn:vim25", RELEASES), "soap", "vimServiceVersions".into()),
         (&Method::GET, "/sdk/vsanServiceVersions.xml") => (soap::service_versions("urn:vsan", VSAN_RELEASES), "soap", "vsanServiceVersions".into()),
         (&Method::POST, "/sdk") | (&Method::POST, "/sdk/vimService") => {
-            let (r, m) = soap::handle(&state, &req, "urn:vim25");
+            let (r, m) = soap::handle(&state, &req, "urn:vim25").await;
             (r, "soap", m)
         }
         (&Method::POST, "/vsanHealth") => {
-            let (r, m) = soap::handle(&state, &req, "urn:vsan");
+            let (r, m) = soap::handle(&state, &req, "urn:vsan").await;
             (r, "soap", m)
         }
         (&Method::POST, "/api/vcenter/system") if req.query_param("action").as_deref() == Some("hello") => {
             (vijson::hello(&req), "vijson", "hello".into())
         }
         (_, p) if p.starts_with("/sdk/vim25/") => {
-            let (r, m) = vijson::handle(&state, &req);
+            let (r, m) = vijson::handle(&state, &req).await;
             (r, "vijson", m)
         }
         (&Method::GET, "/metrics") => (

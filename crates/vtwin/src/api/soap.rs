@@ -32,7 +32,7 @@ fn xml(status: StatusCode, body: String) -> Resp {
     respond(status, "text/xml; charset=utf-8", body)
 }
 
-pub fn handle(state: &AppState, req: &Req, ns: &str) -> (Resp, String) {
+pub async fn handle(state: &AppState, req: &Req, ns: &str) -> (Resp, String) {
     let version = version_of(req, ns);
     let fault = |f: Fault| xml(StatusCode::INTERNAL_SERVER_ERROR, soap::encode_fault(&f.data, &f.message, ns, version));
     let text = match std::str::from_utf8(&req.body) {
@@ -55,7 +55,10 @@ pub fn handle(state: &AppState, req: &Req, ns: &str) -> (Resp, String) {
     let Some((tname, moid)) = parsed.this.clone() else {
         return (fault(Fault::invalid_request(format!("{method} has no _this"))), method);
     };
-    let result = resolve_target(eng, &tname, &moid).and_then(|this| call(eng, &mut ctx, &this, &method, |m| soap::decode_args(&parsed, m)));
+    let result = match resolve_target(eng, &tname, &moid) {
+        Ok(this) => call(eng, &mut ctx, &this, &method, |m| soap::decode_args(&parsed, m)).await,
+        Err(f) => Err(f),
+    };
     let resp = match result {
         Ok((value, m)) => {
             let declared = m.result.unwrap_or(TypeRef { ty: types::anyType, array: false });

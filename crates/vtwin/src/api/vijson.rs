@@ -24,7 +24,7 @@ pub fn hello(req: &Req) -> Resp {
     json_resp(StatusCode::OK, &serde_json::json!({ "api_release": best }))
 }
 
-pub fn handle(state: &AppState, req: &Req) -> (Resp, String) {
+pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
     let rest = &req.path["/sdk/vim25/".len()..];
     let mut segs: Vec<String> = rest
         .split('/')
@@ -80,7 +80,7 @@ pub fn handle(state: &AppState, req: &Req) -> (Resp, String) {
             Err(e) => return (fault_resp(&Fault::invalid_request(format!("malformed JSON: {e}")), version), name.clone()),
         }
     };
-    let resp = match call(eng, &mut ctx, &this, name, |m| json::decode_args(&body, m)) {
+    let resp = match call(eng, &mut ctx, &this, name, |m| json::decode_args(&body, m)).await {
         Ok((Some(v), m)) => {
             let declared = m.result.unwrap_or(TypeRef { ty: types::anyType, array: false });
             let mut r = json_resp(StatusCode::OK, &json::encode(&v, declared, version));

@@ -57,6 +57,11 @@ pub struct Engine {
     checked_at: std::sync::atomic::AtomicI64,
     users: RwLock<HashMap<String, UserRecord>>,
     pub tasks: tasks::Tasks,
+    /// Property collectors and filters (session-scoped).
+    pub pc: Mutex<mo::property_collector::PcState>,
+    /// Bumped on every change a property collector could report; waiters
+    /// watch it instead of polling.
+    pub changes: tokio::sync::watch::Sender<u64>,
     /// Registered extensions by key (Extension data objects).
     pub extensions: RwLock<std::collections::BTreeMap<String, vmodl::Data>>,
 }
@@ -128,8 +133,11 @@ impl Engine {
                 _ => tracing::warn!(%key, "unreadable extension record skipped"),
             }
         }
+        let (changes, _) = tokio::sync::watch::channel(0u64);
         let engine = Engine {
-            tasks: tasks::Tasks::load(store.clone(), retention)?,
+            tasks: tasks::Tasks::load(store.clone(), retention, changes.clone())?,
+            pc: Mutex::new(Default::default()),
+            changes,
             extensions: RwLock::new(extensions),
             sessions: Sessions::new(store.clone()),
             seen_version,
@@ -161,6 +169,9 @@ impl Engine {
         }
         if self.tasks.exists(moid) {
             return Some(types::Task);
+        }
+        if let Some(t) = self.pc.lock().object_type(moid) {
+            return Some(t);
         }
         self.views.lock().get(moid).map(|v| v.ty())
     }
@@ -249,27 +260,48 @@ impl Engine {
 
     /// Session-scoped objects (views) belong to the session that made them;
     /// to any other caller they do not exist.
+    /// Their moIds name them: `session[<key>]…`.
     fn check_owner(&self, ctx: &Ctx, this: &MoRef) -> Result<(), Fault> {
-        let views = self.views.lock();
-        match (views.get(&this.value), &ctx.session) {
-            (Some(v), Some(s)) if v.session_key != s.key => Err(Fault::not_found(this)),
+        let Some(owner) = session_of(&this.value) else { return Ok(()) };
+        match &ctx.session {
+            Some(s) if s.key != owner => Err(Fault::not_found(this)),
             _ => Ok(()),
         }
     }
 
-    /// End a session and drop what it owned (views, paged retrievals).
+    /// End a session and drop what it owned (views, collectors, filters,
+    /// paged retrievals).
     pub fn end_session(&self, token: &str) {
         if let Some(s) = self.sessions.lookup(self.store.as_ref(), token) {
             self.views.lock().retain(|_, v| v.session_key != s.key);
             self.retrievals.lock().retain(|_, p| p.session_key != s.key);
+            self.pc.lock().drop_session(&s.key);
         }
         self.sessions.remove(token);
+    }
+
+    /// Tell property-collector waiters that something changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
     }
 
     /// Call `m` on `this` (already resolved). Checks the session, the
     /// method's release, the privilege the registry names for the method and
     /// for each MoRef parameter, then runs the object's behaviour.
     pub fn invoke(&self, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, args: Args) -> Reply {
+        self.precheck(ctx, this, m, &args)?;
+        mo::invoke(self, ctx, this, m, args)
+    }
+
+    /// WaitForUpdates / WaitForUpdatesEx: the same checks as `invoke`, then
+    /// wait (without blocking a thread) until the collector has updates, the
+    /// wait times out, or CancelWaitForUpdates cancels it.
+    pub async fn wait_for_updates(&self, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, args: Args) -> Reply {
+        self.precheck(ctx, this, m, &args)?;
+        mo::property_collector::wait(self, ctx, this, m.name == "WaitForUpdates", &args).await
+    }
+
+    fn precheck(&self, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, args: &Args) -> Result<(), Fault> {
         let fetch = std::ptr::eq(m, &vmodl::schema::FETCH);
         // Fetch checks the session per property (ServiceInstance content is public).
         if !Self::anonymous_ok(this, m) && !fetch && ctx.session.is_none() {
@@ -303,7 +335,7 @@ impl Engine {
             }
         }
         self.check_owner(ctx, this)?;
-        mo::invoke(self, ctx, this, m, args)
+        Ok(())
     }
 
     /// Read one top-level property (VI/JSON GET, Fetch). Reading
@@ -341,6 +373,11 @@ impl Engine {
         *self.users.write() = self.store.list_users()?.into_iter().map(|u| (u.name.clone(), u)).collect();
         Ok(())
     }
+}
+
+/// The session key in a session-scoped moId (`session[<key>]pc-3`).
+pub fn session_of(moid: &str) -> Option<&str> {
+    moid.strip_prefix("session[")?.split_once(']').map(|(k, _)| k)
 }
 
 pub fn generate_password() -> String {

@@ -127,12 +127,13 @@ pub struct Tasks {
     completed: RwLock<BTreeMap<(i64, i64), String>>,
     seq: AtomicI64,
     retention: Retention,
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Tasks {
     /// Load the tasks kept in the store. A task that was queued or running
     /// when the process stopped cannot be resumed: it ends in error.
-    pub fn load(store: Arc<dyn Store>, retention: Retention) -> crate::store::Result<Tasks> {
+    pub fn load(store: Arc<dyn Store>, retention: Retention, changes: tokio::sync::watch::Sender<u64>) -> crate::store::Result<Tasks> {
         let mut map = HashMap::new();
         let mut completed = BTreeMap::new();
         let mut max_seq = 0;
@@ -153,12 +154,14 @@ impl Tasks {
             completed.insert((t.complete_time.unwrap_or(0), t.seq), key.clone());
             map.insert(key, t);
         }
-        Ok(Tasks { store, map: RwLock::new(map), completed: RwLock::new(completed), seq: AtomicI64::new(max_seq), retention })
+        Ok(Tasks { store, map: RwLock::new(map), completed: RwLock::new(completed), seq: AtomicI64::new(max_seq), retention, changes })
     }
 
+    /// Persist a task and wake property-collector waiters.
     fn save(&self, t: &TaskRecord) -> Result<(), Fault> {
         let json = serde_json::to_string(t).map_err(|e| Fault::system_error(e.to_string()))?;
         self.store.put_task(&t.key, t.seq, &json)?;
+        self.changes.send_modify(|v| *v += 1);
         Ok(())
     }
 
@@ -200,8 +203,11 @@ impl Tasks {
             root_key,
             activation_id: Some(n.activation_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string())),
         };
-        self.save(&t)?;
-        self.map.write().insert(key, t.clone());
+        self.map.write().insert(key.clone(), t.clone());
+        if let Err(e) = self.save(&t) {
+            self.map.write().remove(&key);
+            return Err(e);
+        }
         self.prune()?;
         Ok(t)
     }

@@ -137,6 +137,7 @@ pub fn invoke(eng: &Engine, _ctx: &mut Ctx, _this: &MoRef, method: &str, args: A
             for r in recs {
                 eng.perms.set(eng.store.as_ref(), r)?;
             }
+            eng.changed();
             Ok(None)
         })(),
         "RemoveEntityPermission" => (|| {
@@ -146,6 +147,7 @@ pub fn invoke(eng: &Engine, _ctx: &mut Ctx, _this: &MoRef, method: &str, args: A
             if !eng.perms.remove(eng.store.as_ref(), &e.value, &user, group)? {
                 return Err(Fault::plain_not_found(format!("no permission for {user} on {}", e.value)));
             }
+            eng.changed();
             Ok(None)
         })(),
         "HasPrivilegeOnEntity" | "HasPrivilegeOnEntities" => (|| {

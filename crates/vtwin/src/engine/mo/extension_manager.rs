@@ -22,6 +22,7 @@ fn save(eng: &Engine, mut ext: Data) -> Result<(), Fault> {
     let v = VersionId::by_wire("vim25", "9.1.0.0").expect("release");
     eng.store.put_extension(&key, &json::encode_data(&ext, v).to_string())?;
     eng.extensions.write().insert(key, ext);
+    eng.changed();
     Ok(())
 }
 
@@ -42,6 +43,7 @@ pub fn invoke(eng: &Engine, _ctx: &mut Ctx, _this: &MoRef, method: &str, args: A
                 return Err(missing(&key));
             }
             eng.store.delete_extension(&key)?;
+            eng.changed();
             Ok(None)
         })(),
         "FindExtension" => Ok(eng.extensions.read().get(&key).cloned().map(Value::from)),

@@ -97,6 +97,8 @@ fn new_child(eng: &Engine, this: &MoRef, name: &str, ty: TypeId) -> Reply {
     for e in new {
         inv.insert(e);
     }
+    drop(inv);
+    eng.changed();
     Ok(Some(Value::MoRef(MoRef::new(ty, moid))))
 }
 

@@ -52,6 +52,9 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Arg
                 }
                 objs.retain(|o| !remove.iter().any(|r| r.value == o.value));
             }
+            drop(views);
+            // A running wait sees objects enter and leave the view.
+            eng.changed();
             if method == "ResetListViewFromView" {
                 Ok(None)
             } else {

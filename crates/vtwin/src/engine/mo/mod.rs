@@ -10,6 +10,7 @@ pub mod host_system;
 pub mod list_view;
 pub mod managed_entity;
 pub mod property_collector;
+pub mod property_filter;
 pub mod search_index;
 pub mod service_instance;
 pub mod session_manager;
@@ -46,6 +47,8 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
         search_index::invoke(eng, ctx, this, m.name, args)
     } else if t == types::Folder {
         folder::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::PropertyFilter {
+        property_filter::invoke(eng, ctx, this, m.name, args)
     } else if t == types::Task {
         task::invoke(eng, ctx, this, m.name, args)
     } else if t == types::TaskManager {
@@ -74,7 +77,7 @@ pub fn property(eng: &Engine, ctx: &Ctx, obj: &MoRef, name: &str) -> Reply {
     } else if t == types::AuthorizationManager {
         authorization_manager::property(eng, ctx, name)
     } else if t == types::PropertyCollector {
-        property_collector::property(eng, ctx, name)
+        property_collector::property(eng, ctx, obj, name)
     } else if t == types::ViewManager {
         view_manager::property(eng, ctx, name)
     } else if t == types::ContainerView {
@@ -83,6 +86,8 @@ pub fn property(eng: &Engine, ctx: &Ctx, obj: &MoRef, name: &str) -> Reply {
         list_view::property(eng, ctx, obj, name)
     } else if t == types::SearchIndex {
         None
+    } else if t == types::PropertyFilter {
+        property_filter::property(eng, obj, name)
     } else if t == types::Task {
         task::property(eng, obj, name)
     } else if t == types::TaskManager {

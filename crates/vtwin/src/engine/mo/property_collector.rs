@@ -12,9 +12,9 @@ pub struct Pending {
     pub page: usize,
 }
 
-pub fn property(_eng: &Engine, _ctx: &Ctx, name: &str) -> Option<Value> {
+pub fn property(eng: &Engine, ctx: &Ctx, this: &MoRef, name: &str) -> Option<Value> {
     match name {
-        "filter" => Some(super::refs(vec![])),
+        "filter" => filters_property(eng, ctx, this),
         _ => None,
     }
 }
@@ -271,7 +271,7 @@ fn page(eng: &Engine, ctx: &Ctx, mut objects: Vec<Value>, max: usize) -> Reply {
     Ok(Some(r.into()))
 }
 
-pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
     Some(match method {
         "RetrieveProperties" => retrieve(eng, ctx, &specs(&args)).map(|v| Some(Value::Array(types::ObjectContent, v))),
         "RetrievePropertiesEx" => (|| {
@@ -302,6 +302,285 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             }
             page(eng, ctx, p.rest, p.page)
         })(),
+        _ => return invoke_updates(eng, ctx, this, method, &args),
+    })
+}
+
+// ---- filters and waiting for updates ----------------------------------------
+
+/// What one filter reported last: object → property path → value.
+type Snapshot = std::collections::BTreeMap<String, (MoRef, std::collections::BTreeMap<String, Value>)>;
+
+/// How many past versions a collector can resume from.
+const HISTORY: usize = 16;
+
+pub struct Filter {
+    pub collector: String,
+    pub spec: Data,
+    pub partial_updates: bool,
+}
+
+#[derive(Default)]
+pub struct Collector {
+    /// Filter moIds, in creation order.
+    filters: Vec<String>,
+    /// (version, per-filter snapshot) for the versions handed out, newest last.
+    history: std::collections::VecDeque<(u64, HashMap<String, Snapshot>)>,
+    next_version: u64,
+    cancel: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// All property collectors and filters. The default `propertyCollector` is
+/// one per session; created ones and filters are `session[<key>]…` objects.
+#[derive(Default)]
+pub struct PcState {
+    collectors: HashMap<String, Collector>,
+    filters: HashMap<String, Filter>,
+}
+
+impl PcState {
+    pub fn object_type(&self, moid: &str) -> Option<TypeId> {
+        if self.filters.contains_key(moid) {
+            Some(types::PropertyFilter)
+        } else if moid.starts_with("session[") && self.collectors.contains_key(moid) {
+            Some(types::PropertyCollector)
+        } else {
+            None
+        }
+    }
+    pub fn drop_session(&mut self, key: &str) {
+        let default = format!("{key}|propertyCollector");
+        self.collectors.retain(|k, _| k != &default && crate::engine::session_of(k) != Some(key));
+        self.filters.retain(|k, _| crate::engine::session_of(k) != Some(key));
+    }
+    pub fn filter(&self, moid: &str) -> Option<&Filter> {
+        self.filters.get(moid)
+    }
+    pub fn destroy_filter(&mut self, moid: &str) {
+        if let Some(f) = self.filters.remove(moid) {
+            if let Some(c) = self.collectors.get_mut(&f.collector) {
+                c.filters.retain(|x| x != moid);
+            }
+        }
+    }
+}
+
+/// The collector a call addresses: the session's own default one, or a
+/// created one.
+fn collector_key(ctx: &Ctx, this: &MoRef) -> Result<String, Fault> {
+    if this.value == "propertyCollector" {
+        Ok(format!("{}|propertyCollector", ctx.session()?.key))
+    } else {
+        Ok(this.value.clone())
+    }
+}
+
+pub fn filters_property(eng: &Engine, ctx: &Ctx, this: &MoRef) -> Option<Value> {
+    let key = collector_key(ctx, this).ok()?;
+    let pc = eng.pc.lock();
+    let c = pc.collectors.get(&key)?;
+    Some(super::refs(c.filters.iter().map(|f| MoRef::new(types::PropertyFilter, f.clone()))))
+}
+
+fn create_filter(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply {
+    let spec = args.get("spec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?.clone();
+    // The spec must be valid now (types, paths, objects), as vCenter checks.
+    retrieve(eng, ctx, &[&spec])?;
+    let key = collector_key(ctx, this)?;
+    let session = ctx.session()?.key.clone();
+    let moid = format!("session[{session}]filter-{}", eng.next_seq());
+    let partial_updates = args.get("partialUpdates").and_then(Value::as_bool).unwrap_or(false);
+    let mut pc = eng.pc.lock();
+    pc.collectors.entry(key.clone()).or_default().filters.push(moid.clone());
+    pc.filters.insert(moid.clone(), Filter { collector: key, spec, partial_updates });
+    drop(pc);
+    // A wait already running on this collector delivers the new filter's enter set.
+    eng.changed();
+    Ok(Some(Value::MoRef(MoRef::new(types::PropertyFilter, moid))))
+}
+
+/// Current state of one filter's objects.
+fn snapshot(eng: &Engine, ctx: &Ctx, spec: &Data) -> Snapshot {
+    let mut snap = Snapshot::new();
+    // An object that has gone (a pruned task) simply leaves.
+    let Ok(objects) = retrieve(eng, ctx, &[spec]) else { return snap };
+    for oc in objects {
+        let Some(oc) = oc.as_data() else { continue };
+        let Some(obj) = oc.get("obj").and_then(Value::as_moref) else { continue };
+        let mut props = std::collections::BTreeMap::new();
+        for p in oc.get("propSet").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data) {
+            if let (Some(n), Some(v)) = (p.str("name"), p.get("val")) {
+                props.insert(n.to_string(), v.clone());
+            }
+        }
+        snap.insert(obj.value.clone(), (obj.clone(), props));
+    }
+    snap
+}
+
+fn change(name: &str, op: &str, val: Option<&Value>) -> Value {
+    let mut d = Data::new(types::PropertyChange)
+        .with("name", Value::Typed(types::PropertyPath, name.to_string()))
+        .with("op", Value::enum_value(types::PropertyChangeOp, op));
+    if let Some(v) = val {
+        d.set("val", v.clone());
+    }
+    d.into()
+}
+
+fn object_update(kind: &str, obj: &MoRef, changes: Vec<Value>) -> Value {
+    let mut d = Data::new(types::ObjectUpdate).with("kind", Value::enum_value(types::ObjectUpdateKind, kind)).with("obj", obj.clone());
+    if !changes.is_empty() {
+        d.set("changeSet", Value::Array(types::PropertyChange, changes));
+    }
+    d.into()
+}
+
+/// Compute the updates since `version` ("" = since nothing). Returns None
+/// when there are none.
+pub fn poll(eng: &Engine, ctx: &Ctx, this: &MoRef, version: &str, max_objects: Option<usize>) -> Reply {
+    let key = collector_key(ctx, this)?;
+    let (filters, base) = {
+        let mut pc = eng.pc.lock();
+        let filters: Vec<(String, Data)> = match pc.collectors.get(&key) {
+            Some(c) => c.filters.iter().filter_map(|f| pc.filters.get(f).map(|x| (f.clone(), x.spec.clone()))).collect(),
+            None => vec![],
+        };
+        let c = pc.collectors.entry(key.clone()).or_default();
+        let base = if version.is_empty() {
+            HashMap::new()
+        } else {
+            let v: u64 = version.parse().map_err(|_| Fault::new(types::InvalidCollectorVersion, format!("'{version}' is not a version of this collector")))?;
+            match c.history.iter().find(|(n, _)| *n == v) {
+                Some((_, s)) => s.clone(),
+                None => return Err(Fault::new(types::InvalidCollectorVersion, format!("version {version} is unknown or too old"))),
+            }
+        };
+        (filters, base)
+    };
+    let mut budget = max_objects.unwrap_or(usize::MAX);
+    let mut truncated = false;
+    let mut filter_updates = vec![];
+    let mut next_snap: HashMap<String, Snapshot> = HashMap::new();
+    for (fid, spec) in &filters {
+        let now = snapshot(eng, ctx, spec);
+        let old = base.get(fid).cloned().unwrap_or_default();
+        let mut reported = old.clone();
+        let mut updates = vec![];
+        for (moid, (obj, props)) in &now {
+            let ups = match old.get(moid) {
+                None => Some(("enter", props.iter().map(|(n, v)| change(n, "assign", Some(v))).collect::<Vec<_>>())),
+                Some((_, before)) => {
+                    let mut cs: Vec<Value> = props.iter().filter(|(n, v)| before.get(*n) != Some(*v)).map(|(n, v)| change(n, "assign", Some(v))).collect();
+                    cs.extend(before.keys().filter(|n| !props.contains_key(*n)).map(|n| change(n, "remove", None)));
+                    (!cs.is_empty()).then_some(("modify", cs))
+                }
+            };
+            if let Some((kind, cs)) = ups {
+                if budget == 0 {
+                    truncated = true;
+                    continue;
+                }
+                budget -= 1;
+                updates.push(object_update(kind, obj, cs));
+                reported.insert(moid.clone(), (obj.clone(), props.clone()));
+            }
+        }
+        for (moid, (obj, _)) in &old {
+            if !now.contains_key(moid) {
+                if budget == 0 {
+                    truncated = true;
+                    continue;
+                }
+                budget -= 1;
+                updates.push(object_update("leave", obj, vec![]));
+                reported.remove(moid);
+            }
+        }
+        if !updates.is_empty() {
+            filter_updates.push(Value::from(
+                Data::new(types::PropertyFilterUpdate)
+                    .with("filter", MoRef::new(types::PropertyFilter, fid.clone()))
+                    .with("objectSet", Value::Array(types::ObjectUpdate, updates)),
+            ));
+        }
+        next_snap.insert(fid.clone(), reported);
+    }
+    if filter_updates.is_empty() {
+        return Ok(None);
+    }
+    let mut pc = eng.pc.lock();
+    let c = pc.collectors.entry(key).or_default();
+    c.next_version += 1;
+    let v = c.next_version;
+    c.history.push_back((v, next_snap));
+    while c.history.len() > HISTORY {
+        c.history.pop_front();
+    }
+    let mut us = Data::new(types::UpdateSet).with("version", v.to_string()).with("filterSet", Value::Array(types::PropertyFilterUpdate, filter_updates));
+    if truncated {
+        us.set("truncated", true);
+    }
+    Ok(Some(us.into()))
+}
+
+/// Wait for updates: `legacy` (WaitForUpdates) waits without limit;
+/// WaitForUpdatesEx honours maxWaitSeconds (0 = check once) and
+/// maxObjectUpdates. Waiters sleep on the engine's change signal.
+pub async fn wait(eng: &Engine, ctx: &Ctx, this: &MoRef, legacy: bool, args: &Args) -> Reply {
+    let version = args.str("version").unwrap_or("").to_string();
+    let opts = if legacy { None } else { args.get("options").and_then(Value::as_data) };
+    let max_wait = opts.and_then(|o| o.get("maxWaitSeconds")).and_then(Value::as_i64);
+    let max_objects = opts.and_then(|o| o.get("maxObjectUpdates")).and_then(Value::as_i64).filter(|n| *n > 0).map(|n| n as usize);
+    let key = collector_key(ctx, this)?;
+    let cancel = eng.pc.lock().collectors.entry(key).or_default().cancel.clone();
+    let mut rx = eng.changes.subscribe();
+    let deadline = max_wait.map(|s| tokio::time::Instant::now() + std::time::Duration::from_secs(s.max(0) as u64));
+    loop {
+        rx.borrow_and_update();
+        if let Some(u) = poll(eng, ctx, this, &version, max_objects)? {
+            return Ok(Some(u));
+        }
+        if max_wait == Some(0) {
+            return Ok(None);
+        }
+        let cancelled = cancel.notified();
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return Ok(None) },
+            _ = cancelled => return Err(Fault::new(types::RequestCanceled, "The wait for updates was canceled.")),
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => return Ok(None),
+        }
+    }
+}
+
+pub fn invoke_updates(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: &Args) -> Option<Reply> {
+    Some(match method {
+        "CreateFilter" => create_filter(eng, ctx, this, args),
+        "CheckForUpdates" => poll(eng, ctx, this, args.str("version").unwrap_or(""), None),
+        "CancelWaitForUpdates" => collector_key(ctx, this).map(|k| {
+            if let Some(c) = eng.pc.lock().collectors.get(&k) {
+                c.cancel.notify_waiters();
+            }
+            None
+        }),
+        "CreatePropertyCollector" => ctx.session().map(|s| {
+            let moid = format!("session[{}]pc-{}", s.key, eng.next_seq());
+            eng.pc.lock().collectors.insert(moid.clone(), Collector::default());
+            Some(Value::MoRef(MoRef::new(types::PropertyCollector, moid)))
+        }),
+        "DestroyPropertyCollector" => {
+            if this.value == "propertyCollector" {
+                return Some(Err(Fault::not_supported("the session's default property collector cannot be destroyed")));
+            }
+            let mut pc = eng.pc.lock();
+            if let Some(c) = pc.collectors.remove(&this.value) {
+                c.cancel.notify_waiters();
+                for f in c.filters {
+                    pc.filters.remove(&f);
+                }
+            }
+            Ok(None)
+        }
         _ => return None,
     })
 }

@@ -96,5 +96,6 @@ pub fn view_objects(eng: &Engine, ctx: &Ctx, moid: &str) -> Vec<MoRef> {
 /// DestroyView for both view kinds.
 pub fn destroy(eng: &Engine, this: &MoRef) -> Reply {
     eng.views.lock().remove(&this.value);
+    eng.changed();
     Ok(None)
 }

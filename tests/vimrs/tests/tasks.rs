@@ -1,0 +1,83 @@
+//! vim_rs 0.7.0's TaskTracker (ListView + WaitForUpdatesEx) against vtwin,
+//! on extension tasks driven through SetTaskState.
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use vim_rs::core::client::VimClientHandle;
+use vim_rs::core::error::ErrorKind;
+use vim_rs::core::tasks::TaskTracker;
+use vim_rs::core::ClientBuilder;
+use vim_rs::mo::{ExtensionManager, Task, TaskManager};
+use vim_rs::types::enums::TaskInfoStateEnum;
+use vim_rs::types::structs::{Extension, MethodFault};
+use vim_rs::types::vim_any::VimAny;
+
+const PW: &str = "Vimrs-Passw0rd!";
+
+async fn start() -> (tokio::process::Child, String) {
+    let bin = std::env::var("VTWIN_BIN").expect("VTWIN_BIN names the vtwin binary under test");
+    let dir = std::env::temp_dir().join(format!("vtwin-vimrs-tasks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = tokio::process::Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-password", PW])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start vtwin");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().expect("vtwin exited");
+        if let Some(a) = line.strip_prefix("vtwin listening on https://") {
+            return (child, a.to_string());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_tracker_waits_for_extension_tasks() {
+    let (_child, addr) = start().await;
+    let client = ClientBuilder::new(&addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let sc = client.service_content();
+    let handle: VimClientHandle = client.clone();
+    let ext: Extension = miniserde::json::from_str(
+        r#"{"_typeName":"Extension","key":"com.example.rs","version":"1","lastHeartbeatTime":"2026-01-01T00:00:00Z",
+            "description":{"_typeName":"Description","label":"rs","summary":"rs"},
+            "taskList":[{"_typeName":"ExtensionTaskTypeInfo","taskID":"com.example.rs.job"}]}"#,
+    )
+    .expect("extension");
+    ExtensionManager::new(handle.clone(), &sc.extension_manager.as_ref().unwrap().value).register_extension(&ext).await.expect("RegisterExtension");
+    let tm = TaskManager::new(handle.clone(), &sc.task_manager.as_ref().unwrap().value);
+    let tracker = TaskTracker::new(handle.clone());
+
+    let info = tm.create_task(&sc.root_folder, "com.example.rs.job", None, true, None, None).await.expect("CreateTask");
+    let task = Task::new(handle.clone(), &info.task.value);
+    let driver = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        task.set_task_state(TaskInfoStateEnum::Running, None, None).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let result: VimAny = miniserde::json::from_str(r#"{"_typeName":"string","_value":"done"}"#).unwrap();
+        task.set_task_state(TaskInfoStateEnum::Success, Some(result), None).await.unwrap();
+    });
+    let r = tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(info.task.clone())).await.expect("woken in time").expect("task succeeded");
+    driver.await.unwrap();
+    assert!(matches!(r, Some(VimAny::Value(_))), "{r:?}");
+
+    let info = tm.create_task(&sc.root_folder, "com.example.rs.job", None, false, None, None).await.expect("CreateTask");
+    let task = Task::new(handle.clone(), &info.task.value);
+    let fault: MethodFault = miniserde::json::from_str(r#"{"_typeName":"NotFound","faultMessage":[{"_typeName":"LocalizableMessage","key":"k","message":"gone"}]}"#).unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        task.set_task_state(TaskInfoStateEnum::Error, None, Some(&fault)).await.unwrap();
+    });
+    // A tracker per wait: vim_rs's own loop teardown between two waits is not what is under test.
+    let tracker2 = TaskTracker::new(handle.clone());
+    let err = tokio::time::timeout(Duration::from_secs(60), tracker2.wait_any(info.task.clone())).await.expect("woken in time").expect_err("task failed");
+    assert_eq!(err.kind(), ErrorKind::TaskFailed);
+    assert_eq!(format!("{:?}", err.task_fault().unwrap().type_), "Some(NotFound)");
+    // Both trackers' loops end by themselves once nothing is pending.
+    drop((tracker, tracker2));
+    client.close().await.expect("Logout");
+}
