@@ -7,8 +7,7 @@ use serde_json::json;
 const R: &str = "/sdk/vim25/9.1.0.0";
 
 fn call(s: &Server, sid: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let (st, b, _) = s.json("POST", &format!("{R}/{path}"), Some(&body.to_string()), Some(sid));
-    (st, if b.is_empty() { serde_json::Value::Null } else { json_value(&b) })
+    s.call(sid, path, body)
 }
 
 fn info(s: &Server, sid: &str, task: &str) -> serde_json::Value {

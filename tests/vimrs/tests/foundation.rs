@@ -1,53 +1,14 @@
 //! vim_rs 0.7.0 against a real vtwin over TLS: login, ServiceContent,
 //! RetrievePropertiesEx of every datastore's summary, InvalidLogin, Logout.
-use std::process::Stdio;
-use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use vim_rs::core::client::{Error as ClientError, VimClientHandle};
 use vim_rs::core::ClientBuilder;
 use vim_rs::mo::{PropertyCollector, SessionManager, ViewManager};
 use vim_rs::types::structs::{PropertyFilterSpec, RetrieveOptions};
 use vim_rs::types::vim_any::VimAny;
-
-const PW: &str = "Vimrs-Passw0rd!";
-
-struct Server {
-    child: tokio::process::Child,
-    addr: String,
-    _dir: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
+use vtwin_vimrs_tests::{start as start_vtwin, Server, PW};
 
 async fn start(datastores: usize) -> Server {
-    let bin = std::env::var("VTWIN_BIN").expect("VTWIN_BIN names the vtwin binary under test");
-    let dir = std::env::temp_dir().join(format!("vtwin-vimrs-{}-{}", std::process::id(), datastores));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = tokio::process::Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-password", PW, "--datastores", &datastores.to_string()])
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start vtwin");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("vtwin did not start in time")
-            .unwrap()
-            .expect("vtwin exited");
-        if let Some(a) = line.strip_prefix("vtwin listening on https://") {
-            break a.to_string();
-        }
-    };
-    Server { child, addr, _dir: dir }
+    start_vtwin(&format!("ds{datastores}"), &["--datastores", &datastores.to_string()]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -60,7 +21,7 @@ async fn login_content_datastores_logout() {
         .build()
         .await
         .expect("login over TLS");
-    let sc = client.service_content().clone();
+    let sc = client.service_content();
     assert_eq!(sc.root_folder.value, "group-d1");
     assert_eq!(sc.about.api_type, "VirtualCenter");
     assert!(sc.search_index.is_some() && sc.session_manager.is_some());
@@ -109,7 +70,6 @@ async fn login_content_datastores_logout() {
         other => panic!("expected NotAuthenticated, got {other:?}"),
     }
     drop(client);
-    let _ = Arc::strong_count(&handle);
 }
 
 #[tokio::test(flavor = "multi_thread")]

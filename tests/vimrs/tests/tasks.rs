@@ -1,8 +1,6 @@
 //! vim_rs 0.7.0's TaskTracker (ListView + WaitForUpdatesEx) against vtwin,
 //! on extension tasks driven through SetTaskState.
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use vim_rs::core::client::VimClientHandle;
 use vim_rs::core::error::ErrorKind;
 use vim_rs::core::tasks::TaskTracker;
@@ -11,35 +9,12 @@ use vim_rs::mo::{ExtensionManager, Task, TaskManager};
 use vim_rs::types::enums::TaskInfoStateEnum;
 use vim_rs::types::structs::{Extension, MethodFault};
 use vim_rs::types::vim_any::VimAny;
-
-const PW: &str = "Vimrs-Passw0rd!";
-
-async fn start() -> (tokio::process::Child, String) {
-    let bin = std::env::var("VTWIN_BIN").expect("VTWIN_BIN names the vtwin binary under test");
-    let dir = std::env::temp_dir().join(format!("vtwin-vimrs-tasks-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = tokio::process::Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-password", PW])
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start vtwin");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().expect("vtwin exited");
-        if let Some(a) = line.strip_prefix("vtwin listening on https://") {
-            return (child, a.to_string());
-        }
-    }
-}
+use vtwin_vimrs_tests::{start, PW};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn task_tracker_waits_for_extension_tasks() {
-    let (_child, addr) = start().await;
-    let client = ClientBuilder::new(&addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let srv = start("tasks", &[]).await;
+    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
     let sc = client.service_content();
     let handle: VimClientHandle = client.clone();
     let ext: Extension = miniserde::json::from_str(

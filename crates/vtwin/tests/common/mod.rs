@@ -90,6 +90,13 @@ impl Server {
         }
     }
 
+    /// POST a VI/JSON method under /sdk/vim25/9.1.0.0; the reply as JSON
+    /// (Null for an empty body).
+    pub fn call(&self, sid: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let (st, b, _) = self.json("POST", &format!("/sdk/vim25/9.1.0.0/{path}"), Some(&body.to_string()), Some(sid));
+        (st, if b.is_empty() { serde_json::Value::Null } else { json_value(&b) })
+    }
+
     /// Log in over VI/JSON; returns the session id.
     pub fn json_login(&self, user: &str, pw: &str) -> String {
         let body = format!(r#"{{"_typeName":"LoginRequestType","userName":"{user}","password":"{pw}"}}"#);
