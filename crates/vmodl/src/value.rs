@@ -96,10 +96,6 @@ impl Value {
     pub fn array_of_strings<I: IntoIterator<Item = S>, S: Into<String>>(it: I) -> Value {
         Value::Array(types::string, it.into_iter().map(|s| Value::String(s.into())).collect())
     }
-    pub fn moref_array(ty: TypeId, refs: impl IntoIterator<Item = MoRef>) -> Value {
-        let _ = ty;
-        Value::Array(types::ManagedObjectReference, refs.into_iter().map(Value::MoRef).collect())
-    }
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) | Value::Typed(_, s) => Some(s),

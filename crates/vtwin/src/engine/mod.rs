@@ -365,14 +365,6 @@ impl Engine {
             Some(path) => Ok(v.and_then(|v| mo::property_collector::sub_path(&v, path))),
         }
     }
-
-    /// `vtwin user add` and first start: a user and its role at the root.
-    pub fn add_user(&self, name: &str, password: &str, role: i32) -> anyhow::Result<()> {
-        add_user(self.store.as_ref(), name, password, role)?;
-        self.perms.reload(self.store.as_ref())?;
-        *self.users.write() = self.store.list_users()?.into_iter().map(|u| (u.name.clone(), u)).collect();
-        Ok(())
-    }
 }
 
 /// The session key in a session-scoped moId (`session[<key>]pc-3`).

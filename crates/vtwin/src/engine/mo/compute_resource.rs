@@ -13,7 +13,7 @@ pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
         }
         "network" => Some(refs(vec![])),
         "summary" => {
-            let hw = super::host_system::Hardware::read();
+            let hw = super::host_system::Hardware::get();
             let n = hosts.len() as i32;
             Some(
                 Data::new(types::ComputeResourceSummary)

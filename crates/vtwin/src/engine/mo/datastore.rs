@@ -23,12 +23,15 @@ pub fn mount_path(e: &Entity) -> String {
 
 pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
     let path = e.attr("path").unwrap_or_default();
-    let space = fs_space(path);
-    let accessible = space.is_some();
-    let (capacity, free) = space.unwrap_or((0, 0));
+    // Only the properties that report space ask the filesystem.
+    let space = || {
+        let s = fs_space(path);
+        (s.is_some(), s.unwrap_or((0, 0)))
+    };
     let url = e.attr("url").unwrap_or_default().to_string();
     Some(match name {
         "summary" => {
+            let (accessible, (capacity, free)) = space();
             let mut d = Data::new(types::DatastoreSummary)
                 .with("datastore", e.moref.clone())
                 .with("name", e.name.clone())
@@ -42,7 +45,9 @@ pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
             d.set("maintenanceMode", "normal");
             d.into()
         }
-        "info" => Data::new(types::LocalDatastoreInfo)
+        "info" => {
+            let (_, (capacity, free)) = space();
+            Data::new(types::LocalDatastoreInfo)
             .with("name", e.name.clone())
             .with("url", url)
             .with("freeSpace", free)
@@ -52,8 +57,10 @@ pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
             .with("timestamp", chrono::Utc::now())
             .with("containerId", e.attr("uuid").unwrap_or_default().to_string())
             .with("path", path.to_string())
-            .into(),
+            .into()
+        }
         "host" => {
+            let (accessible, _) = space();
             let dc = inv.datacenter_of(&e.moref.value)?;
             Value::Array(
                 types::DatastoreHostMount,

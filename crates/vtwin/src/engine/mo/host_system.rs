@@ -13,7 +13,13 @@ pub struct Hardware {
 }
 
 impl Hardware {
-    pub fn read() -> Hardware {
+    /// The machine's figures, read once.
+    pub fn get() -> &'static Hardware {
+        static HW: std::sync::OnceLock<Hardware> = std::sync::OnceLock::new();
+        HW.get_or_init(Hardware::read)
+    }
+
+    fn read() -> Hardware {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let memory = meminfo
             .lines()
@@ -46,10 +52,10 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
         "vm" | "network" => refs(vec![]),
         "runtime" => runtime().into(),
         "summary" => {
-            let hw = Hardware::read();
+            let hw = Hardware::get();
             Data::new(types::HostListSummary)
                 .with("host", e.moref.clone())
-                .with("hardware", hardware_summary(&hw, e))
+                .with("hardware", hardware_summary(hw, e))
                 .with("runtime", runtime())
                 .with(
                     "config",
@@ -66,7 +72,7 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
                 .into()
         }
         "licensableResource" => {
-            let hw = Hardware::read();
+            let hw = Hardware::get();
             let kv = |k: &str, v: Value| Value::from(Data::new(types::KeyAnyValue).with("key", k).with("value", v));
             Data::new(types::HostLicensableResourceInfo)
                 .with(
