@@ -5,6 +5,7 @@ pub mod files;
 pub mod metrics;
 pub mod soap;
 pub mod tls;
+pub mod vapi;
 pub mod vijson;
 
 use crate::engine::Engine;
@@ -98,6 +99,14 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
         }
         (&Method::POST, "/api/vcenter/system") if req.query_param("action").as_deref() == Some("hello") => {
             (vijson::hello(&req), "vijson", "hello".into())
+        }
+        (&Method::POST, "/api") => {
+            let (r, m) = vapi::handle_jsonrpc(&state, &req);
+            (r, "vapi", m)
+        }
+        (_, p) if p.starts_with("/rest/") || p == "/api/session" || p.starts_with("/api/cis/") || p.starts_with("/api/vcenter/extension/") => {
+            let (r, m) = vapi::handle_rest(&state, &req);
+            (r, "vapi", m)
         }
         (_, p) if p.starts_with("/sdk/vim25/") => {
             let (r, m) = vijson::handle(&state, &req).await;

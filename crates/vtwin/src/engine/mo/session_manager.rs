@@ -1,6 +1,7 @@
 //! SessionManager: Login, Logout, currentSession, SessionIsActive.
 use crate::engine::session::{normalize_user, verify_password, Session};
 use crate::engine::{Ctx, Engine, Fault, Reply};
+use crate::store::UserRecord;
 use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, Value};
 
@@ -94,9 +95,9 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
     })
 }
 
-fn login(eng: &Engine, ctx: &mut Ctx, args: &Args) -> Reply {
-    let name = normalize_user(args.str("userName").unwrap_or(""));
-    let pw = args.str("password").unwrap_or("");
+/// Check a user name and password: the user's record, or InvalidLogin.
+pub fn authenticate(eng: &Engine, name: &str, pw: &str) -> Result<UserRecord, Fault> {
+    let name = normalize_user(name);
     let mut user = eng.user(&name)?.ok_or_else(Fault::invalid_login)?;
     if !verify_password(&user, pw) {
         // The password may have just been changed by `vtwin user add`.
@@ -106,6 +107,11 @@ fn login(eng: &Engine, ctx: &mut Ctx, args: &Args) -> Reply {
             return Err(Fault::invalid_login());
         }
     }
+    Ok(user)
+}
+
+fn login(eng: &Engine, ctx: &mut Ctx, args: &Args) -> Reply {
+    let user = authenticate(eng, args.str("userName").unwrap_or(""), args.str("password").unwrap_or(""))?;
     let locale = args.str("locale").unwrap_or("en");
     let s = eng.sessions.create(&user, locale, &ctx.ip, &ctx.user_agent);
     // Replacing the caller's session, as vCenter does on a second Login.

@@ -65,6 +65,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 user,
                 parent_key: args.str("parentTaskKey").map(str::to_string),
                 activation_id: args.str("activationId").map(str::to_string),
+                target: None,
             })?;
             Ok(Some(eng.tasks.info(&t).into()))
         })(),
