@@ -53,6 +53,9 @@ struct ServeArgs {
     /// Completed tasks are dropped after this many seconds.
     #[arg(long, default_value_t = 86_400)]
     task_retention_secs: u64,
+    /// Test-control rules to load at start (a JSON array; see the README).
+    #[arg(long, env = "VTWIN_TEST_CONTROL")]
+    test_control: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -105,7 +108,11 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         println!("generated password for administrator@vsphere.local: {pw}");
     }
     let tls = if a.plain_http { None } else { Some(api::tls::acceptor(&data_dir)?) };
-    let engine = Arc::new(opened.engine);
+    if let Some(f) = &a.test_control {
+        let n = opened.engine.control.load_file(f)?;
+        tracing::info!(rules = n, file = %f.display(), "test-control rules loaded");
+    }
+    let engine = opened.engine.into_shared();
     let state = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default() });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

@@ -33,6 +33,17 @@ pub async fn call(
 ) -> Result<(Option<Value>, &'static MethodDef), Fault> {
     let m = find_method(this.ty, method).ok_or_else(|| Fault::method_not_found(this, method))?;
     let args = decode(m).map_err(decode_fault)?;
+    // Test-control rules for plain calls; task methods apply theirs when
+    // they create the task.
+    if !m.name.ends_with("_Task") {
+        let eff = eng.control.fire(Some(m.name), None, Some(&this.value), false);
+        if !eff.delay.is_zero() {
+            tokio::time::sleep(eff.delay).await;
+        }
+        if let Some(f) = eff.sync_fault {
+            return Err(f);
+        }
+    }
     let r = if this.ty == vmodl::types::PropertyCollector && (m.name == "WaitForUpdatesEx" || m.name == "WaitForUpdates") {
         eng.wait_for_updates(ctx, this, m, args).await?
     } else {

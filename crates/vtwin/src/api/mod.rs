@@ -1,5 +1,6 @@
 //! Wire layers: HTTP(S) serving, routing, and one module per protocol. They
 //! translate requests into engine calls and engine results into replies.
+pub mod admin;
 pub mod dispatch;
 pub mod files;
 pub mod metrics;
@@ -112,6 +113,7 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
             let (r, m) = vijson::handle(&state, &req).await;
             (r, "vijson", m)
         }
+        (_, p) if p == "/admin/faults" || p.starts_with("/admin/faults/") => (admin::handle(&state, &req), "admin", req.method.to_string()),
         (&Method::GET, "/metrics") => (
             respond(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),
             "metrics",

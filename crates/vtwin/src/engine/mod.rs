@@ -2,9 +2,11 @@
 //! behaviour. No HTTP and no wire format in here: the wire layers decode a
 //! request into (object, method, args), call `invoke`, and encode the result.
 pub mod authz;
+pub mod control;
 pub mod fault;
 pub mod inventory;
 pub mod mo;
+pub mod runner;
 pub mod session;
 pub mod tasks;
 
@@ -64,6 +66,11 @@ pub struct Engine {
     pub changes: tokio::sync::watch::Sender<u64>,
     /// Registered extensions by key (Extension data objects).
     pub extensions: RwLock<std::collections::BTreeMap<String, vmodl::Data>>,
+    /// Test-control rules (delays and injected faults).
+    pub control: control::Control,
+    /// Per-entity queues of engine-run tasks.
+    pub runner: runner::Runner,
+    me: std::sync::OnceLock<std::sync::Weak<Engine>>,
 }
 
 /// Objects that exist once per server, by moId.
@@ -151,8 +158,22 @@ impl Engine {
             views: Mutex::new(HashMap::new()),
             retrievals: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
+            control: Default::default(),
+            runner: Default::default(),
+            me: std::sync::OnceLock::new(),
         };
         Ok(OpenResult { engine, generated_password })
+    }
+
+    /// Share the engine; tasks it runs in the background hold it too.
+    pub fn into_shared(self) -> Arc<Engine> {
+        let e = Arc::new(self);
+        let _ = e.me.set(Arc::downgrade(&e));
+        e
+    }
+
+    pub fn shared(&self) -> Option<Arc<Engine>> {
+        self.me.get().and_then(std::sync::Weak::upgrade)
     }
 
     pub fn next_seq(&self) -> u64 {

@@ -318,6 +318,8 @@ pub struct Tasks {
     seq: AtomicI64,
     retention: Retention,
     changes: tokio::sync::watch::Sender<u64>,
+    /// Wake-ups for the workers of running engine tasks, fired on cancel.
+    workers: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 impl Tasks {
@@ -344,7 +346,15 @@ impl Tasks {
             completed.insert((t.complete_time.unwrap_or(0), t.seq), key.clone());
             map.insert(key, t);
         }
-        Ok(Tasks { store, map: RwLock::new(map), completed: RwLock::new(completed), seq: AtomicI64::new(max_seq), retention, changes })
+        Ok(Tasks {
+            store,
+            map: RwLock::new(map),
+            completed: RwLock::new(completed),
+            seq: AtomicI64::new(max_seq),
+            retention,
+            changes,
+            workers: Default::default(),
+        })
     }
 
     /// Persist a task and wake property-collector waiters.
@@ -529,6 +539,19 @@ impl Tasks {
             t.complete_time = Some(now);
             Ok(())
         })
+        .inspect(|_| {
+            if let Some(n) = self.workers.lock().get(key) {
+                n.notify_one();
+            }
+        })
+    }
+
+    /// Register the worker of an engine task: the Notify fires on cancel.
+    pub fn worker(&self, key: &str) -> Arc<tokio::sync::Notify> {
+        self.workers.lock().entry(key.to_string()).or_default().clone()
+    }
+    pub fn worker_done(&self, key: &str) {
+        self.workers.lock().remove(key);
     }
 
     /// Tasks not finished, and those finished in the last ten minutes, newest

@@ -101,7 +101,7 @@ fn ctx_for(eng: &Engine, req: &Req) -> Ctx {
     ctx
 }
 
-fn basic_auth(req: &Req) -> Option<(String, String)> {
+pub fn basic_auth(req: &Req) -> Option<(String, String)> {
     let h = req.header("authorization")?;
     let b64 = h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic "))?;
     let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;

@@ -212,10 +212,17 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
         Some(u) => u.to_string(),
         None => crate::engine::mo::session_manager::display_user(&ctx.session()?.user),
     };
+    let eff = eng.control.fire(Some("com.vmware.vcenter.extension.tasks.create"), Some(op), entity.as_ref().map(|(m, _)| m.value.as_str()), true);
+    if let Some(f) = eff.sync_fault {
+        return Err(f.into());
+    }
     let t = eng.tasks.create_vapi(
         NewTask { name: None, description_id: op.to_string(), entity, cancelable, user, parent_key, activation_id: None, target },
         &initial,
     )?;
+    if let Some(f) = eff.task_fault {
+        eng.fail_later(&t.key, eff.delay, f);
+    }
     Ok(task_id(eng, &t.key))
 }
 

@@ -1,6 +1,10 @@
-//! Properties every ManagedEntity has: name, parent, status, permissions.
-use crate::engine::inventory::{Entity, Inventory};
-use crate::engine::{authz, Ctx, Engine};
+//! What every ManagedEntity has: name, parent, status, permissions, and
+//! Rename_Task.
+use crate::engine::inventory::{Entity, Inventory, ROOT_FOLDER};
+use crate::engine::runner::TaskSpec;
+use crate::engine::{authz, Ctx, Engine, Fault, Reply};
+use crate::store::ObjectRecord;
+use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, Value};
 
 pub fn property(eng: &Engine, ctx: &Ctx, inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
@@ -34,4 +38,62 @@ pub fn permission(entity: MoRef, p: &crate::store::PermissionRecord) -> Data {
         .with("group", p.group)
         .with("roleId", p.role_id)
         .with("propagate", p.propagate)
+}
+
+/// Methods every ManagedEntity has: Rename_Task.
+pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+    Some(match method {
+        "Rename_Task" => rename(eng, ctx, this, args.str("newName").unwrap_or("").to_string()),
+        _ => return None,
+    })
+}
+
+fn rename(eng: &Engine, ctx: &Ctx, this: &MoRef, new_name: String) -> Reply {
+    if this.value == ROOT_FOLDER {
+        return Err(Fault::not_supported("the root folder cannot be renamed"));
+    }
+    if new_name.trim().is_empty() || new_name.chars().count() > 80 {
+        return Err(Fault::new(types::InvalidName, format!("'{new_name}' is not a valid name")).with("name", new_name.clone()));
+    }
+    let kind = |t: vmodl::TypeId| if t == types::Folder { "folder" } else { t.name() };
+    let spec = TaskSpec {
+        method: "Rename_Task",
+        description_id: format!("{}.rename", this.ty.name()),
+        entity: this.clone(),
+        cancelable: false,
+    };
+    // The name is checked again when the task runs: another rename may
+    // have taken it while this one was queued.
+    let this = this.clone();
+    eng.run_task(
+        ctx,
+        spec,
+        Box::new(move |eng, _ctl| {
+            let mut inv = eng.inv.write();
+            let e = inv.get(&this.value).ok_or_else(|| Fault::not_found(&this))?;
+            if let Some(p) = e.parent.as_deref().and_then(|p| inv.get(p)) {
+                let clash = p.children.iter().filter(|c| **c != this.value).filter_map(|c| inv.get(c)).any(|c| c.name == new_name && kind(c.moref.ty) == kind(this.ty));
+                if clash {
+                    return Err(Fault::new(types::DuplicateName, format!("The name '{new_name}' already exists."))
+                        .with("name", new_name.clone())
+                        .with("object", p.moref.clone()));
+                }
+            }
+            let mut rec = inv.get(&this.value).expect("checked above").clone();
+            rec.name = new_name.clone();
+            eng.store.put_objects(&[ObjectRecord {
+                moid: rec.moref.value.clone(),
+                ty: rec.moref.ty.name().into(),
+                name: rec.name.clone(),
+                parent: rec.parent.clone(),
+                attrs: rec.attrs.clone(),
+            }])?;
+            if let Some(e) = inv.objects.get_mut(&this.value) {
+                e.name = new_name;
+            }
+            drop(inv);
+            eng.changed();
+            Ok(None)
+        }),
+    )
 }

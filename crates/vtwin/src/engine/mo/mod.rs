@@ -29,7 +29,11 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
         return eng.read_property(ctx, this, prop);
     }
     let t = this.ty;
-    let handled = if t == types::ServiceInstance {
+    // Methods declared on ManagedEntity itself, for every entity type.
+    let entity_method = t.is_a(types::ManagedEntity) && vmodl::find_method(types::ManagedEntity, m.name).is_some();
+    let handled = if entity_method {
+        managed_entity::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::ServiceInstance {
         service_instance::invoke(eng, ctx, this, m.name, args)
     } else if t == types::SessionManager {
         session_manager::invoke(eng, ctx, this, m.name, args)

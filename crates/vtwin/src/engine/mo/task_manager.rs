@@ -57,6 +57,10 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 Some(u) if !u.is_empty() => u.to_string(),
                 _ => super::session_manager::display_user(&ctx.session()?.user),
             };
+            let eff = eng.control.fire(None, Some(task_type), Some(&obj.value), true);
+            if let Some(f) = eff.sync_fault {
+                return Err(f);
+            }
             let t = eng.tasks.create(NewTask {
                 name: None,
                 description_id: task_type.to_string(),
@@ -67,6 +71,9 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 activation_id: args.str("activationId").map(str::to_string),
                 target: None,
             })?;
+            if let Some(f) = eff.task_fault {
+                eng.fail_later(&t.key, eff.delay, f);
+            }
             Ok(Some(eng.tasks.info(&t).into()))
         })(),
         _ => return None,
