@@ -90,3 +90,74 @@ def test_wait_for_task_wakes_on_set_task_state(si):
     threading.Timer(0.2, lambda: failed.SetTaskState(state="error", fault=vim.fault.NotFound(msg="gone"))).start()
     with pytest.raises(vim.fault.NotFound):
         WaitForTask(failed, si=si)
+
+
+def test_wait_for_task_failed_by_test_control(server, si):
+    """A Rename_Task the test-control surface fails after it started."""
+    import requests
+    from pyVim.task import WaitForTask
+
+    base = f"http://{server.host}:{server.port}"
+    rule = {"method": "Rename_Task", "mode": "task", "delay_ms": 300, "count": 1,
+            "fault": {"_typeName": "InvalidName", "name": "bad"}, "message": "injected"}
+    r = requests.post(f"{base}/admin/faults", json=rule, auth=(ADMIN, PW))
+    assert r.status_code == 201, r.text
+    dc = si.RetrieveContent().rootFolder.childEntity[0]
+    task = dc.Rename_Task(newName="Lyon")
+    with pytest.raises(vim.fault.InvalidName) as e:
+        WaitForTask(task, si=si)
+    assert e.value.name == "bad"
+    assert dc.name == "DC0"
+    # The rule is spent: the next rename runs for real.
+    assert WaitForTask(dc.Rename_Task(newName="Lyon"), si=si) == "success"
+    assert dc.name == "Lyon"
+
+
+def test_task_history_collector_and_events(si):
+    content = si.RetrieveContent()
+    register(content)
+    dc = content.rootFolder.childEntity[0]
+    tm = content.taskManager
+    keys = []
+    for i in range(5):
+        t = tm.CreateTask(obj=dc, taskTypeId="com.example.py.job", cancelable=False).task
+        t.SetTaskState(state="running")
+        t.SetTaskState(state="success" if i % 2 == 0 else "error",
+                       fault=None if i % 2 == 0 else vim.fault.NotFound(msg="x"))
+        keys.append(t.info.key)
+    other = tm.CreateTask(obj=content.rootFolder, taskTypeId="com.example.py.job", cancelable=False).task
+
+    spec = vim.TaskFilterSpec(entity=vim.TaskFilterSpec.ByEntity(entity=dc, recursion="self"))
+    c = tm.CreateCollectorForTasks(spec)
+    c.SetCollectorPageSize(3)
+    assert [i.key for i in c.latestPage] == keys[::-1][:3]
+    # The cursor starts at the oldest: read forward in pages, then back.
+    c.RewindCollector()
+    assert [i.key for i in c.ReadNextTasks(2)] == keys[:2]
+    assert [i.key for i in c.ReadNextTasks(10)] == keys[2:]
+    assert not c.ReadNextTasks(10)
+    assert [i.key for i in c.ReadPreviousTasks(2)] == [keys[4], keys[3]]
+    c.ResetCollector()
+    assert [i.key for i in c.ReadPreviousTasks(10)] == [keys[1], keys[0]]
+    c.DestroyCollector()
+
+    failed = tm.CreateCollectorForTasks(vim.TaskFilterSpec(
+        entity=vim.TaskFilterSpec.ByEntity(entity=content.rootFolder, recursion="all"), state=["error"]))
+    failed.RewindCollector()
+    assert [i.key for i in failed.ReadNextTasks(10)] == [keys[1], keys[3]]
+    queued = tm.CreateCollectorForTasks(vim.TaskFilterSpec(state=["queued"]))
+    assert [i.key for i in queued.latestPage] == [other.info.key]
+
+    em = content.eventManager
+    chain = other.info.eventChainId
+    events = em.QueryEvents(vim.event.EventFilterSpec(eventChainId=chain))
+    assert len(events) == 1 and isinstance(events[0], vim.event.TaskEvent)
+    assert events[0].info.key == other.info.key and events[0].info.state == "queued"
+    on_dc = em.QueryEvents(vim.event.EventFilterSpec(
+        entity=vim.event.EventFilterSpec.ByEntity(entity=dc, recursion="self")))
+    assert [e.info.key for e in on_dc] == keys[::-1]
+    assert all(e.datacenter.datacenter == dc for e in on_dc)
+    ec = em.CreateCollectorForEvents(vim.event.EventFilterSpec(type=[vim.event.TaskEvent]))
+    ec.RewindCollector()
+    assert len(ec.ReadNextEvents(100)) == 6
+    assert em.latestEvent.info.key == other.info.key

@@ -2,12 +2,16 @@ package vtwintest
 
 import (
 	"context"
+	"net/http"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/task"
 	"github.com/vmware/govmomi/vim25/methods"
+	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 )
 
@@ -70,5 +74,49 @@ func TestTaskWaitOnExtensionTask(t *testing.T) {
 	}
 	if _, nf := terr.Fault().(*types.NotFound); !nf {
 		t.Fatalf("fault %#v", terr.Fault())
+	}
+}
+
+// govmomi's task.Wait on a Rename_Task that a test-control rule fails after
+// it started (vcsim can only fail calls synchronously).
+func TestTaskWaitOnTaskFailedByTestControl(t *testing.T) {
+	ctx := context.Background()
+	c, err := connect(t, ctx, nil)
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	defer c.Logout(ctx)
+	u, _ := soap.ParseURL(os.Getenv("VTWIN_URL"))
+	pw, _ := u.User.Password()
+	rule := `{"method":"Rename_Task","object":"datacenter-2","mode":"task","delay_ms":300,"count":1,` +
+		`"fault":{"_typeName":"InvalidName","name":"bad"}}`
+	req, _ := http.NewRequest("POST", "http://"+u.Host+"/admin/faults", strings.NewReader(rule))
+	req.SetBasicAuth(u.User.Username(), pw)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("adding the rule: %v %v", err, resp)
+	}
+	resp.Body.Close()
+
+	dc := object.NewCommon(c.Client, types.ManagedObjectReference{Type: "Datacenter", Value: "datacenter-2"})
+	tk, err := dc.Rename(ctx, "Rome")
+	if err != nil {
+		t.Fatalf("Rename_Task: %v", err)
+	}
+	err = tk.Wait(ctx)
+	terr, isTaskErr := err.(task.Error)
+	if !isTaskErr {
+		t.Fatalf("want a task.Error, got %#v", err)
+	}
+	if f, ok := terr.Fault().(*types.InvalidName); !ok || f.Name != "bad" {
+		t.Fatalf("fault %#v", terr.Fault())
+	}
+	// The rule is spent: a rename back to the same name succeeds.
+	tk, err = dc.Rename(ctx, "DC0")
+	if err != nil {
+		t.Fatalf("Rename_Task: %v", err)
+	}
+	if err := tk.Wait(ctx); err != nil {
+		t.Fatalf("Wait: %v", err)
 	}
 }

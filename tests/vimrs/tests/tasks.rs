@@ -5,7 +5,7 @@ use vim_rs::core::client::VimClientHandle;
 use vim_rs::core::error::ErrorKind;
 use vim_rs::core::tasks::TaskTracker;
 use vim_rs::core::ClientBuilder;
-use vim_rs::mo::{ExtensionManager, Task, TaskManager};
+use vim_rs::mo::{Datacenter, ExtensionManager, Task, TaskManager};
 use vim_rs::types::enums::TaskInfoStateEnum;
 use vim_rs::types::structs::{Extension, MethodFault};
 use vim_rs::types::vim_any::VimAny;
@@ -55,4 +55,33 @@ async fn task_tracker_waits_for_extension_tasks() {
     // Both trackers' loops end by themselves once nothing is pending.
     drop((tracker, tracker2));
     client.close().await.expect("Logout");
+}
+
+/// A Rename_Task that a test-control rule (loaded from a file at start)
+/// fails after it started: the tracker reports the injected fault.
+#[tokio::test(flavor = "multi_thread")]
+async fn task_tracker_sees_a_task_failed_by_test_control() {
+    let rules = std::env::temp_dir().join(format!("vtwin-vimrs-rules-{}.json", std::process::id()));
+    std::fs::write(
+        &rules,
+        r#"[{"method":"Rename_Task","mode":"task","delay_ms":300,"count":1,"fault":{"_typeName":"InvalidName","name":"bad"}}]"#,
+    )
+    .unwrap();
+    let srv = start("control", &["--test-control", rules.to_str().unwrap()]).await;
+    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let handle: VimClientHandle = client.clone();
+    let dc = Datacenter::new(handle.clone(), "datacenter-2");
+    let task = dc.rename_task("Oslo").await.expect("Rename_Task");
+    let tracker = TaskTracker::new(handle.clone());
+    let err = tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(task)).await.expect("woken in time").expect_err("task failed");
+    assert_eq!(err.kind(), ErrorKind::TaskFailed);
+    assert_eq!(format!("{:?}", err.task_fault().unwrap().type_), "Some(InvalidName)");
+    // The rule is spent: the next rename succeeds.
+    let task = dc.rename_task("Oslo").await.expect("Rename_Task");
+    let tracker2 = TaskTracker::new(handle.clone());
+    tokio::time::timeout(Duration::from_secs(60), tracker2.wait_any(task)).await.expect("woken in time").expect("task succeeded");
+    assert_eq!(dc.name().await.expect("name"), "Oslo");
+    drop((tracker, tracker2));
+    client.close().await.expect("Logout");
+    let _ = std::fs::remove_file(&rules);
 }

@@ -66,6 +66,8 @@ pub struct Engine {
     pub changes: tokio::sync::watch::Sender<u64>,
     /// Registered extensions by key (Extension data objects).
     pub extensions: RwLock<std::collections::BTreeMap<String, vmodl::Data>>,
+    /// Task and event history collectors (session-scoped).
+    pub history: Mutex<HashMap<String, mo::history_collector::Collector>>,
     /// Test-control rules (delays and injected faults).
     pub control: control::Control,
     /// Per-entity queues of engine-run tasks.
@@ -83,6 +85,7 @@ pub const SINGLETONS: &[(&str, TypeId)] = &[
     ("SearchIndex", types::SearchIndex),
     ("TaskManager", types::TaskManager),
     ("ExtensionManager", types::ExtensionManager),
+    ("EventManager", types::EventManager),
 ];
 
 pub struct OpenResult {
@@ -158,6 +161,7 @@ impl Engine {
             views: Mutex::new(HashMap::new()),
             retrievals: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
+            history: Mutex::new(HashMap::new()),
             control: Default::default(),
             runner: Default::default(),
             me: std::sync::OnceLock::new(),
@@ -193,6 +197,9 @@ impl Engine {
         }
         if let Some(t) = self.pc.lock().object_type(moid) {
             return Some(t);
+        }
+        if let Some(c) = self.history.lock().get(moid) {
+            return Some(c.ty);
         }
         self.views.lock().get(moid).map(|v| v.ty())
     }
@@ -297,6 +304,7 @@ impl Engine {
             self.views.lock().retain(|_, v| v.session_key != s.key);
             self.retrievals.lock().retain(|_, p| p.session_key != s.key);
             self.pc.lock().drop_session(&s.key);
+            self.history.lock().retain(|_, c| c.session_key != s.key);
         }
         self.sessions.remove(token);
     }

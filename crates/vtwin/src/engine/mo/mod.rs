@@ -4,8 +4,11 @@ pub mod compute_resource;
 pub mod container_view;
 pub mod datacenter;
 pub mod datastore;
+pub mod event_history_collector;
+pub mod event_manager;
 pub mod extension_manager;
 pub mod folder;
+pub mod history_collector;
 pub mod host_system;
 pub mod list_view;
 pub mod managed_entity;
@@ -15,6 +18,7 @@ pub mod search_index;
 pub mod service_instance;
 pub mod session_manager;
 pub mod task;
+pub mod task_history_collector;
 pub mod task_manager;
 pub mod view_manager;
 
@@ -59,6 +63,12 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
         task_manager::invoke(eng, ctx, this, m.name, args)
     } else if t == types::ExtensionManager {
         extension_manager::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::EventManager {
+        event_manager::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::TaskHistoryCollector {
+        task_history_collector::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::EventHistoryCollector {
+        event_history_collector::invoke(eng, ctx, this, m.name, args)
     } else {
         None
     };
@@ -98,6 +108,12 @@ pub fn property(eng: &Engine, ctx: &Ctx, obj: &MoRef, name: &str) -> Reply {
         task_manager::property(eng, name)
     } else if t == types::ExtensionManager {
         extension_manager::property(eng, name)
+    } else if t == types::EventManager {
+        event_manager::property(eng, ctx, name)
+    } else if t == types::TaskHistoryCollector {
+        task_history_collector::property(eng, ctx, obj, name)
+    } else if t == types::EventHistoryCollector {
+        event_history_collector::property(eng, ctx, obj, name)
     } else {
         let inv = eng.inv.read();
         let e = inv.get(&obj.value).ok_or_else(|| Fault::not_found(obj))?;

@@ -40,6 +40,7 @@ pub fn content(eng: &Engine) -> Data {
         .with("searchIndex", r(types::SearchIndex, "SearchIndex"))
         .with("taskManager", r(types::TaskManager, "TaskManager"))
         .with("extensionManager", r(types::ExtensionManager, "ExtensionManager"))
+        .with("eventManager", r(types::EventManager, "EventManager"))
 }
 
 pub fn property(eng: &Engine, _ctx: &Ctx, name: &str) -> Option<Value> {

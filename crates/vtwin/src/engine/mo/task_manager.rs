@@ -40,6 +40,7 @@ fn registered_task_type(eng: &Engine, task_type: &str) -> bool {
 
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
     Some(match method {
+        "CreateCollectorForTasks" => super::task_history_collector::create(eng, ctx, args.get("filter").and_then(Value::as_data)),
         "CreateTask" => (|| {
             let obj = args.get("obj").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("obj", "obj is required"))?;
             let obj = eng.resolve(obj)?;

@@ -1,0 +1,155 @@
+//! TaskHistoryCollector: the tasks a TaskFilterSpec selects (entity with
+//! recursion, time, user, state, activationId, eventChainId, parent/root
+//! task), oldest first, read through the history-collector cursor.
+use super::history_collector::{self as hc, Items};
+use crate::engine::inventory::Inventory;
+use crate::engine::tasks::TaskRecord;
+use crate::engine::{Ctx, Engine, Fault, Reply};
+use vmodl::value::Args;
+use vmodl::{types, Data, MoRef, Value};
+
+fn strings(d: &Data, name: &str) -> Option<Vec<String>> {
+    let a = d.get(name)?.as_array()?;
+    Some(a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+}
+
+fn time(d: &Data, name: &str) -> Option<i64> {
+    match d.get(name)? {
+        Value::DateTime(t) => Some(t.timestamp_millis()),
+        _ => None,
+    }
+}
+
+/// Does the entity `moid` fall under `root` with `recursion` (self,
+/// children, all)?
+pub fn under(inv: &Inventory, moid: &str, root: &str, recursion: &str) -> bool {
+    match recursion {
+        "self" => moid == root,
+        "children" => moid == root || inv.get(moid).and_then(|e| e.parent.as_deref()) == Some(root),
+        _ => inv.path_to_root(moid).iter().any(|m| m == root),
+    }
+}
+
+/// Is user `u` (as shown in a task or event) in `list`? Names compare
+/// without case and in either form (`VSPHERE.LOCAL\u`, `u@vsphere.local`).
+pub fn user_in(u: &str, list: &[String]) -> bool {
+    let norm = |s: &str| crate::engine::session::normalize_user(&match s.split_once('\\') {
+        Some((dom, user)) => format!("{user}@{dom}"),
+        None => s.to_string(),
+    });
+    let u = norm(u);
+    list.iter().any(|x| norm(x) == u)
+}
+
+pub fn matches(inv: &Inventory, f: &Data, t: &TaskRecord) -> bool {
+    if let Some(by) = f.get("entity").and_then(Value::as_data) {
+        let root = by.get("entity").and_then(Value::as_moref).map(|m| m.value.as_str()).unwrap_or("");
+        let rec = by.str("recursion").unwrap_or("all");
+        match &t.entity {
+            Some((_, moid)) if under(inv, moid, root, rec) => {}
+            _ => return false,
+        }
+    }
+    if let Some(by) = f.get("time").and_then(Value::as_data) {
+        let when = match by.str("timeType").unwrap_or("queuedTime") {
+            "startedTime" => t.start_time,
+            "completedTime" => t.complete_time,
+            _ => Some(t.queue_time),
+        };
+        let Some(when) = when else { return false };
+        if time(by, "beginTime").is_some_and(|b| when < b) || time(by, "endTime").is_some_and(|e| when > e) {
+            return false;
+        }
+    }
+    if let Some(by) = f.get("userName").and_then(Value::as_data) {
+        // Every task here was started by a user; systemUser adds none.
+        let list = strings(by, "userList").unwrap_or_default();
+        if !user_in(&t.user, &list) {
+            return false;
+        }
+    }
+    if let Some(states) = strings(f, "state") {
+        if !states.is_empty() && !states.iter().any(|s| s == t.state.as_str()) {
+            return false;
+        }
+    }
+    let any_of = |name: &str, v: Option<&String>| match strings(f, name) {
+        Some(l) if !l.is_empty() => v.is_some_and(|v| l.contains(v)),
+        _ => true,
+    };
+    if !any_of("activationId", t.activation_id.as_ref()) || !any_of("parentTaskKey", t.parent_key.as_ref()) || !any_of("rootTaskKey", t.root_key.as_ref()) {
+        return false;
+    }
+    if let Some(ids) = f.get("eventChainId").and_then(Value::as_array) {
+        if !ids.is_empty() && !ids.iter().any(|v| v.as_i64() == Some(t.event_chain_id as i64)) {
+            return false;
+        }
+    }
+    // Alarms and scheduled tasks start none of our tasks.
+    !(f.get("alarm").is_some() || f.get("scheduledTask").is_some())
+}
+
+/// The tasks the caller may see that the filter selects, oldest first.
+pub fn items(eng: &Engine, ctx: &Ctx, f: &Data) -> Items {
+    let mut all: Vec<TaskRecord> = {
+        let inv = eng.inv.read();
+        eng.tasks.all().into_iter().filter(|t| matches(&inv, f, t)).collect()
+    };
+    all.retain(|t| match &t.entity {
+        Some((ty, moid)) => vmodl::TypeId::by_name(ty).map(|ty| eng.can_view(ctx, &MoRef::new(ty, moid.clone()))).unwrap_or(true),
+        None => true,
+    });
+    all.sort_by_key(|t| t.seq);
+    all.iter().map(|t| (t.seq, Value::from(eng.tasks.info(t)))).collect()
+}
+
+fn array(v: Vec<Value>) -> Value {
+    Value::Array(types::TaskInfo, v)
+}
+
+pub fn property(eng: &Engine, ctx: &Ctx, this: &MoRef, name: &str) -> Option<Value> {
+    let (filter, page) = {
+        let h = eng.history.lock();
+        let c = h.get(&this.value)?;
+        (c.filter.clone(), c.page_size)
+    };
+    match name {
+        "filter" => Some(filter.into()),
+        "latestPage" => Some(array(hc::latest_page(&items(eng, ctx, &filter), page))),
+        _ => None,
+    }
+}
+
+pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+    let filter = eng.history.lock().get(&this.value)?.filter.clone();
+    let read = |next: bool| -> Reply {
+        let n = hc::check_count(&args)?;
+        let items = items(eng, ctx, &filter);
+        let mut h = eng.history.lock();
+        let c = h.get_mut(&this.value).ok_or_else(|| Fault::not_found(this))?;
+        let out = if next { hc::read_next(c, &items, n) } else { hc::read_previous(c, &items, n) };
+        Ok(if out.is_empty() { None } else { Some(array(out)) })
+    };
+    match method {
+        "ReadNextTasks" => Some(read(true)),
+        "ReadPreviousTasks" => Some(read(false)),
+        _ => hc::invoke(eng, this, method, &args, |f| items(eng, ctx, f)),
+    }
+}
+
+/// TaskManager.CreateCollectorForTasks.
+pub fn create(eng: &Engine, ctx: &Ctx, filter: Option<&Data>) -> Reply {
+    let f = filter.cloned().unwrap_or_else(|| Data::new(types::TaskFilterSpec));
+    if let Some(by) = f.get("time").and_then(Value::as_data) {
+        if let (Some(b), Some(e)) = (time(by, "beginTime"), time(by, "endTime")) {
+            if e < b {
+                return Err(Fault::invalid_argument("filter.time", "endTime is before beginTime"));
+            }
+        }
+    }
+    if let Some(m) = f.get("entity").and_then(Value::as_data).and_then(|d| d.get("entity")).and_then(Value::as_moref) {
+        eng.resolve(m)?;
+    }
+    hc::create(eng, ctx, types::TaskHistoryCollector, "taskcollector", f)
+}
+
