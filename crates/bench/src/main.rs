@@ -3,7 +3,12 @@
 //! vcsim (govmomi 0.24.2) as the peer; and the RSS of each with 10,000 hosts
 //! and datastores in the inventory. Prints figures and ratios.
 //!
+//! Then the task engine's figures (see `tasks.rs`).
+//!
 //! Usage: vtwin-bench [--seconds N] [--inventory N] [--peer-inventory N] [--vtwin PATH] [--vcsim PATH]
+//!                    [--only soap|tasks] [--tasks-kept N]
+mod tasks;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -52,9 +57,14 @@ async fn spawn_until(mut cmd: tokio::process::Command, prefix: &str) -> anyhow::
 }
 
 async fn start_vtwin(bin: &str, dir: &std::path::Path, hosts: usize, datastores: usize) -> anyhow::Result<Target> {
+    start_vtwin_with(bin, dir, hosts, datastores, &[]).await
+}
+
+async fn start_vtwin_with(bin: &str, dir: &std::path::Path, hosts: usize, datastores: usize, extra: &[&str]) -> anyhow::Result<Target> {
     let _ = std::fs::remove_dir_all(dir);
     let mut cmd = tokio::process::Command::new(bin);
     cmd.args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--admin-password", PW])
+        .args(extra)
         .args(["--hosts", &hosts.to_string(), "--datastores", &datastores.to_string()])
         .arg("--data-dir")
         .arg(dir)
@@ -171,13 +181,56 @@ async fn main() -> anyhow::Result<()> {
         println!("{:.0} req/s", throughput(&ep, clients, secs).await?);
         return Ok(());
     }
+    let only = arg("--only");
+    if only.as_deref() != Some("tasks") {
+        soap_figures(&args, secs, inventory, &vtwin, &vcsim, &tmp).await?;
+    }
+    if only.as_deref() != Some("soap") {
+        let kept: u64 = arg("--tasks-kept").and_then(|s| s.parse().ok()).unwrap_or(100_000);
+        task_figures(secs, kept, &vtwin, &tmp).await?;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+async fn task_figures(secs: u64, kept: u64, vtwin: &str, tmp: &std::path::Path) -> anyhow::Result<()> {
+    let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+    println!("\n# Task engine (vtwin only: vcsim has no extension-task API)");
+    let v = start_vtwin(vtwin, &tmp.join("tasks"), 1, 1).await?;
+    let base = v.ep.sdk.trim_end_matches("/sdk").to_string();
+    let sid = tasks::vapi_session(&http, &base, &v.ep.user, &v.ep.pw).await?;
+    for clients in [1usize, 64] {
+        let r = tasks::throughput(&http, &base, &sid, clients, secs).await?;
+        println!("extension tasks created+run+completed, {clients:>2} clients: {r:>8.0} tasks/s ({:.0} requests/s)", r * 3.0);
+    }
+    let mut lat = tasks::wake_latency(&http, &base, &sid, 200).await?;
+    let (p50, p99) = (tasks::percentile(&mut lat, 0.5), tasks::percentile(&mut lat, 0.99));
+    println!("SetTaskState(success) -> WaitForUpdatesEx wake-up, 200 tasks: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    drop(v);
+
+    let keep = (kept + 1000).to_string();
+    let v = start_vtwin_with(vtwin, &tmp.join("kept"), 1, 1, &["--task-retention-count", &keep]).await?;
+    let base = v.ep.sdk.trim_end_matches("/sdk").to_string();
+    let sid = tasks::vapi_session(&http, &base, &v.ep.user, &v.ep.pw).await?;
+    let pid = v.child.id().unwrap_or(0);
+    let before = rss_kib(pid);
+    let rate = tasks::fill(&http, &base, &sid, kept, 64).await?;
+    let after = rss_kib(pid);
+    println!("RSS: {} MiB with no tasks, {} MiB with {kept} completed tasks kept ({:.0} bytes/task; filled at {rate:.0} tasks/s)",
+        before / 1024, after / 1024, (after.saturating_sub(before) * 1024) as f64 / kept as f64);
+    drop(v);
+    Ok(())
+}
+
+async fn soap_figures(args: &[String], secs: u64, inventory: usize, vtwin: &str, vcsim: &str, tmp: &std::path::Path) -> anyhow::Result<()> {
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     println!("# SOAP Login + RetrievePropertiesEx + Logout, {secs} s per figure, requests/s");
     println!("{:<8} {:>8} {:>12} {:>12} {:>8}", "clients", "", "vtwin", "vcsim", "ratio");
     for clients in [1usize, 64] {
-        let v = start_vtwin(&vtwin, &tmp.join("tp"), 1, 1).await?;
+        let v = start_vtwin(vtwin, &tmp.join("tp"), 1, 1).await?;
         let a = throughput(&v.ep, clients, secs).await?;
         drop(v);
-        let p = start_vcsim(&vcsim, None).await?;
+        let p = start_vcsim(vcsim, None).await?;
         let b = throughput(&p.ep, clients, secs).await?;
         drop(p);
         println!("{clients:<8} {:>8} {a:>12.0} {b:>12.0} {:>7.2}x", "req/s", a / b);
@@ -188,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
     println!("{:<34} {:>8} {:>10}", "inventory", "objects", "RSS");
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
     for (h, d) in [(1usize, 1usize), (half, half)] {
-        let v = start_vtwin(&vtwin, &tmp.join(format!("rss{h}")), h, d).await?;
+        let v = start_vtwin(vtwin, &tmp.join(format!("rss{h}")), h, d).await?;
         let n = iteration(&http, &v.ep).await?;
         let r = rss_kib(v.child.id().unwrap_or(0));
         drop(v);
@@ -198,13 +251,12 @@ async fn main() -> anyhow::Result<()> {
     // hosts), so its RSS is measured only on request, at --peer-inventory.
     if let Some(pi) = arg("--peer-inventory").and_then(|s| s.parse::<usize>().ok()) {
         for (h, d) in [(1usize, 1usize), (pi / 2, pi / 2)] {
-            let p = start_vcsim(&vcsim, Some((h, d))).await?;
+            let p = start_vcsim(vcsim, Some((h, d))).await?;
             let n = iteration(&http, &p.ep).await?;
             let r = rss_kib(p.child.id().unwrap_or(0));
             drop(p);
             println!("{:<34} {:>8} {:>6} MiB", format!("vcsim, {h} hosts + {d} datastores"), n, r / 1024);
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }

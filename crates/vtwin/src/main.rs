@@ -95,7 +95,21 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Each waiting client holds a connection: allow as many open files as the
+/// hard limit lets us.
+fn raise_nofile_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    raise_nofile_limit();
     let store = open_store(&a.data_dir)?;
     let data_dir = std::fs::canonicalize(&a.data_dir)?;
     let shape = Shape { datacenters: a.datacenters, hosts: a.hosts, datastores: a.datastores };

@@ -138,3 +138,53 @@ fn cancel_wait_for_updates() {
     assert_eq!(canceller.join().unwrap(), 204);
     assert_eq!((st, u["_typeName"].as_str()), (500, Some("RequestCanceled")));
 }
+
+#[test]
+fn a_thousand_waiters_wake_on_one_change() {
+    // 1,000 clients, each with its own property collector and filter on one
+    // task's state, all parked in WaitForUpdatesEx; one SetTaskState wakes
+    // every one of them (waiters hold no server thread).
+    const N: usize = 1000;
+    let d = tempdir();
+    let s = Server::start(d.path(), &[]);
+    let sid = s.json_login(ADMIN, PW);
+    let ext = serde_json::json!({"extension": {"_typeName": "Extension", "key": "com.example.many", "version": "1.0",
+        "description": {"_typeName": "Description", "label": "m", "summary": "m"},
+        "taskList": [{"_typeName": "ExtensionTaskTypeInfo", "taskID": "com.example.many.run"}]}});
+    assert_eq!(s.call(&sid, "ExtensionManager/ExtensionManager/RegisterExtension", ext).0, 204);
+    let (_, v) = s.call(&sid, "TaskManager/TaskManager/CreateTask", serde_json::json!({"obj": {"_typeName": "ManagedObjectReference", "type": "Folder", "value": "group-d1"}, "taskTypeId": "com.example.many.run", "cancelable": false}));
+    let task = v["key"].as_str().unwrap().to_string();
+    assert_eq!(s.call(&sid, &format!("Task/{task}/SetTaskState"), serde_json::json!({"state": "running"})).0, 204);
+    let barrier = std::sync::Barrier::new(N + 1);
+    let woken = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for _ in 0..N {
+            std::thread::Builder::new()
+                .stack_size(256 << 10)
+                .spawn_scoped(sc, || {
+                    let (st, pc) = s.call(&sid, "PropertyCollector/propertyCollector/CreatePropertyCollector", serde_json::json!({}));
+                    assert_eq!(st, 200, "{pc}");
+                    let pc = pc["value"].as_str().unwrap().to_string();
+                    let spec = serde_json::json!({"spec": {"_typeName": "PropertyFilterSpec",
+                        "propSet": [{"_typeName": "PropertySpec", "type": "Task", "pathSet": ["info.state"]}],
+                        "objectSet": [{"_typeName": "ObjectSpec", "obj": {"_typeName": "ManagedObjectReference", "type": "Task", "value": task}}]},
+                        "partialUpdates": false});
+                    assert_eq!(s.call(&sid, &format!("PropertyCollector/{pc}/CreateFilter"), spec).0, 200);
+                    let (_, first) = s.call(&sid, &format!("PropertyCollector/{pc}/WaitForUpdatesEx"), serde_json::json!({"version": ""}));
+                    let version = first["version"].as_str().unwrap().to_string();
+                    barrier.wait();
+                    let (st, upd) = s.call(&sid, &format!("PropertyCollector/{pc}/WaitForUpdatesEx"), serde_json::json!({"version": version, "options": {"_typeName": "WaitOptions", "maxWaitSeconds": 120}}));
+                    assert_eq!(st, 200, "{upd}");
+                    assert!(upd.to_string().contains("success"), "{upd}");
+                    woken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                })
+                .unwrap();
+        }
+        barrier.wait();
+        // Let every waiter reach the server and park.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(woken.load(std::sync::atomic::Ordering::SeqCst), 0, "nobody wakes before the change");
+        assert_eq!(s.call(&sid, &format!("Task/{task}/SetTaskState"), serde_json::json!({"state": "success"})).0, 204);
+    });
+    assert_eq!(woken.into_inner(), N);
+}
