@@ -108,6 +108,21 @@ fn raise_nofile_limit() {
     }
 }
 
+/// Bind with a deep accept queue: many clients (waiters, say) may connect
+/// at once.
+async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let sock = if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        sock.set_reuseaddr(true)?;
+        match sock.bind(a).and_then(|_| sock.listen(4096)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("{addr} resolves to no address")))
+}
+
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     raise_nofile_limit();
     let store = open_store(&a.data_dir)?;
@@ -130,7 +145,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let state = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default() });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&a.listen).await?;
+        let listener = listen(&a.listen).await?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("vtwin listening on {scheme}://{addr}");

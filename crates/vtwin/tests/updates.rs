@@ -162,18 +162,25 @@ fn a_thousand_waiters_wake_on_one_change() {
             std::thread::Builder::new()
                 .stack_size(256 << 10)
                 .spawn_scoped(sc, || {
-                    let (st, pc) = s.call(&sid, "PropertyCollector/propertyCollector/CreatePropertyCollector", serde_json::json!({}));
+                    // Each client keeps its own connection, as real ones do.
+                    let agent = ureq::AgentBuilder::new().max_idle_connections_per_host(1).build();
+                    let call = |path: &str, body: serde_json::Value| -> (u16, serde_json::Value) {
+                        let r = agent.post(&s.url(&format!("{R}/{path}"))).set("vmware-api-session-id", &sid).send_string(&body.to_string());
+                        let (st, b, _) = resp(r);
+                        (st, if b.is_empty() { serde_json::Value::Null } else { json_value(&b) })
+                    };
+                    let (st, pc) = call("PropertyCollector/propertyCollector/CreatePropertyCollector", serde_json::json!({}));
                     assert_eq!(st, 200, "{pc}");
                     let pc = pc["value"].as_str().unwrap().to_string();
                     let spec = serde_json::json!({"spec": {"_typeName": "PropertyFilterSpec",
                         "propSet": [{"_typeName": "PropertySpec", "type": "Task", "pathSet": ["info.state"]}],
                         "objectSet": [{"_typeName": "ObjectSpec", "obj": {"_typeName": "ManagedObjectReference", "type": "Task", "value": task}}]},
                         "partialUpdates": false});
-                    assert_eq!(s.call(&sid, &format!("PropertyCollector/{pc}/CreateFilter"), spec).0, 200);
-                    let (_, first) = s.call(&sid, &format!("PropertyCollector/{pc}/WaitForUpdatesEx"), serde_json::json!({"version": ""}));
+                    assert_eq!(call(&format!("PropertyCollector/{pc}/CreateFilter"), spec).0, 200);
+                    let (_, first) = call(&format!("PropertyCollector/{pc}/WaitForUpdatesEx"), serde_json::json!({"version": ""}));
                     let version = first["version"].as_str().unwrap().to_string();
                     barrier.wait();
-                    let (st, upd) = s.call(&sid, &format!("PropertyCollector/{pc}/WaitForUpdatesEx"), serde_json::json!({"version": version, "options": {"_typeName": "WaitOptions", "maxWaitSeconds": 120}}));
+                    let (st, upd) = call(&format!("PropertyCollector/{pc}/WaitForUpdatesEx"), serde_json::json!({"version": version, "options": {"_typeName": "WaitOptions", "maxWaitSeconds": 120}}));
                     assert_eq!(st, 200, "{upd}");
                     assert!(upd.to_string().contains("success"), "{upd}");
                     woken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

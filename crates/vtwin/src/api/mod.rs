@@ -153,13 +153,20 @@ async fn serve_one(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
     // A bug must never drop the connection or answer an empty 500: turn a
     // panic in the handler into a typed SystemError.
     let soap = req.path == "/sdk" || req.path == "/sdk/vimService" || req.path == "/vsanHealth";
+    let vapi = req.path == "/api" || req.path.starts_with("/rest/") || req.path.starts_with("/api/");
     let (resp, api, method) = match std::panic::AssertUnwindSafe(route(state.clone(), req)).catch_unwind().await {
         Ok(r) => r,
         Err(_) => {
             tracing::error!("request handler panicked");
             let f = crate::engine::Fault::system_error("internal error (handler panicked)");
             let newest = vmodl::VersionId::by_wire("vim25", newest_release()).expect("newest release");
-            let r = if soap {
+            let r = if vapi {
+                respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "application/json",
+                    serde_json::json!({"error_type": "ERROR", "messages": [{"id": "com.vmware.vtwin.internal", "default_message": f.message, "args": []}]}).to_string(),
+                )
+            } else if soap {
                 respond(StatusCode::INTERNAL_SERVER_ERROR, "text/xml; charset=utf-8", vmodl::soap::encode_fault(&f.data, &f.message, "urn:vim25", newest))
             } else {
                 vijson::fault_resp(&f, newest)
