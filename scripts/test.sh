@@ -16,6 +16,7 @@ step() { printf '\n=== %s ===\n' "$*"; }
 APT_PKGS=()
 command -v go >/dev/null 2>&1 || APT_PKGS+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || APT_PKGS+=(golang-github-vmware-govmomi-dev)
+command -v qemu-img >/dev/null 2>&1 && command -v qemu-io >/dev/null 2>&1 || APT_PKGS+=(qemu-utils)
 if [ ${#APT_PKGS[@]} -gt 0 ]; then
   step "apt-get install ${APT_PKGS[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
