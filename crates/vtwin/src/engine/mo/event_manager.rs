@@ -3,7 +3,6 @@
 //! task's eventChainId and its TaskInfo as it was then. They go when their
 //! task is pruned.
 use super::history_collector::{self as hc, Items};
-use super::task_history_collector::{under, user_in};
 use crate::engine::inventory::Inventory;
 use crate::engine::tasks::{TaskRecord, TaskState};
 use crate::engine::{Ctx, Engine, Reply};
@@ -52,13 +51,8 @@ fn task_event(eng: &Engine, inv: &Inventory, t: &TaskRecord) -> Data {
 }
 
 fn matches(inv: &Inventory, f: &Data, t: &TaskRecord) -> bool {
-    if let Some(by) = f.get("entity").and_then(Value::as_data) {
-        let root = by.get("entity").and_then(Value::as_moref).map(|m| m.value.as_str()).unwrap_or("");
-        let rec = by.str("recursion").unwrap_or("all");
-        match &t.entity {
-            Some((_, moid)) if under(inv, moid, root, rec) => {}
-            _ => return false,
-        }
+    if !hc::entity_selected(inv, f, t.entity.as_ref()) {
+        return false;
     }
     if let Some(by) = f.get("time").and_then(Value::as_data) {
         let t0 = |n: &str| match by.get(n) {
@@ -69,11 +63,8 @@ fn matches(inv: &Inventory, f: &Data, t: &TaskRecord) -> bool {
             return false;
         }
     }
-    if let Some(by) = f.get("userName").and_then(Value::as_data) {
-        let list: Vec<String> = by.get("userList").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
-        if !user_in(&t.user, &list) {
-            return false;
-        }
+    if !hc::user_selected(f, &t.user) {
+        return false;
     }
     if let Some(id) = f.get("eventChainId").and_then(Value::as_i64) {
         if id != t.event_chain_id as i64 {
@@ -115,7 +106,7 @@ pub(super) fn items(eng: &Engine, ctx: &Ctx, f: &Data) -> Items {
     out
 }
 
-pub(super) fn array(v: Vec<Value>) -> Value {
+fn array(v: Vec<Value>) -> Value {
     Value::Array(types::Event, v)
 }
 

@@ -58,6 +58,63 @@ pub fn reset(c: &mut Collector, items: &Items) {
     c.cursor = items.get(skip).map(|(s, _)| s - 1).unwrap_or(0);
 }
 
+/// `filter` and `latestPage` (an array of `ty`).
+pub fn property(eng: &Engine, this: &MoRef, name: &str, ty: TypeId, items: impl FnOnce(&Data) -> Items) -> Option<Value> {
+    let (filter, page) = {
+        let h = eng.history.lock();
+        let c = h.get(&this.value)?;
+        (c.filter.clone(), c.page_size)
+    };
+    match name {
+        "filter" => Some(filter.into()),
+        "latestPage" => Some(Value::Array(ty, latest_page(&items(&filter), page))),
+        _ => None,
+    }
+}
+
+/// ReadNext… (`next`) or ReadPrevious…: up to maxCount items of type `ty`.
+pub fn read(eng: &Engine, this: &MoRef, args: &Args, next: bool, ty: TypeId, items: impl FnOnce(&Data) -> Items) -> Reply {
+    let n = check_count(args)?;
+    let filter = eng.history.lock().get(&this.value).ok_or_else(|| Fault::not_found(this))?.filter.clone();
+    let items = items(&filter);
+    let mut h = eng.history.lock();
+    let c = h.get_mut(&this.value).ok_or_else(|| Fault::not_found(this))?;
+    let out = if next { read_next(c, &items, n) } else { read_previous(c, &items, n) };
+    Ok(if out.is_empty() { None } else { Some(Value::Array(ty, out)) })
+}
+
+/// Does a filter's `entity` part (`…ByEntity{entity, recursion}`) select a
+/// task or event on `entity`? No such part selects everything.
+pub fn entity_selected(inv: &crate::engine::inventory::Inventory, f: &Data, entity: Option<&(String, String)>) -> bool {
+    let Some(by) = f.get("entity").and_then(Value::as_data) else { return true };
+    let root = by.get("entity").and_then(Value::as_moref).map(|m| m.value.as_str()).unwrap_or("");
+    let rec = by.str("recursion").unwrap_or("all");
+    match entity {
+        Some((_, moid)) => match rec {
+            "self" => moid == root,
+            "children" => moid == root || inv.get(moid).and_then(|e| e.parent.as_deref()) == Some(root),
+            _ => inv.path_to_root(moid).iter().any(|m| m == root),
+        },
+        None => false,
+    }
+}
+
+/// Does a filter's `userName` part select user `u`? Every task here was
+/// started by a user, so `systemUser` adds none.
+pub fn user_selected(f: &Data, u: &str) -> bool {
+    let Some(by) = f.get("userName").and_then(Value::as_data) else { return true };
+    let list: Vec<String> = by.get("userList").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    // Names compare without case and in either form (`DOM\u`, `u@dom`).
+    let norm = |s: &str| {
+        crate::engine::session::normalize_user(&match s.split_once('\\') {
+            Some((dom, user)) => format!("{user}@{dom}"),
+            None => s.to_string(),
+        })
+    };
+    let u = norm(u);
+    list.iter().any(|x| norm(x) == u)
+}
+
 /// A new collector owned by the caller's session; its moId says so.
 pub fn create(eng: &Engine, ctx: &Ctx, ty: TypeId, prefix: &str, filter: Data) -> Reply {
     let s = ctx.session()?;

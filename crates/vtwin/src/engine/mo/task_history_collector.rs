@@ -20,35 +20,9 @@ fn time(d: &Data, name: &str) -> Option<i64> {
     }
 }
 
-/// Does the entity `moid` fall under `root` with `recursion` (self,
-/// children, all)?
-pub fn under(inv: &Inventory, moid: &str, root: &str, recursion: &str) -> bool {
-    match recursion {
-        "self" => moid == root,
-        "children" => moid == root || inv.get(moid).and_then(|e| e.parent.as_deref()) == Some(root),
-        _ => inv.path_to_root(moid).iter().any(|m| m == root),
-    }
-}
-
-/// Is user `u` (as shown in a task or event) in `list`? Names compare
-/// without case and in either form (`VSPHERE.LOCAL\u`, `u@vsphere.local`).
-pub fn user_in(u: &str, list: &[String]) -> bool {
-    let norm = |s: &str| crate::engine::session::normalize_user(&match s.split_once('\\') {
-        Some((dom, user)) => format!("{user}@{dom}"),
-        None => s.to_string(),
-    });
-    let u = norm(u);
-    list.iter().any(|x| norm(x) == u)
-}
-
 pub fn matches(inv: &Inventory, f: &Data, t: &TaskRecord) -> bool {
-    if let Some(by) = f.get("entity").and_then(Value::as_data) {
-        let root = by.get("entity").and_then(Value::as_moref).map(|m| m.value.as_str()).unwrap_or("");
-        let rec = by.str("recursion").unwrap_or("all");
-        match &t.entity {
-            Some((_, moid)) if under(inv, moid, root, rec) => {}
-            _ => return false,
-        }
+    if !hc::entity_selected(inv, f, t.entity.as_ref()) {
+        return false;
     }
     if let Some(by) = f.get("time").and_then(Value::as_data) {
         let when = match by.str("timeType").unwrap_or("queuedTime") {
@@ -61,12 +35,8 @@ pub fn matches(inv: &Inventory, f: &Data, t: &TaskRecord) -> bool {
             return false;
         }
     }
-    if let Some(by) = f.get("userName").and_then(Value::as_data) {
-        // Every task here was started by a user; systemUser adds none.
-        let list = strings(by, "userList").unwrap_or_default();
-        if !user_in(&t.user, &list) {
-            return false;
-        }
+    if !hc::user_selected(f, &t.user) {
+        return false;
     }
     if let Some(states) = strings(f, "state") {
         if !states.is_empty() && !states.iter().any(|s| s == t.state.as_str()) {
@@ -103,36 +73,15 @@ pub fn items(eng: &Engine, ctx: &Ctx, f: &Data) -> Items {
     all.iter().map(|t| (t.seq, Value::from(eng.tasks.info(t)))).collect()
 }
 
-fn array(v: Vec<Value>) -> Value {
-    Value::Array(types::TaskInfo, v)
-}
-
 pub fn property(eng: &Engine, ctx: &Ctx, this: &MoRef, name: &str) -> Option<Value> {
-    let (filter, page) = {
-        let h = eng.history.lock();
-        let c = h.get(&this.value)?;
-        (c.filter.clone(), c.page_size)
-    };
-    match name {
-        "filter" => Some(filter.into()),
-        "latestPage" => Some(array(hc::latest_page(&items(eng, ctx, &filter), page))),
-        _ => None,
-    }
+    hc::property(eng, this, name, types::TaskInfo, |f| items(eng, ctx, f))
 }
 
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
-    let filter = eng.history.lock().get(&this.value)?.filter.clone();
-    let read = |next: bool| -> Reply {
-        let n = hc::check_count(&args)?;
-        let items = items(eng, ctx, &filter);
-        let mut h = eng.history.lock();
-        let c = h.get_mut(&this.value).ok_or_else(|| Fault::not_found(this))?;
-        let out = if next { hc::read_next(c, &items, n) } else { hc::read_previous(c, &items, n) };
-        Ok(if out.is_empty() { None } else { Some(array(out)) })
-    };
+    eng.history.lock().get(&this.value)?;
     match method {
-        "ReadNextTasks" => Some(read(true)),
-        "ReadPreviousTasks" => Some(read(false)),
+        "ReadNextTasks" => Some(hc::read(eng, this, &args, true, types::TaskInfo, |f| items(eng, ctx, f))),
+        "ReadPreviousTasks" => Some(hc::read(eng, this, &args, false, types::TaskInfo, |f| items(eng, ctx, f))),
         _ => hc::invoke(eng, this, method, &args, |f| items(eng, ctx, f)),
     }
 }
