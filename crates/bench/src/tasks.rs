@@ -28,8 +28,8 @@ async fn req(http: &Http, method: &str, url: &str, headers: &[(&str, &str)], bod
 
 /// A vAPI session id (Basic auth on /rest).
 pub async fn vapi_session(http: &Http, base: &str, user: &str, pw: &str) -> anyhow::Result<String> {
-    use base64_lite as b64;
-    let auth = format!("Basic {}", b64::encode(&format!("{user}:{pw}")));
+    use base64::Engine as _;
+    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")));
     let (st, v, _) = req(http, "POST", &format!("{base}/rest/com/vmware/cis/session"), &[("Authorization", &auth)], None).await?;
     anyhow::ensure!(st == 200, "session: {st} {v}");
     Ok(v["value"].as_str().unwrap_or_default().to_string())
@@ -149,19 +149,4 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     }
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i]
-}
-
-/// Base64 without a dependency, for one Basic header.
-mod base64_lite {
-    pub fn encode(s: &str) -> String {
-        const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for c in s.as_bytes().chunks(3) {
-            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
-            for i in 0..4 {
-                out.push(if i <= c.len() { T[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-            }
-        }
-        out
-    }
 }
