@@ -170,11 +170,20 @@ impl Chain {
         Chain::open(desc_path)
     }
 
+    /// Open a disk (or a snapshot's state) without writing to any layer.
+    pub fn open_readonly(desc_path: &Path) -> Result<Chain> {
+        Chain::open_with(desc_path, false)
+    }
+
     /// Open a disk by its top descriptor, following parentFileNameHint.
     /// Only the top is opened for writing: a parent never changes, so its
     /// CID keeps matching its children's parentCID.
     pub fn open(desc_path: &Path) -> Result<Chain> {
-        let mut layers = vec![Layer::open(desc_path, true)?];
+        Chain::open_with(desc_path, true)
+    }
+
+    fn open_with(desc_path: &Path, writable: bool) -> Result<Chain> {
+        let mut layers = vec![Layer::open(desc_path, writable)?];
         loop {
             let last = layers.last().expect("one layer");
             let Some(hint) = last.desc.parent_hint.clone() else { break };
@@ -316,6 +325,20 @@ impl Chain {
         }
     }
 
+    /// Byte ranges holding data anywhere in the chain, merged and in order
+    /// (`changeId "*"`): grains of the deltas, and the data (not the holes)
+    /// of the flat base.
+    pub fn allocated(&self) -> Result<Vec<(u64, u64)>> {
+        let mut all: Vec<(u64, u64)> = vec![];
+        for l in &self.layers {
+            match &l.data {
+                Data::Sparse(s) => all.extend(s.allocated_grains().map(|g| (g * GRAIN, GRAIN.min(self.capacity - g * GRAIN)))),
+                Data::Flat(f) => all.extend(data_extents(f, &l.extent_path(), self.capacity)?),
+            }
+        }
+        Ok(merge(all))
+    }
+
     /// Byte ranges the top layer holds (grains of a delta; for a flat base,
     /// the whole disk).
     pub fn top_allocated(&self) -> Vec<(u64, u64)> {
@@ -324,4 +347,129 @@ impl Chain {
             Data::Sparse(s) => s.allocated_grains().map(|g| (g * GRAIN, GRAIN.min(self.capacity - g * GRAIN))).collect(),
         }
     }
+
+    /// Grow a disk that has no snapshots.
+    pub fn extend(&mut self, new_capacity: u64) -> Result<()> {
+        let single = self.layers.len() == 1;
+        let l = &mut self.layers[0];
+        let Data::Flat(f) = &l.data else { return Err(format_err(&l.desc_path, "only a disk without snapshots can be extended")) };
+        if !single || new_capacity < self.capacity || !new_capacity.is_multiple_of(SECTOR) {
+            return Err(format_err(&l.desc_path, format!("cannot extend from {} to {new_capacity} bytes", self.capacity)));
+        }
+        let ext = l.extent_path();
+        f.set_len(new_capacity).map_err(io(&ext))?;
+        f.sync_all().map_err(io(&ext))?;
+        let sectors = new_capacity / SECTOR;
+        l.desc.extents[0].sectors = sectors;
+        l.desc.set_ddb("geometry.cylinders", (sectors / (255 * 63)).max(1).to_string());
+        write_atomic(&l.desc_path, &l.desc.render())?;
+        self.capacity = new_capacity;
+        Ok(())
+    }
+
+    /// Reserve the whole flat base (thin → thick). Holes read as zeros, so
+    /// reserving them is enough for lazy-zeroed; eager also writes zeros.
+    pub fn inflate(&mut self, eager: bool) -> Result<()> {
+        let base = self.layers.last_mut().expect("a layer");
+        let Data::Flat(_) = &base.data else { return Err(format_err(&base.desc_path, "no flat base")) };
+        let ext = base.extent_path();
+        let f = OpenOptions::new().read(true).write(true).open(&ext).map_err(io(&ext))?;
+        let holes = {
+            let data = data_extents(&f, &ext, self.capacity)?;
+            let mut holes = vec![];
+            let mut at = 0;
+            for (o, l) in data {
+                if o > at {
+                    holes.push((at, o - at));
+                }
+                at = o + l;
+            }
+            if at < self.capacity {
+                holes.push((at, self.capacity - at));
+            }
+            holes
+        };
+        // SAFETY: posix_fallocate on a file descriptor we own.
+        let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, self.capacity as libc::off_t) };
+        if rc != 0 {
+            return Err(Error::Io { path: ext.display().to_string(), source: std::io::Error::from_raw_os_error(rc) });
+        }
+        if eager {
+            let zeros = vec![0u8; 1 << 20];
+            for (o, l) in holes {
+                let mut at = o;
+                while at < o + l {
+                    let n = (o + l - at).min(zeros.len() as u64) as usize;
+                    f.write_all_at(&zeros[..n], at).map_err(io(&ext))?;
+                    at += n as u64;
+                }
+            }
+        }
+        f.sync_all().map_err(io(&ext))?;
+        base.desc.set_ddb("thinProvisioned", "0");
+        write_atomic(&base.desc_path, &base.desc.render())
+    }
+}
+
+/// Sorted ranges merged where they touch or overlap.
+pub fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = vec![];
+    for (o, l) in v {
+        match out.last_mut() {
+            Some((po, pl)) if o <= *po + *pl => *pl = (*pl).max(o + l - *po),
+            _ => out.push((o, l)),
+        }
+    }
+    out
+}
+
+/// The data (non-hole) ranges of a flat file, rounded out to 64 KiB blocks.
+fn data_extents(f: &File, path: &Path, capacity: u64) -> Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut out = vec![];
+    let mut at: i64 = 0;
+    let cap = capacity as i64;
+    while at < cap {
+        // SAFETY: lseek on a descriptor we own; no memory is passed.
+        let d = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if d < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            return Err(io(path)(e));
+        }
+        if d >= cap {
+            break;
+        }
+        // SAFETY: as above.
+        let h = unsafe { libc::lseek(fd, d, libc::SEEK_HOLE) };
+        let h = if h < 0 { cap } else { h.min(cap) };
+        let (a, b) = ((d as u64) / GRAIN * GRAIN, (h as u64).div_ceil(GRAIN) * GRAIN);
+        out.push((a, b.min(capacity) - a));
+        at = h;
+    }
+    Ok(out)
+}
+
+/// Copy every grain `child` holds into the layer below it, `parent` (which
+/// is opened for writing): the first half of deleting the snapshot that
+/// `parent` froze. `progress` gets the fraction done.
+pub fn merge_into_parent(child: &Path, parent: &Path, progress: &mut dyn FnMut(f64)) -> Result<()> {
+    let c = Chain::open_readonly(child)?;
+    let mut p = Chain::open(parent)?;
+    let ranges = c.top_allocated();
+    let total: u64 = ranges.iter().map(|r| r.1).sum::<u64>().max(1);
+    let mut done = 0;
+    let mut buf = vec![0u8; GRAIN as usize];
+    for (o, l) in ranges {
+        let b = &mut buf[..l as usize];
+        c.read(o, b)?;
+        p.write(o, b)?;
+        done += l;
+        progress(done as f64 / total as f64);
+    }
+    p.flush()
 }

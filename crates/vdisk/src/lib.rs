@@ -3,12 +3,15 @@
 //! freezes the current top and chains a delta (descriptor plus a
 //! hosted-sparse "KDMV" extent) to it through `parentCID` and
 //! `parentFileNameHint`. No HTTP and no vim25 types in here.
+pub mod cbt;
 pub mod chain;
 pub mod descriptor;
+pub mod disk;
 pub mod sparse;
 
 pub use chain::{Chain, Provisioning};
 pub use descriptor::{Descriptor, Extent, ExtentKind};
+pub use disk::{Changes, Disk, QueryError};
 
 pub const SECTOR: u64 = 512;
 
