@@ -150,6 +150,34 @@ impl Disk {
         made
     }
 
+    /// Take an existing VMDK (and its chain) under management: `dir` gets
+    /// the metadata and the change log; the files stay where they are.
+    pub fn adopt(dir: &Path, id: &str, name: &str, desc: &Path, track: bool) -> Result<Disk> {
+        let chain = Chain::open(desc)?;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let top = relative(&canon(dir), &canon(desc)).to_string_lossy().into_owned();
+        let thin = chain.top().ddb("thinProvisioned") != Some("0");
+        let mut log = ChangeLog::open(&dir.join(format!("{id}-ctk.log")))?;
+        if track {
+            log.enable()?;
+        }
+        let meta = Meta {
+            id: id.into(),
+            name: name.into(),
+            capacity: chain.capacity(),
+            provisioning: if thin { "thin" } else { "eagerZeroedThick" }.into(),
+            created_ms: now_ms(),
+            top,
+            snapshots: vec![],
+            next_layer: 1,
+            extra: Default::default(),
+        };
+        let d = Disk { dir: dir.to_path_buf(), meta, chain, log };
+        d.save()?;
+        Ok(d)
+    }
+
     pub fn open(dir: &Path) -> Result<Disk> {
         let mp = dir.join(META);
         let text = std::fs::read_to_string(&mp).map_err(io(&mp))?;
@@ -214,9 +242,12 @@ impl Disk {
         Ok(s)
     }
 
-    /// The layers of the live chain, oldest first (file names).
+    /// The layers of the live chain, oldest first, named as in the
+    /// metadata (paths relative to the disk's directory).
     fn layer_order(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.chain.descriptors().iter().filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned())).collect();
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let dir = canon(&self.dir);
+        let mut v: Vec<String> = self.chain.descriptors().iter().map(|p| relative(&dir, &canon(p)).to_string_lossy().into_owned()).collect();
         v.reverse();
         v
     }
@@ -373,6 +404,21 @@ impl Disk {
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(io(&dir))
     }
+}
+
+/// `to` as seen from directory `from` (both absolute).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let f: Vec<_> = from.components().collect();
+    let t: Vec<_> = to.components().collect();
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut p = PathBuf::new();
+    for _ in common..f.len() {
+        p.push("..");
+    }
+    for c in &t[common..] {
+        p.push(c);
+    }
+    p
 }
 
 /// `ddb.uuid` in VMware's spelling: 16 hex pairs, a dash after 8.

@@ -3,6 +3,7 @@
 //! request into (object, method, args), call `invoke`, and encode the result.
 pub mod authz;
 pub mod control;
+pub mod disks;
 pub mod fault;
 pub mod inventory;
 pub mod mo;
@@ -68,6 +69,8 @@ pub struct Engine {
     pub extensions: RwLock<std::collections::BTreeMap<String, vmodl::Data>>,
     /// Task and event history collectors (session-scoped).
     pub history: Mutex<HashMap<String, mo::history_collector::Collector>>,
+    /// First-class disks on the datastores.
+    pub disks: disks::Disks,
     /// Test-control rules (delays and injected faults).
     pub control: control::Control,
     /// Per-entity queues of engine-run tasks.
@@ -86,6 +89,7 @@ pub const SINGLETONS: &[(&str, TypeId)] = &[
     ("TaskManager", types::TaskManager),
     ("ExtensionManager", types::ExtensionManager),
     ("EventManager", types::EventManager),
+    ("VStorageObjectManager", types::VcenterVStorageObjectManager),
 ];
 
 pub struct OpenResult {
@@ -144,6 +148,7 @@ impl Engine {
             }
         }
         let (changes, _) = tokio::sync::watch::channel(0u64);
+        let disks = disks::Disks::load(&inv);
         let engine = Engine {
             tasks: tasks::Tasks::load(store.clone(), retention, changes.clone())?,
             pc: Mutex::new(Default::default()),
@@ -162,6 +167,7 @@ impl Engine {
             retrievals: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(1),
             history: Mutex::new(HashMap::new()),
+            disks,
             control: Default::default(),
             runner: Default::default(),
             me: std::sync::OnceLock::new(),

@@ -51,6 +51,8 @@ pub struct TaskSpec {
     pub description_id: String,
     pub entity: MoRef,
     pub cancelable: bool,
+    /// What the task waits its turn on; the entity when unset.
+    pub queue: Option<String>,
 }
 
 impl Engine {
@@ -77,7 +79,7 @@ impl Engine {
         })?;
         let key = t.key.clone();
         let cancel = self.tasks.worker(&key);
-        let lock = self.runner.lock_for(&spec.entity.value);
+        let lock = self.runner.lock_for(spec.queue.as_deref().unwrap_or(&spec.entity.value));
         rt.spawn(async move {
             let _turn = lock.lock_owned().await;
             if eng.tasks.set_state(&key, TaskState::Running, None, None).is_err() {

@@ -61,6 +61,7 @@ fn rename(eng: &Engine, ctx: &Ctx, this: &MoRef, new_name: String) -> Reply {
         description_id: format!("{}.rename", this.ty.name()),
         entity: this.clone(),
         cancelable: false,
+        queue: None,
     };
     // The name is checked again when the task runs: another rename may
     // have taken it while this one was queued.

@@ -21,6 +21,7 @@ pub mod task;
 pub mod task_history_collector;
 pub mod task_manager;
 pub mod view_manager;
+pub mod vstorage_object_manager;
 
 use super::{Ctx, Engine, Fault, Reply};
 use vmodl::value::Args;
@@ -65,6 +66,8 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
         extension_manager::invoke(eng, ctx, this, m.name, args)
     } else if t == types::EventManager {
         event_manager::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::VcenterVStorageObjectManager {
+        vstorage_object_manager::invoke(eng, ctx, this, m.name, args)
     } else if t == types::TaskHistoryCollector {
         task_history_collector::invoke(eng, ctx, this, m.name, args)
     } else if t == types::EventHistoryCollector {

@@ -41,6 +41,7 @@ pub fn content(eng: &Engine) -> Data {
         .with("taskManager", r(types::TaskManager, "TaskManager"))
         .with("extensionManager", r(types::ExtensionManager, "ExtensionManager"))
         .with("eventManager", r(types::EventManager, "EventManager"))
+        .with("vStorageObjectManager", r(types::VcenterVStorageObjectManager, "VStorageObjectManager"))
 }
 
 pub fn property(eng: &Engine, _ctx: &Ctx, name: &str) -> Option<Value> {

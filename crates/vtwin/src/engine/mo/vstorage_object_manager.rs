@@ -1,0 +1,642 @@
+//! VcenterVStorageObjectManager (moId `VStorageObjectManager`): first-class
+//! disks on the datastores, backed by the disk engine (`vdisk`). Long
+//! operations are engine-run tasks queued per disk, with progress.
+use crate::engine::disks::{datastore_path, fcd_dir, DiskRef};
+use crate::engine::runner::TaskSpec;
+use crate::engine::{Ctx, Engine, Fault, Reply};
+use chrono::TimeZone;
+use vdisk::chain::Provisioning;
+use vdisk::disk::{Disk, QueryError};
+use vmodl::value::Args;
+use vmodl::{types, Data, MoRef, Value};
+
+const MB: u64 = 1 << 20;
+
+fn id_value(id: &str) -> Value {
+    Data::new(types::ID).with("id", id).into()
+}
+
+fn id_arg(args: &Args, name: &str) -> Result<String, Fault> {
+    args.get(name)
+        .and_then(Value::as_data)
+        .and_then(|d| d.str("id"))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| Fault::invalid_argument(name, format!("{name} is required")))
+}
+
+fn ds_arg(args: &Args, name: &str) -> Result<MoRef, Fault> {
+    args.get(name).and_then(Value::as_moref).cloned().ok_or_else(|| Fault::invalid_argument(name, format!("{name} is required")))
+}
+
+fn ms_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn ds_name(eng: &Engine, ds: &str) -> String {
+    eng.inv.read().get(ds).map(|e| e.name.clone()).unwrap_or_else(|| ds.to_string())
+}
+
+/// `[LocalDS_0] fcd/<id>/<file>`: a path in datastore notation.
+fn ds_path(eng: &Engine, ds: &str, disk: &Disk, file: &str) -> String {
+    let root = datastore_path(&eng.inv.read(), ds).unwrap_or_default();
+    let full = disk.dir().join(file);
+    let full = std::fs::canonicalize(&full).unwrap_or(full);
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    let rel = full.strip_prefix(&root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| full.to_string_lossy().into_owned());
+    format!("[{}] {rel}", ds_name(eng, ds))
+}
+
+fn file_fault(file: String, key: &str, msg: impl Into<String>) -> Fault {
+    let mut f = Fault::new(types::FileFault, msg).with("file", file);
+    if !key.is_empty() {
+        set_key(&mut f, key);
+    }
+    f
+}
+
+fn disk_fault(e: vdisk::Error) -> Fault {
+    let file = match &e {
+        vdisk::Error::Io { path, .. } | vdisk::Error::Format { path, .. } => path.clone(),
+        vdisk::Error::OutOfRange { .. } => String::new(),
+    };
+    file_fault(file, "", e.to_string())
+}
+
+fn flag(disk: &Disk, name: &str) -> bool {
+    disk.meta.extra.get(name).and_then(|v| v.as_bool()).unwrap_or(false)
+}
+
+fn key_values(disk: &Disk) -> Vec<Value> {
+    disk.meta
+        .extra
+        .get("metadata")
+        .and_then(|m| m.as_object())
+        .map(|m| m.iter().map(|(k, v)| Data::new(types::KeyValue).with("key", k.clone()).with("value", v.as_str().unwrap_or("").to_string()).into()).collect())
+        .unwrap_or_default()
+}
+
+/// The VStorageObject of a disk.
+pub fn vstorage_object(eng: &Engine, ds: &str, disk: &Disk) -> Data {
+    let dsref = MoRef::new(types::Datastore, ds);
+    let backing = Data::new(types::BaseConfigInfoDiskFileBackingInfo)
+        .with("datastore", dsref)
+        .with("filePath", ds_path(eng, ds, disk, &disk.meta.top))
+        .with("provisioningType", disk.meta.provisioning.clone());
+    let mut config = Data::new(types::VStorageObjectConfigInfo)
+        .with("id", id_value(&disk.meta.id))
+        .with("name", disk.meta.name.clone())
+        .with("createTime", ms_time(disk.meta.created_ms))
+        .with("keepAfterDeleteVm", flag(disk, "keepAfterDeleteVm"))
+        .with("relocationDisabled", flag(disk, "disableRelocation"))
+        .with("nativeSnapshotSupported", true)
+        .with("changedBlockTrackingEnabled", disk.tracking())
+        .with("backing", backing)
+        .with("capacityInMB", (disk.capacity() / MB) as i64)
+        .with("consumptionType", Value::array_of_strings(["disk"]));
+    let kv = key_values(disk);
+    if !kv.is_empty() {
+        config.set("metadata", Value::Array(types::KeyValue, kv));
+    }
+    Data::new(types::VStorageObject).with("config", config)
+}
+
+fn set_metadata(disk: &mut Disk, add: &[(String, String)], delete: &[String]) {
+    let m = disk.meta.extra.entry("metadata").or_insert_with(|| serde_json::json!({}));
+    if let Some(m) = m.as_object_mut() {
+        for k in delete {
+            m.remove(k);
+        }
+        for (k, v) in add {
+            m.insert(k.clone(), serde_json::Value::String(v.clone()));
+        }
+    }
+}
+
+fn kv_arg(args: &Args, name: &str) -> Vec<(String, String)> {
+    args.get(name)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_data).map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string())).collect())
+        .unwrap_or_default()
+}
+
+fn kv_data(d: &Data, name: &str) -> Vec<(String, String)> {
+    d.get(name)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_data).map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string())).collect())
+        .unwrap_or_default()
+}
+
+fn provisioning(backing: &Data) -> Result<Provisioning, Fault> {
+    match backing.str("provisioningType").unwrap_or("thin") {
+        "thin" => Ok(Provisioning::Thin),
+        "lazyZeroedThick" => Ok(Provisioning::LazyZeroed),
+        "eagerZeroedThick" => Ok(Provisioning::EagerZeroed),
+        other => Err(Fault::invalid_argument("backingSpec.provisioningType", format!("'{other}' is not a provisioning type"))),
+    }
+}
+
+/// The directory of datastore `ds`, or InvalidDatastore.
+fn ds_dir(eng: &Engine, ds: &MoRef) -> Result<std::path::PathBuf, Fault> {
+    let p = datastore_path(&eng.inv.read(), &ds.value).ok_or_else(|| {
+        Fault::new(types::InvalidDatastore, format!("{} is not a datastore", ds.value)).with("datastore", ds.clone())
+    })?;
+    if !p.is_dir() {
+        return Err(Fault::new(types::InvalidDatastore, format!("datastore {} is not accessible", ds_name(eng, &ds.value)))
+            .with("datastore", ds.clone())
+            .with("name", ds_name(eng, &ds.value)));
+    }
+    Ok(p)
+}
+
+/// Run `work` as a task queued on the disk `id`.
+fn disk_task(
+    eng: &Engine,
+    ctx: &Ctx,
+    method: &'static str,
+    vmodl: &str,
+    ds: &MoRef,
+    id: &str,
+    work: impl FnOnce(&Engine, &crate::engine::runner::TaskCtl) -> Result<Option<Value>, Fault> + Send + 'static,
+) -> Reply {
+    let spec = TaskSpec {
+        method,
+        description_id: format!("VcenterVStorageObjectManager.{vmodl}"),
+        entity: ds.clone(),
+        cancelable: false,
+        queue: Some(format!("fcd:{id}")),
+    };
+    eng.run_task(ctx, spec, Box::new(work))
+}
+
+fn with_disk<T>(r: &DiskRef, f: impl FnOnce(&mut Disk) -> Result<T, Fault>) -> Result<T, Fault> {
+    let mut d = r.lock();
+    f(&mut d)
+}
+
+fn snapshot_missing(id: &str) -> Fault {
+    Fault::plain_not_found(format!("The object or item referred to could not be found: snapshot {id}"))
+}
+
+pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+    Some(match method {
+        "CreateDisk_Task" => create_disk(eng, ctx, &args),
+        "RegisterDisk" => register_disk(eng, &args),
+        "RetrieveVStorageObject" => (|| {
+            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
+            let r = eng.disks.get(&id, &ds.value)?;
+            let d = r.lock();
+            Ok(Some(vstorage_object(eng, &ds.value, &d).into()))
+        })(),
+        "RetrieveVStorageObjectState" => (|| {
+            eng.disks.get(&id_arg(&args, "id")?, &ds_arg(&args, "datastore")?.value)?;
+            Ok(Some(Data::new(types::VStorageObjectStateInfo).with("tentative", false).into()))
+        })(),
+        "ListVStorageObject" => (|| {
+            let ds = ds_arg(&args, "datastore")?;
+            ds_dir(eng, &ds)?;
+            Ok(Some(Value::Array(types::ID, eng.disks.list(&ds.value).iter().map(|i| id_value(i)).collect())))
+        })(),
+        "RenameVStorageObject" => (|| {
+            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
+            let name = args.str("name").unwrap_or("").trim().to_string();
+            if name.is_empty() {
+                return Err(Fault::invalid_argument("name", "name must not be empty"));
+            }
+            with_disk(&eng.disks.get(&id, &ds.value)?, |d| {
+                d.meta.name = name;
+                d.save_meta().map_err(disk_fault)
+            })?;
+            Ok(None)
+        })(),
+        "SetVStorageObjectControlFlags" | "ClearVStorageObjectControlFlags" => (|| {
+            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
+            let on = method.starts_with("Set");
+            let flags: Vec<String> = args.get("controlFlags").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+            for f in &flags {
+                if !matches!(f.as_str(), "keepAfterDeleteVm" | "disableRelocation" | "enableChangedBlockTracking") {
+                    return Err(Fault::invalid_argument("controlFlags", format!("'{f}' is not a control flag")));
+                }
+            }
+            with_disk(&eng.disks.get(&id, &ds.value)?, |d| {
+                for f in &flags {
+                    if f == "enableChangedBlockTracking" {
+                        d.set_tracking(on).map_err(disk_fault)?;
+                    } else {
+                        d.meta.extra.insert(f.clone(), serde_json::Value::Bool(on));
+                    }
+                }
+                d.save_meta().map_err(disk_fault)
+            })?;
+            Ok(None)
+        })(),
+        "AttachTagToVStorageObject" | "DetachTagFromVStorageObject" => (|| {
+            let id = id_arg(&args, "id")?;
+            let (cat, tag) = (args.str("category").unwrap_or("").to_string(), args.str("tag").unwrap_or("").to_string());
+            let (_, r) = eng.disks.find(&id).ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))?;
+            with_disk(&r, |d| {
+                let tags = d.meta.extra.entry("tags").or_insert_with(|| serde_json::json!([]));
+                let arr = tags.as_array_mut().expect("tags array");
+                let entry = serde_json::json!([cat, tag]);
+                if method.starts_with("Attach") {
+                    if !arr.contains(&entry) {
+                        arr.push(entry);
+                    }
+                } else if let Some(i) = arr.iter().position(|e| *e == entry) {
+                    arr.remove(i);
+                } else {
+                    return Err(Fault::plain_not_found(format!("tag {cat}/{tag} is not attached to {id}")));
+                }
+                d.save_meta().map_err(disk_fault)
+            })?;
+            Ok(None)
+        })(),
+        "ListTagsAttachedToVStorageObject" => (|| {
+            let id = id_arg(&args, "id")?;
+            let (_, r) = eng.disks.find(&id).ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))?;
+            let d = r.lock();
+            let tags: Vec<Value> = tags_of(&d)
+                .into_iter()
+                .map(|(c, t)| Data::new(types::VslmTagEntry).with("tagName", t).with("parentCategoryName", c).into())
+                .collect();
+            Ok(Some(Value::Array(types::VslmTagEntry, tags)))
+        })(),
+        "ListVStorageObjectsAttachedToTag" => {
+            let (cat, tag) = (args.str("category").unwrap_or(""), args.str("tag").unwrap_or(""));
+            let stores: Vec<String> = eng.inv.read().objects.values().filter(|e| e.moref.ty == types::Datastore).map(|e| e.moref.value.clone()).collect();
+            let ids: Vec<Value> = stores
+                .iter()
+                .flat_map(|ds| eng.disks.list(ds))
+                .filter(|id| eng.disks.find(id).is_some_and(|(_, r)| tags_of(&r.lock()).iter().any(|(c, t)| c == cat && t == tag)))
+                .map(|id| id_value(&id))
+                .collect();
+            Ok(Some(Value::Array(types::ID, ids)))
+        }
+        "RetrieveSnapshotInfo" => (|| {
+            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
+            let r = eng.disks.get(&id, &ds.value)?;
+            let d = r.lock();
+            let snaps: Vec<Value> = d
+                .meta
+                .snapshots
+                .iter()
+                .map(|s| {
+                    Data::new(types::VStorageObjectSnapshotInfoVStorageObjectSnapshot)
+                        .with("id", id_value(&s.id))
+                        .with("backingObjectId", s.id.clone())
+                        .with("createTime", ms_time(s.created_ms))
+                        .with("description", s.description.clone())
+                        .into()
+                })
+                .collect();
+            Ok(Some(Data::new(types::VStorageObjectSnapshotInfo).with("snapshots", Value::Array(types::VStorageObjectSnapshotInfoVStorageObjectSnapshot, snaps)).into()))
+        })(),
+        "RetrieveSnapshotDetails" => (|| {
+            let (id, ds, sid) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?, id_arg(&args, "snapshotId")?);
+            let r = eng.disks.get(&id, &ds.value)?;
+            let d = r.lock();
+            let s = d.snapshot(&sid).cloned().ok_or_else(|| snapshot_missing(&sid))?;
+            Ok(Some(
+                Data::new(types::VStorageObjectSnapshotDetails)
+                    .with("path", ds_path(eng, &ds.value, &d, &s.layer))
+                    .with_opt("changedBlockTrackingId", d.change_id(&s))
+                    .into(),
+            ))
+        })(),
+        "VstorageObjectVCenterQueryChangedDiskAreas" => query_changed(eng, &args),
+        "VStorageObjectCreateSnapshot_Task" => (|| {
+            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
+            let r = eng.disks.get(&id, &ds.value)?;
+            let description = args.str("description").unwrap_or("").to_string();
+            disk_task(eng, ctx, "VStorageObjectCreateSnapshot_Task", "createSnapshot", &ds, &id, move |_, _| {
+                let sid = uuid::Uuid::new_v4().to_string();
+                with_disk(&r, |d| d.create_snapshot(&sid, &description).map_err(disk_fault))?;
+                Ok(Some(id_value(&sid)))
+            })
+        })(),
+        "DeleteSnapshot_Task" => (|| {
+            let (id, ds, sid) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?, id_arg(&args, "snapshotId")?);
+            let r = eng.disks.get(&id, &ds.value)?;
+            if r.lock().snapshot(&sid).is_none() {
+                return Err(snapshot_missing(&sid));
+            }
+            disk_task(eng, ctx, "DeleteSnapshot_Task", "deleteSnapshot", &ds, &id, move |_, ctl| {
+                with_disk(&r, |d| {
+                    if d.snapshot(&sid).is_none() {
+                        return Err(snapshot_missing(&sid));
+                    }
+                    d.delete_snapshot(&sid, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)
+                })?;
+                Ok(None)
+            })
+        })(),
+        "RevertVStorageObject_Task" => (|| {
+            let (id, ds, sid) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?, id_arg(&args, "snapshotId")?);
+            let r = eng.disks.get(&id, &ds.value)?;
+            if r.lock().snapshot(&sid).is_none() {
+                return Err(snapshot_missing(&sid));
+            }
+            disk_task(eng, ctx, "RevertVStorageObject_Task", "revert", &ds, &id, move |_, _| {
+                with_disk(&r, |d| {
+                    if d.snapshot(&sid).is_none() {
+                        return Err(snapshot_missing(&sid));
+                    }
+                    d.revert(&sid).map_err(disk_fault)
+                })?;
+                Ok(None)
+            })
+        })(),
+        "ExtendDisk_Task" => (|| {
+            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
+            let r = eng.disks.get(&id, &ds.value)?;
+            let mb = args.get("newCapacityInMB").and_then(Value::as_i64).unwrap_or(0);
+            {
+                let d = r.lock();
+                if mb <= 0 || (mb as u64) * MB < d.capacity() {
+                    return Err(Fault::invalid_argument("newCapacityInMB", format!("{mb} MB is smaller than the disk's {} MB", d.capacity() / MB)));
+                }
+                if !d.meta.snapshots.is_empty() {
+                    return Err(Fault::new(types::InvalidState, "a disk with snapshots cannot be extended"));
+                }
+            }
+            disk_task(eng, ctx, "ExtendDisk_Task", "extendDisk", &ds, &id, move |_, _| {
+                with_disk(&r, |d| d.extend(mb as u64 * MB).map_err(disk_fault))?;
+                Ok(None)
+            })
+        })(),
+        "InflateDisk_Task" => (|| {
+            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
+            let r = eng.disks.get(&id, &ds.value)?;
+            disk_task(eng, ctx, "InflateDisk_Task", "inflateDisk", &ds, &id, move |_, _| {
+                with_disk(&r, |d| d.inflate().map_err(disk_fault))?;
+                Ok(None)
+            })
+        })(),
+        "DeleteVStorageObject_Task" | "DeleteVStorageObjectEx_Task" => (|| {
+            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
+            eng.disks.get(&id, &ds.value)?;
+            let name: &'static str = if method == "DeleteVStorageObject_Task" { "DeleteVStorageObject_Task" } else { "DeleteVStorageObjectEx_Task" };
+            let dsv = ds.value.clone();
+            disk_task(eng, ctx, name, "deleteVStorageObject", &ds, &id.clone(), move |eng, _| {
+                let r = eng.disks.get(&id, &dsv)?;
+                let dir = r.lock().dir().to_path_buf();
+                eng.disks.remove(&id);
+                std::fs::remove_dir_all(&dir).map_err(|e| file_fault(dir.display().to_string(), "", e.to_string()))?;
+                eng.changed();
+                Ok(None)
+            })
+        })(),
+        "CloneVStorageObject_Task" => clone_disk(eng, ctx, &args),
+        "RelocateVStorageObject_Task" => relocate_disk(eng, ctx, &args),
+        "VCenterUpdateVStorageObjectMetadataEx_Task" => (|| {
+            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
+            let r = eng.disks.get(&id, &ds.value)?;
+            let add = kv_arg(&args, "metadata");
+            let del: Vec<String> = args.get("deleteKeys").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+            disk_task(eng, ctx, "VCenterUpdateVStorageObjectMetadataEx_Task", "updateVStorageObjectMetadataEx", &ds, &id, move |_, _| {
+                with_disk(&r, |d| {
+                    set_metadata(d, &add, &del);
+                    d.save_meta().map_err(disk_fault)
+                })?;
+                Ok(None)
+            })
+        })(),
+        "ReconcileDatastoreInventory_Task" => (|| {
+            let ds = ds_arg(&args, "datastore")?;
+            let dir = ds_dir(eng, &ds)?;
+            let spec = TaskSpec {
+                method: "ReconcileDatastoreInventory_Task",
+                description_id: "VcenterVStorageObjectManager.reconcileDatastoreInventory".into(),
+                entity: ds.clone(),
+                cancelable: false,
+                queue: None,
+            };
+            let dsv = ds.value.clone();
+            eng.run_task(
+                ctx,
+                spec,
+                Box::new(move |eng, _| {
+                    eng.disks.drop_missing(&dsv);
+                    eng.disks.scan(&dsv, &dir);
+                    eng.changed();
+                    Ok(None)
+                }),
+            )
+        })(),
+        _ => return None,
+    })
+}
+
+fn tags_of(d: &Disk) -> Vec<(String, String)> {
+    d.meta
+        .extra
+        .get("tags")
+        .and_then(|t| t.as_array())
+        .map(|a| a.iter().filter_map(|e| Some((e.get(0)?.as_str()?.to_string(), e.get(1)?.as_str()?.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+fn create_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
+    let spec = args.get("spec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?.clone();
+    let name = spec.str("name").unwrap_or("").trim().to_string();
+    if name.is_empty() {
+        return Err(Fault::invalid_argument("spec.name", "the disk needs a name"));
+    }
+    let mb = spec.get("capacityInMB").and_then(Value::as_i64).unwrap_or(0);
+    if mb <= 0 {
+        return Err(Fault::invalid_argument("spec.capacityInMB", format!("capacity {mb} MB is not positive")));
+    }
+    let backing = spec.get("backingSpec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec.backingSpec", "backingSpec is required"))?.clone();
+    let ds = backing.get("datastore").and_then(Value::as_moref).cloned().ok_or_else(|| Fault::invalid_argument("spec.backingSpec.datastore", "datastore is required"))?;
+    let ds = eng.resolve(&ds)?;
+    let root = ds_dir(eng, &ds)?;
+    let prov = provisioning(&backing)?;
+    let id = match spec.get("id").and_then(Value::as_data).and_then(|d| d.str("id")) {
+        Some(i) if !i.is_empty() => {
+            if eng.disks.exists(i) {
+                return Err(Fault::already_exists(i));
+            }
+            i.to_string()
+        }
+        _ => uuid::Uuid::new_v4().to_string(),
+    };
+    let keep = spec.get("keepAfterDeleteVm").and_then(Value::as_bool);
+    let metadata = kv_data(&spec, "metadata");
+    let dsv = ds.value.clone();
+    disk_task(eng, ctx, "CreateDisk_Task", "createDisk", &ds, &id.clone(), move |eng, _| {
+        let dir = fcd_dir(&root).join(&id);
+        // Change tracking is on for new disks.
+        let mut d = Disk::create(&dir, &id, &name, mb as u64 * MB, prov, true).map_err(disk_fault)?;
+        if let Some(k) = keep {
+            d.meta.extra.insert("keepAfterDeleteVm".into(), serde_json::Value::Bool(k));
+        }
+        set_metadata(&mut d, &metadata, &[]);
+        d.save_meta().map_err(disk_fault)?;
+        let obj = vstorage_object(eng, &dsv, &d);
+        eng.disks.insert(&dsv, d);
+        eng.changed();
+        Ok(Some(obj.into()))
+    })
+}
+
+/// `[name] rel/path.vmdk` → (datastore moId, file).
+fn parse_ds_path(eng: &Engine, path: &str) -> Result<(String, std::path::PathBuf), Fault> {
+    let bad = || Fault::invalid_argument("path", format!("'{path}' is not a datastore path ([datastore] dir/file.vmdk)"));
+    let rest = path.trim().strip_prefix('[').ok_or_else(bad)?;
+    let (name, rel) = rest.split_once(']').ok_or_else(bad)?;
+    let inv = eng.inv.read();
+    let e = inv.objects.values().find(|e| e.moref.ty == types::Datastore && e.name == name).ok_or_else(|| {
+        Fault::new(types::InvalidDatastore, format!("no datastore named '{name}'")).with("name", name.to_string())
+    })?;
+    let root = std::path::PathBuf::from(e.attr("path").unwrap_or_default());
+    let rel = rel.trim().trim_start_matches('/');
+    if rel.split('/').any(|c| c == "..") {
+        return Err(bad());
+    }
+    Ok((e.moref.value.clone(), root.join(rel)))
+}
+
+fn register_disk(eng: &Engine, args: &Args) -> Reply {
+    let path = args.str("path").unwrap_or("");
+    let (ds, file) = parse_ds_path(eng, path)?;
+    if !file.is_file() {
+        return Err(file_fault(path.to_string(), "", format!("File {path} was not found")));
+    }
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    // A disk directory of ours (re-registering): its metadata says who it is.
+    let disk = if dir.join(vdisk::disk::META).exists() {
+        let d = Disk::open(dir).map_err(disk_fault)?;
+        if eng.disks.exists(&d.meta.id) {
+            return Err(Fault::already_exists(&d.meta.id));
+        }
+        d
+    } else {
+        let id = match args.get("id").and_then(Value::as_data).and_then(|d| d.str("id")) {
+            Some(i) if !i.is_empty() => i.to_string(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        if eng.disks.exists(&id) {
+            return Err(Fault::already_exists(&id));
+        }
+        let root = datastore_path(&eng.inv.read(), &ds).unwrap_or_default();
+        let name = args.str("name").filter(|n| !n.is_empty()).map(str::to_string).unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        Disk::adopt(&fcd_dir(&root).join(&id), &id, &name, &file, true).map_err(disk_fault)?
+    };
+    let obj = vstorage_object(eng, &ds, &disk);
+    eng.disks.insert(&ds, disk);
+    eng.changed();
+    Ok(Some(obj.into()))
+}
+
+fn clone_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
+    let (id, ds) = (id_arg(args, "id")?, ds_arg(args, "datastore")?);
+    let r = eng.disks.get(&id, &ds.value)?;
+    let spec = args.get("spec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?.clone();
+    let name = spec.str("name").unwrap_or("").trim().to_string();
+    if name.is_empty() {
+        return Err(Fault::invalid_argument("spec.name", "the clone needs a name"));
+    }
+    let backing = spec.get("backingSpec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec.backingSpec", "backingSpec is required"))?.clone();
+    let target = eng.resolve(backing.get("datastore").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("spec.backingSpec.datastore", "datastore is required"))?)?;
+    let root = ds_dir(eng, &target)?;
+    let prov = provisioning(&backing)?;
+    let metadata = kv_data(&spec, "metadata");
+    disk_task(eng, ctx, "CloneVStorageObject_Task", "clone", &ds, &id, move |eng, ctl| {
+        let new_id = uuid::Uuid::new_v4().to_string();
+        let dir = fcd_dir(&root).join(&new_id);
+        let mut c = {
+            let d = r.lock();
+            d.clone_to(&dir, &new_id, &name, prov, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)?
+        };
+        set_metadata(&mut c, &metadata, &[]);
+        c.save_meta().map_err(disk_fault)?;
+        let obj = vstorage_object(eng, &target.value, &c);
+        eng.disks.insert(&target.value, c);
+        eng.changed();
+        Ok(Some(obj.into()))
+    })
+}
+
+fn relocate_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
+    let (id, ds) = (id_arg(args, "id")?, ds_arg(args, "datastore")?);
+    let r = eng.disks.get(&id, &ds.value)?;
+    if flag(&r.lock(), "disableRelocation") {
+        return Err(Fault::new(types::InvalidState, format!("relocation of {id} is disabled")));
+    }
+    let spec = args.get("spec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?.clone();
+    let backing = spec.get("backingSpec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec.backingSpec", "backingSpec is required"))?.clone();
+    let target = eng.resolve(backing.get("datastore").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("spec.backingSpec.datastore", "datastore is required"))?)?;
+    let root = ds_dir(eng, &target)?;
+    let source = ds.value.clone();
+    disk_task(eng, ctx, "RelocateVStorageObject_Task", "relocate", &ds, &id.clone(), move |eng, ctl| {
+        if target.value == source {
+            let d = r.lock();
+            return Ok(Some(vstorage_object(eng, &source, &d).into()));
+        }
+        let dir = fcd_dir(&root).join(&id);
+        let old = r.lock().dir().to_path_buf();
+        std::fs::create_dir_all(fcd_dir(&root)).map_err(|e| file_fault(root.display().to_string(), "", e.to_string()))?;
+        // The files really move: rename when the datastores share a
+        // filesystem, else copy and delete.
+        let moved = std::fs::rename(&old, &dir).is_ok();
+        if !moved {
+            let d = r.lock();
+            let mut c = d.clone_to(&dir, &id, &d.meta.name, Provisioning::Thin, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)?;
+            c.meta.extra = d.meta.extra.clone();
+            c.save_meta().map_err(disk_fault)?;
+            drop(d);
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        let d = Disk::open(&dir).map_err(disk_fault)?;
+        let obj = vstorage_object(eng, &target.value, &d);
+        eng.disks.remove(&id);
+        eng.disks.insert(&target.value, d);
+        eng.changed();
+        Ok(Some(obj.into()))
+    })
+}
+
+fn query_changed(eng: &Engine, args: &Args) -> Reply {
+    let (id, ds, sid) = (id_arg(args, "id")?, ds_arg(args, "datastore")?, id_arg(args, "snapshotId")?);
+    let start = args.get("startOffset").and_then(Value::as_i64).unwrap_or(0);
+    let change_id = args.str("changeId").unwrap_or("").to_string();
+    let r = eng.disks.get(&id, &ds.value)?;
+    let d = r.lock();
+    if start < 0 {
+        return Err(Fault::invalid_argument("startOffset", format!("startOffset {start} is negative")));
+    }
+    let top = ds_path(eng, &ds.value, &d, &d.meta.top);
+    let c = d.changed_areas(&sid, start as u64, &change_id).map_err(|e| match e {
+        QueryError::SnapshotNotFound => snapshot_missing(&sid),
+        QueryError::OffsetBeyondEnd => Fault::invalid_argument("startOffset", format!("startOffset {start} is beyond the end of the disk ({} bytes)", d.capacity())),
+        QueryError::NotTracking => {
+            let mut f = Fault::new(types::InvalidState, format!("changed block tracking is not enabled on {id}"));
+            set_key(&mut f, "vim.hostd.vmsvc.cbt.noTrack");
+            f
+        }
+        QueryError::NoEpoch => {
+            let mut f = Fault::new(types::InvalidState, format!("snapshot {sid} was taken while changed block tracking was off"));
+            set_key(&mut f, "vim.hostd.vmsvc.cbt.noEpoch");
+            f
+        }
+        QueryError::BadChangeId(_) | QueryError::FutureChangeId => Fault::invalid_argument("changeId", format!("changeId '{change_id}' is not valid for snapshot {sid} of {id}")),
+        QueryError::Io(e) => file_fault(top.clone(), "vim.hostd.vmsvc.cbt.cannotGetChanges", e.to_string()),
+    })?;
+    let areas: Vec<Value> = c.areas.iter().map(|&(o, l)| Data::new(types::DiskChangeExtent).with("start", o as i64).with("length", l as i64).into()).collect();
+    Ok(Some(
+        Data::new(types::DiskChangeInfo)
+            .with("startOffset", c.start as i64)
+            .with("length", c.length as i64)
+            .with("changedArea", Value::Array(types::DiskChangeExtent, areas))
+            .into(),
+    ))
+}
+
+fn set_key(f: &mut Fault, key: &str) {
+    if let Some(Value::Array(_, mut m)) = f.data.get("faultMessage").cloned() {
+        if let Some(Value::Data(first)) = m.first_mut() {
+            first.set("key", key);
+        }
+        f.data.set("faultMessage", Value::Array(types::LocalizableMessage, m));
+    }
+}
