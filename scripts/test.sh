@@ -17,6 +17,7 @@ APT_PKGS=()
 command -v go >/dev/null 2>&1 || APT_PKGS+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || APT_PKGS+=(golang-github-vmware-govmomi-dev)
 command -v qemu-img >/dev/null 2>&1 && command -v qemu-io >/dev/null 2>&1 || APT_PKGS+=(qemu-utils)
+command -v nbdcopy >/dev/null 2>&1 && command -v nbdinfo >/dev/null 2>&1 || APT_PKGS+=(libnbd-bin)
 if [ ${#APT_PKGS[@]} -gt 0 ]; then
   step "apt-get install ${APT_PKGS[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -55,7 +56,7 @@ go_tests() {
   mkdir -p "$gp/src"
   ln -s "$ROOT/tests/go/vtwintest" "$gp/src/vtwintest"
   local data; data=$(mktemp -d)
-  "$VTWIN_BIN" serve --plain-http --listen 127.0.0.1:0 --data-dir "$data" --admin-password 'Go-Passw0rd!' --datastores 2 >"$data/out" 2>/dev/null &
+  "$VTWIN_BIN" serve --plain-http --listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 --data-dir "$data" --admin-password 'Go-Passw0rd!' --datastores 2 >"$data/out" 2>/dev/null &
   local pid=$!
   local addr=""
   for _ in $(seq 1 100); do

@@ -20,7 +20,7 @@ def vtwin_bin():
 class Server:
     def __init__(self, data_dir, plain_http=True, extra=()):
         self.data_dir = data_dir
-        args = [vtwin_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+        args = [vtwin_bin(), "serve", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--data-dir", data_dir,
                 "--admin-password", PW] + list(extra)
         if plain_http:
             args.append("--plain-http")

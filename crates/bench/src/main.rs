@@ -63,7 +63,7 @@ async fn start_vtwin(bin: &str, dir: &std::path::Path, hosts: usize, datastores:
 async fn start_vtwin_with(bin: &str, dir: &std::path::Path, hosts: usize, datastores: usize, extra: &[&str]) -> anyhow::Result<Target> {
     let _ = std::fs::remove_dir_all(dir);
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--admin-password", PW])
+    cmd.args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--admin-password", PW])
         .args(extra)
         .args(["--hosts", &hosts.to_string(), "--datastores", &datastores.to_string()])
         .arg("--data-dir")

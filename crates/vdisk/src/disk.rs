@@ -208,6 +208,17 @@ impl Disk {
         self.chain.flush()
     }
 
+    /// Data ranges of the live state (for NBD block status).
+    pub fn allocated(&self) -> Result<Vec<(u64, u64)>> {
+        self.chain.allocated()
+    }
+
+    /// The state a snapshot froze, opened read-only.
+    pub fn open_snapshot(&self, snap_id: &str) -> Option<Result<Chain>> {
+        let s = self.snapshot(snap_id)?;
+        Some(Chain::open_readonly(&self.dir.join(&s.layer)))
+    }
+
     pub fn set_tracking(&mut self, on: bool) -> Result<()> {
         match (on, self.log.enabled()) {
             (true, false) => self.log.enable(),

@@ -53,6 +53,9 @@ struct ServeArgs {
     /// Completed tasks are dropped after this many seconds.
     #[arg(long, default_value_t = 86_400)]
     task_retention_secs: u64,
+    /// Where the NBD server listens (exports need a ticket, see the README).
+    #[arg(long, default_value = "127.0.0.1:10809")]
+    nbd_listen: String,
     /// Test-control rules to load at start (a JSON array; see the README).
     #[arg(long, env = "VTWIN_TEST_CONTROL")]
     test_control: Option<PathBuf>,
@@ -142,9 +145,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(rules = n, file = %f.display(), "test-control rules loaded");
     }
     let engine = opened.engine.into_shared();
-    let state = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default() });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        let (nbd, nbd_addr) = api::nbd::listen(&a.nbd_listen).await.map_err(|e| anyhow::anyhow!("NBD listen on {}: {e}", a.nbd_listen))?;
+        println!("vtwin NBD on nbd://{nbd_addr}");
+        tokio::spawn(api::nbd::serve(engine.clone(), nbd));
+        let state = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default(), nbd_addr: Some(nbd_addr) });
         let listener = listen(&a.listen).await?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };

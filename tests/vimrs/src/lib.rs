@@ -18,7 +18,7 @@ pub async fn start(name: &str, extra: &[&str]) -> Server {
     let dir = std::env::temp_dir().join(format!("vtwin-vimrs-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut child = tokio::process::Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-password", PW])
+        .args(["serve", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--admin-password", PW])
         .arg("--data-dir")
         .arg(&dir)
         .args(extra)

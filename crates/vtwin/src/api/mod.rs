@@ -4,6 +4,7 @@ pub mod admin;
 pub mod dispatch;
 pub mod files;
 pub mod metrics;
+pub mod nbd;
 pub mod soap;
 pub mod tls;
 pub mod vapi;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub tls: bool,
     pub metrics: metrics::Metrics,
+    /// The NBD server's address, for ticket URIs.
+    pub nbd_addr: Option<SocketAddr>,
 }
 
 /// Releases of the VI/JSON API this server speaks (oldest first).
@@ -113,6 +116,7 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
             let (r, m) = vijson::handle(&state, &req).await;
             (r, "vijson", m)
         }
+        (&Method::POST, "/api/vtwin/nbd-tickets") => (nbd::tickets(&state, &req), "vapi", "nbd-tickets".into()),
         (_, p) if p == "/admin/faults" || p.starts_with("/admin/faults/") => (admin::handle(&state, &req), "admin", req.method.to_string()),
         (&Method::GET, "/metrics") => (
             respond(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),

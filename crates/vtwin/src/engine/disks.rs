@@ -17,7 +17,23 @@ pub type DiskRef = Arc<Mutex<vdisk::Disk>>;
 #[derive(Default)]
 pub struct Disks {
     map: RwLock<HashMap<String, (String, DiskRef)>>,
+    /// NBD export names handed out, by name.
+    tickets: Mutex<HashMap<String, Ticket>>,
 }
+
+/// The right to open one NBD export until `expires_ms`.
+#[derive(Clone, Debug)]
+pub struct Ticket {
+    pub disk: String,
+    pub datastore: String,
+    /// A snapshot id: that state, read-only. None: the live disk.
+    pub snapshot: Option<String>,
+    pub write: bool,
+    pub expires_ms: i64,
+}
+
+/// How long an NBD ticket can be used to connect.
+pub const TICKET_TTL_MS: i64 = 10 * 60 * 1000;
 
 /// `<datastore dir>/fcd`.
 pub fn fcd_dir(ds_path: &Path) -> PathBuf {
@@ -97,6 +113,22 @@ impl Disks {
         let mut v: Vec<String> = self.map.read().iter().filter(|(_, (d, _))| d == ds).map(|(k, _)| k.clone()).collect();
         v.sort();
         v
+    }
+
+    /// Hand out an export name for `t`.
+    pub fn issue_ticket(&self, t: Ticket) -> String {
+        let name = format!("{}-{}", t.disk, uuid::Uuid::new_v4().simple());
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut m = self.tickets.lock();
+        m.retain(|_, t| t.expires_ms > now);
+        m.insert(name.clone(), t);
+        name
+    }
+
+    /// The ticket behind an export name, unless unknown or expired.
+    pub fn ticket(&self, name: &str) -> Option<Ticket> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.tickets.lock().get(name).filter(|t| t.expires_ms > now).cloned()
     }
 
     /// Forget the disks of `ds` whose directory is gone; the ids dropped.

@@ -33,7 +33,7 @@ impl Server {
     #[allow(clippy::zombie_processes)]
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(bin())
-            .args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--admin-password", PW])
+            .args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--admin-password", PW])
             .arg("--data-dir")
             .arg(dir)
             .args(extra)

@@ -1,0 +1,495 @@
+//! The NBD data path: fixed-newstyle NBD (OPT_GO/INFO, structured replies,
+//! `base:allocation` block status; READ, WRITE, FLUSH, TRIM, WRITE_ZEROES,
+//! BLOCK_STATUS) over first-class disks, and `POST /api/vtwin/nbd-tickets`,
+//! which hands out the short-lived export names. The live disk is exported
+//! read-write (writes go through change tracking), a snapshot read-only.
+use super::{respond, AppState, Req, Resp};
+use crate::engine::disks::{DiskRef, Ticket, TICKET_TTL_MS};
+use crate::engine::Engine;
+use hyper::StatusCode;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+
+const NBDMAGIC: u64 = 0x4e42444d41474943;
+const IHAVEOPT: u64 = 0x49484156454f5054;
+const REPLY_MAGIC: u64 = 0x0003e889045565a9;
+const REQUEST_MAGIC: u32 = 0x25609513;
+const SIMPLE_REPLY: u32 = 0x67446698;
+const STRUCTURED_REPLY: u32 = 0x668e33ef;
+
+const FLAG_FIXED_NEWSTYLE: u16 = 1;
+const FLAG_NO_ZEROES: u16 = 2;
+
+const OPT_EXPORT_NAME: u32 = 1;
+const OPT_ABORT: u32 = 2;
+const OPT_LIST: u32 = 3;
+const OPT_INFO: u32 = 6;
+const OPT_GO: u32 = 7;
+const OPT_STRUCTURED_REPLY: u32 = 8;
+const OPT_LIST_META_CONTEXT: u32 = 9;
+const OPT_SET_META_CONTEXT: u32 = 10;
+
+const REP_ACK: u32 = 1;
+const REP_INFO: u32 = 3;
+const REP_META_CONTEXT: u32 = 4;
+const REP_ERR_UNSUP: u32 = 0x8000_0001;
+const REP_ERR_POLICY: u32 = 0x8000_0002;
+const REP_ERR_INVALID: u32 = 0x8000_0003;
+const REP_ERR_UNKNOWN: u32 = 0x8000_0006;
+
+const INFO_EXPORT: u16 = 0;
+const INFO_BLOCK_SIZE: u16 = 3;
+
+const TF_HAS_FLAGS: u16 = 1;
+const TF_READ_ONLY: u16 = 2;
+const TF_SEND_FLUSH: u16 = 4;
+const TF_SEND_FUA: u16 = 8;
+const TF_SEND_TRIM: u16 = 32;
+const TF_SEND_WRITE_ZEROES: u16 = 64;
+const TF_CAN_MULTI_CONN: u16 = 256;
+
+const CMD_READ: u16 = 0;
+const CMD_WRITE: u16 = 1;
+const CMD_DISC: u16 = 2;
+const CMD_FLUSH: u16 = 3;
+const CMD_TRIM: u16 = 4;
+const CMD_WRITE_ZEROES: u16 = 6;
+const CMD_BLOCK_STATUS: u16 = 7;
+const CMD_FLAG_FUA: u16 = 1;
+const CMD_FLAG_REQ_ONE: u16 = 8;
+
+const REPLY_FLAG_DONE: u16 = 1;
+const REPLY_TYPE_NONE: u16 = 0;
+const REPLY_TYPE_OFFSET_DATA: u16 = 1;
+const REPLY_TYPE_BLOCK_STATUS: u16 = 5;
+const REPLY_TYPE_ERROR: u16 = 0x8001;
+
+const EPERM: u32 = 1;
+const EIO: u32 = 5;
+const EINVAL: u32 = 22;
+const ENOSPC: u32 = 28;
+const EOVERFLOW: u32 = 75;
+const ENOTSUP: u32 = 95;
+
+const STATE_HOLE: u32 = 1;
+const STATE_ZERO: u32 = 2;
+const META_ID: u32 = 1;
+/// Largest READ/WRITE accepted (the block-size info's maximum).
+const MAX_PAYLOAD: u32 = 32 << 20;
+
+/// `POST /api/vtwin/nbd-tickets`.
+pub fn tickets(state: &AppState, req: &Req) -> Resp {
+    let err = |status: StatusCode, kind: &str, msg: String| {
+        respond(status, "application/json", json!({"error_type": kind.to_uppercase(), "messages": [{"id": format!("com.vmware.vtwin.{kind}"), "default_message": msg, "args": []}]}).to_string())
+    };
+    let eng = &state.engine;
+    let token = req.header(super::vijson::SESSION_HEADER).map(str::to_string).or_else(|| req.cookie(super::soap::COOKIE));
+    let Some(session) = token.and_then(|t| eng.session_for_token(&t)) else {
+        return err(StatusCode::UNAUTHORIZED, "unauthenticated", "send vmware-api-session-id or the SOAP session cookie".into());
+    };
+    let Some(nbd) = state.nbd_addr else {
+        return err(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "the NBD server is not running".into());
+    };
+    let body: serde_json::Value = match serde_json::from_slice(&req.body) {
+        Ok(b) => b,
+        Err(e) => return err(StatusCode::BAD_REQUEST, "invalid_argument", format!("the body is not JSON: {e}")),
+    };
+    let (Some(disk), Some(ds)) = (body["disk"].as_str(), body["datastore"].as_str()) else {
+        return err(StatusCode::BAD_REQUEST, "invalid_argument", "disk and datastore are required".into());
+    };
+    let write = body["write"].as_bool().unwrap_or(false);
+    let snapshot = body["snapshot"].as_str().map(str::to_string);
+    let Ok(r) = eng.disks.get(disk, ds) else {
+        return err(StatusCode::NOT_FOUND, "not_found", format!("no disk {disk} on datastore {ds}"));
+    };
+    if let Some(s) = &snapshot {
+        if write {
+            return err(StatusCode::BAD_REQUEST, "invalid_argument", "a snapshot is exported read-only".into());
+        }
+        if r.lock().snapshot(s).is_none() {
+            return err(StatusCode::NOT_FOUND, "not_found", format!("no snapshot {s} of disk {disk}"));
+        }
+    }
+    let dsref = vmodl::MoRef::new(vmodl::types::Datastore, ds);
+    let privilege = if write { "Datastore.FileManagement" } else { "System.View" };
+    if !eng.has_privilege(&session.user, &dsref, privilege) {
+        return err(StatusCode::FORBIDDEN, "unauthorized", format!("{privilege} on {ds} is needed"));
+    }
+    let expires_ms = chrono::Utc::now().timestamp_millis() + TICKET_TTL_MS;
+    let name = eng.disks.issue_ticket(Ticket { disk: disk.into(), datastore: ds.into(), snapshot, write, expires_ms });
+    let expires = chrono::DateTime::from_timestamp_millis(expires_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    respond(StatusCode::CREATED, "application/json", json!({"uri": format!("nbd://{nbd}/{name}"), "expires": expires}).to_string())
+}
+
+/// What a connection serves.
+enum Export {
+    Live { disk: DiskRef, write: bool },
+    Snapshot(Arc<vdisk::Chain>),
+}
+
+impl Export {
+    fn size(&self) -> u64 {
+        match self {
+            Export::Live { disk, .. } => disk.lock().capacity(),
+            Export::Snapshot(c) => c.capacity(),
+        }
+    }
+    fn writable(&self) -> bool {
+        matches!(self, Export::Live { write: true, .. })
+    }
+    fn flags(&self) -> u16 {
+        let mut f = TF_HAS_FLAGS | TF_SEND_FLUSH | TF_SEND_FUA | TF_CAN_MULTI_CONN;
+        if self.writable() {
+            f |= TF_SEND_TRIM | TF_SEND_WRITE_ZEROES;
+        } else {
+            f |= TF_READ_ONLY;
+        }
+        f
+    }
+}
+
+fn open_export(eng: &Engine, name: &str) -> Option<Export> {
+    let t = eng.disks.ticket(name)?;
+    let disk = eng.disks.get(&t.disk, &t.datastore).ok()?;
+    match &t.snapshot {
+        Some(s) => {
+            let chain = disk.lock().open_snapshot(s)?.ok()?;
+            Some(Export::Snapshot(Arc::new(chain)))
+        }
+        None => Some(Export::Live { disk, write: t.write }),
+    }
+}
+
+pub async fn serve(engine: Arc<Engine>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "NBD accept failed");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let eng = engine.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(eng, stream).await {
+                tracing::debug!(%peer, error = %e, "NBD connection ended");
+            }
+        });
+    }
+}
+
+type Rd = BufReader<tokio::net::tcp::OwnedReadHalf>;
+type Wr = BufWriter<tokio::net::tcp::OwnedWriteHalf>;
+
+async fn opt_reply(w: &mut Wr, opt: u32, kind: u32, data: &[u8]) -> std::io::Result<()> {
+    w.write_u64(REPLY_MAGIC).await?;
+    w.write_u32(opt).await?;
+    w.write_u32(kind).await?;
+    w.write_u32(data.len() as u32).await?;
+    w.write_all(data).await?;
+    w.flush().await
+}
+
+fn be_string(b: &[u8], at: &mut usize) -> Option<String> {
+    let len = u32::from_be_bytes(b.get(*at..*at + 4)?.try_into().ok()?) as usize;
+    *at += 4;
+    let s = String::from_utf8(b.get(*at..*at + len)?.to_vec()).ok()?;
+    *at += len;
+    Some(s)
+}
+
+async fn connection(eng: Arc<Engine>, stream: TcpStream) -> std::io::Result<()> {
+    let (r, w) = stream.into_split();
+    let (mut r, mut w): (Rd, Wr) = (BufReader::new(r), BufWriter::with_capacity(1 << 20, w));
+    w.write_u64(NBDMAGIC).await?;
+    w.write_u64(IHAVEOPT).await?;
+    w.write_u16(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).await?;
+    w.flush().await?;
+    let client_flags = r.read_u32().await?;
+    let no_zeroes = client_flags & FLAG_NO_ZEROES as u32 != 0;
+    let mut structured = false;
+    let mut meta = false;
+    // Option haggling.
+    let export = loop {
+        if r.read_u64().await? != IHAVEOPT {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad option magic"));
+        }
+        let opt = r.read_u32().await?;
+        let len = r.read_u32().await?;
+        if len > 64 << 10 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "option too long"));
+        }
+        let mut data = vec![0u8; len as usize];
+        r.read_exact(&mut data).await?;
+        match opt {
+            OPT_EXPORT_NAME => {
+                let name = String::from_utf8_lossy(&data).into_owned();
+                // Old-style: no way to say no but to hang up.
+                let Some(ex) = open_export(&eng, &name) else { return Ok(()) };
+                w.write_u64(ex.size()).await?;
+                w.write_u16(ex.flags()).await?;
+                if !no_zeroes {
+                    w.write_all(&[0u8; 124]).await?;
+                }
+                w.flush().await?;
+                break ex;
+            }
+            OPT_ABORT => {
+                opt_reply(&mut w, opt, REP_ACK, &[]).await?;
+                return Ok(());
+            }
+            OPT_LIST => {
+                // Export names are tickets: none is listed.
+                opt_reply(&mut w, opt, REP_ERR_POLICY, b"exports are reachable only with a ticket").await?;
+            }
+            OPT_STRUCTURED_REPLY => {
+                structured = true;
+                opt_reply(&mut w, opt, REP_ACK, &[]).await?;
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                let mut at = 0;
+                let (Some(_name), Some(n)) = (be_string(&data, &mut at), data.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))) else {
+                    opt_reply(&mut w, opt, REP_ERR_INVALID, b"malformed meta context request").await?;
+                    continue;
+                };
+                if !structured && opt == OPT_SET_META_CONTEXT {
+                    opt_reply(&mut w, opt, REP_ERR_INVALID, b"structured replies first").await?;
+                    continue;
+                }
+                at += 4;
+                let mut wants = n == 0 && opt == OPT_LIST_META_CONTEXT;
+                for _ in 0..n {
+                    match be_string(&data, &mut at) {
+                        Some(q) if q == "base:allocation" || (opt == OPT_LIST_META_CONTEXT && (q == "base:" || q == "base")) => wants = true,
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                if wants {
+                    let mut d = META_ID.to_be_bytes().to_vec();
+                    d.extend_from_slice(b"base:allocation");
+                    opt_reply(&mut w, opt, REP_META_CONTEXT, &d).await?;
+                    if opt == OPT_SET_META_CONTEXT {
+                        meta = true;
+                    }
+                }
+                opt_reply(&mut w, opt, REP_ACK, &[]).await?;
+            }
+            OPT_INFO | OPT_GO => {
+                let mut at = 0;
+                let Some(name) = be_string(&data, &mut at) else {
+                    opt_reply(&mut w, opt, REP_ERR_INVALID, b"malformed").await?;
+                    continue;
+                };
+                let eng2 = eng.clone();
+                let ex = tokio::task::spawn_blocking(move || open_export(&eng2, &name)).await.ok().flatten();
+                let Some(ex) = ex else {
+                    opt_reply(&mut w, opt, REP_ERR_UNKNOWN, b"unknown or expired export name").await?;
+                    continue;
+                };
+                let mut info = INFO_EXPORT.to_be_bytes().to_vec();
+                info.extend_from_slice(&ex.size().to_be_bytes());
+                info.extend_from_slice(&ex.flags().to_be_bytes());
+                opt_reply(&mut w, opt, REP_INFO, &info).await?;
+                let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+                bs.extend_from_slice(&1u32.to_be_bytes());
+                bs.extend_from_slice(&4096u32.to_be_bytes());
+                bs.extend_from_slice(&MAX_PAYLOAD.to_be_bytes());
+                opt_reply(&mut w, opt, REP_INFO, &bs).await?;
+                opt_reply(&mut w, opt, REP_ACK, &[]).await?;
+                if opt == OPT_GO {
+                    break ex;
+                }
+            }
+            _ => opt_reply(&mut w, opt, REP_ERR_UNSUP, b"option not supported").await?,
+        }
+    };
+    transmission(export, r, w, structured, meta).await
+}
+
+async fn simple_reply(w: &mut Wr, handle: u64, err: u32, data: &[u8]) -> std::io::Result<()> {
+    w.write_u32(SIMPLE_REPLY).await?;
+    w.write_u32(err).await?;
+    w.write_u64(handle).await?;
+    w.write_all(data).await
+}
+
+async fn chunk(w: &mut Wr, handle: u64, flags: u16, kind: u16, payload: &[&[u8]]) -> std::io::Result<()> {
+    w.write_u32(STRUCTURED_REPLY).await?;
+    w.write_u16(flags).await?;
+    w.write_u16(kind).await?;
+    w.write_u64(handle).await?;
+    w.write_u32(payload.iter().map(|p| p.len()).sum::<usize>() as u32).await?;
+    for p in payload {
+        w.write_all(p).await?;
+    }
+    Ok(())
+}
+
+async fn error_reply(w: &mut Wr, handle: u64, structured: bool, err: u32, msg: &str) -> std::io::Result<()> {
+    if structured {
+        let mut p = err.to_be_bytes().to_vec();
+        p.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        p.extend_from_slice(msg.as_bytes());
+        chunk(w, handle, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, &[&p]).await
+    } else {
+        simple_reply(w, handle, err, &[]).await
+    }
+}
+
+fn errno(e: &vdisk::Error) -> u32 {
+    match e {
+        vdisk::Error::OutOfRange { .. } => EINVAL,
+        vdisk::Error::Io { source, .. } if source.raw_os_error() == Some(28) => ENOSPC,
+        _ => EIO,
+    }
+}
+
+async fn transmission(ex: Export, mut r: Rd, mut w: Wr, structured: bool, meta: bool) -> std::io::Result<()> {
+    let size = ex.size();
+    let ex = Arc::new(ex);
+    loop {
+        if r.read_u32().await? != REQUEST_MAGIC {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad request magic"));
+        }
+        let flags = r.read_u16().await?;
+        let cmd = r.read_u16().await?;
+        let handle = r.read_u64().await?;
+        let offset = r.read_u64().await?;
+        let len = r.read_u32().await?;
+        let mut payload = vec![];
+        if cmd == CMD_WRITE {
+            if len > MAX_PAYLOAD {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "write too large"));
+            }
+            payload = vec![0u8; len as usize];
+            r.read_exact(&mut payload).await?;
+        }
+        if cmd == CMD_DISC {
+            w.flush().await?;
+            return Ok(());
+        }
+        let in_range = offset.checked_add(len as u64).is_some_and(|e| e <= size);
+        let writes = matches!(cmd, CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM);
+        if writes && !ex.writable() {
+            error_reply(&mut w, handle, structured, EPERM, "the export is read-only").await?;
+        } else if !in_range && cmd != CMD_FLUSH {
+            error_reply(&mut w, handle, structured, if cmd == CMD_WRITE { ENOSPC } else { EINVAL }, "beyond the end of the export").await?;
+        } else {
+            match cmd {
+                CMD_READ => {
+                    if len > MAX_PAYLOAD {
+                        error_reply(&mut w, handle, structured, EOVERFLOW, "read too large").await?;
+                    } else {
+                        let ex2 = ex.clone();
+                        let res = tokio::task::spawn_blocking(move || {
+                            let mut buf = vec![0u8; len as usize];
+                            let r = match &*ex2 {
+                                Export::Live { disk, .. } => disk.lock().read(offset, &mut buf),
+                                Export::Snapshot(c) => c.read(offset, &mut buf),
+                            };
+                            r.map(|_| buf)
+                        })
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                        match res {
+                            Ok(buf) if structured => chunk(&mut w, handle, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, &[&offset.to_be_bytes(), &buf]).await?,
+                            Ok(buf) => simple_reply(&mut w, handle, 0, &buf).await?,
+                            Err(e) => error_reply(&mut w, handle, structured, errno(&e), &e.to_string()).await?,
+                        }
+                    }
+                }
+                CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM | CMD_FLUSH => {
+                    let ex2 = ex.clone();
+                    let res = tokio::task::spawn_blocking(move || -> vdisk::Result<()> {
+                        let Export::Live { disk, .. } = &*ex2 else { return Ok(()) };
+                        let mut d = disk.lock();
+                        match cmd {
+                            CMD_WRITE => d.write(offset, &payload)?,
+                            CMD_WRITE_ZEROES => {
+                                let zeros = vec![0u8; (len as usize).min(1 << 20)];
+                                let mut at = offset;
+                                while at < offset + len as u64 {
+                                    let n = ((offset + len as u64 - at) as usize).min(zeros.len());
+                                    d.write(at, &zeros[..n])?;
+                                    at += n as u64;
+                                }
+                            }
+                            // TRIM is advisory: the data stays (a hole could expose a parent's).
+                            _ => {}
+                        }
+                        if cmd == CMD_FLUSH || flags & CMD_FLAG_FUA != 0 {
+                            d.flush()?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    match res {
+                        Ok(()) if structured => chunk(&mut w, handle, REPLY_FLAG_DONE, REPLY_TYPE_NONE, &[]).await?,
+                        Ok(()) => simple_reply(&mut w, handle, 0, &[]).await?,
+                        Err(e) => error_reply(&mut w, handle, structured, errno(&e), &e.to_string()).await?,
+                    }
+                }
+                CMD_BLOCK_STATUS if meta => {
+                    let ex2 = ex.clone();
+                    let res = tokio::task::spawn_blocking(move || match &*ex2 {
+                        Export::Live { disk, .. } => disk.lock().allocated(),
+                        Export::Snapshot(c) => c.allocated(),
+                    })
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    match res {
+                        Ok(data) => {
+                            let mut desc = META_ID.to_be_bytes().to_vec();
+                            let end = offset + len as u64;
+                            let mut at = offset;
+                            let push = |desc: &mut Vec<u8>, l: u64, state: u32| {
+                                desc.extend_from_slice(&(l as u32).to_be_bytes());
+                                desc.extend_from_slice(&state.to_be_bytes());
+                            };
+                            for (o, l) in data {
+                                if o + l <= at {
+                                    continue;
+                                }
+                                if o >= end {
+                                    break;
+                                }
+                                if o > at {
+                                    push(&mut desc, o - at, STATE_HOLE | STATE_ZERO);
+                                    at = o;
+                                }
+                                let e = (o + l).min(end);
+                                push(&mut desc, e - at, 0);
+                                at = e;
+                                if flags & CMD_FLAG_REQ_ONE != 0 {
+                                    break;
+                                }
+                            }
+                            if at < end && (desc.len() == 4 || flags & CMD_FLAG_REQ_ONE == 0) {
+                                push(&mut desc, end - at, STATE_HOLE | STATE_ZERO);
+                            }
+                            chunk(&mut w, handle, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, &[&desc]).await?;
+                        }
+                        Err(e) => error_reply(&mut w, handle, structured, errno(&e), &e.to_string()).await?,
+                    }
+                }
+                _ => error_reply(&mut w, handle, structured, if cmd == CMD_BLOCK_STATUS { EINVAL } else { ENOTSUP }, "command not supported").await?,
+            }
+        }
+        // Reply now unless more requests are already waiting (pipelining).
+        if r.buffer().is_empty() {
+            w.flush().await?;
+        }
+    }
+}
+
+pub async fn listen(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr).await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}
