@@ -6,7 +6,8 @@
 //! Then the task engine's figures (see `tasks.rs`).
 //!
 //! Usage: vtwin-bench [--seconds N] [--inventory N] [--peer-inventory N] [--vtwin PATH] [--vcsim PATH]
-//!                    [--only soap|tasks] [--tasks-kept N]
+//!                    [--only soap|tasks|disks] [--tasks-kept N]
+mod disks;
 mod tasks;
 
 use bytes::Bytes;
@@ -182,10 +183,18 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let only = arg("--only");
-    if only.as_deref() != Some("tasks") {
+    if only.is_none() || only.as_deref() == Some("soap") {
         soap_figures(&args, secs, inventory, &vtwin, &vcsim, &tmp).await?;
     }
-    if only.as_deref() != Some("soap") {
+    if only.is_none() || only.as_deref() == Some("disks") {
+        let v = start_vtwin(&vtwin, &tmp.join("disks"), 1, 1).await?;
+        let http: Http = Client::builder(TokioExecutor::new()).build_http();
+        let base = v.ep.sdk.trim_end_matches("/sdk").to_string();
+        let sid = tasks::vapi_session(&http, &base, &v.ep.user, &v.ep.pw).await?;
+        disks::figures(&http, &base, &sid, &tmp.join("disks")).await?;
+        drop(v);
+    }
+    if only.is_none() || only.as_deref() == Some("tasks") {
         let kept: u64 = arg("--tasks-kept").and_then(|s| s.parse().ok()).unwrap_or(100_000);
         task_figures(secs, kept, &vtwin, &tmp).await?;
     }

@@ -202,13 +202,21 @@ impl ChangeLog {
     /// Record that bytes `[offset, offset+len)` are about to change. Returns
     /// once the record is durable.
     pub fn mark(&mut self, offset: u64, len: u64) -> Result<()> {
-        if !self.st.enabled || len == 0 {
+        self.mark_many(&[(offset, len)])
+    }
+
+    /// Record several ranges with one durable append (group commit).
+    pub fn mark_many(&mut self, ranges_: &[(u64, u64)]) -> Result<()> {
+        if !self.st.enabled {
             return Ok(());
         }
         let g = *self.st.history.last().expect("enabled log has a generation");
-        let (a, b) = (offset / BLOCK, (offset + len - 1) / BLOCK);
         let seen = self.st.dirty.get(&g);
-        let new: BTreeSet<u64> = (a..=b).filter(|x| !seen.is_some_and(|s| s.contains(x))).collect();
+        let mut new = BTreeSet::new();
+        for &(offset, len) in ranges_.iter().filter(|r| r.1 > 0) {
+            let (a, b) = (offset / BLOCK, (offset + len - 1) / BLOCK);
+            new.extend((a..=b).filter(|x| !seen.is_some_and(|s| s.contains(x))));
+        }
         if new.is_empty() {
             return Ok(());
         }

@@ -204,6 +204,17 @@ impl Disk {
         self.chain.write(offset, data)
     }
 
+    /// Several writes whose changes are logged with one durable append.
+    pub fn write_batch(&mut self, writes: &[(u64, &[u8])]) -> Result<()> {
+        let cap = self.capacity();
+        let ranges: Vec<(u64, u64)> = writes.iter().filter(|(o, d)| o.checked_add(d.len() as u64).is_some_and(|e| e <= cap)).map(|(o, d)| (*o, d.len() as u64)).collect();
+        self.log.mark_many(&ranges)?;
+        for (o, d) in writes {
+            self.chain.write(*o, d)?;
+        }
+        Ok(())
+    }
+
     pub fn flush(&self) -> Result<()> {
         self.chain.flush()
     }

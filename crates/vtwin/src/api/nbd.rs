@@ -349,26 +349,93 @@ fn errno(e: &vdisk::Error) -> u32 {
     }
 }
 
+struct Request {
+    flags: u16,
+    cmd: u16,
+    handle: u64,
+    offset: u64,
+    len: u32,
+    payload: Vec<u8>,
+}
+
+async fn read_request(r: &mut Rd) -> std::io::Result<Request> {
+    if r.read_u32().await? != REQUEST_MAGIC {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad request magic"));
+    }
+    let flags = r.read_u16().await?;
+    let cmd = r.read_u16().await?;
+    let handle = r.read_u64().await?;
+    let offset = r.read_u64().await?;
+    let len = r.read_u32().await?;
+    let mut payload = vec![];
+    if cmd == CMD_WRITE {
+        if len > MAX_PAYLOAD {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "write too large"));
+        }
+        payload = vec![0u8; len as usize];
+        r.read_exact(&mut payload).await?;
+    }
+    Ok(Request { flags, cmd, handle, offset, len, payload })
+}
+
+/// Is the next buffered request a WRITE? (Peeks at the header.)
+fn next_is_write(r: &Rd) -> bool {
+    let b = r.buffer();
+    b.len() >= 28 && u16::from_be_bytes([b[6], b[7]]) == CMD_WRITE
+}
+
+/// Pipelined writes are applied together: their changes are logged with one
+/// durable append (group commit), then each is answered.
+async fn write_batch(ex: &Arc<Export>, w: &mut Wr, batch: Vec<Request>, structured: bool) -> std::io::Result<()> {
+    let ex2 = ex.clone();
+    let (batch, res) = tokio::task::spawn_blocking(move || {
+        let Export::Live { disk, .. } = &*ex2 else { return (batch, Ok(())) };
+        let mut d = disk.lock();
+        let writes: Vec<(u64, &[u8])> = batch.iter().map(|q| (q.offset, q.payload.as_slice())).collect();
+        let mut r = d.write_batch(&writes);
+        if r.is_ok() && batch.iter().any(|q| q.flags & CMD_FLAG_FUA != 0) {
+            r = d.flush();
+        }
+        (batch, r)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    for q in &batch {
+        match &res {
+            Ok(()) if structured => chunk(w, q.handle, REPLY_FLAG_DONE, REPLY_TYPE_NONE, &[]).await?,
+            Ok(()) => simple_reply(w, q.handle, 0, &[]).await?,
+            Err(e) => error_reply(w, q.handle, structured, errno(e), &e.to_string()).await?,
+        }
+    }
+    Ok(())
+}
+
 async fn transmission(ex: Export, mut r: Rd, mut w: Wr, structured: bool, meta: bool) -> std::io::Result<()> {
     let size = ex.size();
     let ex = Arc::new(ex);
     loop {
-        if r.read_u32().await? != REQUEST_MAGIC {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad request magic"));
-        }
-        let flags = r.read_u16().await?;
-        let cmd = r.read_u16().await?;
-        let handle = r.read_u64().await?;
-        let offset = r.read_u64().await?;
-        let len = r.read_u32().await?;
-        let mut payload = vec![];
-        if cmd == CMD_WRITE {
-            if len > MAX_PAYLOAD {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "write too large"));
+        let q = read_request(&mut r).await?;
+        let in_range = |q: &Request| q.offset.checked_add(q.len as u64).is_some_and(|e| e <= size);
+        if q.cmd == CMD_WRITE && ex.writable() && in_range(&q) {
+            let mut batch = vec![q];
+            while batch.len() < 64 && next_is_write(&r) {
+                let n = read_request(&mut r).await?;
+                if !in_range(&n) {
+                    write_batch(&ex, &mut w, std::mem::take(&mut batch), structured).await?;
+                    error_reply(&mut w, n.handle, structured, ENOSPC, "beyond the end of the export").await?;
+                    continue;
+                }
+                batch.push(n);
             }
-            payload = vec![0u8; len as usize];
-            r.read_exact(&mut payload).await?;
+            if !batch.is_empty() {
+                write_batch(&ex, &mut w, batch, structured).await?;
+            }
+            if r.buffer().is_empty() {
+                w.flush().await?;
+            }
+            continue;
         }
+        let Request { flags, cmd, handle, offset, len, payload } = q;
         if cmd == CMD_DISC {
             w.flush().await?;
             return Ok(());
