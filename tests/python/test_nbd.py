@@ -158,3 +158,38 @@ def test_tickets_are_checked(server, si):
     assert requests.post(base, json=body, headers={"vmware-api-session-id": s}).status_code == 201
     out = run("nbdinfo", "--json", fcd.ticket())
     assert str(CAP) in out
+
+
+def test_change_log_survives_kill_9(server, data_dir, tmp_path):
+    """Writes acknowledged over NBD, then SIGKILL (no flush, no shutdown):
+    after a restart every written block is still reported as changed."""
+    from conftest import Server
+    si = SmartConnect(host=server.host, port=server.port, protocol="http", user=ADMIN, pwd=PW)
+    fcd = Fcd(server, si)
+    s1 = fcd.snapshot("before")
+    cid = fcd.change_id(s1)
+    live = fcd.ticket(write=True)
+    rng = random.Random(11)
+    written = []
+    cmds = []
+    for _ in range(30):
+        off = rng.randrange(0, CAP - 65536) // 4096 * 4096
+        written.append((off, 4096))
+        cmds += ["-c", f"write -P 0x5c {off} 4096"]
+    run("qemu-io", "-f", "raw", *cmds, live)
+    Disconnect(si)
+    server.proc.kill()  # SIGKILL
+    server.proc.wait()
+    s2 = Server(data_dir, extra=["--datastores", "2"])
+    try:
+        si2 = SmartConnect(host=s2.host, port=s2.port, protocol="http", user=ADMIN, pwd=PW)
+        vsom = si2.RetrieveContent().vStorageObjectManager
+        ds = si2.RetrieveContent().rootFolder.childEntity[0].datastore[0]
+        t = vsom.VStorageObjectCreateSnapshot_Task(fcd.id, ds, "after")
+        WaitForTask(t)
+        areas = vsom.VstorageObjectVCenterQueryChangedDiskAreas(fcd.id, ds, t.info.result, 0, cid).changedArea
+        for off, length in written:
+            assert any(a.start <= off and off + length <= a.start + a.length for a in areas), (off, areas)
+        Disconnect(si2)
+    finally:
+        s2.stop()
