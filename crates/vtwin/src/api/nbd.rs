@@ -126,14 +126,16 @@ pub fn tickets(state: &AppState, req: &Req) -> Resp {
 
 /// What a connection serves.
 enum Export {
-    Live { disk: DiskRef, write: bool },
+    /// The size is taken when the export is opened, so answering it never
+    /// waits for the disk's lock.
+    Live { disk: DiskRef, write: bool, size: u64 },
     Snapshot(Arc<vdisk::Chain>),
 }
 
 impl Export {
     fn size(&self) -> u64 {
         match self {
-            Export::Live { disk, .. } => disk.lock().capacity(),
+            Export::Live { size, .. } => *size,
             Export::Snapshot(c) => c.capacity(),
         }
     }
@@ -159,7 +161,10 @@ fn open_export(eng: &Engine, name: &str) -> Option<Export> {
             let chain = disk.lock().open_snapshot(s)?.ok()?;
             Some(Export::Snapshot(Arc::new(chain)))
         }
-        None => Some(Export::Live { disk, write: t.write }),
+        None => {
+            let size = disk.lock().capacity();
+            Some(Export::Live { disk, write: t.write, size })
+        }
     }
 }
 
@@ -228,8 +233,9 @@ async fn connection(eng: Arc<Engine>, stream: TcpStream) -> std::io::Result<()> 
         match opt {
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data).into_owned();
+                let eng2 = eng.clone();
                 // Old-style: no way to say no but to hang up.
-                let Some(ex) = open_export(&eng, &name) else { return Ok(()) };
+                let Some(ex) = tokio::task::spawn_blocking(move || open_export(&eng2, &name)).await.ok().flatten() else { return Ok(()) };
                 w.write_u64(ex.size()).await?;
                 w.write_u16(ex.flags()).await?;
                 if !no_zeroes {

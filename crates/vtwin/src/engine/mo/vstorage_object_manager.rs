@@ -174,6 +174,19 @@ fn with_disk<T>(r: &DiskRef, f: impl FnOnce(&mut Disk) -> Result<T, Fault>) -> R
     f(&mut d)
 }
 
+fn with_disk_now<T>(r: &DiskRef, f: impl FnOnce(&mut Disk) -> Result<T, Fault>) -> Result<T, Fault> {
+    let mut d = lock_now(r)?;
+    f(&mut d)
+}
+
+/// The disk for a call answered at once: a disk busy with a long operation
+/// (a consolidation, a clone) is reported as such instead of holding the
+/// caller, and a server thread, for the operation's length.
+fn lock_now(r: &DiskRef) -> Result<parking_lot::MutexGuard<'_, Disk>, Fault> {
+    r.try_lock_for(std::time::Duration::from_secs(2))
+        .ok_or_else(|| Fault::new(types::InvalidState, "the disk is busy with another operation; try again when its task has finished"))
+}
+
 fn snapshot_missing(id: &str) -> Fault {
     Fault::plain_not_found(format!("The object or item referred to could not be found: snapshot {id}"))
 }
@@ -185,7 +198,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "RetrieveVStorageObject" => (|| {
             let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
             let r = eng.disks.get(&id, &ds.value)?;
-            let d = r.lock();
+            let d = lock_now(&r)?;
             Ok(Some(vstorage_object(eng, &ds.value, &d).into()))
         })(),
         "RetrieveVStorageObjectState" => (|| {
@@ -203,7 +216,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             if name.is_empty() {
                 return Err(Fault::invalid_argument("name", "name must not be empty"));
             }
-            with_disk(&eng.disks.get(&id, &ds.value)?, |d| {
+            with_disk_now(&eng.disks.get(&id, &ds.value)?, |d| {
                 d.meta.name = name;
                 d.save_meta().map_err(disk_fault)
             })?;
@@ -218,7 +231,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                     return Err(Fault::invalid_argument("controlFlags", format!("'{f}' is not a control flag")));
                 }
             }
-            with_disk(&eng.disks.get(&id, &ds.value)?, |d| {
+            with_disk_now(&eng.disks.get(&id, &ds.value)?, |d| {
                 for f in &flags {
                     if f == "enableChangedBlockTracking" {
                         d.set_tracking(on).map_err(disk_fault)?;
@@ -234,7 +247,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let id = id_arg(&args, "id")?;
             let (cat, tag) = (args.str("category").unwrap_or("").to_string(), args.str("tag").unwrap_or("").to_string());
             let (_, r) = eng.disks.find(&id).ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))?;
-            with_disk(&r, |d| {
+            with_disk_now(&r, |d| {
                 let tags = d.meta.extra.entry("tags").or_insert_with(|| serde_json::json!([]));
                 let arr = tags.as_array_mut().expect("tags array");
                 let entry = serde_json::json!([cat, tag]);
@@ -254,7 +267,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "ListTagsAttachedToVStorageObject" => (|| {
             let id = id_arg(&args, "id")?;
             let (_, r) = eng.disks.find(&id).ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))?;
-            let d = r.lock();
+            let d = lock_now(&r)?;
             let tags: Vec<Value> = tags_of(&d)
                 .into_iter()
                 .map(|(c, t)| Data::new(types::VslmTagEntry).with("tagName", t).with("parentCategoryName", c).into())
@@ -267,7 +280,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let ids: Vec<Value> = stores
                 .iter()
                 .flat_map(|ds| eng.disks.list(ds))
-                .filter(|id| eng.disks.find(id).is_some_and(|(_, r)| tags_of(&r.lock()).iter().any(|(c, t)| c == cat && t == tag)))
+                .filter(|id| eng.disks.find(id).is_some_and(|(_, r)| lock_now(&r).is_ok_and(|d| tags_of(&d).iter().any(|(c, t)| c == cat && t == tag))))
                 .map(|id| id_value(&id))
                 .collect();
             Ok(Some(Value::Array(types::ID, ids)))
@@ -275,7 +288,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "RetrieveSnapshotInfo" => (|| {
             let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
             let r = eng.disks.get(&id, &ds.value)?;
-            let d = r.lock();
+            let d = lock_now(&r)?;
             let snaps: Vec<Value> = d
                 .meta
                 .snapshots
@@ -294,7 +307,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "RetrieveSnapshotDetails" => (|| {
             let (id, ds, sid) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?, id_arg(&args, "snapshotId")?);
             let r = eng.disks.get(&id, &ds.value)?;
-            let d = r.lock();
+            let d = lock_now(&r)?;
             let s = d.snapshot(&sid).cloned().ok_or_else(|| snapshot_missing(&sid))?;
             Ok(Some(
                 Data::new(types::VStorageObjectSnapshotDetails)
@@ -317,7 +330,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "DeleteSnapshot_Task" => (|| {
             let (id, ds, sid) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?, id_arg(&args, "snapshotId")?);
             let r = eng.disks.get(&id, &ds.value)?;
-            if r.lock().snapshot(&sid).is_none() {
+            if lock_now(&r)?.snapshot(&sid).is_none() {
                 return Err(snapshot_missing(&sid));
             }
             disk_task(eng, ctx, "DeleteSnapshot_Task", "deleteSnapshot", &ds, &id, move |_, ctl| {
@@ -333,7 +346,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "RevertVStorageObject_Task" => (|| {
             let (id, ds, sid) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?, id_arg(&args, "snapshotId")?);
             let r = eng.disks.get(&id, &ds.value)?;
-            if r.lock().snapshot(&sid).is_none() {
+            if lock_now(&r)?.snapshot(&sid).is_none() {
                 return Err(snapshot_missing(&sid));
             }
             disk_task(eng, ctx, "RevertVStorageObject_Task", "revert", &ds, &id, move |_, _| {
@@ -351,7 +364,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let r = eng.disks.get(&id, &ds.value)?;
             let mb = args.get("newCapacityInMB").and_then(Value::as_i64).unwrap_or(0);
             {
-                let d = r.lock();
+                let d = lock_now(&r)?;
                 if mb <= 0 || (mb as u64) * MB < d.capacity() {
                     return Err(Fault::invalid_argument("newCapacityInMB", format!("{mb} MB is smaller than the disk's {} MB", d.capacity() / MB)));
                 }
@@ -560,7 +573,7 @@ fn clone_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
 fn relocate_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
     let (id, ds) = (id_arg(args, "id")?, ds_arg(args, "datastore")?);
     let r = eng.disks.get(&id, &ds.value)?;
-    if flag(&r.lock(), "disableRelocation") {
+    if flag(&*lock_now(&r)?, "disableRelocation") {
         return Err(Fault::new(types::InvalidState, format!("relocation of {id} is disabled")));
     }
     let spec = args.get("spec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?.clone();
@@ -601,7 +614,7 @@ fn query_changed(eng: &Engine, args: &Args) -> Reply {
     let start = args.get("startOffset").and_then(Value::as_i64).unwrap_or(0);
     let change_id = args.str("changeId").unwrap_or("").to_string();
     let r = eng.disks.get(&id, &ds.value)?;
-    let d = r.lock();
+    let d = lock_now(&r)?;
     if start < 0 {
         return Err(Fault::invalid_argument("startOffset", format!("startOffset {start} is negative")));
     }
