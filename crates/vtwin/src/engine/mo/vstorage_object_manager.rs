@@ -591,7 +591,9 @@ fn relocate_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
         std::fs::create_dir_all(fcd_dir(&root)).map_err(|e| file_fault(root.display().to_string(), "", e.to_string()))?;
         // The files really move: rename when the datastores share a
         // filesystem, else copy and delete.
-        let moved = std::fs::rename(&old, &dir).is_ok();
+        // A registered disk whose files live outside its directory is copied.
+        let self_contained = !r.lock().meta.top.contains('/');
+        let moved = self_contained && std::fs::rename(&old, &dir).is_ok();
         if !moved {
             let d = r.lock();
             let mut c = d.clone_to(&dir, &id, &d.meta.name, Provisioning::Thin, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)?;
