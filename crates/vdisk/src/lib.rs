@@ -8,6 +8,7 @@ pub mod chain;
 pub mod descriptor;
 pub mod disk;
 pub mod sparse;
+pub mod vmfiles;
 
 pub use chain::{Chain, Provisioning};
 pub use descriptor::{Descriptor, Extent, ExtentKind};
