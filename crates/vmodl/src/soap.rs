@@ -275,6 +275,25 @@ pub fn encode_value(o: &mut String, tag: &str, v: &Value, declared: TypeRef, ver
                 close(o, tag);
             }
         }
+        // The WSDL types every MethodFault slot (failedVmFile[].fault,
+        // faultCause, …) as LocalizedMethodFault: wrap the fault in one.
+        Value::Data(d) if declared.ty == types::MethodFault && d.ty.is_fault() && d.ty != types::LocalizedMethodFault => {
+            open(o, tag);
+            o.push('>');
+            encode_value(o, "fault", v, TypeRef { ty: types::LocalizedMethodFault, array: false }, version);
+            let msg = d
+                .get("faultMessage")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+                .and_then(Value::as_data)
+                .and_then(|m| m.str("message"))
+                .unwrap_or(d.ty.name());
+            open(o, "localizedMessage");
+            o.push('>');
+            escape(msg, o);
+            close(o, "localizedMessage");
+            close(o, tag);
+        }
         Value::Data(d) => {
             open(o, tag);
             if d.ty != declared.ty {
@@ -317,7 +336,10 @@ fn encode_fields(o: &mut String, d: &Data, version: VersionId) {
             continue;
         }
         if let Some(v) = d.get(p.name) {
-            encode_value(o, p.name, v, p.ty, version);
+            // LocalizedMethodFault.fault is the one MethodFault slot the
+            // WSDL keeps as MethodFault: no second wrapping.
+            let declared = if d.ty == types::LocalizedMethodFault && p.name == "fault" { TypeRef { ty: types::anyType, array: false } } else { p.ty };
+            encode_value(o, p.name, v, declared, version);
         }
     }
 }

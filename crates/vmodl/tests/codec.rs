@@ -118,3 +118,20 @@ fn json_boxes_primitives_and_flattens_localized_faults() {
     let ok: Args = vjson::decode_args(&json!({"_typeName":"CreateContainerViewRequestType","container":{"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"},"type":["Datastore"],"recursive":true}), m).unwrap();
     assert_eq!(ok.get("recursive"), Some(&Value::Bool(true)));
 }
+
+#[test]
+fn soap_wraps_faults_in_method_fault_slots() {
+    // failedVmFile[].fault is MethodFault in the registry and
+    // LocalizedMethodFault in the WSDL; TaskInfo.error already holds one.
+    let ver = v("9.1.0.0");
+    let msg = Data::new(types::LocalizableMessage).with("key", "k").with("message", "cannot read");
+    let fault = Data::new(types::FileFault).with("file", "[ds] a.vmx").with("faultMessage", Value::Array(types::LocalizableMessage, vec![msg.into()]));
+    let info = Data::new(types::UpdateVirtualMachineFilesResultFailedVmFileInfo).with("vmFile", "[ds] a.vmx").with("fault", fault.clone());
+    let out = soap::encode_response("X", "urn:vim25", Some((&info.into(), TypeRef { ty: types::UpdateVirtualMachineFilesResultFailedVmFileInfo, array: false })), ver);
+    assert!(out.contains("<fault><fault xsi:type=\"FileFault\">"), "{out}");
+    assert!(out.contains("<localizedMessage>cannot read</localizedMessage></fault>"), "{out}");
+    let lmf = Data::new(types::LocalizedMethodFault).with("fault", fault).with("localizedMessage", "m");
+    let ti = Data::new(types::TaskInfo).with("error", lmf);
+    let out = soap::encode_response("X", "urn:vim25", Some((&ti.into(), TypeRef { ty: types::TaskInfo, array: false })), ver);
+    assert_eq!(out.matches("<fault ").count() + out.matches("<fault>").count(), 1, "not wrapped twice: {out}");
+}

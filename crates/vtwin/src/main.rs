@@ -26,6 +26,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: UserCmd,
     },
+    /// Manage datastores (with the server stopped; a running server has
+    /// POST /admin/datastores/{moId}/remount).
+    Datastore {
+        #[command(subcommand)]
+        cmd: DatastoreCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatastoreCmd {
+    /// Bring a datastore back under a new mount path (a new volume uuid), as
+    /// after a resignature or remount; VM files that name the old path are
+    /// left as they are, for UpdateVirtualMachineFiles_Task.
+    Remount {
+        /// Datastore name (LocalDS_0).
+        name: String,
+        #[arg(long, default_value = "./vtwin-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -92,6 +111,24 @@ fn main() -> anyhow::Result<()> {
             let store = open_store(&data_dir)?;
             vtwin::engine::add_user(store.as_ref(), &name, &password, r.id)?;
             println!("user {name} has role {} on the root folder", r.name);
+            Ok(())
+        }
+        Cmd::Datastore { cmd: DatastoreCmd::Remount { name, data_dir } } => {
+            let store = open_store(&data_dir)?;
+            let data_dir = std::fs::canonicalize(&data_dir)?;
+            let shape = Shape { datacenters: 1, hosts: 1, datastores: 1 };
+            let opened = Engine::open(store, data_dir, shape, None, Default::default())?;
+            let eng = opened.engine;
+            let ds = eng
+                .inv
+                .read()
+                .objects
+                .values()
+                .find(|e| e.moref.ty == vmodl::types::Datastore && e.name == name)
+                .map(|e| e.moref.clone())
+                .ok_or_else(|| anyhow::anyhow!("no datastore named {name}"))?;
+            let path = vtwin::engine::mo::datastore::remount(&eng, &ds).map_err(|f| anyhow::anyhow!(f.message))?;
+            println!("{name} ({}) is now mounted at {path}", ds.value);
             Ok(())
         }
         Cmd::Serve(a) => serve(a),

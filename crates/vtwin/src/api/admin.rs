@@ -1,4 +1,6 @@
-//! The admin endpoint of the test-control surface: `/admin/faults` lists,
+//! Admin endpoints: `POST /admin/datastores/{moId}/remount` (the datastore
+//! comes back under a new mount path), and the test-control surface:
+//! `/admin/faults` lists,
 //! adds (`POST`, one rule or an array) and removes (`DELETE`, all or one by
 //! id) rules. Callers authenticate with a session (either API's) or Basic
 //! auth, as a user holding Global.Settings on the root folder.
@@ -32,6 +34,16 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
     let eng = &state.engine;
     if !eng.has_privilege(&user, &eng.inv.read().root(), "Global.Settings") {
         return error(StatusCode::FORBIDDEN, format!("{user} may not change test-control rules (needs Global.Settings)"));
+    }
+    if let Some(ds) = req.path.strip_prefix("/admin/datastores/").and_then(|r| r.strip_suffix("/remount")) {
+        if req.method != Method::POST {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "POST to remount");
+        }
+        let ds = vmodl::MoRef::new(vmodl::types::Datastore, ds);
+        return match crate::engine::mo::datastore::remount(eng, &ds) {
+            Ok(path) => respond(StatusCode::OK, "application/json", json!({"datastore": ds.value, "mountPath": path}).to_string()),
+            Err(f) => error(StatusCode::NOT_FOUND, f.message),
+        };
     }
     let rest = req.path.strip_prefix("/admin/faults").unwrap_or("").trim_matches('/');
     match (&req.method, rest) {

@@ -117,7 +117,7 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
             (r, "vijson", m)
         }
         (&Method::POST, "/api/vtwin/nbd-tickets") => (nbd::tickets(&state, &req), "vapi", "nbd-tickets".into()),
-        (_, p) if p == "/admin/faults" || p.starts_with("/admin/faults/") => (admin::handle(&state, &req), "admin", req.method.to_string()),
+        (_, p) if p == "/admin/faults" || p.starts_with("/admin/faults/") || p.starts_with("/admin/datastores/") => (admin::handle(&state, &req), "admin", req.method.to_string()),
         (&Method::GET, "/metrics") => (
             respond(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render()),
             "metrics",

@@ -131,6 +131,11 @@ impl Disks {
         self.tickets.lock().get(name).filter(|t| t.expires_ms > now).cloned()
     }
 
+    /// Forget every disk of `ds` (before scanning it again).
+    pub fn drop_all(&self, ds: &str) {
+        self.map.write().retain(|_, (d, _)| d != ds);
+    }
+
     /// Forget the disks of `ds` whose directory is gone; the ids dropped.
     pub fn drop_missing(&self, ds: &str) -> Vec<String> {
         let mut gone = vec![];

@@ -143,9 +143,10 @@ impl Inventory {
             }
             for s in 0..shape.datastores {
                 let name = if d == 0 { format!("LocalDS_{s}") } else { format!("{dc_name}_LocalDS_{s}") };
-                let dir = datastore_dir(data_dir, &name);
-                std::fs::create_dir_all(&dir)?;
                 let uuid = vmfs_uuid();
+                let dir = mount_dir(data_dir, &uuid);
+                std::fs::create_dir_all(&dir)?;
+                link_by_name(data_dir, &name, &uuid)?;
                 inv.add(
                     types::Datastore,
                     "datastore",
@@ -203,8 +204,27 @@ impl Inventory {
     }
 }
 
+/// `DIR/datastores/<name>`: the datastore by name (a link to its mount).
 pub fn datastore_dir(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join("datastores").join(name)
+}
+
+/// `DIR/vmfs/volumes/<uuid>`: where a datastore is mounted. Files that name
+/// another datastore's files embed this path, as ESXi's embed
+/// `/vmfs/volumes/<uuid>`, and it is a real directory, so qemu-img can
+/// follow them.
+pub fn mount_dir(data_dir: &Path, uuid: &str) -> PathBuf {
+    data_dir.join("vmfs").join("volumes").join(uuid)
+}
+
+/// Point `DIR/datastores/<name>` at the volume `uuid`.
+pub fn link_by_name(data_dir: &Path, name: &str, uuid: &str) -> std::io::Result<()> {
+    let link = datastore_dir(data_dir, name);
+    std::fs::create_dir_all(link.parent().expect("datastores dir"))?;
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(&link)?;
+    }
+    std::os::unix::fs::symlink(Path::new("../vmfs/volumes").join(uuid), &link)
 }
 
 /// A VMFS-style volume uuid: `5f3e1c2a-0c1d2e3f-4a5b-001122334455`.

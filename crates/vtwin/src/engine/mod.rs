@@ -69,6 +69,8 @@ pub struct Engine {
     pub extensions: RwLock<std::collections::BTreeMap<String, vmodl::Data>>,
     /// Task and event history collectors (session-scoped).
     pub history: Mutex<HashMap<String, mo::history_collector::Collector>>,
+    /// Datastores whose VM files are being rewritten, and by which task.
+    pub busy_datastores: Mutex<HashMap<String, String>>,
     /// First-class disks on the datastores.
     pub disks: disks::Disks,
     /// Test-control rules (delays and injected faults).
@@ -168,6 +170,7 @@ impl Engine {
             seq: AtomicU64::new(1),
             history: Mutex::new(HashMap::new()),
             disks,
+            busy_datastores: Mutex::new(HashMap::new()),
             control: Default::default(),
             runner: Default::default(),
             me: std::sync::OnceLock::new(),

@@ -1,8 +1,156 @@
 //! Datastore: a directory under the data directory. Capacity and free space
 //! are the real figures of the filesystem that holds it.
 use super::refs;
-use crate::engine::inventory::{Entity, Inventory};
-use vmodl::{types, Data, Value};
+use crate::engine::inventory::{link_by_name, mount_dir, vmfs_uuid, Entity, Inventory};
+use crate::engine::runner::TaskSpec;
+use crate::engine::{Ctx, Engine, Fault, Reply};
+use crate::store::ObjectRecord;
+use vdisk::vmfiles::{update_tree, Mapping};
+use vmodl::value::Args;
+use vmodl::{types, Data, MoRef, Value};
+
+/// At most this many failed files are listed in a result.
+const MAX_FAILED_LISTED: usize = 100;
+
+/// The datastore comes back under a new mount path (a new volume uuid), as
+/// after a resignature or a remount: its directory moves, `DIR/datastores/
+/// <name>` follows, and files elsewhere that name the old path now dangle
+/// until UpdateVirtualMachineFiles_Task rewrites them. Returns the new
+/// mount path.
+pub fn remount(eng: &Engine, ds: &MoRef) -> Result<String, Fault> {
+    let (name, old) = {
+        let inv = eng.inv.read();
+        let e = inv.get(&ds.value).filter(|e| e.moref.ty == types::Datastore).ok_or_else(|| Fault::not_found(ds))?;
+        (e.name.clone(), std::path::PathBuf::from(mount_path(e)))
+    };
+    let uuid = vmfs_uuid();
+    let new = mount_dir(&eng.data_dir, &uuid);
+    let io = |e: std::io::Error| Fault::system_error(format!("remount {name}: {e}"));
+    std::fs::create_dir_all(new.parent().expect("volumes dir")).map_err(io)?;
+    // A datastore of an older data directory is a real directory by name.
+    let real = std::fs::canonicalize(&old).map_err(io)?;
+    std::fs::rename(&real, &new).map_err(io)?;
+    link_by_name(&eng.data_dir, &name, &uuid).map_err(io)?;
+    let rec = {
+        let mut inv = eng.inv.write();
+        let e = inv.objects.get_mut(&ds.value).expect("checked above");
+        e.attrs["uuid"] = uuid.clone().into();
+        e.attrs["path"] = new.to_string_lossy().into_owned().into();
+        e.attrs["url"] = format!("ds:///vmfs/volumes/{uuid}/").into();
+        ObjectRecord { moid: e.moref.value.clone(), ty: e.moref.ty.name().into(), name: e.name.clone(), parent: e.parent.clone(), attrs: e.attrs.clone() }
+    };
+    eng.store.put_objects(&[rec])?;
+    // The disks of the datastore live under the new path now.
+    eng.disks.drop_all(&ds.value);
+    eng.disks.scan(&ds.value, &new);
+    eng.changed();
+    Ok(new.to_string_lossy().into_owned())
+}
+
+pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+    Some(match method {
+        "UpdateVirtualMachineFiles_Task" => update_vm_files(eng, ctx, this, &args),
+        _ => return None,
+    })
+}
+
+fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply {
+    let pairs: Vec<(String, MoRef)> = args
+        .get("mountPathDatastoreMapping")
+        .and_then(Value::as_array)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(Value::as_data)
+        .map(|d| (d.str("oldMountPath").unwrap_or("").to_string(), d.get("datastore").and_then(Value::as_moref).cloned().unwrap_or_else(|| MoRef::new(types::Datastore, ""))))
+        .collect();
+    // Each old path names one datastore that exists.
+    let mut maps = vec![];
+    for (old, ds) in &pairs {
+        if old.trim().is_empty() {
+            return Err(Fault::invalid_argument("mountPathDatastoreMapping.oldMountPath", "oldMountPath must not be empty"));
+        }
+        let new = {
+            let inv = eng.inv.read();
+            match inv.get(&ds.value).filter(|e| e.moref.ty == types::Datastore) {
+                Some(e) => mount_path(e),
+                None => return Err(Fault::invalid_argument("mountPathDatastoreMapping.datastore", format!("datastore {} does not exist", ds.value))),
+            }
+        };
+        let norm = |p: &str| p.trim_end_matches('/').to_string();
+        if pairs.iter().any(|(o, d)| norm(o) == norm(old) && d.value != ds.value) {
+            return Err(Fault::invalid_argument("mountPathDatastoreMapping", format!("old mount path {old} is mapped to more than one datastore")));
+        }
+        eng.check(ctx, ds, "Datastore.UpdateVirtualMachineFiles")?;
+        maps.push(Mapping { old: norm(old), new });
+    }
+    let (root, name) = {
+        let inv = eng.inv.read();
+        let e = inv.get(&this.value).ok_or_else(|| Fault::not_found(this))?;
+        (std::path::PathBuf::from(mount_path(e)), e.name.clone())
+    };
+    if !root.is_dir() {
+        return Err(Fault::new(types::InvalidDatastore, format!("datastore {name} is not accessible")).with("datastore", this.clone()).with("name", name));
+    }
+    // One update per datastore at a time: reserve it before the task exists.
+    {
+        let mut busy = eng.busy_datastores.lock();
+        if let Some(running) = busy.get(&this.value) {
+            return Err(Fault::new(types::TaskInProgress, format!("an update of the files on {name} is already running")).with("task", MoRef::new(types::Task, running.clone())));
+        }
+        busy.insert(this.value.clone(), String::new());
+    }
+    let spec = TaskSpec {
+        method: "UpdateVirtualMachineFiles_Task",
+        description_id: "Datastore.updateVirtualMachineFiles".into(),
+        entity: this.clone(),
+        cancelable: false,
+        queue: None,
+    };
+    let ds = this.value.clone();
+    let started = eng.run_task(
+        ctx,
+        spec,
+        Box::new(move |eng, ctl| {
+            let mut last = -1;
+            let summary = update_tree(&root, &maps, &mut |done, total| {
+                let p = (done * 100 / total.max(1)) as i32;
+                if p != last {
+                    ctl.progress(p);
+                    last = p;
+                }
+            });
+            eng.busy_datastores.lock().remove(&ds);
+            let failed: Vec<Value> = summary
+                .failed
+                .iter()
+                .take(MAX_FAILED_LISTED)
+                .map(|f| {
+                    let rel = f.path.strip_prefix(&root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| f.path.to_string_lossy().into_owned());
+                    let file = format!("[{name}] {rel}");
+                    let fault = Fault::new(types::FileFault, format!("{file}: {}", f.reason)).with("file", file.clone());
+                    Data::new(types::UpdateVirtualMachineFilesResultFailedVmFileInfo)
+                        .with("vmFile", file)
+                        .with("fault", fault.data)
+                        .into()
+                })
+                .collect();
+            Ok(Some(Data::new(types::UpdateVirtualMachineFilesResult).with("failedVmFile", Value::Array(types::UpdateVirtualMachineFilesResultFailedVmFileInfo, failed)).into()))
+        }),
+    );
+    let mut busy = eng.busy_datastores.lock();
+    match &started {
+        // Name the task, unless it has already finished and let go.
+        Ok(Some(Value::MoRef(t))) => {
+            if let Some(k) = busy.get_mut(&this.value).filter(|k| k.is_empty()) {
+                *k = t.value.clone();
+            }
+        }
+        _ => {
+            busy.remove(&this.value);
+        }
+    }
+    started
+}
 
 /// (capacity, free) in bytes of the filesystem holding `path`.
 pub fn fs_space(path: &str) -> Option<(i64, i64)> {
@@ -17,8 +165,10 @@ pub fn fs_space(path: &str) -> Option<(i64, i64)> {
     Some((st.f_blocks as i64 * frsize, st.f_bavail as i64 * frsize))
 }
 
+/// Where the datastore is mounted: a real directory (`DIR/vmfs/volumes/<uuid>`),
+/// the prefix of every path other files hold to its files.
 pub fn mount_path(e: &Entity) -> String {
-    format!("/vmfs/volumes/{}", e.attr("uuid").unwrap_or_default())
+    e.attr("path").unwrap_or_default().to_string()
 }
 
 pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {

@@ -66,6 +66,8 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
         extension_manager::invoke(eng, ctx, this, m.name, args)
     } else if t == types::EventManager {
         event_manager::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::Datastore {
+        datastore::invoke(eng, ctx, this, m.name, args)
     } else if t == types::VcenterVStorageObjectManager {
         vstorage_object_manager::invoke(eng, ctx, this, m.name, args)
     } else if t == types::TaskHistoryCollector {

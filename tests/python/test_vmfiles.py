@@ -1,0 +1,126 @@
+"""Datastore.UpdateVirtualMachineFiles_Task with pyvmomi, unmodified: VM
+files on two datastores name each other's files by mount path; both
+datastores come back under new mount paths (the admin remount); the task
+rewrites every file, reports the one it cannot rewrite, and qemu-img
+follows the rewritten chain."""
+import os
+import subprocess
+
+import pytest
+import requests
+from pyVim.connect import Disconnect, SmartConnect
+from pyVim.task import WaitForTask
+from pyVmomi import vim, vmodl
+
+from conftest import ADMIN, PW
+
+
+@pytest.fixture
+def si(server):
+    si = SmartConnect(host=server.host, port=server.port, protocol="http", user=ADMIN, pwd=PW)
+    yield si
+    Disconnect(si)
+
+
+def sh(*args):
+    r = subprocess.run(list(args), capture_output=True, text=True)
+    assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
+    return r.stdout
+
+
+def mount(ds):
+    return ds.host[0].mountInfo.path
+
+
+def make_vms(m1, m2):
+    """vm1 on ds1 (base + delta, .vmx naming a disk on ds2, .vmsd);
+    vm2 on ds2, a linked clone whose delta's parent is vm1's base on ds1."""
+    os.makedirs(f"{m1}/vm1")
+    os.makedirs(f"{m2}/vm1")
+    os.makedirs(f"{m2}/vm2")
+    sh("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", f"{m1}/vm1/vm1.vmdk", "8M")
+    sh("qemu-io", "-f", "vmdk", "-c", "write -P 0x11 0 1M", f"{m1}/vm1/vm1.vmdk")
+    sh("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "-b", "vm1.vmdk", "-F", "vmdk",
+       f"{m1}/vm1/vm1-000001.vmdk")
+    sh("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", f"{m2}/vm1/vm1_1.vmdk", "4M")
+    with open(f"{m1}/vm1/vm1.vmx", "w") as f:
+        f.write('.encoding = "UTF-8"\nconfig.version = "8"\ndisplayName = "vm1"\n'
+                'scsi0:0.fileName = "vm1-000001.vmdk"\n'
+                f'scsi0:1.fileName = "{m2}/vm1/vm1_1.vmdk"\n'
+                f'sched.swap.derivedName = "{m1}/vm1/vm1-1234.vswp"\n')
+    with open(f"{m1}/vm1/vm1.vmsd", "w") as f:
+        f.write(f'.encoding = "UTF-8"\nsnapshot0.disk0.fileName = "{m1}/vm1/vm1.vmdk"\n')
+    # vm2: a delta on ds2 whose parent is on ds1.
+    sh("qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "-b", f"{m1}/vm1/vm1.vmdk",
+       "-F", "vmdk", f"{m2}/vm2/vm2.vmdk")
+    with open(f"{m2}/vm2/vm2.vmx", "w") as f:
+        f.write(f'.encoding = "UTF-8"\ndisplayName = "vm2"\nscsi0:0.fileName = "vm2.vmdk"\n'
+                f'extendedConfigFile = "{m1}/vm1/shared.vmxf"\n')
+    # One file that cannot be rewritten.
+    with open(f"{m1}/vm1/broken.vmx", "wb") as f:
+        f.write(b'x = "' + m2.encode() + b'/vm1/\xff\xfe"\n')
+
+
+def remount(server, ds):
+    r = requests.post(f"http://{server.host}:{server.port}/admin/datastores/{ds._moId}/remount", auth=(ADMIN, PW))
+    assert r.status_code == 200, r.text
+    return r.json()["mountPath"]
+
+
+def test_update_virtual_machine_files(server, si):
+    content = si.RetrieveContent()
+    ds1, ds2 = sorted(content.rootFolder.childEntity[0].datastore, key=lambda d: d.name)
+    old1, old2 = mount(ds1), mount(ds2)
+    make_vms(old1, old2)
+    before = sh("qemu-img", "info", "--backing-chain", f"{old2}/vm2/vm2.vmdk")
+    assert before.count("image:") == 2
+
+    new1, new2 = remount(server, ds1), remount(server, ds2)
+    assert new1 != old1 and mount(ds1) == new1 and ds1.summary.url.endswith("/")
+    r = subprocess.run(["qemu-img", "info", "--backing-chain", f"{new2}/vm2/vm2.vmdk"], capture_output=True, text=True)
+    assert r.returncode != 0, "the chain names the old mount path"
+
+    pairs = [vim.Datastore.MountPathDatastorePair(oldMountPath=old1, datastore=ds1),
+             vim.Datastore.MountPathDatastorePair(oldMountPath=old2, datastore=ds2)]
+    # Refused at once: an old path mapped to two datastores.
+    dup = [vim.Datastore.MountPathDatastorePair(oldMountPath=old1, datastore=ds1),
+           vim.Datastore.MountPathDatastorePair(oldMountPath=old1, datastore=ds2)]
+    with pytest.raises(vmodl.fault.InvalidArgument):
+        ds1.UpdateVirtualMachineFiles_Task(dup)
+
+    results = {}
+    for ds in (ds1, ds2):
+        t = ds.UpdateVirtualMachineFiles_Task(pairs)
+        WaitForTask(t)
+        assert t.info.descriptionId == "Datastore.updateVirtualMachineFiles" and t.info.progress == 100
+        results[ds.name] = t.info.result
+    failed = results[ds1.name].failedVmFile
+    assert [f.vmFile for f in failed] == [f"[{ds1.name}] vm1/broken.vmx"]
+    assert isinstance(failed[0].fault, vim.fault.FileFault)
+    assert not results[ds2.name].failedVmFile
+
+    chain = sh("qemu-img", "info", "--backing-chain", f"{new2}/vm2/vm2.vmdk")
+    assert chain.count("image:") == 2 and new1 in chain
+    sh("qemu-img", "check", f"{new2}/vm2/vm2.vmdk")
+    sh("qemu-img", "compare", f"{new2}/vm2/vm2.vmdk", f"{new1}/vm1/vm1.vmdk")
+    vmx = open(f"{new1}/vm1/vm1.vmx").read()
+    assert f'scsi0:1.fileName = "{new2}/vm1/vm1_1.vmdk"' in vmx and old2 not in vmx
+    assert f"{new1}/vm1/vm1-1234.vswp" in vmx
+    assert new1 in open(f"{new1}/vm1/vm1.vmsd").read()
+    assert new1 in open(f"{new2}/vm2/vm2.vmx").read()
+    # Twice is harmless.
+    snapshot = {p: open(p, "rb").read() for p in (f"{new1}/vm1/vm1.vmx", f"{new2}/vm2/vm2.vmdk")}
+    WaitForTask(ds1.UpdateVirtualMachineFiles_Task(pairs))
+    assert all(open(p, "rb").read() == b for p, b in snapshot.items())
+
+
+def test_update_needs_the_privilege(server, si):
+    server.add_user("ro@vsphere.local", "Ro-Passw0rd!", "ReadOnly")
+    ro = SmartConnect(host=server.host, port=server.port, protocol="http", user="ro@vsphere.local", pwd="Ro-Passw0rd!")
+    try:
+        ds = ro.RetrieveContent().rootFolder.childEntity[0].datastore[0]
+        pair = vim.Datastore.MountPathDatastorePair(oldMountPath="/vmfs/volumes/x", datastore=ds)
+        with pytest.raises(vim.fault.NoPermission):
+            ds.UpdateVirtualMachineFiles_Task([pair])
+    finally:
+        Disconnect(ro)
