@@ -113,6 +113,32 @@ def test_update_virtual_machine_files(server, si):
     WaitForTask(ds1.UpdateVirtualMachineFiles_Task(pairs))
     assert all(open(p, "rb").read() == b for p, b in snapshot.items())
 
+    # The updated VMs register again, with their files on both datastores.
+    folder = content.rootFolder.childEntity[0].vmFolder
+    t = folder.RegisterVM_Task(path=f"[{ds1.name}] vm1/vm1.vmx", asTemplate=False)
+    WaitForTask(t)
+    vm1 = t.info.result
+    assert vm1.name == "vm1" and vm1.config.files.vmPathName == f"[{ds1.name}] vm1/vm1.vmx"
+    assert sorted(d.name for d in vm1.datastore) == sorted([ds1.name, ds2.name])
+    names = [f.name for f in vm1.layoutEx.file]
+    assert f"[{ds2.name}] vm1/vm1_1.vmdk" in names and f"[{ds1.name}] vm1/vm1-000001.vmdk" in names
+    assert vm1.runtime.powerState == "poweredOff" and vm1 in ds2.vm
+    with pytest.raises(vim.fault.AlreadyExists):
+        WaitForTask(folder.RegisterVM_Task(path=f"[{ds1.name}] vm1/vm1.vmx", asTemplate=False))
+    # A registered VM with files on the volume: ResourceInUse.
+    with pytest.raises(vim.fault.ResourceInUse):
+        ds2.UpdateVirtualMachineFiles_Task(pairs)
+    vm1.UnregisterVM()
+    assert os.path.exists(f"{new1}/vm1/vm1.vmx"), "unregistering keeps the files"
+    WaitForTask(ds2.UpdateVirtualMachineFiles_Task(pairs))
+    t = folder.RegisterVM_Task(path=f"[{ds2.name}] vm2/vm2.vmx", name="linked", asTemplate=False)
+    WaitForTask(t)
+    vm2 = t.info.result
+    assert vm2.name == "linked"
+    WaitForTask(vm2.Destroy_Task())
+    assert not os.path.exists(f"{new2}/vm2/vm2.vmx")
+    assert os.path.exists(f"{new1}/vm1/vm1.vmdk"), "the parent of a linked clone stays"
+
 
 def test_update_needs_the_privilege(server, si):
     server.add_user("ro@vsphere.local", "Ro-Passw0rd!", "ReadOnly")

@@ -46,9 +46,19 @@ impl Inventory {
         MoRef::new(types::Folder, ROOT_FOLDER)
     }
 
-    fn alloc(&mut self, prefix: &str) -> String {
+    pub fn alloc(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}-{}", self.next_id)
+    }
+
+    /// Take an entity (with no children) out of the tree.
+    pub fn remove(&mut self, moid: &str) -> Option<Entity> {
+        let e = self.objects.remove(moid)?;
+        if let Some(p) = e.parent.as_deref().and_then(|p| self.objects.get_mut(p)) {
+            p.children.retain(|c| c != moid);
+        }
+        self.order.retain(|m| m != moid);
+        Some(e)
     }
 
     pub fn insert(&mut self, e: Entity) {

@@ -88,6 +88,21 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
         let e = inv.get(&this.value).ok_or_else(|| Fault::not_found(this))?;
         (std::path::PathBuf::from(mount_path(e)), e.name.clone())
     };
+    // A registered VM with files on the volume would read them mid-update.
+    {
+        let inv = eng.inv.read();
+        let involved: Vec<&str> = std::iter::once(this.value.as_str()).chain(pairs.iter().map(|(_, d)| d.value.as_str())).collect();
+        if let Some(vm) = inv
+            .objects
+            .values()
+            .filter(|v| v.moref.ty == types::VirtualMachine)
+            .find(|v| super::virtual_machine::datastores(&inv, v).iter().any(|d| involved.contains(&d.value.as_str())))
+        {
+            return Err(Fault::new(types::ResourceInUse, format!("virtual machine {} has files on the datastore; unregister it first", vm.name))
+                .with("type", "VirtualMachine")
+                .with("name", vm.name.clone()));
+        }
+    }
     if !root.is_dir() {
         return Err(Fault::new(types::InvalidDatastore, format!("datastore {name} is not accessible")).with("datastore", this.clone()).with("name", name));
     }
@@ -232,7 +247,13 @@ pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
                     .collect(),
             )
         }
-        "vm" => refs(vec![]),
+        "vm" => refs(
+            inv.objects
+                .values()
+                .filter(|v| v.moref.ty == types::VirtualMachine)
+                .filter(|v| super::virtual_machine::datastores(inv, v).iter().any(|d| d.value == e.moref.value))
+                .map(|v| v.moref.clone()),
+        ),
         "capability" => Data::new(types::DatastoreCapability)
             .with("directoryHierarchySupported", true)
             .with("rawDiskMappingsSupported", false)

@@ -102,8 +102,9 @@ fn new_child(eng: &Engine, this: &MoRef, name: &str, ty: TypeId) -> Reply {
     Ok(Some(Value::MoRef(MoRef::new(ty, moid))))
 }
 
-pub fn invoke(eng: &Engine, _ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
     Some(match method {
+        "RegisterVM_Task" => super::virtual_machine::register(eng, ctx, this, &args),
         "CreateFolder" => new_child(eng, this, args.str("name").unwrap_or(""), types::Folder),
         "CreateDatacenter" => new_child(eng, this, args.str("name").unwrap_or(""), types::Datacenter),
         _ => return None,

@@ -1,5 +1,5 @@
 //! What every ManagedEntity has: name, parent, status, permissions, and
-//! Rename_Task.
+//! Rename_Task; Destroy_Task goes to the type's own file.
 use crate::engine::inventory::{Entity, Inventory, ROOT_FOLDER};
 use crate::engine::runner::TaskSpec;
 use crate::engine::{authz, Ctx, Engine, Fault, Reply};
@@ -44,6 +44,8 @@ pub fn permission(entity: MoRef, p: &crate::store::PermissionRecord) -> Data {
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
     Some(match method {
         "Rename_Task" => rename(eng, ctx, this, args.str("newName").unwrap_or("").to_string()),
+        // What destroying means depends on the type.
+        "Destroy_Task" if this.ty == types::VirtualMachine => return super::virtual_machine::invoke(eng, ctx, this, method, args),
         _ => return None,
     })
 }

@@ -21,6 +21,7 @@ pub mod task;
 pub mod task_history_collector;
 pub mod task_manager;
 pub mod view_manager;
+pub mod virtual_machine;
 pub mod vstorage_object_manager;
 
 use super::{Ctx, Engine, Fault, Reply};
@@ -68,6 +69,8 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
         event_manager::invoke(eng, ctx, this, m.name, args)
     } else if t == types::Datastore {
         datastore::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::VirtualMachine {
+        virtual_machine::invoke(eng, ctx, this, m.name, args)
     } else if t == types::VcenterVStorageObjectManager {
         vstorage_object_manager::invoke(eng, ctx, this, m.name, args)
     } else if t == types::TaskHistoryCollector {
@@ -132,6 +135,8 @@ pub fn property(eng: &Engine, ctx: &Ctx, obj: &MoRef, name: &str) -> Reply {
             host_system::property(eng, &inv, e, name)
         } else if t == types::Datastore {
             datastore::property(&inv, e, name)
+        } else if t == types::VirtualMachine {
+            virtual_machine::property(eng, &inv, e, name)
         } else {
             None
         };
