@@ -150,3 +150,48 @@ def test_update_needs_the_privilege(server, si):
             ds.UpdateVirtualMachineFiles_Task([pair])
     finally:
         Disconnect(ro)
+
+
+def test_kill_9_mid_update_leaves_no_torn_file(server, data_dir, si):
+    """SIGKILL while UpdateVirtualMachineFiles_Task runs: every file is
+    wholly old or wholly new; after a restart the update finishes the rest."""
+    import time
+    from conftest import Server
+    content = si.RetrieveContent()
+    ds = content.rootFolder.childEntity[0].datastore[0]
+    old = mount(ds)
+    body = lambda m, i: (f'.encoding = "UTF-8"\ndisplayName = "vm{i}"\n'
+                         + "".join(f'scsi0:{k}.fileName = "{m}/vm{i}/disk{k}.vmdk"\n' for k in range(8)))
+    n = 4000
+    for i in range(n):
+        os.makedirs(f"{old}/vm{i}")
+        with open(f"{old}/vm{i}/vm{i}.vmx", "w") as f:
+            f.write(body(old, i))
+    new = remount(server, ds)
+    pair = [vim.Datastore.MountPathDatastorePair(oldMountPath=old, datastore=ds)]
+    task = ds.UpdateVirtualMachineFiles_Task(pair)
+    deadline = time.time() + 60
+    while (task.info.progress or 0) < 5 and task.info.state != "success" and time.time() < deadline:
+        time.sleep(0.01)
+    server.proc.kill()
+    server.proc.wait()
+    wholly_old = wholly_new = 0
+    for i in range(n):
+        text = open(f"{new}/vm{i}/vm{i}.vmx").read()
+        if text == body(old, i):
+            wholly_old += 1
+        else:
+            assert text == body(new, i), f"vm{i}.vmx is torn"
+            wholly_new += 1
+    assert wholly_new > 0 and wholly_old > 0, (wholly_new, wholly_old)
+    s2 = Server(data_dir, extra=["--datastores", "2"])
+    try:
+        si2 = SmartConnect(host=s2.host, port=s2.port, protocol="http", user=ADMIN, pwd=PW)
+        ds2 = si2.RetrieveContent().rootFolder.childEntity[0].datastore[0]
+        t = ds2.UpdateVirtualMachineFiles_Task([vim.Datastore.MountPathDatastorePair(oldMountPath=old, datastore=ds2)])
+        WaitForTask(t)
+        assert not t.info.result.failedVmFile
+        assert all(open(f"{new}/vm{i}/vm{i}.vmx").read() == body(new, i) for i in range(n))
+        Disconnect(si2)
+    finally:
+        s2.stop()
