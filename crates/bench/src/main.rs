@@ -6,9 +6,10 @@
 //! Then the task engine's figures (see `tasks.rs`).
 //!
 //! Usage: vtwin-bench [--seconds N] [--inventory N] [--peer-inventory N] [--vtwin PATH] [--vcsim PATH]
-//!                    [--only soap|tasks|disks] [--tasks-kept N]
+//!                    [--only soap|tasks|disks|vmfiles] [--tasks-kept N] [--vms N]
 mod disks;
 mod tasks;
+mod vmfiles;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -192,6 +193,17 @@ async fn main() -> anyhow::Result<()> {
         let base = v.ep.sdk.trim_end_matches("/sdk").to_string();
         let sid = tasks::vapi_session(&http, &base, &v.ep.user, &v.ep.pw).await?;
         disks::figures(&http, &base, &sid, &tmp.join("disks")).await?;
+        drop(v);
+    }
+    if only.is_none() || only.as_deref() == Some("vmfiles") {
+        use base64::Engine as _;
+        let v = start_vtwin(&vtwin, &tmp.join("vmfiles"), 1, 1).await?;
+        let http: Http = Client::builder(TokioExecutor::new()).build_http();
+        let base = v.ep.sdk.trim_end_matches("/sdk").to_string();
+        let sid = tasks::vapi_session(&http, &base, &v.ep.user, &v.ep.pw).await?;
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", v.ep.user, v.ep.pw)));
+        let vms: usize = arg("--vms").and_then(|s| s.parse().ok()).unwrap_or(10_000);
+        vmfiles::figures(&http, &base, &sid, &basic, vms).await?;
         drop(v);
     }
     if only.is_none() || only.as_deref() == Some("tasks") {
