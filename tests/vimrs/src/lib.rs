@@ -14,13 +14,23 @@ pub struct Server {
 }
 
 pub async fn start(name: &str, extra: &[&str]) -> Server {
-    let bin = std::env::var("VTWIN_BIN").expect("VTWIN_BIN names the vtwin binary under test");
-    let dir = std::env::temp_dir().join(format!("vtwin-vimrs-{name}-{}", std::process::id()));
+    let dir = data_dir(name);
     let _ = std::fs::remove_dir_all(&dir);
+    start_in(&dir, extra).await
+}
+
+/// The data directory `start(name, …)` uses.
+pub fn data_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("vtwin-vimrs-{name}-{}", std::process::id()))
+}
+
+/// Start vtwin on an existing data directory (after a restart, say).
+pub async fn start_in(dir: &std::path::Path, extra: &[&str]) -> Server {
+    let bin = std::env::var("VTWIN_BIN").expect("VTWIN_BIN names the vtwin binary under test");
     let mut child = tokio::process::Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--admin-password", PW])
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
