@@ -195,3 +195,49 @@ def test_kill_9_mid_update_leaves_no_torn_file(server, data_dir, si):
         Disconnect(si2)
     finally:
         s2.stop()
+
+
+def test_resignature_a_copy_then_update_and_register(server, si):
+    """A copy of a datastore presented to the host: QueryUnresolvedVmfsVolumes
+    lists it, ResignatureUnresolvedVmfsVolume_Task mounts it as a new
+    datastore under a new mount path, UpdateVirtualMachineFiles_Task points
+    its files at themselves, and the copied VM registers."""
+    content = si.RetrieveContent()
+    dc = content.rootFolder.childEntity[0]
+    ds1, ds2 = sorted(dc.datastore, key=lambda d: d.name)
+    old1, old2 = mount(ds1), mount(ds2)
+    make_vms(old1, old2)
+    os.remove(f"{old1}/vm1/broken.vmx")
+    r = requests.post(f"http://{server.host}:{server.port}/admin/datastores/{ds1._moId}/copy", auth=(ADMIN, PW))
+    assert r.status_code == 201, r.text
+    host = dc.hostFolder.childEntity[0].host[0]
+    dss = host.configManager.datastoreSystem
+    vols = dss.QueryUnresolvedVmfsVolumes()
+    assert len(vols) == 1 and vols[0].vmfsLabel == ds1.name and vols[0].resolveStatus.resolvable
+    spec = vim.host.UnresolvedVmfsResignatureSpec(extentDevicePath=[vols[0].extent[0].devicePath])
+    t = dss.ResignatureUnresolvedVmfsVolume_Task(spec)
+    WaitForTask(t)
+    snap = t.info.result.result
+    assert snap.name.startswith("snap-") and snap.name.endswith(ds1.name)
+    new = mount(snap)
+    assert new not in (old1, old2) and not dss.QueryUnresolvedVmfsVolumes()
+    # The copy's files still name the original: point them at the copy.
+    assert old1 in open(f"{new}/vm1/vm1.vmsd").read()
+    WaitForTask(snap.UpdateVirtualMachineFiles_Task(
+        [vim.Datastore.MountPathDatastorePair(oldMountPath=old1, datastore=snap)]))
+    assert new in open(f"{new}/vm1/vm1.vmsd").read()
+    assert old1 in open(f"{old1}/vm1/vm1.vmsd").read(), "the original is untouched"
+    t = dc.vmFolder.RegisterVM_Task(path=f"[{snap.name}] vm1/vm1.vmx", name="vm1-copy", asTemplate=False)
+    WaitForTask(t)
+    assert sorted(d.name for d in t.info.result.datastore) == sorted([snap.name, ds2.name])
+    t.info.result.UnregisterVM()
+
+    # Unmount makes a datastore inaccessible; mount brings it back.
+    ss = host.configManager.storageSystem
+    uuid2 = ds2.info.url.rstrip("/").rsplit("/", 1)[1]
+    ss.UnmountVmfsVolume(uuid2)
+    assert not ds2.summary.accessible
+    with pytest.raises(vim.fault.InvalidDatastore):
+        ds2.UpdateVirtualMachineFiles_Task([vim.Datastore.MountPathDatastorePair(oldMountPath="/x", datastore=ds2)])
+    ss.MountVmfsVolume(uuid2)
+    assert ds2.summary.accessible

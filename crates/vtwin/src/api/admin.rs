@@ -35,6 +35,16 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
     if !eng.has_privilege(&user, &eng.inv.read().root(), "Global.Settings") {
         return error(StatusCode::FORBIDDEN, format!("{user} may not change test-control rules (needs Global.Settings)"));
     }
+    if let Some(ds) = req.path.strip_prefix("/admin/datastores/").and_then(|r| r.strip_suffix("/copy")) {
+        if req.method != Method::POST {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "POST to present a copy");
+        }
+        let ds = vmodl::MoRef::new(vmodl::types::Datastore, ds);
+        return match crate::engine::mo::host_datastore_system::present_copy(eng, &ds) {
+            Ok(dev) => respond(StatusCode::CREATED, "application/json", json!({"datastore": ds.value, "extentDevicePath": dev}).to_string()),
+            Err(f) => error(StatusCode::NOT_FOUND, f.message),
+        };
+    }
     if let Some(ds) = req.path.strip_prefix("/admin/datastores/").and_then(|r| r.strip_suffix("/remount")) {
         if req.method != Method::POST {
             return error(StatusCode::METHOD_NOT_ALLOWED, "POST to remount");

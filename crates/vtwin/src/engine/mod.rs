@@ -210,6 +210,14 @@ impl Engine {
         if let Some(c) = self.history.lock().get(moid) {
             return Some(c.ty);
         }
+        // Per-host system objects: `datastoreSystem-<host>`, `storageSystem-<host>`.
+        for (prefix, ty) in [(mo::host_datastore_system::PREFIX, types::HostDatastoreSystem), (mo::host_storage_system::PREFIX, types::HostStorageSystem)] {
+            if let Some(h) = moid.strip_prefix(prefix) {
+                if self.inv.read().get(h).is_some_and(|e| e.moref.ty == types::HostSystem) {
+                    return Some(ty);
+                }
+            }
+        }
         self.views.lock().get(moid).map(|v| v.ty())
     }
 

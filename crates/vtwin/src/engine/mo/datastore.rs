@@ -103,7 +103,8 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
                 .with("name", vm.name.clone()));
         }
     }
-    if !root.is_dir() {
+    let mounted = eng.inv.read().get(&this.value).and_then(|e| e.attrs.get("mounted").and_then(|m| m.as_bool())).unwrap_or(true);
+    if !root.is_dir() || !mounted {
         return Err(Fault::new(types::InvalidDatastore, format!("datastore {name} is not accessible")).with("datastore", this.clone()).with("name", name));
     }
     // One update per datastore at a time: reserve it before the task exists.
@@ -189,8 +190,9 @@ pub fn mount_path(e: &Entity) -> String {
 pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
     let path = e.attr("path").unwrap_or_default();
     // Only the properties that report space ask the filesystem.
+    let mounted = e.attrs.get("mounted").and_then(|m| m.as_bool()).unwrap_or(true);
     let space = || {
-        let s = fs_space(path);
+        let s = if mounted { fs_space(path) } else { None };
         (s.is_some(), s.unwrap_or((0, 0)))
     };
     let url = e.attr("url").unwrap_or_default().to_string();
@@ -239,7 +241,7 @@ pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
                                 Data::new(types::HostMountInfo)
                                     .with("path", mount_path(e))
                                     .with("accessMode", "readWrite")
-                                    .with("mounted", true)
+                                    .with("mounted", mounted)
                                     .with("accessible", accessible),
                             )
                             .into()

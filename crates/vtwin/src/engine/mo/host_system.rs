@@ -3,7 +3,7 @@
 use super::refs;
 use crate::engine::inventory::{Entity, Inventory};
 use crate::engine::Engine;
-use vmodl::{types, Data, Value};
+use vmodl::{types, Data, MoRef, Value};
 
 pub struct Hardware {
     pub memory: i64,
@@ -84,7 +84,10 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
                 )
                 .into()
         }
-        "configManager" => Data::new(types::HostConfigManager).into(),
+        "configManager" => Data::new(types::HostConfigManager)
+            .with("datastoreSystem", MoRef::new(types::HostDatastoreSystem, format!("{}{}", super::host_datastore_system::PREFIX, e.moref.value)))
+            .with("storageSystem", MoRef::new(types::HostStorageSystem, format!("{}{}", super::host_storage_system::PREFIX, e.moref.value)))
+            .into(),
         _ => return None,
     })
 }

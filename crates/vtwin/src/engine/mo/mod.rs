@@ -9,6 +9,8 @@ pub mod event_manager;
 pub mod extension_manager;
 pub mod folder;
 pub mod history_collector;
+pub mod host_datastore_system;
+pub mod host_storage_system;
 pub mod host_system;
 pub mod list_view;
 pub mod managed_entity;
@@ -71,6 +73,10 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
         datastore::invoke(eng, ctx, this, m.name, args)
     } else if t == types::VirtualMachine {
         virtual_machine::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::HostDatastoreSystem {
+        host_datastore_system::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::HostStorageSystem {
+        host_storage_system::invoke(eng, ctx, this, m.name, args)
     } else if t == types::VcenterVStorageObjectManager {
         vstorage_object_manager::invoke(eng, ctx, this, m.name, args)
     } else if t == types::TaskHistoryCollector {
