@@ -241,3 +241,41 @@ def test_resignature_a_copy_then_update_and_register(server, si):
         ds2.UpdateVirtualMachineFiles_Task([vim.Datastore.MountPathDatastorePair(oldMountPath="/x", datastore=ds2)])
     ss.MountVmfsVolume(uuid2)
     assert ds2.summary.accessible
+
+
+def new_vm(content, name, ds1, ds2):
+    dc = content.rootFolder.childEntity[0]
+    pool = dc.hostFolder.childEntity[0].resourcePool
+    ctrl = vim.vm.device.VirtualDeviceSpec(operation="add", device=vim.vm.device.ParaVirtualSCSIController(key=1000, busNumber=0, sharedBus="noSharing"))
+    def disk(unit, kb, ds):
+        backing = vim.vm.device.VirtualDisk.FlatVer2BackingInfo(diskMode="persistent", thinProvisioned=True,
+                                                                fileName=f"[{ds.name}]" if ds else "")
+        return vim.vm.device.VirtualDeviceSpec(operation="add", fileOperation="create", device=vim.vm.device.VirtualDisk(
+            key=-unit - 1, controllerKey=1000, unitNumber=unit, capacityInKB=kb, backing=backing))
+    spec = vim.vm.ConfigSpec(name=name, guestId="otherGuest64", numCPUs=2, memoryMB=256,
+                             files=vim.vm.FileInfo(vmPathName=f"[{ds1.name}]"),
+                             deviceChange=[ctrl, disk(0, 8192, None), disk(1, 4096, ds2)])
+    t = dc.vmFolder.CreateVM_Task(config=spec, pool=pool)
+    WaitForTask(t)
+    return t.info.result
+
+
+def test_create_vm_with_disks_on_two_datastores(server, si):
+    content = si.RetrieveContent()
+    ds1, ds2 = sorted(content.rootFolder.childEntity[0].datastore, key=lambda d: d.name)
+    vm = new_vm(content, "web", ds1, ds2)
+    assert vm.config.hardware.numCPU == 2 and vm.config.hardware.memoryMB == 256
+    disks = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
+    assert [d.capacityInKB for d in disks] == [8192, 4096]
+    assert disks[0].backing.fileName == f"[{ds1.name}] web/web.vmdk"
+    assert disks[1].backing.fileName == f"[{ds2.name}] web/web_1.vmdk" and disks[1].backing.datastore == ds2
+    assert sorted(d.name for d in vm.datastore) == sorted([ds1.name, ds2.name])
+    assert vm.resourcePool and vm in vm.resourcePool.vm
+    vmx = open(f"{mount(ds1)}/web/web.vmx").read()
+    assert f'scsi0:1.fileName = "{mount(ds2)}/web/web_1.vmdk"' in vmx and 'scsi0.virtualDev = "pvscsi"' in vmx
+    for f in (f"{mount(ds1)}/web/web.vmdk", f"{mount(ds2)}/web/web_1.vmdk"):
+        sh("qemu-img", "check", f)
+    with pytest.raises(vim.fault.DuplicateName):
+        new_vm(content, "web", ds1, ds2)
+    WaitForTask(vm.Destroy_Task())
+    assert not os.path.exists(f"{mount(ds1)}/web") and not os.path.exists(f"{mount(ds2)}/web/web_1.vmdk")

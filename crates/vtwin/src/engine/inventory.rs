@@ -99,6 +99,25 @@ impl Inventory {
             .collect()
     }
 
+    /// Give every compute resource its root resource pool ("Resources");
+    /// the records of the pools added.
+    pub fn ensure_resource_pools(&mut self) -> Vec<ObjectRecord> {
+        let crs: Vec<String> = self
+            .order
+            .iter()
+            .filter(|m| self.objects.get(*m).is_some_and(|e| e.moref.ty.is_a(types::ComputeResource)))
+            .filter(|m| !self.objects[*m].children.iter().any(|c| self.objects.get(c).is_some_and(|x| x.moref.ty == types::ResourcePool)))
+            .cloned()
+            .collect();
+        let mut out = vec![];
+        for cr in crs {
+            let moid = self.add(types::ResourcePool, "resgroup", "Resources", Some(&cr), serde_json::json!({}));
+            let e = &self.objects[&moid];
+            out.push(ObjectRecord { moid, ty: "ResourcePool".into(), name: e.name.clone(), parent: e.parent.clone(), attrs: e.attrs.clone() });
+        }
+        out
+    }
+
     /// Load from the store; None when the store has no inventory yet.
     pub fn load(store: &dyn Store) -> crate::store::Result<Option<Inventory>> {
         let recs = store.list_objects()?;

@@ -116,7 +116,7 @@ impl Engine {
                 u
             }
         };
-        let inv = match Inventory::load(store.as_ref())? {
+        let mut inv = match Inventory::load(store.as_ref())? {
             Some(inv) => inv,
             None => {
                 let inv = Inventory::bootstrap(shape, &data_dir)?;
@@ -124,6 +124,11 @@ impl Engine {
                 inv
             }
         };
+        // Resource pools came after the first data directories: add any missing.
+        let pools = inv.ensure_resource_pools();
+        if !pools.is_empty() {
+            store.put_objects(&pools)?;
+        }
         let mut generated_password = None;
         let existing = store.get_user(ADMIN_USER)?;
         match (admin_password, existing) {

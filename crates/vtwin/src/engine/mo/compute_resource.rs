@@ -7,6 +7,7 @@ pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
     let hosts: Vec<_> = e.children.iter().filter_map(|c| inv.get(c)).filter(|c| c.moref.ty == types::HostSystem).map(|c| c.moref.clone()).collect();
     match name {
         "host" => Some(refs(hosts)),
+        "resourcePool" => e.children.iter().filter_map(|c| inv.get(c)).find(|c| c.moref.ty == types::ResourcePool).map(|c| Value::MoRef(c.moref.clone())),
         "datastore" => {
             let dc = inv.datacenter_of(&e.moref.value)?;
             Some(refs(inv.in_datacenter(&dc.moref.value, types::Datastore)))

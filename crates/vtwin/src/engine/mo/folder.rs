@@ -105,6 +105,7 @@ fn new_child(eng: &Engine, this: &MoRef, name: &str, ty: TypeId) -> Reply {
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
     Some(match method {
         "RegisterVM_Task" => super::virtual_machine::register(eng, ctx, this, &args),
+        "CreateVM_Task" => super::virtual_machine::create(eng, ctx, this, &args),
         "CreateFolder" => new_child(eng, this, args.str("name").unwrap_or(""), types::Folder),
         "CreateDatacenter" => new_child(eng, this, args.str("name").unwrap_or(""), types::Datacenter),
         _ => return None,

@@ -16,6 +16,7 @@ pub mod list_view;
 pub mod managed_entity;
 pub mod property_collector;
 pub mod property_filter;
+pub mod resource_pool;
 pub mod search_index;
 pub mod service_instance;
 pub mod session_manager;
@@ -143,6 +144,8 @@ pub fn property(eng: &Engine, ctx: &Ctx, obj: &MoRef, name: &str) -> Reply {
             datastore::property(&inv, e, name)
         } else if t == types::VirtualMachine {
             virtual_machine::property(eng, &inv, e, name)
+        } else if t == types::ResourcePool {
+            resource_pool::property(&inv, e, name)
         } else {
             None
         };

@@ -157,7 +157,13 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
                 .with("files", files)
                 .with("flags", Data::new(types::VirtualMachineFlagInfo))
                 .with("defaultPowerOps", Data::new(types::VirtualMachineDefaultPowerOpInfo))
-                .with("hardware", Data::new(types::VirtualHardware).with("numCPU", num("numvcpus", 1)).with("memoryMB", num("memsize", 128)))
+                .with(
+                    "hardware",
+                    Data::new(types::VirtualHardware)
+                        .with("numCPU", num("numvcpus", 1))
+                        .with("memoryMB", num("memsize", 128))
+                        .with("device", Value::Array(types::VirtualDevice, devices(inv, &vmx, &kv))),
+                )
                 .into()
         }
         "summary" => Data::new(types::VirtualMachineSummary)
@@ -191,12 +197,202 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
                 .collect();
             Data::new(types::VirtualMachineFileLayoutEx).with("file", Value::Array(types::VirtualMachineFileLayoutExFileInfo, list)).with("timestamp", chrono::Utc::now()).into()
         }
-        "resourcePool" | "snapshot" | "rootSnapshot" | "network" => {
+        "resourcePool" => return e.attr("pool").and_then(|p| inv.get(p)).map(|p| Value::MoRef(p.moref.clone())),
+        "snapshot" | "rootSnapshot" | "network" => {
             let _ = eng;
             return None;
         }
         _ => return None,
     })
+}
+
+const SCSI_KINDS: &[(&str, vmodl::TypeId)] = &[
+    ("lsilogic", types::VirtualLsiLogicController),
+    ("pvscsi", types::ParaVirtualSCSIController),
+    ("lsisas1068", types::VirtualLsiLogicSASController),
+    ("buslogic", types::VirtualBusLogicController),
+];
+
+/// The SCSI controllers and disks a `.vmx` describes, as VirtualDevices.
+fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
+    let dir = vmx.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut out = vec![];
+    for bus in 0..4 {
+        if get(kv, &format!("scsi{bus}.present")).is_none_or(|v| !v.eq_ignore_ascii_case("true")) {
+            continue;
+        }
+        let kind = get(kv, &format!("scsi{bus}.virtualDev")).unwrap_or("lsilogic");
+        let ty = SCSI_KINDS.iter().find(|(k, _)| *k == kind).map(|(_, t)| *t).unwrap_or(types::VirtualLsiLogicController);
+        let mut units = vec![];
+        for unit in 0..16 {
+            let Some(file) = get(kv, &format!("scsi{bus}:{unit}.fileName")) else { continue };
+            let path = if file.starts_with('/') { PathBuf::from(file) } else { dir.join(file) };
+            let chain = vdisk::Chain::open_readonly(&path).ok();
+            let cap = chain.as_ref().map(|c| c.capacity()).unwrap_or(0) as i64;
+            let (ds, name) = to_ds_path(inv, &path).unwrap_or_else(|| (String::new(), path.display().to_string()));
+            let thin = chain.as_ref().is_some_and(|c| c.top().ddb("thinProvisioned") != Some("0"));
+            let key = 2000 + bus * 16 + unit;
+            units.push(Value::Int(key));
+            let mut backing = Data::new(types::VirtualDiskFlatVer2BackingInfo).with("fileName", name).with("diskMode", "persistent").with("thinProvisioned", thin);
+            if !ds.is_empty() {
+                backing.set("datastore", MoRef::new(types::Datastore, ds));
+            }
+            if let Some(cid) = chain.as_ref().map(|c| format!("{:08x}", c.top().cid)) {
+                backing.set("contentId", cid);
+            }
+            out.push(
+                Data::new(types::VirtualDisk)
+                    .with("key", key)
+                    .with("deviceInfo", Data::new(types::Description).with("label", format!("Hard disk {}", out.len() + 1)).with("summary", format!("{} KB", cap / 1024)))
+                    .with("backing", backing)
+                    .with("controllerKey", 1000 + bus)
+                    .with("unitNumber", unit)
+                    .with("capacityInKB", cap / 1024)
+                    .with("capacityInBytes", cap)
+                    .into(),
+            );
+        }
+        out.push(
+            Data::new(ty)
+                .with("key", 1000 + bus)
+                .with("deviceInfo", Data::new(types::Description).with("label", format!("SCSI controller {bus}")).with("summary", kind.to_string()))
+                .with("busNumber", bus)
+                .with("device", Value::Array(types::int, units))
+                .with("hotAddRemove", true)
+                .with("sharedBus", Value::enum_value(types::VirtualSCSISharing, "noSharing"))
+                .with("scsiCtlrUnitNumber", 7)
+                .into(),
+        );
+    }
+    out
+}
+
+/// Folder.CreateVM_Task: write the `.vmx`, the disks (on any datastore)
+/// and the other files, then register the VM.
+pub fn create(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
+    let spec = args.get("config").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("config", "config is required"))?.clone();
+    let name = spec.str("name").unwrap_or("").trim().to_string();
+    if name.is_empty() || name.contains('/') || name.chars().count() > 80 {
+        return Err(Fault::new(types::InvalidName, format!("'{name}' is not a valid virtual machine name")).with("name", name));
+    }
+    let pool = args.get("pool").and_then(Value::as_moref).cloned().ok_or_else(|| Fault::invalid_argument("pool", "pool is required"))?;
+    let vm_path = spec.get("files").and_then(Value::as_data).and_then(|f| f.str("vmPathName")).unwrap_or("").to_string();
+    let inv = eng.inv.read();
+    let f = inv.get(&folder.value).ok_or_else(|| Fault::not_found(folder))?;
+    if !f.attrs.get("childType").and_then(|c| c.as_array()).is_some_and(|a| a.iter().any(|t| t == "VirtualMachine")) {
+        return Err(Fault::not_supported(format!("folder {} does not hold virtual machines", f.name)));
+    }
+    if f.children.iter().filter_map(|c| inv.get(c)).any(|c| c.moref.ty == types::VirtualMachine && c.name == name) {
+        return Err(Fault::new(types::DuplicateName, format!("The name '{name}' already exists.")).with("name", name.clone()).with("object", folder.clone()));
+    }
+    // "[ds]" or "[ds] dir/name.vmx".
+    let (ds, target) = resolve_ds_path(&inv, &vm_path)?;
+    let vmx = if vm_path.trim_end().ends_with(']') || target.extension().is_none() { target.join(&name).join(format!("{name}.vmx")) } else { target };
+    if vmx.exists() {
+        return Err(Fault::new(types::FileAlreadyExists, format!("{vm_path} already exists")).with("file", vmx.display().to_string()));
+    }
+    let vmdir = vmx.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Controllers by key, then disks.
+    let mut buses: Vec<(i64, i64, &'static str)> = vec![];
+    let mut disks: Vec<(i64, i64, u64, vdisk::chain::Provisioning, String)> = vec![];
+    for ch in spec.get("deviceChange").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data) {
+        let Some(dev) = ch.get("device").and_then(Value::as_data) else { continue };
+        let key = dev.get("key").and_then(Value::as_i64).unwrap_or(0);
+        if let Some((kind, _)) = SCSI_KINDS.iter().find(|(_, t)| dev.ty.is_a(*t)) {
+            buses.push((key, dev.get("busNumber").and_then(Value::as_i64).unwrap_or(buses.len() as i64), kind));
+        } else if dev.ty.is_a(types::VirtualDisk) {
+            let cap = dev.get("capacityInBytes").and_then(Value::as_i64).filter(|c| *c > 0).or_else(|| dev.get("capacityInKB").and_then(Value::as_i64).map(|k| k * 1024)).unwrap_or(0);
+            if cap <= 0 || cap % 512 != 0 {
+                return Err(Fault::invalid_argument("config.deviceChange.device.capacityInKB", format!("disk capacity {cap} bytes is not a positive multiple of 512")));
+            }
+            let b = dev.get("backing").and_then(Value::as_data);
+            let prov = match (b.and_then(|b| b.get("thinProvisioned")).and_then(Value::as_bool), b.and_then(|b| b.get("eagerlyScrub")).and_then(Value::as_bool)) {
+                (Some(true), _) => vdisk::chain::Provisioning::Thin,
+                (_, Some(true)) => vdisk::chain::Provisioning::EagerZeroed,
+                _ => vdisk::chain::Provisioning::LazyZeroed,
+            };
+            let file = b.and_then(|b| b.str("fileName")).unwrap_or("").to_string();
+            disks.push((dev.get("controllerKey").and_then(Value::as_i64).unwrap_or(1000), dev.get("unitNumber").and_then(Value::as_i64).unwrap_or(disks.len() as i64), cap as u64, prov, file));
+        }
+    }
+    // Where each disk goes: the VM's directory, or the datastore its
+    // backing names (then the .vmx holds the mount path, as ESXi's do).
+    let mut placed = vec![];
+    for (i, (ck, unit, cap, prov, file)) in disks.into_iter().enumerate() {
+        let stem = if i == 0 { name.clone() } else { format!("{name}_{i}") };
+        let path = if file.trim().is_empty() {
+            vmdir.join(format!("{stem}.vmdk"))
+        } else {
+            let (_, p) = resolve_ds_path(&inv, &file)?;
+            if file.trim_end().ends_with(']') || p.extension().is_none() { p.join(&name).join(format!("{stem}.vmdk")) } else { p }
+        };
+        let bus = buses.iter().find(|b| b.0 == ck).map(|b| b.1).unwrap_or(0);
+        placed.push((bus, unit, cap, prov, path));
+    }
+    drop(inv);
+    if buses.is_empty() && !placed.is_empty() {
+        buses.push((1000, 0, "lsilogic"));
+    }
+    let guest = spec.str("guestId").unwrap_or("otherGuest64").to_string();
+    let cpus = spec.get("numCPUs").and_then(Value::as_i64).unwrap_or(1);
+    let mem = spec.get("memoryMB").and_then(Value::as_i64).unwrap_or(128);
+    let folder2 = folder.clone();
+    let task = TaskSpec { method: "CreateVM_Task", description_id: "Folder.createVm".into(), entity: folder.clone(), cancelable: false, queue: None };
+    eng.run_task(
+        ctx,
+        task,
+        Box::new(move |eng, ctl| {
+            let io = |e: std::io::Error| Fault::new(types::FileFault, e.to_string()).with("file", vmdir.display().to_string());
+            std::fs::create_dir_all(&vmdir).map_err(io)?;
+            let u = uuid::Uuid::new_v4().simple().to_string();
+            let pairs = |s: &str| (0..16).map(|i| s[2 * i..2 * i + 2].to_string()).collect::<Vec<_>>();
+            let p = pairs(&u);
+            let mut kv: Vec<(String, String)> = vec![
+                ("config.version".into(), "8".into()),
+                ("virtualHW.version".into(), "19".into()),
+                ("displayName".into(), name.clone()),
+                ("guestOS".into(), guest),
+                ("numvcpus".into(), cpus.to_string()),
+                ("memsize".into(), mem.to_string()),
+                ("uuid.bios".into(), format!("{}-{}", p[..8].join(" "), p[8..].join(" "))),
+                ("nvram".into(), format!("{name}.nvram")),
+            ];
+            for (_, bus, kind) in &buses {
+                kv.push((format!("scsi{bus}.present"), "TRUE".into()));
+                kv.push((format!("scsi{bus}.virtualDev"), kind.to_string()));
+            }
+            let total = placed.len().max(1);
+            for (i, (bus, unit, cap, prov, path)) in placed.iter().enumerate() {
+                if let Some(d) = path.parent() {
+                    std::fs::create_dir_all(d).map_err(io)?;
+                }
+                vdisk::Chain::create(path, *cap, *prov, &u).map_err(|e| Fault::new(types::FileFault, e.to_string()).with("file", path.display().to_string()))?;
+                let in_dir = path.parent() == Some(vmdir.as_path());
+                let file = if in_dir { path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default() } else { path.display().to_string() };
+                kv.push((format!("scsi{bus}:{unit}.present"), "TRUE".into()));
+                kv.push((format!("scsi{bus}:{unit}.fileName"), file));
+                kv.push((format!("scsi{bus}:{unit}.deviceType"), "scsi-hardDisk".into()));
+                ctl.progress(((i + 1) * 90 / total) as i32);
+            }
+            let w = |p: PathBuf, text: String| vdisk::chain::write_atomic(&p, &text).map_err(|e| Fault::new(types::FileFault, e.to_string()).with("file", p.display().to_string()));
+            w(vmdir.join(format!("{name}.nvram")), String::new())?;
+            w(vmdir.join(format!("{name}.vmsd")), ".encoding = \"UTF-8\"\n".into())?;
+            w(vmx.clone(), vdisk::vmfiles::render_kv(&kv))?;
+            let rel = {
+                let inv = eng.inv.read();
+                to_ds_path(&inv, &vmx).map(|x| x.1).unwrap_or_default()
+            };
+            let rel = rel.split_once(']').map(|(_, r)| r.trim().to_string()).unwrap_or_default();
+            let mut inv = eng.inv.write();
+            let moid = inv.alloc("vm");
+            let attrs = serde_json::json!({"ds": ds, "vmx": rel, "powerState": "poweredOff", "template": "false", "pool": pool.value});
+            eng.store.put_objects(&[ObjectRecord { moid: moid.clone(), ty: "VirtualMachine".into(), name: name.clone(), parent: Some(folder2.value.clone()), attrs: attrs.clone() }])?;
+            inv.insert(Entity { moref: MoRef::new(types::VirtualMachine, moid.clone()), name, parent: Some(folder2.value.clone()), children: vec![], attrs });
+            drop(inv);
+            eng.changed();
+            Ok(Some(Value::MoRef(MoRef::new(types::VirtualMachine, moid))))
+        }),
+    )
 }
 
 /// Folder.RegisterVM_Task: a VM from an existing `.vmx`.
