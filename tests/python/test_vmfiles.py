@@ -279,3 +279,73 @@ def test_create_vm_with_disks_on_two_datastores(server, si):
         new_vm(content, "web", ds1, ds2)
     WaitForTask(vm.Destroy_Task())
     assert not os.path.exists(f"{mount(ds1)}/web") and not os.path.exists(f"{mount(ds2)}/web/web_1.vmdk")
+
+
+def vmx_disks(path):
+    kv = dict(l.split(" = ", 1) for l in open(path).read().splitlines() if " = " in l)
+    return [kv[f"scsi0:{u}.fileName"].strip('"') for u in (0, 1)]
+
+
+def test_vm_snapshots_real_deltas_across_datastores(server, si):
+    content = si.RetrieveContent()
+    ds1, ds2 = sorted(content.rootFolder.childEntity[0].datastore, key=lambda d: d.name)
+    vm = new_vm(content, "db", ds1, ds2)
+    vmdir = f"{mount(ds1)}/db"
+    def live(i):
+        f = vmx_disks(f"{vmdir}/db.vmx")[i]
+        return f if f.startswith("/") else f"{vmdir}/{f}"
+    for i in (0, 1):
+        sh("qemu-io", "-f", "vmdk", "-c", "write -P 0x11 0 64k", live(i))
+    WaitForTask(vm.CreateSnapshot_Task(name="one", description="first", memory=False, quiesce=False))
+    s1 = vm.snapshot.currentSnapshot
+    assert live(1).startswith(vmdir), "deltas go to the VM's directory"
+    chain = sh("qemu-img", "info", "--backing-chain", live(1))
+    assert chain.count("image:") == 2 and mount(ds2) in chain
+    for i in (0, 1):
+        sh("qemu-io", "-f", "vmdk", "-c", "write -P 0x22 0 64k", live(i))
+    WaitForTask(vm.CreateSnapshot_Task(name="two", memory=False, quiesce=False))
+    s2 = vm.snapshot.currentSnapshot
+    for i in (0, 1):
+        sh("qemu-io", "-f", "vmdk", "-c", "write -P 0x33 0 64k", live(i))
+    roots = vm.snapshot.rootSnapshotList
+    assert [r.name for r in roots] == ["one"] and [c.name for c in roots[0].childSnapshotList] == ["two"]
+    assert "snapshot.numSnapshots = \"2\"" in open(f"{vmdir}/db.vmsd").read()
+
+    WaitForTask(s1.RevertToSnapshot_Task())
+    assert vm.snapshot.currentSnapshot == s1
+    for i in (0, 1):
+        sh("qemu-io", "-r", "-f", "vmdk", "-c", "read -P 0x11 0 64k", live(i))
+    WaitForTask(s2.RemoveSnapshot_Task(removeChildren=False))
+    WaitForTask(s1.RemoveSnapshot_Task(removeChildren=False))
+    assert vm.snapshot is None
+    assert vmx_disks(f"{vmdir}/db.vmx") == ["db.vmdk", f"{mount(ds2)}/db/db_1.vmdk"], "consolidated back to the base disks"
+    for i in (0, 1):
+        sh("qemu-io", "-r", "-f", "vmdk", "-c", "read -P 0x11 0 64k", live(i))
+        sh("qemu-img", "check", live(i))
+    assert not [f for f in os.listdir(vmdir) if "-0000" in f], os.listdir(vmdir)
+
+
+def test_remove_a_middle_snapshot_consolidates(server, si):
+    content = si.RetrieveContent()
+    ds1, ds2 = sorted(content.rootFolder.childEntity[0].datastore, key=lambda d: d.name)
+    vm = new_vm(content, "app", ds1, ds2)
+    vmdir = f"{mount(ds1)}/app"
+    def live(i):
+        f = vmx_disks(f"{vmdir}/app.vmx")[i]
+        return f if f.startswith("/") else f"{vmdir}/{f}"
+    sh("qemu-io", "-f", "vmdk", "-c", "write -P 0x11 0 64k", live(1))
+    WaitForTask(vm.CreateSnapshot_Task(name="a", memory=False, quiesce=False))
+    a = vm.snapshot.currentSnapshot
+    sh("qemu-io", "-f", "vmdk", "-c", "write -P 0x22 64k 64k", live(1))
+    WaitForTask(vm.CreateSnapshot_Task(name="b", memory=False, quiesce=False))
+    b = vm.snapshot.currentSnapshot
+    sh("qemu-io", "-f", "vmdk", "-c", "write -P 0x33 128k 64k", live(1))
+    WaitForTask(a.RemoveSnapshot_Task(removeChildren=False))
+    assert [r.name for r in vm.snapshot.rootSnapshotList] == ["b"]
+    sh("qemu-img", "check", live(1))
+    sh("qemu-io", "-r", "-f", "vmdk", "-c", "read -P 0x11 0 64k", "-c", "read -P 0x22 64k 64k", "-c", "read -P 0x33 128k 64k", live(1))
+    WaitForTask(b.RevertToSnapshot_Task())
+    sh("qemu-io", "-r", "-f", "vmdk", "-c", "read -P 0x22 64k 64k", "-c", "read -P 0 128k 64k", live(1))
+    WaitForTask(vm.RemoveAllSnapshots_Task())
+    assert vm.snapshot is None
+    sh("qemu-io", "-r", "-f", "vmdk", "-c", "read -P 0x11 0 64k", "-c", "read -P 0x22 64k 64k", live(1))

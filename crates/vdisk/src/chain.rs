@@ -454,6 +454,17 @@ fn data_extents(f: &File, path: &Path, capacity: u64) -> Result<Vec<(u64, u64)>>
     Ok(out)
 }
 
+/// Point the layer `desc` at a new parent: `hint` as written in the
+/// descriptor, and that parent's CID.
+pub fn repoint(desc: &Path, hint: &str, parent: &Path) -> Result<()> {
+    let parent_cid = Chain::open_readonly(parent)?.top().cid;
+    let text = std::fs::read_to_string(desc).map_err(io(desc))?;
+    let mut d = crate::Descriptor::parse(&text).map_err(|m| format_err(desc, m))?;
+    d.parent_cid = parent_cid;
+    d.parent_hint = Some(hint.to_string());
+    write_atomic(desc, &d.render())
+}
+
 /// Copy every grain `child` holds into the layer below it, `parent` (which
 /// is opened for writing): the first half of deleting the snapshot that
 /// `parent` froze. `progress` gets the fraction done.

@@ -321,15 +321,7 @@ impl Disk {
         merge_into_parent(&self.dir.join(&child), &self.dir.join(&s.layer), progress)?;
         // Point the layer above the merged one at the snapshot's layer.
         match &grandchild {
-            Some(g) => {
-                let parent = Chain::open_readonly(&self.dir.join(&s.layer))?;
-                let gp = self.dir.join(g);
-                let text = std::fs::read_to_string(&gp).map_err(io(&gp))?;
-                let mut d = crate::Descriptor::parse(&text).map_err(|m| format_err(&gp, m))?;
-                d.parent_cid = parent.top().cid;
-                d.parent_hint = Some(s.layer.clone());
-                write_atomic(&gp, &d.render())?;
-            }
+            Some(g) => crate::chain::repoint(&self.dir.join(g), &s.layer, &self.dir.join(&s.layer))?,
             None => self.meta.top = s.layer.clone(),
         }
         for x in self.meta.snapshots.iter_mut() {

@@ -215,6 +215,9 @@ impl Engine {
         if let Some(c) = self.history.lock().get(moid) {
             return Some(c.ty);
         }
+        if moid.starts_with(mo::virtual_machine_snapshot::PREFIX) && mo::virtual_machine_snapshot::exists(&self.inv.read(), moid) {
+            return Some(types::VirtualMachineSnapshot);
+        }
         // Per-host system objects: `datastoreSystem-<host>`, `storageSystem-<host>`.
         for (prefix, ty) in [(mo::host_datastore_system::PREFIX, types::HostDatastoreSystem), (mo::host_storage_system::PREFIX, types::HostStorageSystem)] {
             if let Some(h) = moid.strip_prefix(prefix) {

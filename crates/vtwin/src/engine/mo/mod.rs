@@ -25,6 +25,7 @@ pub mod task_history_collector;
 pub mod task_manager;
 pub mod view_manager;
 pub mod virtual_machine;
+pub mod virtual_machine_snapshot;
 pub mod vstorage_object_manager;
 
 use super::{Ctx, Engine, Fault, Reply};
@@ -74,6 +75,8 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
         datastore::invoke(eng, ctx, this, m.name, args)
     } else if t == types::VirtualMachine {
         virtual_machine::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::VirtualMachineSnapshot {
+        virtual_machine_snapshot::invoke(eng, ctx, this, m.name, args)
     } else if t == types::HostDatastoreSystem {
         host_datastore_system::invoke(eng, ctx, this, m.name, args)
     } else if t == types::HostStorageSystem {
@@ -125,6 +128,8 @@ pub fn property(eng: &Engine, ctx: &Ctx, obj: &MoRef, name: &str) -> Reply {
         extension_manager::property(eng, name)
     } else if t == types::EventManager {
         event_manager::property(eng, ctx, name)
+    } else if t == types::VirtualMachineSnapshot {
+        virtual_machine_snapshot::property(&eng.inv.read(), obj, name)
     } else if t == types::TaskHistoryCollector {
         task_history_collector::property(eng, ctx, obj, name)
     } else if t == types::EventHistoryCollector {

@@ -40,12 +40,12 @@ pub fn to_ds_path(inv: &Inventory, file: &Path) -> Option<(String, String)> {
 
 /// The `.vmx`: kept as (datastore, path in it), so a VM follows its
 /// datastore to a new mount path.
-fn vmx_path(inv: &Inventory, e: &Entity) -> PathBuf {
+pub(super) fn vmx_path(inv: &Inventory, e: &Entity) -> PathBuf {
     let root = e.attr("ds").and_then(|d| inv.get(d)).and_then(|d| d.attr("path")).unwrap_or_default();
     PathBuf::from(root).join(e.attr("vmx").unwrap_or_default())
 }
 
-fn read_vmx(path: &Path) -> Result<Vec<(String, String)>, Fault> {
+pub(super) fn read_vmx(path: &Path) -> Result<Vec<(String, String)>, Fault> {
     let text = std::fs::read_to_string(path).map_err(|e| Fault::new(types::FileFault, format!("{}: {e}", path.display())).with("file", path.display().to_string()))?;
     Ok(parse_kv(&text))
 }
@@ -198,7 +198,8 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
             Data::new(types::VirtualMachineFileLayoutEx).with("file", Value::Array(types::VirtualMachineFileLayoutExFileInfo, list)).with("timestamp", chrono::Utc::now()).into()
         }
         "resourcePool" => return e.attr("pool").and_then(|p| inv.get(p)).map(|p| Value::MoRef(p.moref.clone())),
-        "snapshot" | "rootSnapshot" | "network" => {
+        "snapshot" | "rootSnapshot" => return super::virtual_machine_snapshot::vm_property(inv, &e.moref.value, name),
+        "network" => {
             let _ = eng;
             return None;
         }
@@ -451,7 +452,10 @@ fn unregister(eng: &Engine, this: &MoRef) -> Result<Entity, Fault> {
     Ok(e)
 }
 
-pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, _args: Args) -> Option<Reply> {
+pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+    if let Some(r) = super::virtual_machine_snapshot::vm_invoke(eng, ctx, this, method, &args) {
+        return Some(r);
+    }
     Some(match method {
         "UnregisterVM" => unregister(eng, this).map(|_| None),
         "Destroy_Task" => {
