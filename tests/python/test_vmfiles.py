@@ -349,3 +349,35 @@ def test_remove_a_middle_snapshot_consolidates(server, si):
     WaitForTask(vm.RemoveAllSnapshots_Task())
     assert vm.snapshot is None
     sh("qemu-io", "-r", "-f", "vmdk", "-c", "read -P 0x11 0 64k", "-c", "read -P 0x22 64k 64k", live(1))
+
+
+def test_full_story_create_snapshot_remount_update_register(server, si):
+    """The issue's story: VMs with disks and snapshots across two
+    datastores, unregistered, both datastores remounted, both updated, the
+    VM registered again, qemu-img following the rewritten chain."""
+    content = si.RetrieveContent()
+    ds1, ds2 = sorted(content.rootFolder.childEntity[0].datastore, key=lambda d: d.name)
+    vm = new_vm(content, "story", ds1, ds2)
+    WaitForTask(vm.CreateSnapshot_Task(name="s1", memory=False, quiesce=False))
+    WaitForTask(vm.CreateSnapshot_Task(name="s2", memory=False, quiesce=False))
+    old1, old2 = mount(ds1), mount(ds2)
+    vm.UnregisterVM()
+    new1, new2 = remount(server, ds1), remount(server, ds2)
+    delta = f"{new1}/story/" + vmx_disks(f"{new1}/story/story.vmx")[1]
+    assert subprocess.run(["qemu-img", "info", "--backing-chain", delta], capture_output=True).returncode != 0
+    pairs = [vim.Datastore.MountPathDatastorePair(oldMountPath=old1, datastore=ds1),
+             vim.Datastore.MountPathDatastorePair(oldMountPath=old2, datastore=ds2)]
+    for ds in (ds1, ds2):
+        t = ds.UpdateVirtualMachineFiles_Task(pairs)
+        WaitForTask(t)
+        assert not t.info.result.failedVmFile
+    chain = sh("qemu-img", "info", "--backing-chain", delta)
+    assert chain.count("image:") == 3 and new2 in chain and old2 not in chain
+    assert old2 not in open(f"{new1}/story/story.vmsd").read()
+    t = content.rootFolder.childEntity[0].vmFolder.RegisterVM_Task(path=f"[{ds1.name}] story/story.vmx", asTemplate=False)
+    WaitForTask(t)
+    vm = t.info.result
+    assert [s.name for s in vm.snapshot.rootSnapshotList] == ["s1"]
+    assert sorted(d.name for d in vm.datastore) == sorted([ds1.name, ds2.name])
+    WaitForTask(vm.RemoveAllSnapshots_Task())
+    sh("qemu-img", "check", f"{new2}/story/story_1.vmdk")
