@@ -323,6 +323,10 @@ def test_vm_snapshots_real_deltas_across_datastores(server, si):
         sh("qemu-io", "-r", "-f", "vmdk", "-c", "read -P 0x11 0 64k", live(i))
         sh("qemu-img", "check", live(i))
     assert not [f for f in os.listdir(vmdir) if "-0000" in f], os.listdir(vmdir)
+    # Destroying a VM with a snapshot removes its disks on both datastores.
+    WaitForTask(vm.CreateSnapshot_Task(name="last", memory=False, quiesce=False))
+    WaitForTask(vm.Destroy_Task())
+    assert not os.path.exists(vmdir) and not os.path.exists(f"{mount(ds2)}/db/db_1.vmdk")
 
 
 def test_remove_a_middle_snapshot_consolidates(server, si):

@@ -89,3 +89,89 @@ async fn update_vm_files_after_remount_then_register() {
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The full story with vim_rs: CreateVM_Task with disks on two datastores,
+/// snapshots, UnregisterVM, both datastores remounted, UpdateVirtualMachineFiles
+/// on both, RegisterVM_Task, qemu-img follows the rewritten chain.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_story_create_snapshot_remount_update_register() {
+    use vim_rs::mo::{ComputeResource, VirtualMachine};
+    use vim_rs::types::structs::VirtualMachineConfigSpec;
+    let dir = data_dir("story");
+    let _ = std::fs::remove_dir_all(&dir);
+    let srv = start_in(&dir, &["--datastores", "2"]).await;
+    let (m0, m1) = (mount_of(&dir, "LocalDS_0"), mount_of(&dir, "LocalDS_1"));
+    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let handle: VimClientHandle = client.clone();
+    let dc = vim_rs::mo::Datacenter::new(handle.clone(), "datacenter-2");
+    let hosts = Folder::new(handle.clone(), &dc.host_folder().await.unwrap().value).child_entity().await.unwrap().unwrap();
+    let pool = ComputeResource::new(handle.clone(), &hosts[0].value).resource_pool().await.unwrap().expect("root pool");
+    let vm_folder = Folder::new(handle.clone(), &dc.vm_folder().await.unwrap().value);
+    let spec: VirtualMachineConfigSpec = miniserde::json::from_str(
+        r#"{"_typeName":"VirtualMachineConfigSpec","name":"rs-story","guestId":"otherGuest64","numCPUs":1,"memoryMB":128,
+            "files":{"_typeName":"VirtualMachineFileInfo","vmPathName":"[LocalDS_0]"},
+            "deviceChange":[
+              {"_typeName":"VirtualDeviceConfigSpec","operation":"add","device":{"_typeName":"VirtualLsiLogicController","key":1000,"busNumber":0,"sharedBus":"noSharing"}},
+              {"_typeName":"VirtualDeviceConfigSpec","operation":"add","fileOperation":"create","device":{"_typeName":"VirtualDisk","key":-1,"controllerKey":1000,"unitNumber":0,"capacityInKB":4096,
+                 "backing":{"_typeName":"VirtualDiskFlatVer2BackingInfo","fileName":"","diskMode":"persistent","thinProvisioned":true}}},
+              {"_typeName":"VirtualDeviceConfigSpec","operation":"add","fileOperation":"create","device":{"_typeName":"VirtualDisk","key":-2,"controllerKey":1000,"unitNumber":1,"capacityInKB":4096,
+                 "backing":{"_typeName":"VirtualDiskFlatVer2BackingInfo","fileName":"[LocalDS_1]","diskMode":"persistent","thinProvisioned":true}}}]}"#,
+    )
+    .expect("spec");
+    let wait = |t: ManagedObjectReference| {
+        let h = handle.clone();
+        async move {
+            let tracker = TaskTracker::new(h);
+            tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(t)).await.expect("in time").expect("task succeeded")
+        }
+    };
+    wait(vm_folder.create_vm_task(&spec, &pool, None).await.expect("CreateVM_Task")).await;
+    let vm_ref = vm_folder.child_entity().await.unwrap().unwrap().into_iter().find(|m| m.r#type == vim_rs::types::enums::MoTypesEnum::VirtualMachine).expect("the VM");
+    let vm = VirtualMachine::new(handle.clone(), &vm_ref.value);
+    wait(vm.create_snapshot_task("s1", Some("first"), false, false).await.expect("snapshot")).await;
+    vm.unregister_vm().await.expect("UnregisterVM");
+    client.close().await.expect("Logout");
+    drop(srv);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let bin = std::env::var("VTWIN_BIN").unwrap();
+    for ds in ["LocalDS_0", "LocalDS_1"] {
+        sh(&bin, &["datastore", "remount", ds, "--data-dir", dir.to_str().unwrap()]);
+    }
+    let (n0, n1) = (mount_of(&dir, "LocalDS_0"), mount_of(&dir, "LocalDS_1"));
+    let srv = start_in(&dir, &["--datastores", "2"]).await;
+    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let handle: VimClientHandle = client.clone();
+    let dc = vim_rs::mo::Datacenter::new(handle.clone(), "datacenter-2");
+    let stores = dc.datastore().await.expect("datastores").unwrap_or_default();
+    let mut pairs = vec![];
+    for ds in &stores {
+        let name = Datastore::new(handle.clone(), &ds.value).name().await.unwrap();
+        let old = if name == "LocalDS_0" { &m0 } else { &m1 };
+        pairs.push(
+            miniserde::json::from_str::<DatastoreMountPathDatastorePair>(&format!(
+                r#"{{"_typeName":"DatastoreMountPathDatastorePair","oldMountPath":"{}","datastore":{{"_typeName":"ManagedObjectReference","type":"Datastore","value":"{}"}}}}"#,
+                old.display(),
+                ds.value
+            ))
+            .unwrap(),
+        );
+    }
+    for ds in &stores {
+        let t = Datastore::new(handle.clone(), &ds.value).update_virtual_machine_files_task(&pairs).await.expect("UpdateVirtualMachineFiles_Task");
+        let tracker = TaskTracker::new(handle.clone());
+        tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(t)).await.expect("in time").expect("updated");
+    }
+    let vmx = std::fs::read_to_string(n0.join("rs-story/rs-story.vmx")).unwrap();
+    let delta = vmx.lines().find(|l| l.starts_with("scsi0:1.fileName")).and_then(|l| l.split('"').nth(1)).unwrap().to_string();
+    let chain = sh("qemu-img", &["info", "--backing-chain", n0.join("rs-story").join(&delta).to_str().unwrap()]);
+    assert_eq!(chain.matches("image:").count(), 2, "{chain}");
+    assert!(chain.contains(n1.to_str().unwrap()), "{chain}");
+    let vm_folder = Folder::new(handle.clone(), &dc.vm_folder().await.unwrap().value);
+    let t = vm_folder.register_vm_task("[LocalDS_0] rs-story/rs-story.vmx", None, false, None, None).await.expect("RegisterVM_Task");
+    let tracker = TaskTracker::new(handle.clone());
+    tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(t)).await.expect("in time").expect("registered");
+    client.close().await.expect("Logout");
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -96,8 +96,12 @@ fn vm_files(inv: &Inventory, e: &Entity, own_only: bool) -> Vec<(PathBuf, &'stat
             }
             let p = if v.starts_with('/') { PathBuf::from(v) } else { dir.join(v) };
             if let Ok(c) = vdisk::Chain::open_readonly(&p) {
-                let layers = if own_only { 2 } else { usize::MAX };
-                for (i, f) in c.files().into_iter().take(layers).enumerate() {
+                // The VM owns the layers in its directory and in directories
+                // of the same name on other datastores (where its disks go);
+                // a linked clone's parent in another VM's directory stays.
+                let own_name = dir.file_name().map(|n| n.to_os_string());
+                let owned = |f: &PathBuf| f.parent().and_then(|d| d.file_name()).map(|n| n.to_os_string()) == own_name;
+                for (i, f) in c.files().into_iter().enumerate().filter(|(i, f)| !own_only || *i < 2 || owned(f)) {
                     out.push((f, if i % 2 == 0 { "diskDescriptor" } else { "diskExtent" }));
                 }
             }
