@@ -170,6 +170,10 @@ def test_kill_9_mid_update_leaves_no_torn_file(server, data_dir, si):
     new = remount(server, ds)
     pair = [vim.Datastore.MountPathDatastorePair(oldMountPath=old, datastore=ds)]
     task = ds.UpdateVirtualMachineFiles_Task(pair)
+    # One update per datastore at a time.
+    with pytest.raises(vim.fault.TaskInProgress) as busy:
+        ds.UpdateVirtualMachineFiles_Task(pair)
+    assert busy.value.task == task
     deadline = time.time() + 60
     while (task.info.progress or 0) < 5 and task.info.state != "success" and time.time() < deadline:
         time.sleep(0.01)
