@@ -92,6 +92,7 @@ pub const SINGLETONS: &[(&str, TypeId)] = &[
     ("ExtensionManager", types::ExtensionManager),
     ("EventManager", types::EventManager),
     ("VStorageObjectManager", types::VcenterVStorageObjectManager),
+    ("cns-volume-manager", types::CnsVolumeManager),
 ];
 
 pub struct OpenResult {

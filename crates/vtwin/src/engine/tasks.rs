@@ -290,8 +290,10 @@ impl Default for Retention {
     }
 }
 
+/// Records are kept in the widest release: vSAN 9.1 includes vim25 9.1, so
+/// CNS results (vSAN types) keep every field.
 fn storage_version() -> VersionId {
-    VersionId::by_wire("vim25", "9.1.0.0").expect("9.1.0.0 in the registry")
+    VersionId::by_wire("vsan", "9.1.0.0").or_else(|| VersionId::by_wire("vim25", "9.1.0.0")).expect("9.1.0.0 in the registry")
 }
 
 fn to_json(v: &Value) -> serde_json::Value {

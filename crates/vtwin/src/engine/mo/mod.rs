@@ -1,5 +1,6 @@
 //! Managed object behaviour, one file per managed object type.
 pub mod authorization_manager;
+pub mod cns_volume_manager;
 pub mod compute_resource;
 pub mod container_view;
 pub mod datacenter;
@@ -81,6 +82,8 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
         host_datastore_system::invoke(eng, ctx, this, m.name, args)
     } else if t == types::HostStorageSystem {
         host_storage_system::invoke(eng, ctx, this, m.name, args)
+    } else if t == types::CnsVolumeManager {
+        cns_volume_manager::invoke(eng, ctx, this, m.name, args)
     } else if t == types::VcenterVStorageObjectManager {
         vstorage_object_manager::invoke(eng, ctx, this, m.name, args)
     } else if t == types::TaskHistoryCollector {
