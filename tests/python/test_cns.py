@@ -50,6 +50,16 @@ def test_volume_lifecycle(server, si):
     assert len(page.volumes) == 2 and page.cursor.totalRecords == 5 and page.cursor.offset == 2
     rest = cvm.Query(vim.cns.QueryFilter(cursor=vim.cns.Cursor(offset=2, limit=10)))
     assert len(rest.volumes) == 3
+    # New labels on pv-0's entity: the label query follows.
+    md = vim.cns.VolumeMetadata(
+        containerCluster=vim.cns.ContainerCluster(clusterType="KUBERNETES", clusterId="k8s-1", vSphereUser=ADMIN),
+        entityMetadata=[vim.cns.KubernetesEntityMetadata(entityType="PERSISTENT_VOLUME", entityName="pv-0",
+                                                          labels=[vim.KeyValue(key="app", value="db")])])
+    t = cvm.UpdateVolumeMetadata([vim.cns.VolumeMetadataUpdateSpec(volumeId=vids[0], metadata=md)])
+    WaitForTask(t, si=si)
+    assert t.info.result.volumeResults[0].fault is None
+    res = cvm.Query(vim.cns.QueryFilter(labels=[vim.KeyValue(key="app", value="db")]))
+    assert sorted(v.name for v in res.volumes) == ["pv-0", "pv-1", "pv-3"]
     v0 = cvm.Query(vim.cns.QueryFilter(volumeIds=[vids[0]])).volumes[0]
     assert v0.backingObjectDetails.capacityInMb == 16 and v0.metadata.containerCluster.clusterId == "k8s-1"
     # The volume is a first-class disk: write to it over NBD, then sync.

@@ -139,6 +139,34 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     Ok(id)
 }
 
+/// Merge an update into a volume's metadata: the container cluster is
+/// replaced; an entity (by name and type) is replaced, added, or removed
+/// when marked `delete`.
+fn update_metadata(eng: &Engine, id: &str, update: Option<&Data>) -> Result<(), Fault> {
+    let update = update.ok_or_else(|| Fault::invalid_argument("updateSpecs.metadata", "metadata is required"))?;
+    let (_, r) = eng.disks.find(id).ok_or_else(|| Fault::plain_not_found(format!("volume {id} not found")))?;
+    let mut d = r.lock();
+    if !is_volume(&d) {
+        return Err(Fault::plain_not_found(format!("volume {id} not found")));
+    }
+    let mut md = metadata(&d).unwrap_or_else(|| Data::new(types::CnsVolumeMetadata));
+    if let Some(c) = update.get("containerCluster") {
+        md.set("containerCluster", c.clone());
+    }
+    let key = |e: &Data| (e.str("entityName").unwrap_or("").to_string(), e.str("entityType").unwrap_or("").to_string());
+    let mut entities: Vec<Value> = md.get("entityMetadata").and_then(Value::as_array).map(<[Value]>::to_vec).unwrap_or_default();
+    for e in update.get("entityMetadata").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data) {
+        entities.retain(|x| x.as_data().map(key) != Some(key(e)));
+        if e.get("delete").and_then(Value::as_bool) != Some(true) {
+            entities.push(Value::Data(Box::new(e.clone())));
+        }
+    }
+    md.set("entityMetadata", Value::Array(types::CnsEntityMetadata, entities));
+    let j = json::encode(&Value::Data(Box::new(md)), TypeRef { ty: types::CnsVolumeMetadata, array: false }, storage_version());
+    d.meta.extra.get_mut("cns").expect("a volume")["metadata"] = j;
+    d.save_meta().map_err(|e| cns_fault(&e.to_string()))
+}
+
 /// `SPACE_USAGE`: the allocated blocks of the backing disk, in MB.
 fn sync_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     let id = spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")).unwrap_or("").to_string();
@@ -259,6 +287,21 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             cns_task(eng, ctx, "CnsSyncVolume", "syncVolume", move |eng| {
                 let r = sync_one(eng, &spec);
                 batch(vec![result(types::CnsVolumeOperationResult, Some(&id), r.err())])
+            })
+        }
+        "CnsUpdateVolumeMetadata" => {
+            let specs: Vec<Data> = args.get("updateSpecs").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data).cloned().collect();
+            cns_task(eng, ctx, "CnsUpdateVolumeMetadata", "updateVolumeMetadata", move |eng| {
+                let results = specs
+                    .iter()
+                    .map(|s| {
+                        let id = s.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")).unwrap_or("").to_string();
+                        let r = update_metadata(eng, &id, s.get("metadata").and_then(Value::as_data));
+                        result(types::CnsVolumeOperationResult, Some(&id), r.err())
+                    })
+                    .collect();
+                eng.changed();
+                batch(results)
             })
         }
         "CnsQueryVolume" => Ok(Some(query(eng, args.get("filter").and_then(Value::as_data)).into())),
