@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
 """Generate vtwin's VMODL schema (schema/vmodl.json) from pyvmomi's type registry.
 
-Usage: tools/gen_schema.py PYVMOMI_PACKAGE_DIR > schema/vmodl.json
+Usage: tools/gen_schema.py PYVMOMI_PACKAGE_DIR [GOVMOMI_CNS_TYPES_GO] > schema/vmodl.json
+
+The optional second source is govmomi's `cns/types/types.go` (Apache-2.0; the
+Debian package golang-github-vmware-govmomi-dev installs it under
+/usr/share/gocode/src/github.com/vmware/govmomi).  pyvmomi 9.1's registry lacks
+a few CnsVolumeManager methods the vSphere CSI driver calls through govmomi
+(CnsQueryAllVolume, CnsQueryVolumeInfo) and their types; those, and only
+those absent from pyvmomi, are read from the Go declarations.
 
 The registry files (pyVmomi/_typeinfo_*.py, Apache-2.0) are plain sequences of
 calls: AddVersion, AddVersionParent, CreateDataType, CreateManagedType,
@@ -143,9 +150,97 @@ def wire_type(reg, t):
     return rec["wsdl"], arr, rec["kind"]
 
 
+GO_PRIMITIVES = {"string": "string", "int64": "long", "int32": "int", "int": "int",
+                 "bool": "boolean", "byte": "byte", "int16": "short", "float32": "float",
+                 "float64": "double", "time.Time": "vmodl.DateTime"}
+
+
+def load_govmomi_cns(reg, path):
+    """Add the CnsVolumeManager methods and Cns data types that govmomi's
+    cns/types/types.go declares and the pyvmomi registry does not."""
+    src = open(path, encoding="utf-8").read()
+    by_wsdl = {r["wsdl"]: n for n, r in reg.types.items()}
+    structs = {}
+    for m in re.finditer(r"^type (\w+) struct \{\n(.*?)^\}", src, flags=re.M | re.S):
+        fields, base = [], None
+        for line in m.group(2).splitlines():
+            line = line.strip()
+            if not line or line.startswith("//"):
+                continue
+            f = re.match(r'(\w+)\s+(\S+)\s+`xml:"([^"]*)"`', line)
+            if f:
+                wire, _, opts = f.group(3).partition(",")
+                fields.append((f.group(1), f.group(2), wire, "omitempty" in opts))
+            elif re.fullmatch(r"[\w.]+", line):
+                base = line
+        structs[m.group(1)] = (base, fields)
+    added = set(re.findall(r'types\.Add\("(\w+)"', src))
+    mgr = reg.types["vim.cns.VolumeManager"]
+    have_methods = {x["wsdl"] for x in mgr["methods"]}
+    # Versioned as CnsQueryVolume, the method they sit beside.
+    version = next(x["version"] for x in mgr["methods"] if x["wsdl"] == "CnsQueryVolume")
+
+    def vmodl_of(gotype):
+        arr = gotype.startswith("[]")
+        t = gotype[2:] if arr else gotype
+        t = t.lstrip("*")
+        if t in GO_PRIMITIVES:
+            v = GO_PRIMITIVES[t]
+        else:
+            w = t.split(".")[-1]
+            if w.startswith("Base"):
+                w = w[4:]
+            if w == "ManagedObjectReference":
+                v = "vmodl.ManagedObject"
+            elif w in by_wsdl:
+                v = by_wsdl[w]
+            elif w in structs:
+                v = "vim.cns." + w[3:]
+            else:
+                raise SystemExit("govmomi type %s has no registry counterpart" % gotype)
+        return v + ("[]" if arr else "")
+
+    # Data types first (methods refer to them).
+    new = [n for n in sorted(added) if n in structs and n not in by_wsdl and n.startswith("Cns")
+           and not n.endswith("RequestType") and not n.endswith("Response")
+           and n + "RequestType" not in structs]
+    for n in new:
+        by_wsdl[n] = "vim.cns." + n[3:]
+    for n in new:
+        base, fields = structs[n]
+        parent = vmodl_of(base)
+        props = [(f[2], vmodl_of(f[1]), version, F_OPTIONAL if f[3] else 0) for f in fields]
+        reg.data("vim.cns." + n[3:], n, parent, version, props)
+    for n in sorted(added):
+        req = structs.get(n + "RequestType")
+        resp = structs.get(n + "Response")
+        if req is None or n in have_methods or not n.startswith("Cns"):
+            continue
+        params = [(f[2], vmodl_of(f[1]), version, F_OPTIONAL if f[3] else 0, None)
+                  for f in req[1] if f[2] != "_this"]
+        ret = vmodl_of(resp[1][0][1]) if resp and resp[1] else "void"
+        if ret == "vmodl.ManagedObject":
+            ret = "vim.Task"
+        mgr["methods"].append({
+            "name": n[3:4].lower() + n[4:], "wsdl": n, "version": version, "params": [
+                {"name": p[0], "type": p[1], "version": p[2], "flags": p[3], "privilege": None}
+                for p in params],
+            "result_flags": 0, "result": ret, "result_actual": ret,
+            "privilege": None, "faults": ["vmodl.fault.InvalidArgument", "vim.fault.CnsFault"],
+        })
+        print("govmomi: method %s" % n, file=sys.stderr)
+    for n in new:
+        print("govmomi: type %s" % n, file=sys.stderr)
+
+
 def main():
     pkgdir = sys.argv[1]
     reg = load(pkgdir)
+    extra_source = ""
+    if len(sys.argv) > 2:
+        load_govmomi_cns(reg, sys.argv[2])
+        extra_source = "; CnsVolumeManager additions from govmomi %s cns/types/types.go (Apache-2.0)" % (
+            sys.argv[3] if len(sys.argv) > 3 else "")
 
     # Wire names must be unique: the codecs key types by them.
     seen = {}
@@ -220,7 +315,7 @@ def main():
         src_ver = md.version("pyvmomi")
     except Exception:
         src_ver = "unknown"
-    json.dump({"generator": "tools/gen_schema.py", "source": "pyvmomi %s (Apache-2.0)" % src_ver,
+    json.dump({"generator": "tools/gen_schema.py", "source": "pyvmomi %s (Apache-2.0)%s" % (src_ver, extra_source),
                "modules": MODULES, "versions": versions, "types": out_types},
               sys.stdout, indent=None, separators=(",", ":"), sort_keys=False)
     sys.stdout.write("\n")

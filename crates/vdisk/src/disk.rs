@@ -95,6 +95,11 @@ impl Disk {
     pub fn tracking(&self) -> bool {
         self.log.enabled()
     }
+    /// The disk's `ddb.uuid` ("60 00 c2 …"): the top layer's, else one
+    /// derived from the disk's id, as new disks get.
+    pub fn ddb_uuid(&self) -> String {
+        self.chain.top().ddb("uuid").map(str::to_string).unwrap_or_else(|| uuid_ddb(&self.meta.id))
+    }
     pub fn top_path(&self) -> PathBuf {
         self.dir.join(&self.meta.top)
     }

@@ -109,7 +109,7 @@ pub fn tickets(state: &AppState, req: &Req) -> Resp {
         if write {
             return err(StatusCode::BAD_REQUEST, "invalid_argument", "a snapshot is exported read-only".into());
         }
-        if r.lock().snapshot(s).is_none() {
+        if r.lock().map(|d| d.snapshot(s).is_none()).unwrap_or(true) {
             return err(StatusCode::NOT_FOUND, "not_found", format!("no snapshot {s} of disk {disk}"));
         }
     }
@@ -158,11 +158,11 @@ fn open_export(eng: &Engine, name: &str) -> Option<Export> {
     let disk = eng.disks.get(&t.disk, &t.datastore).ok()?;
     match &t.snapshot {
         Some(s) => {
-            let chain = disk.lock().open_snapshot(s)?.ok()?;
+            let chain = disk.open().ok()?.open_snapshot(s)?.ok()?;
             Some(Export::Snapshot(Arc::new(chain)))
         }
         None => {
-            let size = disk.lock().capacity();
+            let size = disk.open().ok()?.capacity();
             Some(Export::Live { disk, write: t.write, size })
         }
     }
@@ -396,7 +396,10 @@ async fn write_batch(ex: &Arc<Export>, w: &mut Wr, batch: Vec<Request>, structur
     let ex2 = ex.clone();
     let (batch, res) = tokio::task::spawn_blocking(move || {
         let Export::Live { disk, .. } = &*ex2 else { return (batch, Ok(())) };
-        let mut d = disk.lock();
+        let mut d = match disk.open() {
+            Ok(d) => d,
+            Err(e) => return (batch, Err(e)),
+        };
         let writes: Vec<(u64, &[u8])> = batch.iter().map(|q| (q.offset, q.payload.as_slice())).collect();
         let mut r = d.write_batch(&writes);
         if r.is_ok() && batch.iter().any(|q| q.flags & CMD_FLAG_FUA != 0) {
@@ -462,7 +465,7 @@ async fn transmission(ex: Export, mut r: Rd, mut w: Wr, structured: bool, meta: 
                         let res = tokio::task::spawn_blocking(move || {
                             let mut buf = vec![0u8; len as usize];
                             let r = match &*ex2 {
-                                Export::Live { disk, .. } => disk.lock().read(offset, &mut buf),
+                                Export::Live { disk, .. } => disk.open().and_then(|d| d.read(offset, &mut buf)),
                                 Export::Snapshot(c) => c.read(offset, &mut buf),
                             };
                             r.map(|_| buf)
@@ -480,7 +483,7 @@ async fn transmission(ex: Export, mut r: Rd, mut w: Wr, structured: bool, meta: 
                     let ex2 = ex.clone();
                     let res = tokio::task::spawn_blocking(move || -> vdisk::Result<()> {
                         let Export::Live { disk, .. } = &*ex2 else { return Ok(()) };
-                        let mut d = disk.lock();
+                        let mut d = disk.open()?;
                         match cmd {
                             CMD_WRITE => d.write(offset, &payload)?,
                             CMD_WRITE_ZEROES => {
@@ -511,7 +514,7 @@ async fn transmission(ex: Export, mut r: Rd, mut w: Wr, structured: bool, meta: 
                 CMD_BLOCK_STATUS if meta => {
                     let ex2 = ex.clone();
                     let res = tokio::task::spawn_blocking(move || match &*ex2 {
-                        Export::Live { disk, .. } => disk.lock().allocated(),
+                        Export::Live { disk, .. } => disk.open().and_then(|d| d.allocated()),
                         Export::Snapshot(c) => c.allocated(),
                     })
                     .await

@@ -1,22 +1,97 @@
 //! The catalog of first-class disks: which disk lives on which datastore,
-//! each open `vdisk::Disk` behind its own lock. The datastores' `fcd/`
+//! each `vdisk::Disk` behind its own lock. The datastores' `fcd/`
 //! directories are the catalog's truth: it is rebuilt by scanning them.
+//!
+//! A disk is opened when it is first locked and closed again when too many
+//! are open (least recently used first, never one that is locked), so a
+//! catalog of 100,000 disks stays within the process's open-file limit.
 use super::inventory::Inventory;
 use super::Fault;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{MappedMutexGuard, Mutex, MutexGuard, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use vmodl::types;
 
+/// Most disks kept open at once (each holds a few files).
+pub const MAX_OPEN: usize = 2048;
+
 /// One disk, locked while an operation works on it.
-pub type DiskRef = Arc<Mutex<vdisk::Disk>>;
+pub type DiskRef = Arc<DiskCell>;
+pub type DiskGuard<'a> = MappedMutexGuard<'a, vdisk::Disk>;
+
+/// A disk's directory and, while it is open, the disk.
+pub struct DiskCell {
+    dir: PathBuf,
+    slot: Mutex<Option<vdisk::Disk>>,
+    used: AtomicU64,
+    open: Arc<AtomicUsize>,
+    clock: Arc<AtomicU64>,
+}
+
+impl DiskCell {
+    fn guard<'a>(&'a self, mut g: MutexGuard<'a, Option<vdisk::Disk>>) -> vdisk::Result<DiskGuard<'a>> {
+        if g.is_none() {
+            *g = Some(vdisk::Disk::open(&self.dir)?);
+            self.open.fetch_add(1, Ordering::Relaxed);
+        }
+        self.used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        Ok(MutexGuard::map(g, |d| d.as_mut().expect("opened above")))
+    }
+
+    /// Lock the disk, opening it if it is closed (I/O errors as they are).
+    pub fn open(&self) -> vdisk::Result<DiskGuard<'_>> {
+        self.guard(self.slot.lock())
+    }
+
+    /// Lock the disk, opening it if it is closed.
+    pub fn lock(&self) -> Result<DiskGuard<'_>, Fault> {
+        self.open().map_err(disk_fault)
+    }
+
+    /// As `lock`, waiting at most `t`; None when still busy.
+    pub fn try_lock_for(&self, t: Duration) -> Option<Result<DiskGuard<'_>, Fault>> {
+        self.slot.try_lock_for(t).map(|g| self.guard(g).map_err(disk_fault))
+    }
+
+    /// The directory holding the disk's metadata.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Close the disk if it is open and nobody holds it.
+    fn close_idle(&self) -> bool {
+        let Some(mut g) = self.slot.try_lock() else { return false };
+        if g.take().is_some() {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    fn is_open(&self) -> bool {
+        self.slot.try_lock().is_none_or(|g| g.is_some())
+    }
+}
+
+/// A disk-engine error as a vim25 FileFault naming the file.
+pub fn disk_fault(e: vdisk::Error) -> Fault {
+    let file = match &e {
+        vdisk::Error::Io { path, .. } | vdisk::Error::Format { path, .. } => path.clone(),
+        vdisk::Error::OutOfRange { .. } => String::new(),
+    };
+    Fault::new(types::FileFault, e.to_string()).with("file", file)
+}
 
 /// id → (datastore moId, disk). The datastore is kept outside the disk's
 /// lock so listing never waits for a long operation.
 #[derive(Default)]
 pub struct Disks {
     map: RwLock<HashMap<String, (String, DiskRef)>>,
+    open: Arc<AtomicUsize>,
+    clock: Arc<AtomicU64>,
     /// NBD export names handed out, by name.
     tickets: Mutex<HashMap<String, Ticket>>,
 }
@@ -56,25 +131,33 @@ impl Disks {
         d
     }
 
-    /// Add the disks found under one datastore; the number added.
+    fn cell(&self, dir: PathBuf, disk: Option<vdisk::Disk>) -> DiskRef {
+        if disk.is_some() {
+            self.open.fetch_add(1, Ordering::Relaxed);
+        }
+        Arc::new(DiskCell { dir, slot: Mutex::new(disk), used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)), open: self.open.clone(), clock: self.clock.clone() })
+    }
+
+    /// Add the disks found under one datastore; the number added. Only
+    /// their metadata is read: a disk's files are opened when it is used.
     pub fn scan(&self, ds: &str, ds_path: &Path) -> usize {
         let Ok(rd) = std::fs::read_dir(fcd_dir(ds_path)) else { return 0 };
         let mut n = 0;
         for ent in rd.flatten() {
             let dir = ent.path();
-            if !dir.join(vdisk::disk::META).exists() {
-                continue;
-            }
-            match vdisk::Disk::open(&dir) {
-                Ok(disk) => {
-                    let id = disk.meta.id.clone();
-                    let mut map = self.map.write();
-                    if let std::collections::hash_map::Entry::Vacant(v) = map.entry(id) {
-                        v.insert((ds.to_string(), Arc::new(Mutex::new(disk))));
-                        n += 1;
-                    }
+            let meta = dir.join(vdisk::disk::META);
+            let id = match std::fs::read(&meta).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<vdisk::disk::Meta>(&b).map_err(|e| e.to_string())) {
+                Ok(m) => m.id,
+                Err(_) if !meta.exists() => continue,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "disk skipped");
+                    continue;
                 }
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "disk skipped"),
+            };
+            let mut map = self.map.write();
+            if let std::collections::hash_map::Entry::Vacant(v) = map.entry(id) {
+                v.insert((ds.to_string(), self.cell(dir, None)));
+                n += 1;
             }
         }
         n
@@ -82,13 +165,16 @@ impl Disks {
 
     pub fn insert(&self, ds: &str, disk: vdisk::Disk) -> DiskRef {
         let id = disk.meta.id.clone();
-        let r = Arc::new(Mutex::new(disk));
+        let r = self.cell(disk.dir().to_path_buf(), Some(disk));
         self.map.write().insert(id, (ds.to_string(), r.clone()));
+        self.evict();
         r
     }
 
     pub fn remove(&self, id: &str) {
-        self.map.write().remove(id);
+        if let Some((_, r)) = self.map.write().remove(id) {
+            r.close_idle();
+        }
     }
 
     pub fn exists(&self, id: &str) -> bool {
@@ -97,6 +183,7 @@ impl Disks {
 
     /// The disk `id` on datastore `ds`, or NotFound.
     pub fn get(&self, id: &str, ds: &str) -> Result<DiskRef, Fault> {
+        self.evict();
         match self.map.read().get(id) {
             Some((d, r)) if d == ds => Ok(r.clone()),
             _ => Err(Fault::plain_not_found(format!("The object or item referred to could not be found: virtual storage object {id} on datastore {ds}"))),
@@ -105,7 +192,13 @@ impl Disks {
 
     /// The disk `id` wherever it is.
     pub fn find(&self, id: &str) -> Option<(String, DiskRef)> {
+        self.evict();
         self.map.read().get(id).cloned()
+    }
+
+    /// The datastore holding disk `id`, without touching the disk.
+    pub fn datastore_of(&self, id: &str) -> Option<String> {
+        self.map.read().get(id).map(|(d, _)| d.clone())
     }
 
     /// Ids of the disks on `ds`.
@@ -113,6 +206,32 @@ impl Disks {
         let mut v: Vec<String> = self.map.read().iter().filter(|(_, (d, _))| d == ds).map(|(k, _)| k.clone()).collect();
         v.sort();
         v
+    }
+
+    /// Every disk: (id, datastore, disk).
+    pub fn all(&self) -> Vec<(String, String, DiskRef)> {
+        self.map.read().iter().map(|(id, (d, r))| (id.clone(), d.clone(), r.clone())).collect()
+    }
+
+    /// How many disks are open now.
+    pub fn open_count(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Close the least recently used idle disks when more than MAX_OPEN
+    /// are open, down to three quarters of it.
+    fn evict(&self) {
+        if self.open.load(Ordering::Relaxed) <= MAX_OPEN {
+            return;
+        }
+        let mut open: Vec<(u64, DiskRef)> = self.map.read().values().filter(|(_, r)| r.is_open()).map(|(_, r)| (r.used.load(Ordering::Relaxed), r.clone())).collect();
+        open.sort_by_key(|(t, _)| *t);
+        for (_, r) in open {
+            if self.open.load(Ordering::Relaxed) <= MAX_OPEN * 3 / 4 {
+                break;
+            }
+            r.close_idle();
+        }
     }
 
     /// Hand out an export name for `t`.
@@ -133,15 +252,20 @@ impl Disks {
 
     /// Forget every disk of `ds` (before scanning it again).
     pub fn drop_all(&self, ds: &str) {
-        self.map.write().retain(|_, (d, _)| d != ds);
+        let mut map = self.map.write();
+        for (_, r) in map.values().filter(|(d, _)| d == ds) {
+            r.close_idle();
+        }
+        map.retain(|_, (d, _)| d != ds);
     }
 
     /// Forget the disks of `ds` whose directory is gone; the ids dropped.
     pub fn drop_missing(&self, ds: &str) -> Vec<String> {
         let mut gone = vec![];
         self.map.write().retain(|id, (d, r)| {
-            let keep = d != ds || r.try_lock().map(|x| x.dir().join(vdisk::disk::META).exists()).unwrap_or(true);
+            let keep = d != ds || r.dir().join(vdisk::disk::META).exists();
             if !keep {
+                r.close_idle();
                 gone.push(id.clone());
             }
             keep

@@ -73,6 +73,8 @@ pub struct Engine {
     pub busy_datastores: Mutex<HashMap<String, String>>,
     /// First-class disks on the datastores.
     pub disks: disks::Disks,
+    /// The CNS volumes' index.
+    pub cns: mo::cns_volume_manager::Volumes,
     /// Test-control rules (delays and injected faults).
     pub control: control::Control,
     /// Per-entity queues of engine-run tasks.
@@ -176,6 +178,7 @@ impl Engine {
             seq: AtomicU64::new(1),
             history: Mutex::new(HashMap::new()),
             disks,
+            cns: Default::default(),
             busy_datastores: Mutex::new(HashMap::new()),
             control: Default::default(),
             runner: Default::default(),

@@ -1,19 +1,29 @@
 //! CnsVolumeManager (moId `cns-volume-manager`, vSAN namespace): Cloud
 //! Native Storage volumes are first-class disks. A BLOCK volume's id is its
-//! backing disk's id; its CNS metadata (container cluster, entity metadata,
-//! labels) and its last measured used space are kept with the disk
-//! (`vtwin-disk.json`), so they persist with it. Calls that change volumes
-//! return a task whose result is a batch with one entry per volume, each
-//! with its own fault: a partial failure is not a task error.
-use crate::engine::disks::{datastore_path, fcd_dir};
+//! backing disk's id; its CNS state (metadata: container cluster, entity
+//! metadata, labels; storage policy; attached VM; last measured used and
+//! snapshot space) is kept with the disk (`vtwin-disk.json`, key `cns`), so
+//! it persists and moves with it. An in-memory index of that state answers
+//! queries without opening a disk (it is loaded from the disks' metadata on
+//! first use and follows every change). Calls that change volumes return a
+//! task whose result is a batch with one entry per volume, each with its
+//! own fault: a partial failure is not a task error.
+use crate::engine::disks::{datastore_path, disk_fault, fcd_dir, DiskRef};
 use crate::engine::runner::TaskSpec;
 use crate::engine::{Ctx, Engine, Fault, Reply};
+use parking_lot::RwLock;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use vdisk::chain::Provisioning;
 use vdisk::disk::Disk;
 use vmodl::value::Args;
 use vmodl::{json, types, Data, MoRef, TypeRef, Value, VersionId};
 
 const MB: u64 = 1 << 20;
+/// Snapshots a volume may have (vSphere's limit for a first-class disk).
+const MAX_SNAPSHOTS: usize = 32;
+/// Largest page CnsQueryVolume returns, and the page without a cursor.
+const MAX_PAGE: i64 = 1000;
 
 fn storage_version() -> VersionId {
     VersionId::by_wire("vsan", "9.1.0.0").or_else(|| VersionId::by_wire("vim25", "9.1.0.0")).expect("a 9.1 version")
@@ -23,15 +33,34 @@ fn volume_id(id: &str) -> Value {
     Data::new(types::CnsVolumeId).with("id", id).into()
 }
 
-fn cns_fault(reason: &str) -> Fault {
-    Fault::new(types::CnsFault, reason).with("reason", reason)
+fn cns_fault(reason: impl Into<String>) -> Fault {
+    let reason = reason.into();
+    Fault::new(types::CnsFault, reason.clone()).with("reason", reason)
+}
+
+fn not_found(id: &str) -> Fault {
+    Fault::plain_not_found(format!("volume {id} not found"))
+}
+
+fn not_registered(id: &str) -> Fault {
+    Fault::new(types::CnsNotRegisteredFault, format!("virtual storage object {id} is not a CNS volume"))
+        .with("reason", format!("virtual storage object {id} is not registered as a CNS volume"))
+        .with("volumeId", volume_id(id))
 }
 
 fn ids(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data).filter_map(|d| d.str("id").map(str::to_string)).collect()
 }
 
-fn result(ty: vmodl::TypeId, id: Option<&str>, fault: Option<Fault>) -> Value {
+fn id_of(spec: &Data) -> String {
+    spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")).unwrap_or("").to_string()
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+fn result(ty: vmodl::TypeId, id: Option<&str>, fault: Option<Fault>) -> Data {
     let mut d = Data::new(ty);
     if let Some(i) = id {
         d.set("volumeId", volume_id(i));
@@ -39,56 +68,154 @@ fn result(ty: vmodl::TypeId, id: Option<&str>, fault: Option<Fault>) -> Value {
     if let Some(f) = fault {
         d.set("fault", f.data);
     }
-    d.into()
+    d
 }
 
-fn batch(results: Vec<Value>) -> Value {
-    Data::new(types::CnsVolumeOperationBatchResult).with("volumeResults", Value::Array(types::CnsVolumeOperationResult, results)).into()
+fn batch(results: Vec<Data>) -> Value {
+    let v = results.into_iter().map(Value::from).collect();
+    Data::new(types::CnsVolumeOperationBatchResult).with("volumeResults", Value::Array(types::CnsVolumeOperationResult, v)).into()
+}
+
+// ---- the index ----------------------------------------------------------
+
+/// What queries filter on, per volume.
+#[derive(Clone, Debug, Default)]
+struct Rec {
+    name: String,
+    clusters: Vec<String>,
+    labels: Vec<(String, String)>,
+    policy: Option<String>,
+}
+
+/// The CNS volumes by id (ordered, for stable paging).
+#[derive(Default)]
+pub struct Volumes {
+    map: RwLock<Option<BTreeMap<String, Rec>>>,
+}
+
+fn rec_of(d: &Disk) -> Option<Rec> {
+    rec_of_meta(&d.meta)
+}
+
+impl Volumes {
+    /// The index, loaded from every disk's metadata file on first use.
+    fn loaded(&self, eng: &Engine) -> parking_lot::RwLockReadGuard<'_, Option<BTreeMap<String, Rec>>> {
+        {
+            let g = self.map.read();
+            if g.is_some() {
+                return g;
+            }
+        }
+        let mut g = self.map.write();
+        if g.is_none() {
+            let mut m = BTreeMap::new();
+            for (id, _, r) in eng.disks.all() {
+                let Ok(text) = std::fs::read(r.dir().join(vdisk::disk::META)) else { continue };
+                let Ok(meta) = serde_json::from_slice::<vdisk::disk::Meta>(&text) else { continue };
+                if !meta.extra.contains_key("cns") {
+                    continue;
+                }
+                if let Some(rec) = rec_of_meta(&meta) {
+                    m.insert(id, rec);
+                }
+            }
+            *g = Some(m);
+        }
+        parking_lot::RwLockWriteGuard::downgrade(g)
+    }
+
+    fn put(&self, eng: &Engine, id: &str, d: &Disk) {
+        drop(self.loaded(eng));
+        if let Some(m) = self.map.write().as_mut() {
+            match rec_of(d) {
+                Some(r) => m.insert(id.to_string(), r),
+                None => m.remove(id),
+            };
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        if let Some(m) = self.map.write().as_mut() {
+            m.remove(id);
+        }
+    }
+
+    /// How many volumes there are.
+    pub fn len(&self, eng: &Engine) -> usize {
+        self.loaded(eng).as_ref().map(BTreeMap::len).unwrap_or(0)
+    }
+}
+
+fn rec_of_meta(meta: &vdisk::disk::Meta) -> Option<Rec> {
+    let cns = meta.extra.get("cns")?;
+    let md = decode_metadata(cns.get("metadata")?);
+    let mut clusters = vec![];
+    if let Some(m) = &md {
+        if let Some(c) = m.get("containerCluster").and_then(Value::as_data).and_then(|c| c.str("clusterId")) {
+            clusters.push(c.to_string());
+        }
+        for c in m.get("containerClusterArray").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data) {
+            if let Some(id) = c.str("clusterId") {
+                clusters.push(id.to_string());
+            }
+        }
+    }
+    Some(Rec {
+        name: meta.name.clone(),
+        clusters,
+        labels: md.as_ref().map(labels_of).unwrap_or_default(),
+        policy: cns.get("storagePolicyId").and_then(|p| p.as_str()).map(str::to_string),
+    })
+}
+
+/// A disk changed outside this manager (a first-class-disk call renamed,
+/// snapshotted, reverted, moved or deleted it): bring the index up to date
+/// and point an attached VM at the disk's current top layer.
+pub fn disk_changed(eng: &Engine, id: &str) {
+    let Some((_, r)) = eng.disks.find(id) else {
+        eng.cns.forget(id);
+        return;
+    };
+    let Ok(d) = r.lock() else { return };
+    eng.cns.put(eng, id, &d);
+    let _ = repoint_vm(eng, &d);
+}
+
+/// The VM a volume is attached to, if it still exists.
+pub fn attached_vm(eng: &Engine, d: &Disk) -> Option<MoRef> {
+    let vm = d.meta.extra.get("cns")?.get("attachedVm")?.as_str()?;
+    let inv = eng.inv.read();
+    inv.get(vm).filter(|e| e.moref.ty == types::VirtualMachine).map(|e| e.moref.clone())
 }
 
 fn is_volume(d: &Disk) -> bool {
     d.meta.extra.contains_key("cns")
 }
 
-/// The CNS metadata kept with a volume's disk.
-fn metadata(d: &Disk) -> Option<Data> {
-    let j = d.meta.extra.get("cns")?.get("metadata")?;
+fn decode_metadata(j: &serde_json::Value) -> Option<Data> {
     match json::decode(j, TypeRef { ty: types::CnsVolumeMetadata, array: false }, "cns").ok()? {
         Some(Value::Data(m)) => Some(*m),
         _ => None,
     }
 }
 
-fn used_mb(d: &Disk) -> Option<i64> {
-    d.meta.extra.get("cns")?.get("usedCapacityInMb")?.as_i64()
+/// The CNS metadata kept with a volume's disk.
+fn metadata(d: &Disk) -> Option<Data> {
+    decode_metadata(d.meta.extra.get("cns")?.get("metadata")?)
 }
 
-/// The CnsVolume of a disk.
-fn volume(eng: &Engine, ds: &str, d: &Disk) -> Data {
-    let url = eng.inv.read().get(ds).and_then(|e| e.attr("url").map(str::to_string)).unwrap_or_default();
-    let obj = super::vstorage_object_manager::vstorage_object(eng, ds, d);
-    let path = obj.get("config").and_then(Value::as_data).and_then(|c| c.get("backing")).and_then(Value::as_data).and_then(|b| b.str("filePath")).unwrap_or("").to_string();
-    let backing = Data::new(types::CnsBlockBackingDetails)
-        .with("capacityInMb", (d.capacity() / MB) as i64)
-        .with("backingDiskId", d.meta.id.clone())
-        .with("backingDiskPath", path)
-        .with_opt("usedCapacityInMb", used_mb(d));
-    Data::new(types::CnsVolume)
-        .with("volumeId", volume_id(&d.meta.id))
-        .with("datastoreUrl", url)
-        .with("name", d.meta.name.clone())
-        .with("volumeType", "BLOCK")
-        .with_opt("metadata", metadata(d))
-        .with("backingObjectDetails", backing)
-        .with("complianceStatus", "compliant")
-        .with("datastoreAccessibilityStatus", "accessible")
-        .with("healthStatus", "green")
+fn cns_num(d: &Disk, key: &str) -> Option<i64> {
+    d.meta.extra.get("cns")?.get(key)?.as_i64()
 }
 
-fn cns_task(eng: &Engine, ctx: &Ctx, method: &'static str, vmodl: &str, work: impl FnOnce(&Engine) -> Value + Send + 'static) -> Reply {
-    let root = eng.inv.read().root();
-    let spec = TaskSpec { method, description_id: format!("CnsVolumeManager.{vmodl}"), entity: root, cancelable: false, queue: Some("cns".into()) };
-    eng.run_task(ctx, spec, Box::new(move |eng, _| Ok(Some(work(eng)))))
+fn set_cns(d: &mut Disk, key: &str, v: serde_json::Value) {
+    if let Some(c) = d.meta.extra.get_mut("cns").and_then(|c| c.as_object_mut()) {
+        if v.is_null() {
+            c.remove(key);
+        } else {
+            c.insert(key.to_string(), v);
+        }
+    }
 }
 
 fn labels_of(m: &Data) -> Vec<(String, String)> {
@@ -102,6 +229,107 @@ fn labels_of(m: &Data) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether the datastore is mounted (its volumes are reachable).
+fn accessible(eng: &Engine, ds: &str) -> bool {
+    let inv = eng.inv.read();
+    inv.get(ds).is_some_and(|e| e.attrs.get("mounted").and_then(|m| m.as_bool()).unwrap_or(true) && e.attr("path").is_some_and(|p| Path::new(p).is_dir()))
+}
+
+/// The space of the disk's frozen (snapshot) layers, in MB.
+fn snapshot_mb(d: &Disk) -> i64 {
+    let bytes: u64 = d.meta.snapshots.iter().map(|s| layer_allocated(&d.dir().join(&s.layer))).sum();
+    bytes.div_ceil(MB) as i64
+}
+
+/// Bytes a layer holds (its extent files' allocated blocks).
+fn layer_allocated(desc: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(c) = vdisk::Chain::open_readonly(desc) else { return 0 };
+    c.files().iter().skip(1).take(1).filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.blocks() * 512).sum()
+}
+
+/// The CnsVolume of a disk; `select`: the selected fields (None: all).
+fn volume(eng: &Engine, ds: &str, d: &Disk, select: Option<&[String]>) -> Data {
+    let want = |name: &str| select.is_none_or(|s| s.iter().any(|x| x == name));
+    let url = eng.inv.read().get(ds).and_then(|e| e.attr("url").map(str::to_string)).unwrap_or_default();
+    let ok = accessible(eng, ds);
+    let mut v = Data::new(types::CnsVolume).with("volumeId", volume_id(&d.meta.id));
+    if want("DATASTORE_URL") {
+        v.set("datastoreUrl", url);
+    }
+    if want("VOLUME_NAME") {
+        v.set("name", d.meta.name.clone());
+    }
+    if want("VOLUME_TYPE") {
+        v.set("volumeType", "BLOCK");
+    }
+    if want("POLICY_ID") {
+        if let Some(p) = d.meta.extra.get("cns").and_then(|c| c.get("storagePolicyId")).and_then(|p| p.as_str()) {
+            v.set("storagePolicyId", p.to_string());
+        }
+    }
+    if select.is_none() {
+        if let Some(m) = metadata(d) {
+            v.set("metadata", m);
+        }
+    }
+    if want("BACKING_OBJECT_DETAILS") {
+        let obj = super::vstorage_object_manager::vstorage_object(eng, ds, d);
+        let path = obj.get("config").and_then(Value::as_data).and_then(|c| c.get("backing")).and_then(Value::as_data).and_then(|b| b.str("filePath")).unwrap_or("").to_string();
+        let backing = Data::new(types::CnsBlockBackingDetails)
+            .with("capacityInMb", (d.capacity() / MB) as i64)
+            .with("backingDiskId", d.meta.id.clone())
+            .with("backingDiskPath", path)
+            .with_opt("usedCapacityInMb", cns_num(d, "usedCapacityInMb"))
+            .with_opt("aggregatedSnapshotCapacityInMb", cns_num(d, "aggregatedSnapshotCapacityInMb"));
+        v.set("backingObjectDetails", backing);
+    }
+    if want("COMPLIANCE_STATUS") {
+        v.set("complianceStatus", "compliant");
+    }
+    if want("DATASTORE_ACCESSIBILITY_STATUS") {
+        v.set("datastoreAccessibilityStatus", if ok { "accessible" } else { "notAccessible" });
+    }
+    if want("HEALTH_STATUS") {
+        v.set("healthStatus", if ok { "green" } else { "red" });
+    }
+    v
+}
+
+/// A task on the volume manager, queued behind other work on `key` (a
+/// volume's disk, so CNS and first-class-disk calls on it take turns).
+fn cns_task(eng: &Engine, ctx: &Ctx, method: &'static str, vmodl: &str, key: String, work: impl FnOnce(&Engine) -> Value + Send + 'static) -> Reply {
+    let root = eng.inv.read().root();
+    let spec = TaskSpec { method, description_id: format!("CnsVolumeManager.{vmodl}"), entity: root, cancelable: false, queue: Some(key) };
+    eng.run_task(ctx, spec, Box::new(move |eng, _| Ok(Some(work(eng)))))
+}
+
+fn queue_key(id: &str) -> String {
+    format!("fcd:{id}")
+}
+
+/// A volume's disk, or NotFound.
+fn find(eng: &Engine, id: &str) -> Result<(String, DiskRef), Fault> {
+    if id.is_empty() {
+        return Err(Fault::invalid_argument("volumeId", "the volume id is empty"));
+    }
+    eng.disks.find(id).ok_or_else(|| not_found(id))
+}
+
+/// Run `f` on the volume `id` (locked), then refresh the index.
+fn with_volume<T>(eng: &Engine, id: &str, f: impl FnOnce(&str, &mut Disk) -> Result<T, Fault>) -> Result<T, Fault> {
+    let (ds, r) = find(eng, id)?;
+    let mut d = r.lock()?;
+    if !is_volume(&d) {
+        return Err(not_registered(id));
+    }
+    let out = f(&ds, &mut d);
+    eng.cns.put(eng, id, &d);
+    out
+}
+
+// ---- create ------------------------------------------------------------
+
 fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     let name = spec.str("name").unwrap_or("").to_string();
     if name.is_empty() {
@@ -112,46 +340,76 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
         "FILE" => return Err(Fault::not_supported("FILE volumes (vSAN file shares) are not supported; create BLOCK volumes")),
         other => return Err(Fault::invalid_argument("createSpecs.volumeType", format!("volume type '{other}' is not BLOCK or FILE"))),
     }
-    let mb = spec.get("backingObjectDetails").and_then(Value::as_data).and_then(|b| b.get("capacityInMb")).and_then(Value::as_i64).unwrap_or(0);
+    let backing = spec.get("backingObjectDetails").and_then(Value::as_data);
+    let md = spec.get("metadata").map(|m| json::encode(m, TypeRef { ty: types::CnsVolumeMetadata, array: false }, storage_version()));
+    let policy = spec
+        .get("profile")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string)));
+    let state = serde_json::json!({"type": "BLOCK", "metadata": md, "storagePolicyId": policy, "createTime": chrono::Utc::now().to_rfc3339()});
+    // Static provisioning: an existing first-class disk becomes a volume.
+    if let Some(existing) = backing.and_then(|b| b.str("backingDiskId")).filter(|s| !s.is_empty()) {
+        let (_, r) = eng.disks.find(existing).ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {existing} not found")))?;
+        let mut d = r.lock()?;
+        if is_volume(&d) {
+            return Err(Fault::new(types::CnsAlreadyRegisteredFault, format!("virtual storage object {existing} is already a CNS volume"))
+                .with("reason", "the disk is already registered as a CNS volume")
+                .with("volumeId", volume_id(existing)));
+        }
+        d.meta.name = name;
+        d.meta.extra.insert("cns".into(), state);
+        d.save_meta().map_err(disk_fault)?;
+        eng.cns.put(eng, existing, &d);
+        return Ok(existing.to_string());
+    }
+    let mb = backing.and_then(|b| b.get("capacityInMb")).and_then(Value::as_i64).unwrap_or(0);
     if mb <= 0 {
         return Err(Fault::invalid_argument("createSpecs.backingObjectDetails.capacityInMb", format!("capacity {mb} MB is not positive")));
     }
     let ds = spec
         .get("datastores")
         .and_then(Value::as_array)
-        .and_then(|a| a.first())
-        .and_then(Value::as_moref)
-        .map(|m| m.value.clone())
-        .or_else(|| eng.inv.read().objects.values().filter(|e| e.moref.ty == types::Datastore).map(|e| e.moref.value.clone()).min())
-        .ok_or_else(|| cns_fault("no datastore to place the volume on"))?;
+        .and_then(|a| a.iter().filter_map(Value::as_moref).map(|m| m.value.clone()).find(|d| accessible(eng, d)))
+        .or_else(|| {
+            let asked = spec.get("datastores").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+            if asked {
+                return None;
+            }
+            let mut all: Vec<String> = eng.inv.read().objects.values().filter(|e| e.moref.ty == types::Datastore).map(|e| e.moref.value.clone()).collect();
+            all.sort();
+            all.into_iter().find(|d| accessible(eng, d))
+        })
+        .ok_or_else(|| Fault::new(types::CnsPlacementFault, "none of the given datastores is accessible").with("reason", "no accessible datastore to place the volume on"))?;
     let root = datastore_path(&eng.inv.read(), &ds).ok_or_else(|| Fault::new(types::InvalidDatastore, format!("{ds} is not a datastore")))?;
     if let Some(existing) = spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")) {
         if eng.disks.exists(existing) {
-            return Err(Fault::new(types::CnsVolumeAlreadyExistsFault, format!("volume {existing} already exists")).with("reason", "volume already exists"));
+            return Err(Fault::new(types::CnsVolumeAlreadyExistsFault, format!("volume {existing} already exists"))
+                .with("reason", "volume already exists")
+                .with("volumeId", volume_id(existing)));
         }
     }
     let id = spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")).map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let mut d = Disk::create(&fcd_dir(&root).join(&id), &id, &name, mb as u64 * MB, Provisioning::Thin, true).map_err(|e| cns_fault(&e.to_string()))?;
-    let md = spec.get("metadata").map(|m| json::encode(m, TypeRef { ty: types::CnsVolumeMetadata, array: false }, storage_version()));
-    d.meta.extra.insert("cns".into(), serde_json::json!({"type": "BLOCK", "metadata": md}));
-    d.save_meta().map_err(|e| cns_fault(&e.to_string()))?;
+    let mut d = Disk::create(&fcd_dir(&root).join(&id), &id, &name, mb as u64 * MB, Provisioning::Thin, true).map_err(disk_fault)?;
+    d.meta.extra.insert("cns".into(), state);
+    d.save_meta().map_err(disk_fault)?;
+    eng.cns.put(eng, &id, &d);
     eng.disks.insert(&ds, d);
     Ok(id)
 }
 
+// ---- metadata ----------------------------------------------------------
+
 /// Merge an update into a volume's metadata: the container cluster is
 /// replaced; an entity (by name and type) is replaced, added, or removed
 /// when marked `delete`.
-fn update_metadata(eng: &Engine, id: &str, update: Option<&Data>) -> Result<(), Fault> {
+fn update_metadata(d: &mut Disk, update: Option<&Data>) -> Result<(), Fault> {
     let update = update.ok_or_else(|| Fault::invalid_argument("updateSpecs.metadata", "metadata is required"))?;
-    let (_, r) = eng.disks.find(id).ok_or_else(|| Fault::plain_not_found(format!("volume {id} not found")))?;
-    let mut d = r.lock();
-    if !is_volume(&d) {
-        return Err(Fault::plain_not_found(format!("volume {id} not found")));
-    }
-    let mut md = metadata(&d).unwrap_or_else(|| Data::new(types::CnsVolumeMetadata));
+    let mut md = metadata(d).unwrap_or_else(|| Data::new(types::CnsVolumeMetadata));
     if let Some(c) = update.get("containerCluster") {
         md.set("containerCluster", c.clone());
+    }
+    if let Some(c) = update.get("containerClusterArray") {
+        md.set("containerClusterArray", c.clone());
     }
     let key = |e: &Data| (e.str("entityName").unwrap_or("").to_string(), e.str("entityType").unwrap_or("").to_string());
     let mut entities: Vec<Value> = md.get("entityMetadata").and_then(Value::as_array).map(<[Value]>::to_vec).unwrap_or_default();
@@ -163,202 +421,472 @@ fn update_metadata(eng: &Engine, id: &str, update: Option<&Data>) -> Result<(), 
     }
     md.set("entityMetadata", Value::Array(types::CnsEntityMetadata, entities));
     let j = json::encode(&Value::Data(Box::new(md)), TypeRef { ty: types::CnsVolumeMetadata, array: false }, storage_version());
-    d.meta.extra.get_mut("cns").expect("a volume")["metadata"] = j;
-    d.save_meta().map_err(|e| cns_fault(&e.to_string()))
+    set_cns(d, "metadata", j);
+    d.save_meta().map_err(disk_fault)
 }
 
-/// `SPACE_USAGE`: the allocated blocks of the backing disk, in MB.
-fn sync_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
-    let id = spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")).unwrap_or("").to_string();
-    if id.is_empty() || id.chars().any(|c| c.is_control() || c == '/') {
-        return Err(Fault::invalid_argument("syncSpecs.volumeId", format!("'{id}' is not a volume id")));
+// ---- space -------------------------------------------------------------
+
+/// `SPACE_USAGE`: the allocated blocks of the backing disk, in MB; the
+/// snapshot layers' space is measured again too.
+fn sync_space(d: &mut Disk) -> Result<(), Fault> {
+    let used: u64 = d.allocated().map_err(disk_fault)?.iter().map(|r| r.1).sum();
+    set_cns(d, "usedCapacityInMb", (used.div_ceil(MB) as i64).into());
+    let snap = snapshot_mb(d);
+    set_cns(d, "aggregatedSnapshotCapacityInMb", if d.meta.snapshots.is_empty() { serde_json::Value::Null } else { snap.into() });
+    d.save_meta().map_err(disk_fault)
+}
+
+// ---- attach / detach -----------------------------------------------------
+
+use super::virtual_machine::dashed_uuid;
+
+fn vm_entity(eng: &Engine, vm: Option<&MoRef>) -> Result<(MoRef, PathBuf), Fault> {
+    let vm = vm.ok_or_else(|| Fault::invalid_argument("vm", "vm is required"))?;
+    let inv = eng.inv.read();
+    let e = inv.get(&vm.value).filter(|e| e.moref.ty == types::VirtualMachine).ok_or_else(|| Fault::not_found(vm))?;
+    Ok((e.moref.clone(), super::virtual_machine::vmx_path(&inv, e)))
+}
+
+fn canon(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The `scsiB:U` slot of a `.vmx` naming a file in `dir`.
+fn slot_of(kv: &[(String, String)], vmx: &Path, dir: &Path) -> Option<String> {
+    let vmdir = vmx.parent().unwrap_or(Path::new("."));
+    let dir = canon(dir);
+    kv.iter().find_map(|(k, v)| {
+        let slot = k.strip_suffix(".fileName").or_else(|| k.strip_suffix(".filename"))?;
+        let p = if v.starts_with('/') { PathBuf::from(v) } else { vmdir.join(v) };
+        (canon(&p).parent() == Some(dir.as_path())).then(|| slot.to_string())
+    })
+}
+
+fn write_vmx(vmx: &Path, kv: &[(String, String)]) -> Result<(), Fault> {
+    vdisk::chain::write_atomic(vmx, &vdisk::vmfiles::render_kv(kv)).map_err(disk_fault)
+}
+
+fn attach_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
+    let id = id_of(spec);
+    let (vm, vmx) = vm_entity(eng, spec.get("vm").and_then(Value::as_moref))?;
+    with_volume(eng, &id, |_, d| {
+        if let Some(other) = attached_vm(eng, d) {
+            if other != vm {
+                return Err(Fault::new(types::ResourceInUse, format!("volume {id} is attached to {}", other.value)).with("type", "VirtualMachine").with("name", other.value.clone()));
+            }
+            // Attached here already: the same answer again.
+            return Ok(dashed_uuid(&d.ddb_uuid()));
+        }
+        let mut kv = super::virtual_machine::read_vmx(&vmx)?;
+        let get = |kv: &[(String, String)], k: &str| kv.iter().rev().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
+        let present = |kv: &[(String, String)], bus: i64| get(kv, &format!("scsi{bus}.present")).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let bus = match spec.get("controllerKey").and_then(Value::as_i64) {
+            Some(k) if (1000..1004).contains(&k) && present(&kv, k - 1000) => k - 1000,
+            Some(k) => return Err(Fault::invalid_argument("attachSpecs.controllerKey", format!("VM {} has no SCSI controller with key {k}", vm.value))),
+            None => (0..4).find(|b| present(&kv, *b)).ok_or_else(|| {
+                Fault::new(types::CnsMissingControllerFault, format!("VM {} has no SCSI controller to attach the volume to", vm.value)).with("reason", "no SCSI controller")
+            })?,
+        };
+        let used = |kv: &[(String, String)], u: i64| get(kv, &format!("scsi{bus}:{u}.present")).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let unit = match spec.get("unitNumber").and_then(Value::as_i64) {
+            Some(u) if !(0..16).contains(&u) || u == 7 => return Err(Fault::invalid_argument("attachSpecs.unitNumber", format!("unit {u} is not a disk slot (0-15 but 7)"))),
+            Some(u) if used(&kv, u) => return Err(Fault::invalid_argument("attachSpecs.unitNumber", format!("unit {u} of SCSI controller {bus} is taken"))),
+            Some(u) => u,
+            None => (0..16).filter(|u| *u != 7).find(|u| !used(&kv, *u)).ok_or_else(|| cns_fault(format!("SCSI controller {bus} of VM {} is full", vm.value)))?,
+        };
+        let slot = format!("scsi{bus}:{unit}");
+        kv.retain(|(k, _)| !k.to_ascii_lowercase().starts_with(&format!("{slot}.")));
+        kv.push((format!("{slot}.present"), "TRUE".into()));
+        kv.push((format!("{slot}.fileName"), d.top_path().display().to_string()));
+        kv.push((format!("{slot}.deviceType"), "scsi-hardDisk".into()));
+        if let Some(mode) = spec.str("diskMode").filter(|m| !m.is_empty()) {
+            kv.push((format!("{slot}.mode"), mode.replace("independent_", "independent-")));
+        }
+        write_vmx(&vmx, &kv)?;
+        set_cns(d, "attachedVm", vm.value.clone().into());
+        d.save_meta().map_err(disk_fault)?;
+        Ok(dashed_uuid(&d.ddb_uuid()))
+    })
+}
+
+fn detach_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
+    let id = id_of(spec);
+    let (vm, vmx) = vm_entity(eng, spec.get("vm").and_then(Value::as_moref))?;
+    with_volume(eng, &id, |_, d| {
+        let mut kv = super::virtual_machine::read_vmx(&vmx)?;
+        let slot = slot_of(&kv, &vmx, d.dir());
+        match (slot, attached_vm(eng, d)) {
+            (Some(slot), _) => {
+                let prefix = format!("{}.", slot.to_ascii_lowercase());
+                kv.retain(|(k, _)| !k.to_ascii_lowercase().starts_with(&prefix));
+                write_vmx(&vmx, &kv)?;
+            }
+            (None, Some(other)) if other != vm => return Err(cns_fault(format!("volume {id} is attached to {}, not to {}", other.value, vm.value))),
+            (None, _) => {}
+        }
+        set_cns(d, "attachedVm", serde_json::Value::Null);
+        d.save_meta().map_err(disk_fault)
+    })
+}
+
+/// After a volume's top layer changed (snapshot, revert, consolidation,
+/// move), the VM it is attached to names the new top.
+fn repoint_vm(eng: &Engine, d: &Disk) -> Result<(), Fault> {
+    let Some(vm) = attached_vm(eng, d) else { return Ok(()) };
+    let (_, vmx) = vm_entity(eng, Some(&vm))?;
+    let mut kv = super::virtual_machine::read_vmx(&vmx)?;
+    let Some(slot) = slot_of(&kv, &vmx, d.dir()) else { return Ok(()) };
+    let key = format!("{slot}.fileName");
+    let top = d.top_path().display().to_string();
+    let mut changed = false;
+    for (k, v) in kv.iter_mut() {
+        if k.eq_ignore_ascii_case(&key) && *v != top {
+            *v = top.clone();
+            changed = true;
+        }
     }
-    let (_, r) = eng.disks.find(&id).ok_or_else(|| Fault::plain_not_found(format!("volume {id} not found")))?;
-    let mut d = r.lock();
-    if !is_volume(&d) {
-        return Err(Fault::plain_not_found(format!("volume {id} not found (the disk is not a CNS volume)")));
+    if changed {
+        write_vmx(&vmx, &kv)?;
     }
-    let modes: Vec<String> = spec.get("syncMode").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
-    // No mode: a full sync, which includes the space usage.
-    if modes.is_empty() || modes.iter().any(|m| m == "SPACE_USAGE") {
-        let used: u64 = d.allocated().map_err(|e| cns_fault(&e.to_string()))?.iter().map(|r| r.1).sum();
-        let cns = d.meta.extra.get_mut("cns").expect("a volume");
-        cns["usedCapacityInMb"] = (used.div_ceil(MB) as i64).into();
-        d.save_meta().map_err(|e| cns_fault(&e.to_string()))?;
+    Ok(())
+}
+
+// ---- snapshots -----------------------------------------------------------
+
+fn snapshot_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
+    let id = id_of(spec);
+    with_volume(eng, &id, |_, d| {
+        if d.meta.snapshots.len() >= MAX_SNAPSHOTS {
+            return Err(cns_fault(format!("volume {id} already has {MAX_SNAPSHOTS} snapshots")));
+        }
+        let sid = spec.get("snapshotId").and_then(Value::as_data).and_then(|s| s.str("id")).map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if sid.is_empty() || sid.contains('/') {
+            return Err(Fault::invalid_argument("snapshotSpecs.snapshotId", format!("'{sid}' is not a snapshot id")));
+        }
+        if d.snapshot(&sid).is_some() {
+            return Err(Fault::already_exists(&sid));
+        }
+        d.create_snapshot(&sid, spec.str("description").unwrap_or("")).map_err(disk_fault)?;
+        set_cns(d, "aggregatedSnapshotCapacityInMb", snapshot_mb(d).into());
+        d.save_meta().map_err(disk_fault)?;
+        repoint_vm(eng, d)
+    })
+}
+
+fn delete_snapshot_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
+    let id = id_of(spec);
+    let sid = spec.get("snapshotId").and_then(Value::as_data).and_then(|s| s.str("id")).unwrap_or("").to_string();
+    with_volume(eng, &id, |_, d| {
+        if d.snapshot(&sid).is_none() {
+            return Err(Fault::new(types::CnsSnapshotNotFoundFault, format!("snapshot {sid} of volume {id} not found"))
+                .with("reason", "snapshot not found")
+                .with("volumeId", volume_id(&id))
+                .with("SnapshotId", Data::new(types::CnsSnapshotId).with("id", sid.clone())));
+        }
+        d.delete_snapshot(&sid, &mut |_| {}).map_err(disk_fault)?;
+        let snap = snapshot_mb(d);
+        set_cns(d, "aggregatedSnapshotCapacityInMb", if d.meta.snapshots.is_empty() { serde_json::Value::Null } else { snap.into() });
+        d.save_meta().map_err(disk_fault)?;
+        repoint_vm(eng, d)
+    })
+}
+
+// ---- the methods ---------------------------------------------------------
+
+fn specs(args: &Args, name: &str) -> Vec<Data> {
+    args.get(name).and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data).cloned().collect()
+}
+
+/// Check every spec names a volume id; the first id (the task's queue).
+fn check_ids(specs: &[Data], field: &str) -> Result<String, Fault> {
+    if specs.is_empty() {
+        return Err(Fault::invalid_argument(field, format!("at least one entry in {field} is needed")));
     }
-    Ok(id)
+    for s in specs {
+        if id_of(s).is_empty() {
+            return Err(Fault::invalid_argument(&format!("{field}.volumeId"), "a volume id is empty"));
+        }
+    }
+    Ok(queue_key(&id_of(&specs[0])))
+}
+
+/// A task running `each` over `specs`, one plain result per volume.
+fn per_volume(eng: &Engine, ctx: &Ctx, method: &'static str, vmodl: &str, field: &str, specs: Vec<Data>, each: fn(&Engine, &Data) -> Result<(), Fault>) -> Reply {
+    let key = check_ids(&specs, field)?;
+    cns_task(eng, ctx, method, vmodl, key, move |eng| {
+        let results = specs.iter().map(|s| result(types::CnsVolumeOperationResult, Some(&id_of(s)), each(eng, s).err())).collect();
+        eng.changed();
+        batch(results)
+    })
 }
 
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
     Some(match method {
-        "CnsCreateVolume" => {
-            let specs: Vec<Data> = args.get("createSpecs").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data).cloned().collect();
-            if specs.is_empty() {
-                return Some(Err(Fault::invalid_argument("createSpecs", "at least one create spec is needed")));
+        "CnsCreateVolume" => (|| {
+            let specs = specs(&args, "createSpecs");
+            if specs.len() != 1 {
+                return Err(Fault::invalid_argument("createSpecs", format!("exactly one create spec is accepted, not {}", specs.len())));
             }
-            cns_task(eng, ctx, "CnsCreateVolume", "create", move |eng| {
+            let key = format!("cns-create:{}", specs[0].str("name").unwrap_or(""));
+            cns_task(eng, ctx, "CnsCreateVolume", "create", key, move |eng| {
                 let results = specs
                     .iter()
                     .map(|s| match create_one(eng, s) {
-                        Ok(id) => {
-                            let mut d = Data::new(types::CnsVolumeCreateResult).with("volumeId", volume_id(&id));
-                            d.set("name", s.str("name").unwrap_or("").to_string());
-                            d.into()
-                        }
-                        Err(f) => result(types::CnsVolumeCreateResult, None, Some(f)),
+                        Ok(id) => result(types::CnsVolumeCreateResult, Some(&id), None).with("name", s.str("name").unwrap_or("").to_string()),
+                        Err(f) => result(types::CnsVolumeCreateResult, None, Some(f)).with("name", s.str("name").unwrap_or("").to_string()),
                     })
                     .collect();
                 eng.changed();
                 batch(results)
             })
-        }
-        "CnsDeleteVolume" => {
+        })(),
+        "CnsDeleteVolume" => (|| {
             let vols = ids(args.get("volumeIds"));
+            let specs: Vec<Data> = vols.iter().map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i))).collect();
             let delete_disk = args.get("deleteDisk").and_then(Value::as_bool).unwrap_or(false);
-            cns_task(eng, ctx, "CnsDeleteVolume", "delete", move |eng| {
-                let results = vols
-                    .iter()
-                    .map(|id| {
-                        let r = (|| {
-                            let (_, r) = eng.disks.find(id).ok_or_else(|| Fault::plain_not_found(format!("volume {id} not found")))?;
-                            let mut d = r.lock();
-                            if !is_volume(&d) {
-                                return Err(Fault::plain_not_found(format!("volume {id} not found")));
-                            }
-                            if delete_disk {
-                                let dir = d.dir().to_path_buf();
-                                drop(d);
-                                eng.disks.remove(id);
-                                std::fs::remove_dir_all(&dir).map_err(|e| cns_fault(&e.to_string()))?;
-                            } else {
-                                // The volume goes; its disk stays a first-class disk.
-                                d.meta.extra.remove("cns");
-                                d.save_meta().map_err(|e| cns_fault(&e.to_string()))?;
-                            }
-                            Ok(())
-                        })();
-                        result(types::CnsVolumeOperationResult, Some(id), r.err())
-                    })
-                    .collect();
+            let key = check_ids(&specs, "volumeIds")?;
+            cns_task(eng, ctx, "CnsDeleteVolume", "delete", key, move |eng| {
+                let results = vols.iter().map(|id| result(types::CnsVolumeOperationResult, Some(id), delete_one(eng, id, delete_disk).err())).collect();
                 eng.changed();
                 batch(results)
             })
-        }
-        "CnsExtendVolume" => {
-            let specs: Vec<(String, i64)> = args
-                .get("extendSpecs")
-                .and_then(Value::as_array)
-                .unwrap_or(&[])
-                .iter()
-                .filter_map(Value::as_data)
-                .map(|s| (s.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")).unwrap_or("").to_string(), s.get("capacityInMb").and_then(Value::as_i64).unwrap_or(0)))
-                .collect();
-            cns_task(eng, ctx, "CnsExtendVolume", "extend", move |eng| {
-                let results = specs
-                    .iter()
-                    .map(|(id, mb)| {
-                        let r = (|| {
-                            let (_, r) = eng.disks.find(id).ok_or_else(|| Fault::plain_not_found(format!("volume {id} not found")))?;
-                            let mut d = r.lock();
-                            if (*mb as u64) * MB < d.capacity() || *mb <= 0 {
-                                return Err(Fault::invalid_argument("extendSpecs.capacityInMb", format!("{mb} MB is smaller than the volume's {} MB", d.capacity() / MB)));
-                            }
-                            d.extend(*mb as u64 * MB).map_err(|e| cns_fault(&e.to_string()))
-                        })();
-                        result(types::CnsVolumeOperationResult, Some(id), r.err())
-                    })
-                    .collect();
-                batch(results)
+        })(),
+        "CnsExtendVolume" => per_volume(eng, ctx, "CnsExtendVolume", "extend", "extendSpecs", specs(&args, "extendSpecs"), |eng, s| {
+            let id = id_of(s);
+            let mb = s.get("capacityInMb").and_then(Value::as_i64).unwrap_or(0);
+            with_volume(eng, &id, |_, d| {
+                if mb <= 0 || (mb as u64) * MB < d.capacity() {
+                    return Err(Fault::invalid_argument("extendSpecs.capacityInMb", format!("{mb} MB is smaller than the volume's {} MB", d.capacity() / MB)));
+                }
+                if !d.meta.snapshots.is_empty() {
+                    return Err(cns_fault(format!("volume {id} has snapshots; a volume with snapshots cannot be extended")));
+                }
+                d.extend(mb as u64 * MB).map_err(disk_fault)
             })
-        }
-        "CnsSyncVolume" => {
-            let specs: Vec<Data> = args.get("syncSpecs").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data).cloned().collect();
+        }),
+        "CnsSyncVolume" => (|| {
+            let specs = specs(&args, "syncSpecs");
             if specs.len() != 1 {
-                return Some(Err(Fault::invalid_argument("syncSpecs", format!("exactly one sync spec is accepted, not {}", specs.len()))));
+                return Err(Fault::invalid_argument("syncSpecs", format!("exactly one sync spec is accepted, not {}", specs.len())));
             }
             let spec = specs.into_iter().next().expect("one spec");
-            let id = spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")).unwrap_or("").to_string();
-            if id.is_empty() {
-                return Some(Err(Fault::invalid_argument("syncSpecs.volumeId", "volumeId is required")));
+            let id = id_of(&spec);
+            if id.is_empty() || id.chars().any(|c| c.is_control() || c == '/') {
+                return Err(Fault::invalid_argument("syncSpecs.volumeId", format!("'{id}' is not a volume id")));
             }
-            if !eng.disks.exists(&id) {
-                return Some(Err(Fault::plain_not_found(format!("volume {id} not found"))));
+            let modes = strings(spec.get("syncMode"));
+            if let Some(m) = modes.iter().find(|m| *m != "SPACE_USAGE") {
+                return Err(Fault::invalid_argument("syncSpecs.syncMode", format!("sync mode '{m}' is not SPACE_USAGE")));
             }
-            cns_task(eng, ctx, "CnsSyncVolume", "syncVolume", move |eng| {
-                let r = sync_one(eng, &spec);
+            let (ds, r) = eng.disks.find(&id).ok_or_else(|| not_found(&id))?;
+            if let Some(want) = spec.get("datastore").and_then(Value::as_moref) {
+                if want.value != ds {
+                    return Err(not_found(&format!("{id} on datastore {}", want.value)));
+                }
+            }
+            drop(r);
+            if !eng.cns.loaded(eng).as_ref().is_some_and(|m| m.contains_key(&id)) {
+                return Err(not_found(&id));
+            }
+            cns_task(eng, ctx, "CnsSyncVolume", "syncVolume", queue_key(&id), move |eng| {
+                // No mode: a full sync, which includes the space usage.
+                let r = with_volume(eng, &id, |_, d| sync_space(d));
                 batch(vec![result(types::CnsVolumeOperationResult, Some(&id), r.err())])
             })
-        }
-        "CnsUpdateVolumeMetadata" => {
-            let specs: Vec<Data> = args.get("updateSpecs").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data).cloned().collect();
-            cns_task(eng, ctx, "CnsUpdateVolumeMetadata", "updateVolumeMetadata", move |eng| {
+        })(),
+        "CnsUpdateVolumeMetadata" => per_volume(eng, ctx, "CnsUpdateVolumeMetadata", "updateVolumeMetadata", "updateSpecs", specs(&args, "updateSpecs"), |eng, s| {
+            with_volume(eng, &id_of(s), |_, d| update_metadata(d, s.get("metadata").and_then(Value::as_data)))
+        }),
+        "CnsAttachVolume" => (|| {
+            let specs = specs(&args, "attachSpecs");
+            let key = check_ids(&specs, "attachSpecs")?;
+            cns_task(eng, ctx, "CnsAttachVolume", "attach", key, move |eng| {
                 let results = specs
                     .iter()
-                    .map(|s| {
-                        let id = s.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")).unwrap_or("").to_string();
-                        let r = update_metadata(eng, &id, s.get("metadata").and_then(Value::as_data));
-                        result(types::CnsVolumeOperationResult, Some(&id), r.err())
+                    .map(|s| match attach_one(eng, s) {
+                        Ok(uuid) => result(types::CnsVolumeAttachResult, Some(&id_of(s)), None).with("diskUUID", uuid),
+                        Err(f) => result(types::CnsVolumeAttachResult, Some(&id_of(s)), Some(f)),
                     })
                     .collect();
                 eng.changed();
                 batch(results)
             })
-        }
-        "CnsQueryVolume" => Ok(Some(query(eng, args.get("filter").and_then(Value::as_data)).into())),
+        })(),
+        "CnsDetachVolume" => per_volume(eng, ctx, "CnsDetachVolume", "detach", "detachSpecs", specs(&args, "detachSpecs"), detach_one),
+        "CnsCreateSnapshots" => per_volume(eng, ctx, "CnsCreateSnapshots", "createSnapshots", "snapshotSpecs", specs(&args, "snapshotSpecs"), snapshot_one),
+        "CnsDeleteSnapshots" => per_volume(eng, ctx, "CnsDeleteSnapshots", "deleteSnapshots", "snapshotDeleteSpecs", specs(&args, "snapshotDeleteSpecs"), delete_snapshot_one),
+        "CnsRelocateVolume" => per_volume(eng, ctx, "CnsRelocateVolume", "relocate", "relocateSpecs", specs(&args, "relocateSpecs"), |eng, s| {
+            let id = id_of(s);
+            let target = s.get("datastore").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("relocateSpecs.datastore", "datastore is required"))?;
+            let target = eng.resolve(target)?;
+            if !accessible(eng, &target.value) {
+                return Err(Fault::new(types::InvalidDatastore, format!("datastore {} is not accessible", target.value)).with("datastore", target.clone()));
+            }
+            let (ds, r) = find(eng, &id)?;
+            if !is_volume(&*r.lock()?) {
+                return Err(not_registered(&id));
+            }
+            super::vstorage_object_manager::move_disk(eng, &r, &id, &ds, &target.value, &mut |_| {})?;
+            if let Some(p) = s.get("profile").and_then(Value::as_array).and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string))) {
+                with_volume(eng, &id, |_, d| {
+                    set_cns(d, "storagePolicyId", p.into());
+                    d.save_meta().map_err(disk_fault)
+                })?;
+            }
+            disk_changed(eng, &id);
+            Ok(())
+        }),
+        "CnsReconfigVolumePolicy" => per_volume(eng, ctx, "CnsReconfigVolumePolicy", "reconfigPolicy", "volumePolicyReconfigSpecs", specs(&args, "volumePolicyReconfigSpecs"), |eng, s| {
+            let profile = s.get("profile").and_then(Value::as_array).and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string)));
+            let profile = profile.ok_or_else(|| Fault::invalid_argument("volumePolicyReconfigSpecs.profile", "a profile with a profileId is required"))?;
+            with_volume(eng, &id_of(s), |_, d| {
+                set_cns(d, "storagePolicyId", profile.into());
+                d.save_meta().map_err(disk_fault)
+            })
+        }),
+        "CnsQueryVolumeInfo" => (|| {
+            let vols = ids(args.get("volumes"));
+            let specs: Vec<Data> = vols.iter().map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i))).collect();
+            let key = check_ids(&specs, "volumes")?;
+            cns_task(eng, ctx, "CnsQueryVolumeInfo", "queryVolumeInfo", key, move |eng| {
+                let results = vols
+                    .iter()
+                    .map(|id| match with_volume(eng, id, |ds, d| Ok(super::vstorage_object_manager::vstorage_object(eng, ds, d))) {
+                        Ok(obj) => result(types::CnsQueryVolumeInfoResult, Some(id), None).with("volumeInfo", Data::new(types::CnsBlockVolumeInfo).with("vStorageObject", obj)),
+                        Err(f) => result(types::CnsQueryVolumeInfoResult, Some(id), Some(f)),
+                    })
+                    .collect();
+                batch(results)
+            })
+        })(),
+        "CnsQueryVolume" | "CnsQueryAllVolume" => (|| {
+            let filter = args.get("filter").and_then(Value::as_data).cloned().unwrap_or_else(|| Data::new(types::CnsQueryFilter));
+            let select = args.get("selection").and_then(Value::as_data).map(|s| strings(s.get("names"))).filter(|s| !s.is_empty());
+            const NAMES: &[&str] = &["VOLUME_NAME", "VOLUME_TYPE", "BACKING_OBJECT_DETAILS", "COMPLIANCE_STATUS", "DATASTORE_ACCESSIBILITY_STATUS", "HEALTH_STATUS", "DATASTORE_URL", "POLICY_ID"];
+            if let Some(bad) = select.iter().flatten().find(|n| !NAMES.contains(&n.as_str())) {
+                return Err(Fault::invalid_argument("selection.names", format!("'{bad}' is not a field to select ({})", NAMES.join(", "))));
+            }
+            // CnsQueryAllVolume answers every match at once.
+            Ok(Some(query(eng, &filter, select.as_deref(), method == "CnsQueryVolume")?.into()))
+        })(),
         _ => return None,
     })
 }
 
-fn query(eng: &Engine, filter: Option<&Data>) -> Data {
-    let f = filter.cloned().unwrap_or_else(|| Data::new(types::CnsQueryFilter));
+fn delete_one(eng: &Engine, id: &str, delete_disk: bool) -> Result<(), Fault> {
+    let (_, r) = find(eng, id)?;
+    let mut d = r.lock()?;
+    if !is_volume(&d) {
+        return Err(not_registered(id));
+    }
+    if let Some(vm) = attached_vm(eng, &d) {
+        return Err(Fault::new(types::ResourceInUse, format!("volume {id} is attached to VM {}; detach it first", vm.value)).with("type", "VirtualMachine").with("name", vm.value));
+    }
+    if delete_disk {
+        let dir = d.dir().to_path_buf();
+        drop(d);
+        eng.disks.remove(id);
+        eng.cns.forget(id);
+        std::fs::remove_dir_all(&dir).map_err(|e| Fault::new(types::FileFault, e.to_string()).with("file", dir.display().to_string()))?;
+    } else {
+        // The volume goes; its disk stays a first-class disk.
+        d.meta.extra.remove("cns");
+        d.save_meta().map_err(disk_fault)?;
+        eng.cns.forget(id);
+    }
+    Ok(())
+}
+
+fn query(eng: &Engine, f: &Data, select: Option<&[String]>, paged: bool) -> Result<Data, Fault> {
     let want_ids = ids(f.get("volumeIds"));
-    let names: Vec<String> = f.get("names").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let names = strings(f.get("names"));
     let stores: Vec<String> = f.get("datastores").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_moref().map(|m| m.value.clone())).collect()).unwrap_or_default();
-    let clusters: Vec<String> = f.get("containerClusterIds").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let clusters = strings(f.get("containerClusterIds"));
     let labels: Vec<(String, String)> = f
         .get("labels")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_data).map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string())).collect())
         .unwrap_or_default();
-    let all_ds: Vec<String> = eng.inv.read().objects.values().filter(|e| e.moref.ty == types::Datastore).map(|e| e.moref.value.clone()).collect();
-    let mut found: Vec<(String, Data)> = vec![];
-    for ds in &all_ds {
-        if !stores.is_empty() && !stores.contains(ds) {
-            continue;
-        }
-        for id in eng.disks.list(ds) {
-            if !want_ids.is_empty() && !want_ids.contains(&id) {
-                continue;
+    let policy = f.str("storagePolicyId").filter(|s| !s.is_empty());
+    let health = f.str("healthStatus").filter(|s| !s.is_empty());
+    let access = f.str("datastoreAccessibilityStatus").filter(|s| !s.is_empty());
+    let compliance = f.str("complianceStatus").filter(|s| !s.is_empty());
+    let cursor = f.get("cursor").and_then(Value::as_data);
+    let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_i64).unwrap_or(0);
+    let limit = cursor.and_then(|c| c.get("limit")).and_then(Value::as_i64).unwrap_or(MAX_PAGE);
+    if offset < 0 || limit <= 0 {
+        return Err(Fault::invalid_argument("filter.cursor", format!("offset {offset} and limit {limit}: the offset cannot be negative and the limit must be positive")));
+    }
+    let limit = if paged { limit.min(MAX_PAGE) } else { i64::MAX };
+    // Filter in the index; only the page's disks are read.
+    let mut acc: std::collections::HashMap<String, bool> = Default::default();
+    let mut matched: Vec<(String, String)> = vec![];
+    {
+        let idx = eng.cns.loaded(eng);
+        let empty = BTreeMap::new();
+        let map = idx.as_ref().unwrap_or(&empty);
+        let mut check = |id: &String, r: &Rec| -> Option<String> {
+            if !names.is_empty() && !names.contains(&r.name) {
+                return None;
             }
-            let Ok(r) = eng.disks.get(&id, ds) else { continue };
-            let Some(d) = r.try_lock_for(std::time::Duration::from_secs(2)) else { continue };
-            if !is_volume(&d) || (!names.is_empty() && !names.contains(&d.meta.name)) {
-                continue;
+            if !clusters.is_empty() && !r.clusters.iter().any(|c| clusters.contains(c)) {
+                return None;
             }
-            let md = metadata(&d);
-            if !clusters.is_empty() {
-                let cid = md.as_ref().and_then(|m| m.get("containerCluster")).and_then(Value::as_data).and_then(|c| c.str("clusterId")).unwrap_or("").to_string();
-                if !clusters.contains(&cid) {
-                    continue;
+            if !labels.iter().all(|l| r.labels.contains(l)) {
+                return None;
+            }
+            if policy.is_some_and(|p| r.policy.as_deref() != Some(p)) {
+                return None;
+            }
+            let ds = eng.disks.datastore_of(id)?;
+            if !stores.is_empty() && !stores.contains(&ds) {
+                return None;
+            }
+            if health.is_some() || access.is_some() {
+                let ok = *acc.entry(ds.clone()).or_insert_with(|| accessible(eng, &ds));
+                if health.is_some_and(|h| h != if ok { "green" } else { "red" }) || access.is_some_and(|a| a != if ok { "accessible" } else { "notAccessible" }) {
+                    return None;
                 }
             }
-            if !labels.is_empty() {
-                let have = md.as_ref().map(labels_of).unwrap_or_default();
-                if !labels.iter().all(|l| have.contains(l)) {
-                    continue;
+            if compliance.is_some_and(|c| c != "compliant") {
+                return None;
+            }
+            Some(ds)
+        };
+        if want_ids.is_empty() {
+            for (id, r) in map {
+                if let Some(ds) = check(id, r) {
+                    matched.push((id.clone(), ds));
                 }
             }
-            found.push((id.clone(), volume(eng, ds, &d)));
+        } else {
+            let mut want = want_ids.clone();
+            want.sort();
+            want.dedup();
+            for id in &want {
+                if let Some(ds) = map.get(id).and_then(|r| check(id, r)) {
+                    matched.push((id.clone(), ds));
+                }
+            }
         }
     }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    let total = found.len() as i64;
-    let cursor = f.get("cursor").and_then(Value::as_data);
-    let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_i64).unwrap_or(0).max(0);
-    let limit = cursor.and_then(|c| c.get("limit")).and_then(Value::as_i64).filter(|l| *l > 0).unwrap_or(100);
-    let page: Vec<Value> = found.into_iter().skip(offset as usize).take(limit as usize).map(|(_, v)| v.into()).collect();
-    let next = (offset + page.len() as i64).min(total);
-    Data::new(types::CnsQueryResult)
+    let total = matched.len() as i64;
+    let mut page = vec![];
+    for (id, ds) in matched.into_iter().skip(offset as usize).take(limit as usize) {
+        let Ok(r) = eng.disks.get(&id, &ds) else { continue };
+        let entry = match r.try_lock_for(std::time::Duration::from_secs(2)) {
+            Some(Ok(d)) if is_volume(&d) => Some(volume(eng, &ds, &d, select)),
+            Some(Ok(_)) => None,
+            // Busy with a long operation: what the index knows.
+            None => Some(Data::new(types::CnsVolume).with("volumeId", volume_id(&id)).with("volumeType", "BLOCK")),
+            Some(Err(e)) => return Err(e),
+        };
+        page.extend(entry.map(Value::from));
+    }
+    let next = (offset + page.len() as i64).min(total.max(offset));
+    let shown_limit = if paged { limit } else { total };
+    Ok(Data::new(types::CnsQueryResult)
         .with("volumes", Value::Array(types::CnsVolume, page))
-        .with("cursor", Data::new(types::CnsCursor).with("offset", next).with("limit", limit).with("totalRecords", total))
+        .with("cursor", Data::new(types::CnsCursor).with("offset", next).with("limit", shown_limit).with("totalRecords", total)))
 }

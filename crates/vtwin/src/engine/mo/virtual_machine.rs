@@ -101,7 +101,9 @@ fn vm_files(inv: &Inventory, e: &Entity, own_only: bool) -> Vec<(PathBuf, &'stat
                 // a linked clone's parent in another VM's directory stays.
                 let own_name = dir.file_name().map(|n| n.to_os_string());
                 let owned = |f: &PathBuf| f.parent().and_then(|d| d.file_name()).map(|n| n.to_os_string()) == own_name;
-                for (i, f) in c.files().into_iter().enumerate().filter(|(i, f)| !own_only || *i < 2 || owned(f)) {
+                // First-class disks (attached volumes) outlive the VM.
+                let fcd = |f: &PathBuf| f.parent().and_then(Path::parent).and_then(Path::file_name).is_some_and(|n| n == "fcd");
+                for (i, f) in c.files().into_iter().enumerate().filter(|(i, f)| !own_only || ((*i < 2 || owned(f)) && !fcd(f))) {
                     out.push((f, if i % 2 == 0 { "diskDescriptor" } else { "diskExtent" }));
                 }
             }
@@ -245,6 +247,11 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
             if let Some(cid) = chain.as_ref().map(|c| format!("{:08x}", c.top().cid)) {
                 backing.set("contentId", cid);
             }
+            if let Some(u) = chain.as_ref().and_then(|c| c.top().ddb("uuid").map(dashed_uuid)) {
+                backing.set("uuid", u);
+            }
+            // A first-class disk (`…/fcd/<id>/…`) attached to the VM.
+            let fcd = path.parent().filter(|d| d.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "fcd")).and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned());
             out.push(
                 Data::new(types::VirtualDisk)
                     .with("key", key)
@@ -254,6 +261,7 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
                     .with("unitNumber", unit)
                     .with("capacityInKB", cap / 1024)
                     .with("capacityInBytes", cap)
+                    .with_opt("vDiskId", fcd.map(|id| Data::new(types::ID).with("id", id)))
                     .into(),
             );
         }
@@ -270,6 +278,16 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
         );
     }
     out
+}
+
+/// `60 00 c2 9a …` (a descriptor's ddb.uuid) → `6000c29a-…`, the form
+/// vCenter reports disk UUIDs in.
+pub fn dashed_uuid(ddb: &str) -> String {
+    let hex: String = ddb.chars().filter(char::is_ascii_hexdigit).collect();
+    if hex.len() != 32 {
+        return ddb.to_string();
+    }
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 /// Folder.CreateVM_Task: write the `.vmx`, the disks (on any datastore)

@@ -1,7 +1,7 @@
 //! VcenterVStorageObjectManager (moId `VStorageObjectManager`): first-class
 //! disks on the datastores, backed by the disk engine (`vdisk`). Long
 //! operations are engine-run tasks queued per disk, with progress.
-use crate::engine::disks::{datastore_path, fcd_dir, DiskRef};
+use crate::engine::disks::{datastore_path, disk_fault, fcd_dir, DiskGuard, DiskRef};
 use crate::engine::runner::TaskSpec;
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use chrono::TimeZone;
@@ -55,13 +55,6 @@ fn file_fault(file: String, key: &str, msg: impl Into<String>) -> Fault {
     f
 }
 
-fn disk_fault(e: vdisk::Error) -> Fault {
-    let file = match &e {
-        vdisk::Error::Io { path, .. } | vdisk::Error::Format { path, .. } => path.clone(),
-        vdisk::Error::OutOfRange { .. } => String::new(),
-    };
-    file_fault(file, "", e.to_string())
-}
 
 fn flag(disk: &Disk, name: &str) -> bool {
     disk.meta.extra.get(name).and_then(|v| v.as_bool()).unwrap_or(false)
@@ -170,7 +163,7 @@ fn disk_task(
 }
 
 fn with_disk<T>(r: &DiskRef, f: impl FnOnce(&mut Disk) -> Result<T, Fault>) -> Result<T, Fault> {
-    let mut d = r.lock();
+    let mut d = r.lock()?;
     f(&mut d)
 }
 
@@ -182,9 +175,9 @@ fn with_disk_now<T>(r: &DiskRef, f: impl FnOnce(&mut Disk) -> Result<T, Fault>) 
 /// The disk for a call answered at once: a disk busy with a long operation
 /// (a consolidation, a clone) is reported as such instead of holding the
 /// caller, and a server thread, for the operation's length.
-fn lock_now(r: &DiskRef) -> Result<parking_lot::MutexGuard<'_, Disk>, Fault> {
+fn lock_now(r: &DiskRef) -> Result<DiskGuard<'_>, Fault> {
     r.try_lock_for(std::time::Duration::from_secs(2))
-        .ok_or_else(|| Fault::new(types::InvalidState, "the disk is busy with another operation; try again when its task has finished"))
+        .ok_or_else(|| Fault::new(types::InvalidState, "the disk is busy with another operation; try again when its task has finished"))?
 }
 
 fn snapshot_missing(id: &str) -> Fault {
@@ -220,6 +213,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 d.meta.name = name;
                 d.save_meta().map_err(disk_fault)
             })?;
+            super::cns_volume_manager::disk_changed(eng, &id);
             Ok(None)
         })(),
         "SetVStorageObjectControlFlags" | "ClearVStorageObjectControlFlags" => (|| {
@@ -321,9 +315,11 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
             let r = eng.disks.get(&id, &ds.value)?;
             let description = args.str("description").unwrap_or("").to_string();
-            disk_task(eng, ctx, "VStorageObjectCreateSnapshot_Task", "createSnapshot", &ds, &id, move |_, _| {
+            let id2 = id.clone();
+            disk_task(eng, ctx, "VStorageObjectCreateSnapshot_Task", "createSnapshot", &ds, &id, move |eng, _| {
                 let sid = uuid::Uuid::new_v4().to_string();
                 with_disk(&r, |d| d.create_snapshot(&sid, &description).map_err(disk_fault))?;
+                super::cns_volume_manager::disk_changed(eng, &id2);
                 Ok(Some(id_value(&sid)))
             })
         })(),
@@ -333,13 +329,15 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             if lock_now(&r)?.snapshot(&sid).is_none() {
                 return Err(snapshot_missing(&sid));
             }
-            disk_task(eng, ctx, "DeleteSnapshot_Task", "deleteSnapshot", &ds, &id, move |_, ctl| {
+            let id2 = id.clone();
+            disk_task(eng, ctx, "DeleteSnapshot_Task", "deleteSnapshot", &ds, &id, move |eng, ctl| {
                 with_disk(&r, |d| {
                     if d.snapshot(&sid).is_none() {
                         return Err(snapshot_missing(&sid));
                     }
                     d.delete_snapshot(&sid, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)
                 })?;
+                super::cns_volume_manager::disk_changed(eng, &id2);
                 Ok(None)
             })
         })(),
@@ -349,13 +347,15 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             if lock_now(&r)?.snapshot(&sid).is_none() {
                 return Err(snapshot_missing(&sid));
             }
-            disk_task(eng, ctx, "RevertVStorageObject_Task", "revert", &ds, &id, move |_, _| {
+            let id2 = id.clone();
+            disk_task(eng, ctx, "RevertVStorageObject_Task", "revert", &ds, &id, move |eng, _| {
                 with_disk(&r, |d| {
                     if d.snapshot(&sid).is_none() {
                         return Err(snapshot_missing(&sid));
                     }
                     d.revert(&sid).map_err(disk_fault)
                 })?;
+                super::cns_volume_manager::disk_changed(eng, &id2);
                 Ok(None)
             })
         })(),
@@ -387,14 +387,17 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         })(),
         "DeleteVStorageObject_Task" | "DeleteVStorageObjectEx_Task" => (|| {
             let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            eng.disks.get(&id, &ds.value)?;
+            if let Some(vm) = super::cns_volume_manager::attached_vm(eng, &*lock_now(&eng.disks.get(&id, &ds.value)?)?) {
+                return Err(Fault::new(types::ResourceInUse, format!("disk {id} is attached to VM {}", vm.value)).with("type", "VirtualMachine").with("name", vm.value));
+            }
             let name: &'static str = if method == "DeleteVStorageObject_Task" { "DeleteVStorageObject_Task" } else { "DeleteVStorageObjectEx_Task" };
             let dsv = ds.value.clone();
             disk_task(eng, ctx, name, "deleteVStorageObject", &ds, &id.clone(), move |eng, _| {
                 let r = eng.disks.get(&id, &dsv)?;
-                let dir = r.lock().dir().to_path_buf();
+                let dir = r.dir().to_path_buf();
                 eng.disks.remove(&id);
                 std::fs::remove_dir_all(&dir).map_err(|e| file_fault(dir.display().to_string(), "", e.to_string()))?;
+                super::cns_volume_manager::disk_changed(eng, &id);
                 eng.changed();
                 Ok(None)
             })
@@ -558,7 +561,7 @@ fn clone_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
         let new_id = uuid::Uuid::new_v4().to_string();
         let dir = fcd_dir(&root).join(&new_id);
         let mut c = {
-            let d = r.lock();
+            let d = r.lock()?;
             d.clone_to(&dir, &new_id, &name, prov, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)?
         };
         set_metadata(&mut c, &metadata, &[]);
@@ -579,36 +582,47 @@ fn relocate_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
     let spec = args.get("spec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?.clone();
     let backing = spec.get("backingSpec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec.backingSpec", "backingSpec is required"))?.clone();
     let target = eng.resolve(backing.get("datastore").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("spec.backingSpec.datastore", "datastore is required"))?)?;
-    let root = ds_dir(eng, &target)?;
+    ds_dir(eng, &target)?;
     let source = ds.value.clone();
     disk_task(eng, ctx, "RelocateVStorageObject_Task", "relocate", &ds, &id.clone(), move |eng, ctl| {
-        if target.value == source {
-            let d = r.lock();
-            return Ok(Some(vstorage_object(eng, &source, &d).into()));
-        }
-        let dir = fcd_dir(&root).join(&id);
-        let old = r.lock().dir().to_path_buf();
-        std::fs::create_dir_all(fcd_dir(&root)).map_err(|e| file_fault(root.display().to_string(), "", e.to_string()))?;
-        // The files really move: rename when the datastores share a
-        // filesystem, else copy and delete.
-        // A registered disk whose files live outside its directory is copied.
-        let self_contained = !r.lock().meta.top.contains('/');
-        let moved = self_contained && std::fs::rename(&old, &dir).is_ok();
-        if !moved {
-            let d = r.lock();
-            let mut c = d.clone_to(&dir, &id, &d.meta.name, Provisioning::Thin, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)?;
-            c.meta.extra = d.meta.extra.clone();
-            c.save_meta().map_err(disk_fault)?;
-            drop(d);
-            let _ = std::fs::remove_dir_all(&old);
-        }
-        let d = Disk::open(&dir).map_err(disk_fault)?;
-        let obj = vstorage_object(eng, &target.value, &d);
-        eng.disks.remove(&id);
-        eng.disks.insert(&target.value, d);
-        eng.changed();
+        let obj = move_disk(eng, &r, &id, &source, &target.value, &mut |f| ctl.progress((f * 100.0) as i32))?;
         Ok(Some(obj.into()))
     })
+}
+
+/// Move disk `id` from datastore `source` to `target`: its directory is
+/// renamed when the datastores share a filesystem, else copied and the
+/// original deleted. The new VStorageObject.
+pub(super) fn move_disk(eng: &Engine, r: &DiskRef, id: &str, source: &str, target: &str, progress: &mut dyn FnMut(f64)) -> Result<Data, Fault> {
+    let root = ds_dir(eng, &MoRef::new(types::Datastore, target))?;
+    // The disk stays locked while its files move.
+    let d = r.lock()?;
+    if target == source {
+        return Ok(vstorage_object(eng, source, &d));
+    }
+    let dir = fcd_dir(&root).join(id);
+    if dir.exists() {
+        return Err(Fault::new(types::AlreadyExists, format!("{} already exists", dir.display())).with("name", id.to_string()));
+    }
+    let old = r.dir().to_path_buf();
+    std::fs::create_dir_all(fcd_dir(&root)).map_err(|e| file_fault(root.display().to_string(), "", e.to_string()))?;
+    // A registered disk whose files live outside its directory is copied.
+    let self_contained = !d.meta.top.contains('/');
+    let moved = self_contained && std::fs::rename(&old, &dir).is_ok();
+    if !moved {
+        let mut c = d.clone_to(&dir, id, &d.meta.name, Provisioning::Thin, progress).map_err(disk_fault)?;
+        c.meta.extra = d.meta.extra.clone();
+        c.save_meta().map_err(disk_fault)?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    drop(d);
+    let d = Disk::open(&dir).map_err(disk_fault)?;
+    let obj = vstorage_object(eng, target, &d);
+    eng.disks.remove(id);
+    eng.disks.insert(target, d);
+    super::cns_volume_manager::disk_changed(eng, id);
+    eng.changed();
+    Ok(obj)
 }
 
 fn query_changed(eng: &Engine, args: &Args) -> Reply {
