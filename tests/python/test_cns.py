@@ -82,20 +82,27 @@ def test_volume_lifecycle(server, si):
     with pytest.raises(vim.fault.NotFound):
         cvm.SyncVolume([vim.cns.SyncVolumeSpec(volumeId=vim.cns.VolumeId(id="nope"))])
     # Extend, then a batch with one bad entry: a per-volume fault, not a task error.
-    t = cvm.Extend([vim.cns.VolumeExtendSpec(volumeId=vids[0], capacityInMb=32),
-                    vim.cns.VolumeExtendSpec(volumeId=vim.cns.VolumeId(id="nope"), capacityInMb=32)])
+    t = cvm.Extend([vim.cns.VolumeExtendSpec(volumeId=vids[0], capacityInMb=32)])
     WaitForTask(t, si=si)
-    results = t.info.result.volumeResults
-    assert results[0].fault is None and isinstance(results[1].fault, vim.fault.NotFound)
+    assert t.info.result.volumeResults[0].fault is None
+    t = cvm.Extend([vim.cns.VolumeExtendSpec(volumeId=vim.cns.VolumeId(id="nope"), capacityInMb=32)])
+    WaitForTask(t, si=si)
+    assert t.info.state == "success" and isinstance(t.info.result.volumeResults[0].fault, vim.fault.NotFound)
+    # One volume per call, as vCenter's volume manager takes.
+    with pytest.raises(vmodl.fault.InvalidArgument):
+        cvm.Extend([vim.cns.VolumeExtendSpec(volumeId=v, capacityInMb=64) for v in vids[:2]])
     assert cvm.Query(vim.cns.QueryFilter(volumeIds=[vids[0]])).volumes[0].backingObjectDetails.capacityInMb == 32
     # FILE volumes are refused clearly, per volume.
     t = cvm.Create([vim.cns.VolumeCreateSpec(name="f", volumeType="FILE",
                                              backingObjectDetails=vim.cns.BackingObjectDetails(capacityInMb=1))])
     WaitForTask(t, si=si)
     assert isinstance(t.info.result.volumeResults[0].fault, vmodl.fault.NotSupported)
-    t = cvm.Delete(vids, True)
-    WaitForTask(t, si=si)
-    assert all(r.fault is None for r in t.info.result.volumeResults)
+    with pytest.raises(vmodl.fault.InvalidArgument):
+        cvm.Delete(vids, True)
+    for v in vids:
+        t = cvm.Delete([v], True)
+        WaitForTask(t, si=si)
+        assert t.info.result.volumeResults[0].fault is None
     assert not cvm.Query(vim.cns.QueryFilter()).volumes
 
 
@@ -195,6 +202,8 @@ def test_attach_snapshot_detach_relocate(server, si):
     # Detach, relocate to the other datastore, delete.
     (d,) = run(si, cvm.Detach([vim.cns.VolumeAttachDetachSpec(volumeId=vid, vm=vm)]))
     assert d.fault is None and vm_disks(vm) == []
+    with pytest.raises(vim.fault.AlreadyExists):
+        cvm.Relocate([vim.cns.BlockVolumeRelocateSpec(volumeId=vid, datastore=ds1)])
     (m,) = run(si, cvm.Relocate([vim.cns.BlockVolumeRelocateSpec(volumeId=vid, datastore=ds2)]))
     assert m.fault is None
     vol = cvm.Query(vim.cns.QueryFilter(datastores=[ds2])).volumes

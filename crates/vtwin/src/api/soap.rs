@@ -19,10 +19,13 @@ pub fn service_versions(ns: &str, releases: &[&str]) -> Resp {
 
 /// The API release: SOAPAction is only a hint; an unknown one means the
 /// newest release we serve.
+/// `/vsanHealth` speaks vSAN releases; `/sdk` speaks vim25 releases, or
+/// vSAN ones when the client says so (govmomi's `UseServiceVersion("vsan")`,
+/// which the CSI driver uses so that CNS task results are in its version).
 fn version_of(req: &Req, ns: &str) -> VersionId {
-    let vns = if ns == "urn:vsan" { "vsan" } else { "vim25" };
-    let served: &[&str] = if vns == "vsan" { super::VSAN_RELEASES } else { super::RELEASES };
     let hint = req.header("soapaction").map(|s| s.trim_matches('"').to_string()).unwrap_or_default();
+    let vns = if ns == "urn:vsan" || hint.starts_with("urn:vsan/") { "vsan" } else { "vim25" };
+    let served: &[&str] = if vns == "vsan" { super::VSAN_RELEASES } else { super::RELEASES };
     let wire = hint.rsplit('/').next().unwrap_or("");
     let wire = if served.contains(&wire) { wire } else { served[served.len() - 1] };
     VersionId::by_wire(vns, wire).expect("served releases exist in the registry")

@@ -273,3 +273,39 @@ impl Disks {
         gone
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More disks than may be open: each is opened when used and closed
+    /// again, least recently used first, and none loses a write.
+    #[test]
+    fn disks_beyond_the_open_limit_stay_usable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fcd = fcd_dir(dir.path());
+        let disks = Disks::default();
+        let n = MAX_OPEN + 300;
+        for i in 0..n {
+            let id = format!("d{i:05}");
+            let d = vdisk::Disk::create(&fcd.join(&id), &id, &id, 1 << 20, vdisk::chain::Provisioning::Thin, true).expect("create");
+            disks.insert("ds", d);
+            assert!(disks.open_count() <= MAX_OPEN + 1, "{} open", disks.open_count());
+        }
+        for i in 0..n {
+            let (_, r) = disks.find(&format!("d{i:05}")).expect("listed");
+            r.lock().expect("opens").write(4096, &(i as u32).to_le_bytes()).expect("write");
+        }
+        assert!(disks.open_count() <= MAX_OPEN + 1);
+        for i in (0..n).rev() {
+            let (_, r) = disks.find(&format!("d{i:05}")).expect("listed");
+            let mut b = [0u8; 4];
+            r.lock().expect("reopens").read(4096, &mut b).expect("read");
+            assert_eq!(u32::from_le_bytes(b), i as u32);
+        }
+        // A fresh catalog reads only the metadata.
+        let again = Disks::default();
+        assert_eq!(again.scan("ds", dir.path()), n);
+        assert_eq!(again.open_count(), 0);
+    }
+}

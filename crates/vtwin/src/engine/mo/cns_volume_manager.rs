@@ -598,10 +598,12 @@ fn specs(args: &Args, name: &str) -> Vec<Data> {
     args.get(name).and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data).cloned().collect()
 }
 
-/// Check every spec names a volume id; the first id (the task's queue).
-fn check_ids(specs: &[Data], field: &str) -> Result<String, Fault> {
-    if specs.is_empty() {
-        return Err(Fault::invalid_argument(field, format!("at least one entry in {field} is needed")));
+/// Check the specs name volumes; the first id's queue key. The volume
+/// manager takes one volume per call (`one`): zero or several specs are an
+/// InvalidArgument, as vCenter's are.
+fn check_ids(specs: &[Data], field: &str, one: bool) -> Result<String, Fault> {
+    if specs.is_empty() || (one && specs.len() != 1) {
+        return Err(Fault::invalid_argument(field, format!("{field} takes exactly one entry, not {}", specs.len())));
     }
     for s in specs {
         if id_of(s).is_empty() {
@@ -613,7 +615,7 @@ fn check_ids(specs: &[Data], field: &str) -> Result<String, Fault> {
 
 /// A task running `each` over `specs`, one plain result per volume.
 fn per_volume(eng: &Engine, ctx: &Ctx, method: &'static str, vmodl: &str, field: &str, specs: Vec<Data>, each: fn(&Engine, &Data) -> Result<(), Fault>) -> Reply {
-    let key = check_ids(&specs, field)?;
+    let key = check_ids(&specs, field, true)?;
     cns_task(eng, ctx, method, vmodl, key, move |eng| {
         let results = specs.iter().map(|s| result(types::CnsVolumeOperationResult, Some(&id_of(s)), each(eng, s).err())).collect();
         eng.changed();
@@ -645,7 +647,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let vols = ids(args.get("volumeIds"));
             let specs: Vec<Data> = vols.iter().map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i))).collect();
             let delete_disk = args.get("deleteDisk").and_then(Value::as_bool).unwrap_or(false);
-            let key = check_ids(&specs, "volumeIds")?;
+            let key = check_ids(&specs, "volumeIds", true)?;
             cns_task(eng, ctx, "CnsDeleteVolume", "delete", key, move |eng| {
                 let results = vols.iter().map(|id| result(types::CnsVolumeOperationResult, Some(id), delete_one(eng, id, delete_disk).err())).collect();
                 eng.changed();
@@ -700,7 +702,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         }),
         "CnsAttachVolume" => (|| {
             let specs = specs(&args, "attachSpecs");
-            let key = check_ids(&specs, "attachSpecs")?;
+            let key = check_ids(&specs, "attachSpecs", true)?;
             cns_task(eng, ctx, "CnsAttachVolume", "attach", key, move |eng| {
                 let results = specs
                     .iter()
@@ -716,27 +718,16 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "CnsDetachVolume" => per_volume(eng, ctx, "CnsDetachVolume", "detach", "detachSpecs", specs(&args, "detachSpecs"), detach_one),
         "CnsCreateSnapshots" => per_volume(eng, ctx, "CnsCreateSnapshots", "createSnapshots", "snapshotSpecs", specs(&args, "snapshotSpecs"), snapshot_one),
         "CnsDeleteSnapshots" => per_volume(eng, ctx, "CnsDeleteSnapshots", "deleteSnapshots", "snapshotDeleteSpecs", specs(&args, "snapshotDeleteSpecs"), delete_snapshot_one),
-        "CnsRelocateVolume" => per_volume(eng, ctx, "CnsRelocateVolume", "relocate", "relocateSpecs", specs(&args, "relocateSpecs"), |eng, s| {
-            let id = id_of(s);
-            let target = s.get("datastore").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("relocateSpecs.datastore", "datastore is required"))?;
-            let target = eng.resolve(target)?;
-            if !accessible(eng, &target.value) {
-                return Err(Fault::new(types::InvalidDatastore, format!("datastore {} is not accessible", target.value)).with("datastore", target.clone()));
+        "CnsRelocateVolume" => (|| {
+            let specs = specs(&args, "relocateSpecs");
+            check_ids(&specs, "relocateSpecs", true)?;
+            let id = id_of(&specs[0]);
+            let target = specs[0].get("datastore").and_then(Value::as_moref).map(|m| m.value.clone()).unwrap_or_default();
+            if eng.disks.datastore_of(&id).is_some_and(|ds| ds == target) {
+                return Err(Fault::new(types::AlreadyExists, format!("volume {id} is on datastore {target} already")).with("name", id));
             }
-            let (ds, r) = find(eng, &id)?;
-            if !is_volume(&*r.lock()?) {
-                return Err(not_registered(&id));
-            }
-            super::vstorage_object_manager::move_disk(eng, &r, &id, &ds, &target.value, &mut |_| {})?;
-            if let Some(p) = s.get("profile").and_then(Value::as_array).and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string))) {
-                with_volume(eng, &id, |_, d| {
-                    set_cns(d, "storagePolicyId", p.into());
-                    d.save_meta().map_err(disk_fault)
-                })?;
-            }
-            disk_changed(eng, &id);
-            Ok(())
-        }),
+            relocate(eng, ctx, specs)
+        })(),
         "CnsReconfigVolumePolicy" => per_volume(eng, ctx, "CnsReconfigVolumePolicy", "reconfigPolicy", "volumePolicyReconfigSpecs", specs(&args, "volumePolicyReconfigSpecs"), |eng, s| {
             let profile = s.get("profile").and_then(Value::as_array).and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string)));
             let profile = profile.ok_or_else(|| Fault::invalid_argument("volumePolicyReconfigSpecs.profile", "a profile with a profileId is required"))?;
@@ -748,7 +739,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "CnsQueryVolumeInfo" => (|| {
             let vols = ids(args.get("volumes"));
             let specs: Vec<Data> = vols.iter().map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i))).collect();
-            let key = check_ids(&specs, "volumes")?;
+            let key = check_ids(&specs, "volumes", false)?;
             cns_task(eng, ctx, "CnsQueryVolumeInfo", "queryVolumeInfo", key, move |eng| {
                 let results = vols
                     .iter()
@@ -771,6 +762,30 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             Ok(Some(query(eng, &filter, select.as_deref(), method == "CnsQueryVolume")?.into()))
         })(),
         _ => return None,
+    })
+}
+
+fn relocate(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
+    per_volume(eng, ctx, "CnsRelocateVolume", "relocate", "relocateSpecs", specs, |eng, s| {
+        let id = id_of(s);
+        let target = s.get("datastore").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("relocateSpecs.datastore", "datastore is required"))?;
+        let target = eng.resolve(target)?;
+        if !accessible(eng, &target.value) {
+            return Err(Fault::new(types::InvalidDatastore, format!("datastore {} is not accessible", target.value)).with("datastore", target.clone()));
+        }
+        let (ds, r) = find(eng, &id)?;
+        if !is_volume(&*r.lock()?) {
+            return Err(not_registered(&id));
+        }
+        super::vstorage_object_manager::move_disk(eng, &r, &id, &ds, &target.value, &mut |_| {})?;
+        if let Some(p) = s.get("profile").and_then(Value::as_array).and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string))) {
+            with_volume(eng, &id, |_, d| {
+                set_cns(d, "storagePolicyId", p.into());
+                d.save_meta().map_err(disk_fault)
+            })?;
+        }
+        disk_changed(eng, &id);
+        Ok(())
     })
 }
 
@@ -800,6 +815,9 @@ fn delete_one(eng: &Engine, id: &str, delete_disk: bool) -> Result<(), Fault> {
 
 fn query(eng: &Engine, f: &Data, select: Option<&[String]>, paged: bool) -> Result<Data, Fault> {
     let want_ids = ids(f.get("volumeIds"));
+    if want_ids.len() > 1000 {
+        return Err(Fault::invalid_argument("filter.volumeIds", format!("at most 1000 volume ids can be given, not {}", want_ids.len())));
+    }
     let names = strings(f.get("names"));
     let stores: Vec<String> = f.get("datastores").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_moref().map(|m| m.value.clone())).collect()).unwrap_or_default();
     let clusters = strings(f.get("containerClusterIds"));
