@@ -36,13 +36,14 @@ pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
         let f = Fault::invalid_request(format!("API release '{release}' is not served; this server speaks {}", super::RELEASES.join(", ")));
         return (fault_resp(&f, newest), "invalid".into());
     }
-    let mut version = VersionId::by_wire("vim25", &release).expect("served release");
     if segs.get(1).map(String::as_str) == Some("vsan") {
         segs.remove(1);
-        if let Some(v) = VersionId::by_wire("vsan", &release) {
-            version = v;
-        }
     }
+    // One VI/JSON release covers vim25 and vSAN (one specification, one
+    // client type model): speak the release's vSAN version where there is
+    // one, whose lineage includes the vim25 release, so a CNS task's result
+    // read through /sdk/vim25/{release}/Task/... is whole.
+    let version = VersionId::by_wire("vsan", &release).or_else(|| VersionId::by_wire("vim25", &release)).expect("served release");
     if segs.len() != 4 || segs[3].is_empty() {
         let f = Fault::invalid_request(format!("expected /sdk/vim25/{{release}}/{{Type}}/{{moId}}/{{method}}, got {}", req.path));
         return (fault_resp(&f, version), "invalid".into());
