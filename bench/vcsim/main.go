@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 
+	_ "github.com/vmware/govmomi/cns/simulator" // CnsVolumeManager at /vsanHealth
 	"github.com/vmware/govmomi/simulator"
 )
 
@@ -25,6 +26,7 @@ func main() {
 	if err := model.Create(); err != nil {
 		panic(err)
 	}
+	model.Service.RegisterEndpoints = true // the CNS endpoint at /vsanHealth
 	s := model.Service.NewServer()
 	defer s.Close()
 	fmt.Println("vcsim listening on", s.URL.String())

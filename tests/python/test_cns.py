@@ -298,3 +298,16 @@ def test_volumes_persist_across_restart(data_dir):
         assert isinstance(busy.fault, vim.fault.ResourceInUse)
     finally:
         s.stop()
+
+
+def test_query_async(server, si):
+    cvm = cns(server, si)
+    ds = si.RetrieveContent().rootFolder.childEntity[0].datastore[0]
+    vids = [create(cvm, si, f"pv-async-{i}", 4, {"q": "async"}, ds) for i in range(3)]
+    t = cvm.QueryAsync(vim.cns.QueryFilter(labels=[vim.KeyValue(key="q", value="async")],
+                                           cursor=vim.cns.Cursor(offset=0, limit=2)))
+    (r,) = run(si, t)
+    assert isinstance(r, vim.cns.AsyncQueryResult) and r.fault is None
+    page = r.queryResult
+    assert len(page.volumes) == 2 and page.cursor.totalRecords == 3
+    assert {v.volumeId.id for v in page.volumes} <= {v.id for v in vids}

@@ -6,7 +6,8 @@
 //! Then the task engine's figures (see `tasks.rs`).
 //!
 //! Usage: vtwin-bench [--seconds N] [--inventory N] [--peer-inventory N] [--vtwin PATH] [--vcsim PATH]
-//!                    [--only soap|tasks|disks|vmfiles] [--tasks-kept N] [--vms N]
+//!                    [--only soap|tasks|disks|vmfiles|cns] [--tasks-kept N] [--vms N] [--volumes N]
+mod cns;
 mod disks;
 mod tasks;
 mod vmfiles;
@@ -206,11 +207,54 @@ async fn main() -> anyhow::Result<()> {
         vmfiles::figures(&http, &base, &sid, &basic, vms).await?;
         drop(v);
     }
+    if only.is_none() || only.as_deref() == Some("cns") {
+        let volumes: u64 = arg("--volumes").and_then(|s| s.parse().ok()).unwrap_or(100_000);
+        cns_figures(secs.max(10), volumes, &vtwin, &vcsim, &tmp).await?;
+    }
     if only.is_none() || only.as_deref() == Some("tasks") {
         let kept: u64 = arg("--tasks-kept").and_then(|s| s.parse().ok()).unwrap_or(100_000);
         task_figures(secs, kept, &vtwin, &tmp).await?;
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+async fn cns_figures(secs: u64, volumes: u64, vtwin: &str, vcsim: &str, tmp: &std::path::Path) -> anyhow::Result<()> {
+    let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+    let base = |ep: &Endpoint| ep.sdk.trim_end_matches("/sdk").to_string();
+    println!("\n# CNS over SOAP (/vsanHealth), 64 clients");
+    let v = start_vtwin(vtwin, &tmp.join("cns"), 1, 1).await?;
+    let cv = cns::Cns::login(&http, "vtwin", &base(&v.ep), &v.ep.user, &v.ep.pw).await?;
+    let p = start_vcsim(vcsim, None).await?;
+    let cp = cns::Cns::login(&http, "vcsim", &base(&p.ep), &p.ep.user, &p.ep.pw).await?;
+    let a = cns::cycles(&http, &cv, 64, secs).await?;
+    let b = cns::cycles(&http, &cp, 64, secs).await?;
+    println!("CnsCreateVolume + CnsDeleteVolume (deleteDisk) cycles/s: vtwin {a:.0} (thin VMDK, change log, metadata, fsync'd), vcsim {b:.0} (map entries): {:.2}x", a / b);
+
+    let pid = v.child.id().unwrap_or(0);
+    let before = rss_kib(pid);
+    let rate = cns::fill(&http, &cv, volumes).await?;
+    let after = rss_kib(pid);
+    println!("filled {volumes} volumes at {rate:.0} volumes/s; RSS {} MiB -> {} MiB", before / 1024, after / 1024);
+    let (_, _, total, _) = cv.query(&http, None, 0, 1).await?;
+    anyhow::ensure!(total == volumes, "vtwin counts {total} volumes, not {volumes}");
+    for (label, limit) in [(("app", "app-7"), 100u64), (("tier", "gold"), 1000)] {
+        let (pages, seen, ms, mut lat) = cns::walk(&http, &cv, label, limit).await?;
+        let (p50, p99) = (tasks::percentile(&mut lat, 0.5), tasks::percentile(&mut lat, 0.99));
+        println!("vtwin CnsQueryVolume labels {}={} over {volumes}: {seen} volumes in {pages} pages of {limit}, {ms:.0} ms in all, page p50 {p50:.1} ms, p99 {p99:.1} ms", label.0, label.1);
+    }
+    drop(v);
+    // vcsim returns every volume on every query: fetch them all and filter.
+    let peer_n = volumes.min(100_000);
+    let t = Instant::now();
+    cns::fill(&http, &cp, peer_n).await?;
+    let peer_fill = peer_n as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (n, _, _, text) = cp.query(&http, Some(("app", "app-7")), 0, 100).await?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    let matching = text.matches("<value>app-7</value>").count();
+    println!("vcsim: filled {peer_n} volumes at {peer_fill:.0} volumes/s; CnsQueryVolume labels app=app-7 (ignored by vcsim): {n} volumes, {:.1} MB, in {ms:.0} ms; {matching} match after client-side filtering", text.len() as f64 / 1e6);
+    drop(p);
     Ok(())
 }
 

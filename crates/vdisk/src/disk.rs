@@ -125,6 +125,12 @@ impl Disk {
 
     /// Create a disk in `dir` (created, must not exist).
     pub fn create(dir: &Path, id: &str, name: &str, capacity: u64, prov: Provisioning, track: bool) -> Result<Disk> {
+        Disk::create_with(dir, id, name, capacity, prov, track, Default::default())
+    }
+
+    /// As `create`, with the caller's metadata (`Meta::extra`) written in
+    /// the same durable write.
+    pub fn create_with(dir: &Path, id: &str, name: &str, capacity: u64, prov: Provisioning, track: bool, extra: serde_json::Map<String, serde_json::Value>) -> Result<Disk> {
         std::fs::create_dir_all(dir.parent().unwrap_or(Path::new("."))).map_err(io(dir))?;
         std::fs::create_dir(dir).map_err(io(dir))?;
         let top = format!("{id}.vmdk");
@@ -143,7 +149,7 @@ impl Disk {
                 top,
                 snapshots: vec![],
                 next_layer: 1,
-                extra: Default::default(),
+                extra,
             };
             let d = Disk { dir: dir.to_path_buf(), meta, chain, log };
             d.save()?;

@@ -56,6 +56,21 @@ impl DiskCell {
         self.slot.try_lock_for(t).map(|g| self.guard(g).map_err(disk_fault))
     }
 
+    /// The disk's metadata, without opening a closed disk (its file is
+    /// read instead); None while it stays busy for `t`.
+    pub fn meta(&self, t: Duration) -> Option<Result<vdisk::disk::Meta, Fault>> {
+        let g = self.slot.try_lock_for(t)?;
+        Some(match &*g {
+            Some(d) => Ok(d.meta.clone()),
+            None => {
+                let p = self.dir.join(vdisk::disk::META);
+                std::fs::read(&p)
+                    .map_err(|e| Fault::new(types::FileFault, format!("{}: {e}", p.display())).with("file", p.display().to_string()))
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| Fault::new(types::FileFault, format!("{}: {e}", p.display())).with("file", p.display().to_string())))
+            }
+        })
+    }
+
     /// The directory holding the disk's metadata.
     pub fn dir(&self) -> &Path {
         &self.dir

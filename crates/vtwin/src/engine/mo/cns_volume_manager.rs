@@ -204,10 +204,6 @@ fn metadata(d: &Disk) -> Option<Data> {
     decode_metadata(d.meta.extra.get("cns")?.get("metadata")?)
 }
 
-fn cns_num(d: &Disk, key: &str) -> Option<i64> {
-    d.meta.extra.get("cns")?.get(key)?.as_i64()
-}
-
 fn set_cns(d: &mut Disk, key: &str, v: serde_json::Value) {
     if let Some(c) = d.meta.extra.get_mut("cns").and_then(|c| c.as_object_mut()) {
         if v.is_null() {
@@ -248,40 +244,54 @@ fn layer_allocated(desc: &Path) -> u64 {
     c.files().iter().skip(1).take(1).filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.blocks() * 512).sum()
 }
 
-/// The CnsVolume of a disk; `select`: the selected fields (None: all).
-fn volume(eng: &Engine, ds: &str, d: &Disk, select: Option<&[String]>) -> Data {
+/// The CnsVolume of a disk (from its metadata: the disk need not be
+/// open); `select`: the selected fields (None: all).
+fn volume(eng: &Engine, ds: &str, dir: &Path, meta: &vdisk::disk::Meta, select: Option<&[String]>) -> Data {
     let want = |name: &str| select.is_none_or(|s| s.iter().any(|x| x == name));
-    let url = eng.inv.read().get(ds).and_then(|e| e.attr("url").map(str::to_string)).unwrap_or_default();
+    let (url, ds_name, root) = {
+        let inv = eng.inv.read();
+        let e = inv.get(ds);
+        (
+            e.and_then(|e| e.attr("url").map(str::to_string)).unwrap_or_default(),
+            e.map(|e| e.name.clone()).unwrap_or_default(),
+            e.and_then(|e| e.attr("path").map(PathBuf::from)).unwrap_or_default(),
+        )
+    };
     let ok = accessible(eng, ds);
-    let mut v = Data::new(types::CnsVolume).with("volumeId", volume_id(&d.meta.id));
+    let cns = meta.extra.get("cns");
+    let num = |k: &str| cns.and_then(|c| c.get(k)).and_then(|v| v.as_i64());
+    let mut v = Data::new(types::CnsVolume).with("volumeId", volume_id(&meta.id));
     if want("DATASTORE_URL") {
         v.set("datastoreUrl", url);
     }
     if want("VOLUME_NAME") {
-        v.set("name", d.meta.name.clone());
+        v.set("name", meta.name.clone());
     }
     if want("VOLUME_TYPE") {
         v.set("volumeType", "BLOCK");
     }
     if want("POLICY_ID") {
-        if let Some(p) = d.meta.extra.get("cns").and_then(|c| c.get("storagePolicyId")).and_then(|p| p.as_str()) {
+        if let Some(p) = cns.and_then(|c| c.get("storagePolicyId")).and_then(|p| p.as_str()) {
             v.set("storagePolicyId", p.to_string());
         }
     }
     if select.is_none() {
-        if let Some(m) = metadata(d) {
+        if let Some(m) = cns.and_then(|c| c.get("metadata")).and_then(decode_metadata) {
             v.set("metadata", m);
         }
     }
     if want("BACKING_OBJECT_DETAILS") {
-        let obj = super::vstorage_object_manager::vstorage_object(eng, ds, d);
-        let path = obj.get("config").and_then(Value::as_data).and_then(|c| c.get("backing")).and_then(Value::as_data).and_then(|b| b.str("filePath")).unwrap_or("").to_string();
+        let top = dir.join(&meta.top);
+        let path = match top.strip_prefix(&root) {
+            Ok(rel) => format!("[{ds_name}] {}", rel.display()),
+            Err(_) => top.display().to_string(),
+        };
         let backing = Data::new(types::CnsBlockBackingDetails)
-            .with("capacityInMb", (d.capacity() / MB) as i64)
-            .with("backingDiskId", d.meta.id.clone())
+            .with("capacityInMb", (meta.capacity / MB) as i64)
+            .with("backingDiskId", meta.id.clone())
             .with("backingDiskPath", path)
-            .with_opt("usedCapacityInMb", cns_num(d, "usedCapacityInMb"))
-            .with_opt("aggregatedSnapshotCapacityInMb", cns_num(d, "aggregatedSnapshotCapacityInMb"));
+            .with_opt("usedCapacityInMb", num("usedCapacityInMb"))
+            .with_opt("aggregatedSnapshotCapacityInMb", num("aggregatedSnapshotCapacityInMb"));
         v.set("backingObjectDetails", backing);
     }
     if want("COMPLIANCE_STATUS") {
@@ -389,9 +399,9 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
         }
     }
     let id = spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")).map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let mut d = Disk::create(&fcd_dir(&root).join(&id), &id, &name, mb as u64 * MB, Provisioning::Thin, true).map_err(disk_fault)?;
-    d.meta.extra.insert("cns".into(), state);
-    d.save_meta().map_err(disk_fault)?;
+    let mut extra = serde_json::Map::new();
+    extra.insert("cns".into(), state);
+    let d = Disk::create_with(&fcd_dir(&root).join(&id), &id, &name, mb as u64 * MB, Provisioning::Thin, true, extra).map_err(disk_fault)?;
     eng.cns.put(eng, &id, &d);
     eng.disks.insert(&ds, d);
     Ok(id)
@@ -751,13 +761,24 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 batch(results)
             })
         })(),
+        "CnsQueryAsync" => (|| {
+            let filter = args.get("filter").and_then(Value::as_data).cloned().unwrap_or_else(|| Data::new(types::CnsQueryFilter));
+            let select = selection(&args)?;
+            let root = eng.inv.read().root();
+            let spec = TaskSpec { method: "CnsQueryAsync", description_id: "CnsVolumeManager.queryAsync".into(), entity: root, cancelable: false, queue: None };
+            eng.run_task(
+                ctx,
+                spec,
+                Box::new(move |eng, _| {
+                    let r = query(eng, &filter, select.as_deref(), true)?;
+                    let entry = Data::new(types::CnsAsyncQueryResult).with("queryResult", r);
+                    Ok(Some(batch(vec![entry])))
+                }),
+            )
+        })(),
         "CnsQueryVolume" | "CnsQueryAllVolume" => (|| {
             let filter = args.get("filter").and_then(Value::as_data).cloned().unwrap_or_else(|| Data::new(types::CnsQueryFilter));
-            let select = args.get("selection").and_then(Value::as_data).map(|s| strings(s.get("names"))).filter(|s| !s.is_empty());
-            const NAMES: &[&str] = &["VOLUME_NAME", "VOLUME_TYPE", "BACKING_OBJECT_DETAILS", "COMPLIANCE_STATUS", "DATASTORE_ACCESSIBILITY_STATUS", "HEALTH_STATUS", "DATASTORE_URL", "POLICY_ID"];
-            if let Some(bad) = select.iter().flatten().find(|n| !NAMES.contains(&n.as_str())) {
-                return Err(Fault::invalid_argument("selection.names", format!("'{bad}' is not a field to select ({})", NAMES.join(", "))));
-            }
+            let select = selection(&args)?;
             // CnsQueryAllVolume answers every match at once.
             Ok(Some(query(eng, &filter, select.as_deref(), method == "CnsQueryVolume")?.into()))
         })(),
@@ -787,6 +808,16 @@ fn relocate(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
         disk_changed(eng, &id);
         Ok(())
     })
+}
+
+/// The fields a CnsQuerySelection names (None: every field).
+fn selection(args: &Args) -> Result<Option<Vec<String>>, Fault> {
+    const NAMES: &[&str] = &["VOLUME_NAME", "VOLUME_TYPE", "BACKING_OBJECT_DETAILS", "COMPLIANCE_STATUS", "DATASTORE_ACCESSIBILITY_STATUS", "HEALTH_STATUS", "DATASTORE_URL", "POLICY_ID"];
+    let select = args.get("selection").and_then(Value::as_data).map(|s| strings(s.get("names"))).filter(|s| !s.is_empty());
+    if let Some(bad) = select.iter().flatten().find(|n| !NAMES.contains(&n.as_str())) {
+        return Err(Fault::invalid_argument("selection.names", format!("'{bad}' is not a field to select ({})", NAMES.join(", "))));
+    }
+    Ok(select)
 }
 
 fn delete_one(eng: &Engine, id: &str, delete_disk: bool) -> Result<(), Fault> {
@@ -893,8 +924,8 @@ fn query(eng: &Engine, f: &Data, select: Option<&[String]>, paged: bool) -> Resu
     let mut page = vec![];
     for (id, ds) in matched.into_iter().skip(offset as usize).take(limit as usize) {
         let Ok(r) = eng.disks.get(&id, &ds) else { continue };
-        let entry = match r.try_lock_for(std::time::Duration::from_secs(2)) {
-            Some(Ok(d)) if is_volume(&d) => Some(volume(eng, &ds, &d, select)),
+        let entry = match r.meta(std::time::Duration::from_secs(2)) {
+            Some(Ok(m)) if m.extra.contains_key("cns") => Some(volume(eng, &ds, r.dir(), &m, select)),
             Some(Ok(_)) => None,
             // Busy with a long operation: what the index knows.
             None => Some(Data::new(types::CnsVolume).with("volumeId", volume_id(&id)).with("volumeType", "BLOCK")),
