@@ -18,6 +18,7 @@ command -v go >/dev/null 2>&1 || APT_PKGS+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || APT_PKGS+=(golang-github-vmware-govmomi-dev)
 command -v qemu-img >/dev/null 2>&1 && command -v qemu-io >/dev/null 2>&1 || APT_PKGS+=(qemu-utils)
 command -v nbdcopy >/dev/null 2>&1 && command -v nbdinfo >/dev/null 2>&1 || APT_PKGS+=(libnbd-bin)
+command -v curl >/dev/null 2>&1 || APT_PKGS+=(curl)
 if [ ${#APT_PKGS[@]} -gt 0 ]; then
   step "apt-get install ${APT_PKGS[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

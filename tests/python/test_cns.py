@@ -311,3 +311,53 @@ def test_query_async(server, si):
     page = r.queryResult
     assert len(page.volumes) == 2 and page.cursor.totalRecords == 3
     assert {v.volumeId.id for v in page.volumes} <= {v.id for v in vids}
+
+
+def test_vm_snapshot_with_attached_volume(server, si):
+    """A VM snapshot takes the attached volume's snapshot in the volume's own
+    chain (so the disk's metadata, change log and CnsSyncVolume follow);
+    reverting brings its data back; removing it consolidates."""
+    cvm = cns(server, si)
+    content = si.RetrieveContent()
+    ds = sorted(content.rootFolder.childEntity[0].datastore, key=lambda d: d.name)[0]
+    vid = create(cvm, si, "pvc-vmsnap", 16, {}, ds)
+    vm = new_vm(si, "snapper", ds)
+    (r,) = run(si, cvm.Attach([vim.cns.VolumeAttachDetachSpec(volumeId=vid, vm=vm)]))
+    assert r.fault is None
+    sid = si._stub.cookie.split('"')[1]
+
+    def nbd(*cmds):
+        uri = requests.post(f"http://{server.host}:{server.port}/api/vtwin/nbd-tickets",
+                            json={"disk": vid.id, "datastore": ds._moId, "write": True},
+                            headers={"vmware-api-session-id": sid}).json()["uri"]
+        args = ["qemu-io", "-f", "raw"]
+        for c in cmds:
+            args += ["-c", c]
+        return subprocess.run(args + [uri], capture_output=True, text=True)
+
+    assert nbd("write -P 0x1 0 2M").returncode == 0
+    WaitForTask(vm.CreateSnapshot_Task(name="s1", memory=False, quiesce=False), si=si)
+    vsom = content.vStorageObjectManager
+    snaps = vsom.RetrieveSnapshotInfo(id=vim.vslm.ID(id=vid.id), datastore=ds).snapshots
+    assert [s.id.id for s in snaps] == [f"{vm._moId}-snapshot-1"]
+    (disk,) = vm_disks(vm)
+    top = f"{server.data_dir}/datastores/{ds.name}/" + disk.backing.fileName.split("] ", 1)[1]
+    assert disk.backing.fileName.startswith(f"[{ds.name}] fcd/{vid.id}/") and len(qemu_info(top)) == 2
+    (s,) = run(si, cvm.SyncVolume([vim.cns.SyncVolumeSpec(volumeId=vid)]))
+    assert s.fault is None
+    b = cvm.Query(vim.cns.QueryFilter(volumeIds=[vid])).volumes[0].backingObjectDetails
+    assert b.aggregatedSnapshotCapacityInMb >= 2 and b.usedCapacityInMb >= 2
+    # New data after the snapshot; a revert brings the old data back.
+    assert nbd("write -P 0x2 0 1M").returncode == 0
+    WaitForTask(vm.RevertToCurrentSnapshot_Task(), si=si)
+    r = nbd("read -P 0x1 0 2M")
+    assert r.returncode == 0 and "Pattern verification failed" not in r.stdout + r.stderr, r.stdout + r.stderr
+    # Removing the snapshot consolidates the volume's chain.
+    WaitForTask(vm.snapshot.rootSnapshotList[0].snapshot.RemoveSnapshot_Task(removeChildren=False), si=si)
+    assert not vsom.RetrieveSnapshotInfo(id=vim.vslm.ID(id=vid.id), datastore=ds).snapshots
+    (disk,) = vm_disks(vm)
+    top = f"{server.data_dir}/datastores/{ds.name}/" + disk.backing.fileName.split("] ", 1)[1]
+    assert len(qemu_info(top)) == 1
+    subprocess.run(["qemu-img", "check", top], check=True, capture_output=True)
+    r = nbd("read -P 0x1 0 2M")
+    assert r.returncode == 0 and "Pattern verification failed" not in r.stdout + r.stderr

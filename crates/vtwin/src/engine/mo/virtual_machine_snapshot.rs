@@ -217,12 +217,41 @@ pub fn property(inv: &Inventory, this: &MoRef, name: &str) -> Option<Value> {
     }
 }
 
+/// The first-class disk (an attached CNS volume) a VM disk file is a layer
+/// of: `…/fcd/<id>/<layer>.vmdk` of a catalogued disk.
+fn fcd_of(eng: &Engine, file: &Path) -> Option<(String, crate::engine::disks::DiskRef)> {
+    let dir = file.parent()?;
+    if dir.parent()?.file_name()? != "fcd" {
+        return None;
+    }
+    let id = dir.file_name()?.to_str()?;
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    eng.disks.find(id).filter(|(_, r)| canon(r.dir()) == canon(dir)).map(|(_, r)| (id.to_string(), r))
+}
+
+/// The id a VM snapshot's layer of a first-class disk has in that disk's
+/// own snapshot list.
+fn fcd_snapshot_id(vmid: &str, uid: u32) -> String {
+    format!("{vmid}-snapshot-{uid}")
+}
+
 fn create(eng: &Engine, vmid: &str, name: &str, description: &str) -> Result<MoRef, Fault> {
     let mut vm = Vm::load(&eng.inv.read(), vmid)?;
     let uid = vm.vmsd.last_uid + 1;
     let stem = vm.vmx.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut frozen = vec![];
+    let mut volumes = vec![];
     for (node, file) in vm.disks() {
+        // A first-class disk snapshots in its own directory, through the
+        // disk engine, so the disk's own metadata and change log follow.
+        if let Some((id, r)) = fcd_of(eng, &vm.path(&file)) {
+            let mut d = r.lock()?;
+            let snap = d.create_snapshot(&fcd_snapshot_id(vmid, uid), description).map_err(crate::engine::disks::disk_fault)?;
+            frozen.push((node.clone(), d.dir().join(&snap.layer).display().to_string()));
+            vm.set_disk(&node, &d.top_path().display().to_string());
+            volumes.push(id);
+            continue;
+        }
         let mut chain = vdisk::Chain::open(&vm.path(&file)).map_err(|e| fault_io(&vm.path(&file), e))?;
         let delta = vm.next_delta(&file);
         chain.snapshot(&vm.dir.join(&delta)).map_err(|e| fault_io(&vm.dir.join(&delta), e))?;
@@ -243,6 +272,9 @@ fn create(eng: &Engine, vmid: &str, name: &str, description: &str) -> Result<MoR
     vm.vmsd.last_uid = uid;
     vm.vmsd.current = Some(uid);
     vm.save()?;
+    for id in volumes {
+        super::cns_volume_manager::disk_changed(eng, &id);
+    }
     eng.changed();
     Ok(vm.snapshot_ref(uid))
 }
@@ -266,7 +298,29 @@ fn revert(eng: &Engine, vmid: &str, uid: u32) -> Result<(), Fault> {
     let mut vm = Vm::load(&eng.inv.read(), vmid)?;
     let s = vm.vmsd.snaps.iter().find(|s| s.uid == uid).cloned().ok_or_else(|| Fault::plain_not_found(format!("snapshot {uid} not found")))?;
     let old = vm.disks();
+    // A first-class disk's snapshots are a line: reverting drops the later
+    // ones, which later VM snapshots would still name. Refuse that first.
+    for (_, file) in &s.disks {
+        if let Some((id, r)) = fcd_of(eng, &vm.path(file)) {
+            let d = r.lock()?;
+            let sid = fcd_snapshot_id(vmid, uid);
+            let at = d.meta.snapshots.iter().position(|x| x.id == sid);
+            if at.is_some_and(|i| i + 1 < d.meta.snapshots.len()) {
+                return Err(Fault::not_supported(format!(
+                    "volume {id} has snapshots taken after this one; a first-class disk reverts only to its latest snapshot: remove the later snapshots first"
+                )));
+            }
+        }
+    }
+    let mut volumes = vec![];
     for (node, file) in &s.disks {
+        if let Some((id, r)) = fcd_of(eng, &vm.path(file)) {
+            let mut d = r.lock()?;
+            d.revert(&fcd_snapshot_id(vmid, uid)).map_err(crate::engine::disks::disk_fault)?;
+            vm.set_disk(node, &d.top_path().display().to_string());
+            volumes.push(id);
+            continue;
+        }
         let delta = vm.next_delta(file);
         let mut chain = vdisk::Chain::open(&vm.path(file)).map_err(|e| fault_io(&vm.path(file), e))?;
         chain.snapshot(&vm.dir.join(&delta)).map_err(|e| fault_io(&vm.dir.join(&delta), e))?;
@@ -274,7 +328,11 @@ fn revert(eng: &Engine, vmid: &str, uid: u32) -> Result<(), Fault> {
     }
     vm.vmsd.current = Some(uid);
     vm.save()?;
-    drop_live(&vm, &old);
+    let live_fcd: Vec<(String, String)> = old.into_iter().filter(|(_, f)| fcd_of(eng, &vm.path(f)).is_none()).collect();
+    drop_live(&vm, &live_fcd);
+    for id in volumes {
+        super::cns_volume_manager::disk_changed(eng, &id);
+    }
     eng.changed();
     Ok(())
 }
@@ -290,8 +348,31 @@ fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> 
     }
     let live = vm.disks();
     let n = s.disks.len().max(1);
+    let mut volumes = vec![];
     for (i, (node, frozen)) in s.disks.iter().enumerate() {
         let fp = vm.path(frozen);
+        // A first-class disk consolidates in its own directory; its other
+        // snapshots' layers and the VM's live file follow the disk's.
+        if let Some((id, r)) = fcd_of(eng, &fp) {
+            let mut d = r.lock()?;
+            let sid = fcd_snapshot_id(vmid, uid);
+            if d.snapshot(&sid).is_some() {
+                d.delete_snapshot(&sid, &mut |f| progress(((i as f64 + f) * 100.0 / n as f64) as i32)).map_err(crate::engine::disks::disk_fault)?;
+            }
+            let layers: std::collections::HashMap<String, String> = d.meta.snapshots.iter().map(|x| (x.id.clone(), d.dir().join(&x.layer).display().to_string())).collect();
+            for x in vm.vmsd.snaps.iter_mut().filter(|x| x.uid != uid) {
+                if let Some(l) = layers.get(&fcd_snapshot_id(vmid, x.uid)) {
+                    for dk in x.disks.iter_mut().filter(|(nd, _)| nd == node) {
+                        dk.1 = l.clone();
+                    }
+                }
+            }
+            if live.iter().any(|(nd, f)| nd == node && fcd_of(eng, &vm.path(f)).is_some()) {
+                vm.set_disk(node, &d.top_path().display().to_string());
+            }
+            volumes.push(id);
+            continue;
+        }
         // The layer above: the child snapshot's frozen file for this disk if
         // there is one, else the live delta if it sits on this file.
         let child_file = children
@@ -353,6 +434,9 @@ fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> 
     vm.vmsd.snaps.retain(|x| x.uid != uid);
     let _ = std::fs::remove_file(vm.dir.join(&s.vmsn));
     vm.save()?;
+    for id in volumes {
+        super::cns_volume_manager::disk_changed(eng, &id);
+    }
     eng.changed();
     Ok(())
 }
