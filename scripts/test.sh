@@ -19,6 +19,7 @@ command -v go >/dev/null 2>&1 || APT_PKGS+=(golang-go)
 command -v qemu-img >/dev/null 2>&1 && command -v qemu-io >/dev/null 2>&1 || APT_PKGS+=(qemu-utils)
 command -v nbdcopy >/dev/null 2>&1 && command -v nbdinfo >/dev/null 2>&1 || APT_PKGS+=(libnbd-bin)
 command -v curl >/dev/null 2>&1 || APT_PKGS+=(curl)
+command -v xmllint >/dev/null 2>&1 || APT_PKGS+=(libxml2-utils)
 if [ ${#APT_PKGS[@]} -gt 0 ]; then
   step "apt-get install ${APT_PKGS[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -25,7 +25,10 @@ class Server:
         if plain_http:
             args.append("--plain-http")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.vcd_url = None
         for line in self.proc.stdout:
+            if line.startswith("vtwin VCD on "):
+                self.vcd_url = line.strip().split(" ")[-1]
             if line.startswith("vtwin listening on "):
                 url = line.strip().split(" ")[-1]
                 self.scheme, rest = url.split("://")

@@ -32,6 +32,35 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DatastoreCmd,
     },
+    /// Manage vCloud Director organizations and their users.
+    Vcd {
+        #[command(subcommand)]
+        cmd: VcdCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum VcdCmd {
+    /// Add a tenant organization.
+    OrgAdd {
+        name: String,
+        #[arg(long, default_value = "")]
+        full_name: String,
+        #[arg(long, default_value = "./vtwin-data")]
+        data_dir: PathBuf,
+    },
+    /// Add a user to an organization (or change its password and role).
+    UserAdd {
+        /// user@org
+        principal: String,
+        #[arg(long)]
+        password: String,
+        /// admin (Organization Administrator) or user (vApp User).
+        #[arg(long, default_value = "user")]
+        role: String,
+        #[arg(long, default_value = "./vtwin-data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -78,6 +107,13 @@ struct ServeArgs {
     /// Test-control rules to load at start (a JSON array; see the README).
     #[arg(long, env = "VTWIN_TEST_CONTROL")]
     test_control: Option<PathBuf>,
+    /// Serve the vCloud Director API here too (same certificate).
+    #[arg(long)]
+    vcd_listen: Option<String>,
+    /// VCD tasks can be retrieved for this many seconds after they are
+    /// created (their expiryTime).
+    #[arg(long, default_value_t = vtwin::engine::vcd::DEFAULT_EXPIRY_SECS)]
+    vcd_task_expiry: i64,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +165,19 @@ fn main() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("no datastore named {name}"))?;
             let path = vtwin::engine::mo::datastore::remount(&eng, &ds).map_err(|f| anyhow::anyhow!(f.message))?;
             println!("{name} ({}) is now mounted at {path}", ds.value);
+            Ok(())
+        }
+        Cmd::Vcd { cmd: VcdCmd::OrgAdd { name, full_name, data_dir } } => {
+            let store = open_store(&data_dir)?;
+            let o = vtwin::engine::vcd::add_org(store.as_ref(), &name, &full_name).map_err(|e| anyhow::anyhow!(e))?;
+            println!("organization {} is urn:vcloud:org:{}", o.name, o.id);
+            Ok(())
+        }
+        Cmd::Vcd { cmd: VcdCmd::UserAdd { principal, password, role, data_dir } } => {
+            let (user, org) = principal.rsplit_once('@').ok_or_else(|| anyhow::anyhow!("give the user as user@org"))?;
+            let store = open_store(&data_dir)?;
+            vtwin::engine::vcd::add_user(store.as_ref(), org, user, &password, &role).map_err(|e| anyhow::anyhow!(e))?;
+            println!("user {user} of {org} added");
             Ok(())
         }
         Cmd::Serve(a) => serve(a),
@@ -187,7 +236,16 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let (nbd, nbd_addr) = api::nbd::listen(&a.nbd_listen).await.map_err(|e| anyhow::anyhow!("NBD listen on {}: {e}", a.nbd_listen))?;
         println!("vtwin NBD on nbd://{nbd_addr}");
         tokio::spawn(api::nbd::serve(engine.clone(), nbd));
-        let state = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default(), nbd_addr: Some(nbd_addr) });
+        engine.set_vcd_task_expiry_secs(a.vcd_task_expiry);
+        if let Some(v) = &a.vcd_listen {
+            let listener = listen(v).await?;
+            let addr = listener.local_addr()?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            println!("vtwin VCD on {scheme}://{addr}");
+            let vstate = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default(), nbd_addr: Some(nbd_addr), vcd: true });
+            tokio::spawn(api::serve(vstate, listener, tls.clone()));
+        }
+        let state = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default(), nbd_addr: Some(nbd_addr), vcd: false });
         let listener = listen(&a.listen).await?;
         let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };

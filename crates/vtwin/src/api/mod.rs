@@ -8,6 +8,7 @@ pub mod nbd;
 pub mod soap;
 pub mod tls;
 pub mod vapi;
+pub mod vcd;
 pub mod vijson;
 
 use crate::engine::Engine;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// The NBD server's address, for ticket URIs.
     pub nbd_addr: Option<SocketAddr>,
+    /// This listener serves the vCloud Director API.
+    pub vcd: bool,
 }
 
 /// Releases of the VI/JSON API this server speaks (oldest first).
@@ -89,6 +92,10 @@ impl Req {
 }
 
 async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
+    if state.vcd {
+        let (r, m) = vcd::handle(&state, &req).await;
+        return (r, "vcd", m);
+    }
     let path = req.path.clone();
     match (&req.method, path.as_str()) {
         (&Method::GET, "/sdk/vimServiceVersions.xml") => (soap::service_versions("urn:vim25", RELEASES), "soap", "vimServiceVersions".into()),
@@ -164,7 +171,13 @@ async fn serve_one(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
             tracing::error!("request handler panicked");
             let f = crate::engine::Fault::system_error("internal error (handler panicked)");
             let newest = vmodl::VersionId::by_wire("vim25", newest_release()).expect("newest release");
-            let r = if vapi {
+            let r = if state.vcd {
+                respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "application/vnd.vmware.vcloud.error+xml",
+                    vcd::tree::to_xml(&vcd::tree::Node::new("Error").attr("minorErrorCode", "INTERNAL_SERVER_ERROR").attr("message", f.message.clone()).attr("majorErrorCode", "500"), "http://www.vmware.com/vcloud/v1.5"),
+                )
+            } else if vapi {
                 respond(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "application/json",

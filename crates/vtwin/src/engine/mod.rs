@@ -10,6 +10,7 @@ pub mod mo;
 pub mod runner;
 pub mod session;
 pub mod tasks;
+pub mod vcd;
 
 use crate::store::{PermissionRecord, Store, UserRecord};
 pub use fault::Fault;
@@ -18,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use session::{Session, Sessions, ADMIN_USER};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use vmodl::value::Args;
 use vmodl::{types, MethodDef, MoRef, TypeId, Value, VersionId};
@@ -75,6 +76,8 @@ pub struct Engine {
     pub disks: disks::Disks,
     /// The CNS volumes' index.
     pub cns: mo::cns_volume_manager::Volumes,
+    /// How long VCD tasks stay retrievable, in seconds.
+    vcd_expiry: AtomicI64,
     /// Test-control rules (delays and injected faults).
     pub control: control::Control,
     /// Per-entity queues of engine-run tasks.
@@ -179,6 +182,7 @@ impl Engine {
             history: Mutex::new(HashMap::new()),
             disks,
             cns: Default::default(),
+            vcd_expiry: AtomicI64::new(vcd::DEFAULT_EXPIRY_SECS),
             busy_datastores: Mutex::new(HashMap::new()),
             control: Default::default(),
             runner: Default::default(),
@@ -196,6 +200,13 @@ impl Engine {
 
     pub fn shared(&self) -> Option<Arc<Engine>> {
         self.me.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    pub fn vcd_task_expiry_secs(&self) -> i64 {
+        self.vcd_expiry.load(Ordering::Relaxed)
+    }
+    pub fn set_vcd_task_expiry_secs(&self, secs: i64) {
+        self.vcd_expiry.store(secs.max(1), Ordering::Relaxed);
     }
 
     pub fn next_seq(&self) -> u64 {

@@ -90,6 +90,9 @@ pub struct TaskRecord {
     /// A vAPI target that names no inventory object, as (type, id).
     #[serde(default)]
     pub target: Option<(String, String)>,
+    /// vCloud Director's fields, for a VCD task.
+    #[serde(default)]
+    pub vcd: Option<super::vcd::VcdTask>,
 }
 
 /// The five vAPI task states. vim25 has four: BLOCKED is running there.
@@ -296,6 +299,11 @@ fn storage_version() -> VersionId {
     VersionId::by_wire("vsan", "9.1.0.0").or_else(|| VersionId::by_wire("vim25", "9.1.0.0")).expect("9.1.0.0 in the registry")
 }
 
+/// The release task records are kept in (for other engine modules).
+pub fn storage_version_pub() -> VersionId {
+    storage_version()
+}
+
 fn to_json(v: &Value) -> serde_json::Value {
     json::encode(v, TypeRef { ty: types::anyType, array: false }, storage_version())
 }
@@ -337,7 +345,9 @@ impl Tasks {
                 tracing::warn!(%key, "unreadable task record skipped");
                 continue;
             };
-            if !t.state.is_final() {
+            // A VCD external task is driven by its client, not by this
+            // process: it keeps its state across a restart.
+            if !t.state.is_final() && t.vcd.is_none() {
                 let f = Fault::system_error("the server stopped while this task was queued or running");
                 t.state = TaskState::Error;
                 t.error = Some(json::encode_data(&f.data, storage_version()));
@@ -345,7 +355,9 @@ impl Tasks {
                 t.complete_time = Some(ms(Utc::now()));
                 store.put_task(&t.key, t.seq, &serde_json::to_string(&t).expect("task json"))?;
             }
-            completed.insert((t.complete_time.unwrap_or(0), t.seq), key.clone());
+            if t.state.is_final() {
+                completed.insert((t.complete_time.unwrap_or(0), t.seq), key.clone());
+            }
             map.insert(key, t);
         }
         Ok(Tasks {
@@ -387,12 +399,25 @@ impl Tasks {
     /// Create a task and apply a vAPI create spec's initial values; nothing
     /// is kept when they break a rule.
     pub fn create_vapi(&self, n: NewTask, initial: &VapiUpdate) -> Result<TaskRecord, Fault> {
+        let mut t = self.new_record(n);
+        let now = t.queue_time;
+        apply_vapi(&mut t, initial, now)?;
+        self.insert_new(t)
+    }
+
+    /// Create a task whose first state `init` sets; nothing is kept when it fails.
+    pub fn create_with(&self, n: NewTask, init: impl FnOnce(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
+        let mut t = self.new_record(n);
+        init(&mut t)?;
+        self.insert_new(t)
+    }
+
+    fn new_record(&self, n: NewTask) -> TaskRecord {
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let key = format!("task-{seq}");
-        // The root of a subtask is its parent's root, or the parent itself.
         let root_key = n.parent_key.as_ref().map(|p| self.get(p).and_then(|t| t.root_key.or(Some(t.key))).unwrap_or_else(|| p.clone()));
-        let t = TaskRecord {
-            key: key.clone(),
+        TaskRecord {
+            key,
             seq,
             name: n.name,
             description_id: n.description_id,
@@ -421,10 +446,12 @@ impl Tasks {
             vapi_error: None,
             vapi_result: None,
             target: n.target,
-        };
-        let mut t = t;
-        let now = t.queue_time;
-        apply_vapi(&mut t, initial, now)?;
+            vcd: None,
+        }
+    }
+
+    fn insert_new(&self, t: TaskRecord) -> Result<TaskRecord, Fault> {
+        let key = t.key.clone();
         if t.state.is_final() {
             self.completed.write().insert((t.complete_time.unwrap_or(0), t.seq), key.clone());
         }
@@ -435,6 +462,21 @@ impl Tasks {
         }
         self.prune()?;
         Ok(t)
+    }
+
+    /// Apply `f` to a task and persist the result (`f` judges the state).
+    pub fn update_with(&self, key: &str, f: impl FnOnce(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
+        self.update(key, f)
+    }
+
+    /// The first task `pred` accepts.
+    pub fn find(&self, pred: impl Fn(&TaskRecord) -> bool) -> Option<TaskRecord> {
+        self.map.read().values().find(|t| pred(t)).cloned()
+    }
+
+    /// The wake-up of a running engine task's worker, if it has one.
+    pub fn worker_notify(&self, key: &str) -> Option<Arc<tokio::sync::Notify>> {
+        self.workers.lock().get(key).cloned()
     }
 
     /// Apply `f` to a task that has not finished and persist the result.

@@ -1,0 +1,235 @@
+//! One neutral document tree for the VCD API's two renderings: XML in the
+//! vcloud namespaces and the `application/*+json` form (attributes and
+//! child elements as lowerCamel fields, repeated elements as arrays).
+use quick_xml::events::Event;
+use serde_json::{Map, Value};
+
+#[derive(Clone, Debug, Default)]
+pub struct Node {
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
+    pub children: Vec<Node>,
+    pub text: Option<String>,
+    /// Inner XML kept as given (Params, Result content).
+    pub raw: Option<String>,
+}
+
+impl Node {
+    pub fn new(name: &str) -> Node {
+        Node { name: name.to_string(), ..Default::default() }
+    }
+    pub fn attr(mut self, k: &str, v: impl Into<String>) -> Node {
+        self.attrs.push((k.to_string(), v.into()));
+        self
+    }
+    pub fn attr_opt(self, k: &str, v: Option<impl Into<String>>) -> Node {
+        match v {
+            Some(v) => self.attr(k, v),
+            None => self,
+        }
+    }
+    pub fn child(mut self, c: Node) -> Node {
+        self.children.push(c);
+        self
+    }
+    pub fn children(mut self, c: impl IntoIterator<Item = Node>) -> Node {
+        self.children.extend(c);
+        self
+    }
+    pub fn text(mut self, t: impl Into<String>) -> Node {
+        self.text = Some(t.into());
+        self
+    }
+    pub fn get_attr(&self, k: &str) -> Option<&str> {
+        self.attrs.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+    }
+    pub fn find(&self, name: &str) -> Option<&Node> {
+        self.children.iter().find(|c| c.name == name)
+    }
+    pub fn child_text(&self, name: &str) -> Option<String> {
+        self.find(name).map(|c| c.text.clone().unwrap_or_default())
+    }
+}
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            _ => o.push(c),
+        }
+    }
+    o
+}
+
+fn write(n: &Node, out: &mut String, root_ns: Option<&str>) {
+    out.push('<');
+    out.push_str(&n.name);
+    if let Some(ns) = root_ns {
+        out.push_str(&format!(" xmlns=\"{ns}\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\""));
+    }
+    for (k, v) in &n.attrs {
+        out.push_str(&format!(" {k}=\"{}\"", esc(v)));
+    }
+    if n.children.is_empty() && n.text.is_none() && n.raw.is_none() {
+        out.push_str("/>");
+        return;
+    }
+    out.push('>');
+    if let Some(t) = &n.text {
+        out.push_str(&esc(t));
+    }
+    if let Some(r) = &n.raw {
+        out.push_str(r);
+    }
+    for c in &n.children {
+        write(c, out, None);
+    }
+    out.push_str(&format!("</{}>", n.name));
+}
+
+/// The document as XML, `ns` the root's default namespace.
+pub fn to_xml(n: &Node, ns: &str) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    write(n, &mut out, Some(ns));
+    out.push('\n');
+    out
+}
+
+fn camel(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Elements that repeat, rendered as arrays in JSON.
+const LISTS: &[&str] = &["Link", "Org", "Task", "VersionInfo", "TaskRecord", "AdminTaskRecord", "OrgRecord", "Record", "VcTask", "Location"];
+const NUMBERS: &[&str] = &["Progress", "page", "pageSize", "total", "majorErrorCode"];
+const BOOLS: &[&str] = &["cancelRequested", "deprecated", "IsEnabled"];
+
+fn scalar(name: &str, v: &str) -> Value {
+    if NUMBERS.contains(&name) {
+        if let Ok(n) = v.parse::<i64>() {
+            return n.into();
+        }
+    }
+    if BOOLS.contains(&name) {
+        if let Ok(b) = v.parse::<bool>() {
+            return b.into();
+        }
+    }
+    Value::String(v.to_string())
+}
+
+/// The document as VCD JSON.
+pub fn to_json(n: &Node) -> Value {
+    if n.attrs.is_empty() && n.children.is_empty() {
+        if let Some(t) = &n.text {
+            return scalar(&n.name, t);
+        }
+        if let Some(r) = &n.raw {
+            return Value::String(r.clone());
+        }
+    }
+    let mut m = Map::new();
+    for (k, v) in &n.attrs {
+        m.insert(camel(k), scalar(k, v));
+    }
+    if let Some(t) = &n.text {
+        m.insert("value".into(), Value::String(t.clone()));
+    }
+    for c in &n.children {
+        let key = if c.name.ends_with("Record") && c.name != "Record" { "record".to_string() } else { camel(&c.name) };
+        let v = to_json(c);
+        if LISTS.contains(&c.name.as_str()) {
+            m.entry(key).or_insert_with(|| Value::Array(vec![])).as_array_mut().expect("array").push(v);
+        } else {
+            m.insert(key, v);
+        }
+    }
+    Value::Object(m)
+}
+
+/// Parse an XML document (namespaces dropped, local names kept). The inner
+/// XML of `keep_raw` elements is kept as given.
+pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
+    let mut r = quick_xml::Reader::from_str(text);
+    r.config_mut().trim_text(true);
+    let mut stack: Vec<Node> = vec![];
+    let mut raw_depth: Option<(usize, usize)> = None; // (stack depth, byte start)
+    loop {
+        let pos = r.buffer_position() as usize;
+        let ev = r.read_event().map_err(|e| format!("malformed XML at byte {}: {e}", r.buffer_position()))?;
+        if let Some((depth, start)) = raw_depth {
+            match &ev {
+                Event::End(e) if stack.len() == depth && String::from_utf8_lossy(e.local_name().as_ref()) == stack.last().map(|n| n.name.as_str()).unwrap_or("") => {
+                    // Nested same-named elements are not expected in Params/Result.
+                    let n = stack.last_mut().expect("open element");
+                    n.raw = Some(text[start..pos].to_string());
+                    raw_depth = None;
+                }
+                Event::Eof => return Err("unexpected end of XML".into()),
+                _ => continue,
+            }
+        }
+        match ev {
+            Event::Start(e) => {
+                let mut n = Node::new(&String::from_utf8_lossy(e.local_name().as_ref()));
+                for a in e.attributes().flatten() {
+                    let k = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
+                    if a.key.as_ref().starts_with(b"xmlns") {
+                        continue;
+                    }
+                    let v = a.unescape_value().map_err(|e| format!("bad attribute value: {e}"))?.into_owned();
+                    n.attrs.push((k, v));
+                }
+                let keep = keep_raw.contains(&n.name.as_str());
+                stack.push(n);
+                if keep {
+                    raw_depth = Some((stack.len(), r.buffer_position() as usize));
+                }
+            }
+            Event::Empty(e) => {
+                let mut n = Node::new(&String::from_utf8_lossy(e.local_name().as_ref()));
+                for a in e.attributes().flatten() {
+                    if a.key.as_ref().starts_with(b"xmlns") {
+                        continue;
+                    }
+                    let k = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
+                    let v = a.unescape_value().map_err(|e| format!("bad attribute value: {e}"))?.into_owned();
+                    n.attrs.push((k, v));
+                }
+                match stack.last_mut() {
+                    Some(p) => p.children.push(n),
+                    None => return Ok(n),
+                }
+            }
+            Event::Text(t) => {
+                if let Some(p) = stack.last_mut() {
+                    let s = t.unescape().map_err(|e| format!("bad text: {e}"))?.into_owned();
+                    p.text = Some(p.text.take().unwrap_or_default() + &s);
+                }
+            }
+            Event::CData(t) => {
+                if let Some(p) = stack.last_mut() {
+                    p.text = Some(p.text.take().unwrap_or_default() + &String::from_utf8_lossy(&t));
+                }
+            }
+            Event::End(_) => {
+                let n = stack.pop().ok_or("unbalanced XML")?;
+                match stack.last_mut() {
+                    Some(p) => p.children.push(n),
+                    None => return Ok(n),
+                }
+            }
+            Event::Eof => return Err("the body holds no XML element".into()),
+            _ => {}
+        }
+    }
+}

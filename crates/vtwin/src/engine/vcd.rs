@@ -1,0 +1,514 @@
+//! vCloud Director's model on the shared engine: organizations (System and
+//! tenants) with their users, VCD sessions (engine sessions whose principal
+//! is `vcd:<org id>:<user>`), and VCD's view of tasks. A VCD task is an
+//! engine task record with VCD fields (`TaskRecord::vcd`), so vim25 and vAPI
+//! see it too; the rules of the VCD TaskType page live here. No HTTP.
+use super::session::{hash_password, verify_password};
+use super::tasks::{NewTask, TaskRecord, TaskState};
+use super::{Engine, Fault};
+use crate::store::{Store, UserRecord};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use vmodl::types;
+
+/// The System organization's name.
+pub const SYSTEM: &str = "System";
+const DIRECTORY_KEY: &str = "vcd.directory";
+/// How long a task stays retrievable by default (VCD's 30 days).
+pub const DEFAULT_EXPIRY_SECS: i64 = 30 * 24 * 3600;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub full_name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub org: String,
+    pub password_hash: String,
+    /// "Organization Administrator" or "vApp User" (tenants); System users
+    /// are "System Administrator".
+    pub role: String,
+}
+
+/// Organizations and their users, kept in the store as one document.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Directory {
+    pub orgs: Vec<Org>,
+    pub users: Vec<User>,
+}
+
+impl Directory {
+    /// The directory in the store; the System org is made on first use.
+    pub fn load(store: &dyn Store) -> crate::store::Result<Directory> {
+        let mut d: Directory = store.get_meta(DIRECTORY_KEY)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        if !d.orgs.iter().any(|o| o.name == SYSTEM) {
+            d.orgs.insert(0, Org { id: uuid::Uuid::new_v4().to_string(), name: SYSTEM.into(), full_name: "System Organization".into() });
+            d.save(store)?;
+        }
+        Ok(d)
+    }
+    pub fn save(&self, store: &dyn Store) -> crate::store::Result<()> {
+        store.set_meta(DIRECTORY_KEY, &serde_json::to_string(self).expect("directory json"))
+    }
+    pub fn org_by_name(&self, name: &str) -> Option<&Org> {
+        self.orgs.iter().find(|o| o.name.eq_ignore_ascii_case(name))
+    }
+    pub fn org(&self, id: &str) -> Option<&Org> {
+        self.orgs.iter().find(|o| o.id == id)
+    }
+}
+
+/// `vtwin vcd org add`.
+pub fn add_org(store: &dyn Store, name: &str, full_name: &str) -> Result<Org, String> {
+    if name.is_empty() || name.len() > 128 || name.contains(['/', ':', '@', ' ']) {
+        return Err(format!("'{name}' is not an organization name"));
+    }
+    let mut d = Directory::load(store).map_err(|e| e.to_string())?;
+    if d.org_by_name(name).is_some() {
+        return Err(format!("organization {name} exists"));
+    }
+    let o = Org { id: uuid::Uuid::new_v4().to_string(), name: name.into(), full_name: if full_name.is_empty() { name.into() } else { full_name.into() } };
+    d.orgs.push(o.clone());
+    d.save(store).map_err(|e| e.to_string())?;
+    Ok(o)
+}
+
+/// `vtwin vcd user add`: a user of an organization (replaced if present).
+pub fn add_user(store: &dyn Store, org: &str, name: &str, password: &str, role: &str) -> Result<(), String> {
+    let mut d = Directory::load(store).map_err(|e| e.to_string())?;
+    let o = d.org_by_name(org).ok_or_else(|| format!("no organization {org}"))?.clone();
+    let role = match (o.name == SYSTEM, role) {
+        (true, _) => "System Administrator",
+        (false, "admin") | (false, "Organization Administrator") => "Organization Administrator",
+        (false, "user") | (false, "vApp User") => "vApp User",
+        (false, r) => return Err(format!("role '{r}' is not admin or user")),
+    };
+    d.users.retain(|u| !(u.org == o.id && u.name == name));
+    d.users.push(User { id: uuid::Uuid::new_v4().to_string(), name: name.into(), org: o.id, password_hash: hash_password(password), role: role.into() });
+    d.save(store).map_err(|e| e.to_string())
+}
+
+/// Who a VCD session belongs to.
+#[derive(Clone, Debug)]
+pub struct Who {
+    pub token: String,
+    pub org: Org,
+    pub user: String,
+    pub user_id: String,
+    pub role: String,
+}
+
+impl Who {
+    pub fn is_system(&self) -> bool {
+        self.org.name == SYSTEM
+    }
+}
+
+/// VCD errors, as the wire layer renders them (`majorErrorCode` is the
+/// HTTP status).
+#[derive(Clone, Debug)]
+pub struct VcdError {
+    pub status: u16,
+    pub minor: &'static str,
+    pub message: String,
+}
+
+impl VcdError {
+    pub fn new(status: u16, minor: &'static str, message: impl Into<String>) -> VcdError {
+        VcdError { status, minor, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> VcdError {
+        VcdError::new(400, "BAD_REQUEST", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> VcdError {
+        VcdError::new(404, "RESOURCE_NOT_FOUND", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> VcdError {
+        VcdError::new(403, "ACCESS_TO_RESOURCE_IS_FORBIDDEN", message)
+    }
+    pub fn unauthorized() -> VcdError {
+        VcdError::new(401, "UNAUTHORIZED", "This operation is denied: log in first.")
+    }
+}
+
+impl From<Fault> for VcdError {
+    fn from(f: Fault) -> VcdError {
+        if f.data.ty == types::NotFound || f.data.ty == types::ManagedObjectNotFound {
+            VcdError::not_found(f.message)
+        } else if f.data.ty == types::InvalidArgument || f.data.ty == types::InvalidState {
+            VcdError::bad_request(f.message)
+        } else {
+            VcdError::new(500, "INTERNAL_SERVER_ERROR", f.message)
+        }
+    }
+}
+
+/// Log in `user@org` (the System org's `administrator` is the vSphere
+/// administrator, with the same password). `provider`: only System users.
+pub fn login(eng: &Engine, principal: &str, password: &str, provider: Option<bool>, ip: &str, ua: &str) -> Result<Who, VcdError> {
+    let bad = || VcdError::unauthorized();
+    let (user, org) = principal.rsplit_once('@').ok_or_else(bad)?;
+    let d = Directory::load(eng.store.as_ref()).map_err(|e| VcdError::new(500, "INTERNAL_SERVER_ERROR", e.to_string()))?;
+    let o = d.org_by_name(org).ok_or_else(bad)?.clone();
+    match provider {
+        Some(true) if o.name != SYSTEM => return Err(VcdError::unauthorized()),
+        Some(false) if o.name == SYSTEM => return Err(VcdError::unauthorized()),
+        _ => {}
+    }
+    let (user_id, role) = if o.name == SYSTEM && user.eq_ignore_ascii_case("administrator") {
+        super::mo::session_manager::authenticate(eng, "administrator@vsphere.local", password).map_err(|_| bad())?;
+        (admin_id(&o), "System Administrator".to_string())
+    } else {
+        let u = d.users.iter().find(|u| u.org == o.id && u.name == user).ok_or_else(bad)?;
+        let rec = UserRecord { name: u.name.clone(), password_hash: u.password_hash.clone(), full_name: u.name.clone() };
+        if !verify_password(&rec, password) {
+            return Err(bad());
+        }
+        (u.id.clone(), u.role.clone())
+    };
+    let name = if o.name == SYSTEM && user.eq_ignore_ascii_case("administrator") { "administrator".to_string() } else { user.to_string() };
+    let rec = UserRecord { name: format!("vcd:{}:{}:{}", o.id, user_id, name), password_hash: String::new(), full_name: name.clone() };
+    let s = eng.sessions.create(&rec, "en", ip, ua);
+    Ok(Who { token: s.token.clone(), org: o, user: name, user_id, role })
+}
+
+/// The System administrator's stable id, derived from the System org's.
+fn admin_id(o: &Org) -> String {
+    let mut b = uuid::Uuid::parse_str(&o.id).map(|u| u.into_bytes()).unwrap_or_default();
+    b[15] ^= 0x5a;
+    uuid::Uuid::from_bytes(b).to_string()
+}
+
+/// The VCD session of a token.
+pub fn session(eng: &Engine, token: &str) -> Option<Who> {
+    let s = eng.session_for_token(token)?;
+    let rest = s.user.strip_prefix("vcd:")?;
+    let mut it = rest.splitn(3, ':');
+    let (org, user_id, user) = (it.next()?, it.next()?, it.next()?);
+    let d = Directory::load(eng.store.as_ref()).ok()?;
+    let o = d.org(org)?.clone();
+    let role = if o.name == SYSTEM { "System Administrator".to_string() } else { d.users.iter().find(|u| u.id == user_id).map(|u| u.role.clone())? };
+    Some(Who { token: token.to_string(), org: o, user: user.to_string(), user_id: user_id.to_string(), role })
+}
+
+pub fn logout(eng: &Engine, who: &Who) {
+    eng.sessions.remove(&who.token);
+}
+
+// ---- tasks ---------------------------------------------------------------
+
+/// A reference to an entity (Owner, User, Organization, ResultReference).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Ref {
+    pub href: String,
+    #[serde(default)]
+    pub ty: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// A task's Error element.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskError {
+    pub major: i32,
+    pub minor: String,
+    pub message: String,
+    #[serde(default)]
+    pub vendor: Option<String>,
+    #[serde(default)]
+    pub stack: Option<String>,
+}
+
+/// The VCD fields of a task record.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VcdTask {
+    /// The uuid of `urn:vcloud:task:<uuid>` and `/api/task/<uuid>`.
+    pub id: String,
+    /// The organization's id.
+    pub org: String,
+    /// queued, preRunning, running, success, error or aborted.
+    pub status: String,
+    pub name: String,
+    #[serde(default)]
+    pub operation: Option<String>,
+    #[serde(default)]
+    pub operation_name: Option<String>,
+    #[serde(default)]
+    pub operation_key: Option<String>,
+    #[serde(default)]
+    pub service_namespace: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub details: Option<String>,
+    #[serde(default)]
+    pub owner: Option<Ref>,
+    /// (user id, name)
+    #[serde(default)]
+    pub user: Option<(String, String)>,
+    #[serde(default)]
+    pub expiry: Option<i64>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    #[serde(default)]
+    pub error: Option<TaskError>,
+    /// The Params and Result elements' inner XML, kept as given.
+    #[serde(default)]
+    pub params: Option<String>,
+    #[serde(default)]
+    pub result: Option<String>,
+}
+
+/// What a client sends to create or update a task (parsed from XML or
+/// JSON by the wire layer); None leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct TaskSpec {
+    pub name: Option<String>,
+    pub status: Option<String>,
+    pub operation: Option<String>,
+    pub operation_name: Option<String>,
+    pub operation_key: Option<String>,
+    pub service_namespace: Option<String>,
+    pub description: Option<String>,
+    pub details: Option<String>,
+    pub progress: Option<i64>,
+    pub owner: Option<Ref>,
+    pub error: Option<TaskError>,
+    pub params: Option<String>,
+    pub result: Option<String>,
+}
+
+pub const STATUSES: &[&str] = &["queued", "preRunning", "running", "success", "error", "aborted"];
+
+/// A status name in any case, also as vcd-cli spells them (`SUCCESS`,
+/// `PRE_RUNNING`, `CANCELED` for aborted) → its canonical spelling.
+pub fn parse_status(s: &str) -> Result<&'static str, VcdError> {
+    let k: String = s.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect();
+    if k == "canceled" || k == "cancelled" {
+        return Ok("aborted");
+    }
+    STATUSES.iter().copied().find(|x| x.eq_ignore_ascii_case(&k)).ok_or_else(|| VcdError::bad_request(format!("'{s}' is not a task status ({})", STATUSES.join(", "))))
+}
+
+fn is_final(status: &str) -> bool {
+    matches!(status, "success" | "error" | "aborted")
+}
+
+fn rank(status: &str) -> u8 {
+    match status {
+        "queued" => 0,
+        "preRunning" => 1,
+        "running" => 2,
+        _ => 3,
+    }
+}
+
+fn engine_state(status: &str) -> TaskState {
+    match status {
+        "queued" | "preRunning" => TaskState::Queued,
+        "running" => TaskState::Running,
+        "success" => TaskState::Success,
+        _ => TaskState::Error,
+    }
+}
+
+/// Apply a spec to a task's record: the rules of the TaskType page.
+fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Result<(), VcdError> {
+    let v = t.vcd.as_mut().expect("a VCD task");
+    if is_final(&v.status) {
+        return Err(VcdError::bad_request(format!("task {} is {} and can no longer change", v.id, v.status)));
+    }
+    let status = match &spec.status {
+        Some(s) => parse_status(s)?,
+        None => STATUSES.iter().copied().find(|x| *x == v.status).unwrap_or("queued"),
+    };
+    if !creating && rank(status) < rank(&v.status) {
+        return Err(VcdError::bad_request(format!("task {} is {}: it cannot go back to {status}", v.id, v.status)));
+    }
+    if let Some(p) = spec.progress {
+        if !(0..=100).contains(&p) {
+            return Err(VcdError::bad_request(format!("progress {p} is not between 0 and 100")));
+        }
+    }
+    if creating {
+        if let Some(ns) = &spec.service_namespace {
+            if ns.is_empty() || ns.chars().count() > 128 || ns.starts_with("com.vmware.vcloud") {
+                return Err(VcdError::bad_request(format!("serviceNamespace '{ns}' must be 1 to 128 characters and not start with com.vmware.vcloud")));
+            }
+        }
+        v.service_namespace = spec.service_namespace.clone();
+        v.operation_key = spec.operation_key.clone();
+        v.owner = spec.owner.clone();
+        if let Some(n) = &spec.operation_name {
+            v.operation_name = Some(n.clone());
+        }
+    }
+    if let Some(n) = &spec.name {
+        if n.is_empty() {
+            return Err(VcdError::bad_request("a task needs a name"));
+        }
+        v.name = n.clone();
+    }
+    for (dst, src) in [(&mut v.operation, &spec.operation), (&mut v.description, &spec.description), (&mut v.details, &spec.details), (&mut v.params, &spec.params), (&mut v.result, &spec.result)] {
+        if src.is_some() {
+            *dst = src.clone();
+        }
+    }
+    if spec.error.is_some() {
+        v.error = spec.error.clone();
+    }
+    if status == "error" && v.error.is_none() {
+        v.error = Some(TaskError { major: 500, minor: "INTERNAL_SERVER_ERROR".into(), message: v.details.clone().unwrap_or_else(|| "The task failed.".into()), vendor: None, stack: None });
+    }
+    v.status = status.to_string();
+    if let Some(p) = spec.progress {
+        t.progress = Some(p as i32);
+    }
+    let state = engine_state(status);
+    if state != TaskState::Queued && t.start_time.is_none() {
+        t.start_time = Some(now);
+    }
+    if state.is_final() {
+        t.complete_time = Some(now);
+        if status == "success" {
+            t.progress = Some(100);
+        } else {
+            let msg = v.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| "The task was aborted.".into());
+            let f = if status == "aborted" { Fault::new(types::RequestCanceled, msg.clone()) } else { Fault::system_error(msg.clone()) };
+            t.error = Some(vmodl::json::encode_data(&f.data, super::tasks::storage_version_pub()));
+            t.error_message = Some(msg);
+            t.cancelled = status == "aborted";
+        }
+    }
+    t.state = state;
+    Ok(())
+}
+
+/// POST /api/tasksList/{org}: an external task of the caller's org.
+pub fn create_task(eng: &Engine, who: &Who, org_id: &str, spec: &TaskSpec, expiry_secs: i64) -> Result<TaskRecord, VcdError> {
+    let d = Directory::load(eng.store.as_ref()).map_err(|e| VcdError::new(500, "INTERNAL_SERVER_ERROR", e.to_string()))?;
+    let org = d.org(org_id).ok_or_else(|| VcdError::not_found(format!("no organization {org_id}")))?;
+    if !who.is_system() && org.id != who.org.id {
+        return Err(VcdError::forbidden(format!("organization {} is not yours", org.name)));
+    }
+    let now = Utc::now().timestamp_millis();
+    let name = spec.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| VcdError::bad_request("a task needs a name"))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let vcd = VcdTask {
+        id: id.clone(),
+        org: org.id.clone(),
+        status: "queued".into(),
+        name: name.clone(),
+        user: Some((who.user_id.clone(), who.user.clone())),
+        expiry: Some(now + expiry_secs * 1000),
+        ..Default::default()
+    };
+    let n = NewTask {
+        name: None,
+        description_id: format!("com.vmware.vcloud.{}", spec.operation_name.clone().unwrap_or_else(|| "jobExternal".into())),
+        entity: None,
+        cancelable: true,
+        user: format!("{}@{}", who.user, who.org.name),
+        parent_key: None,
+        activation_id: None,
+        target: None,
+    };
+    let spec = spec.clone();
+    eng.tasks.create_with(n, move |t| {
+        t.vcd = Some(vcd);
+        apply(t, &spec, now, true).map_err(|e| Fault::invalid_argument("task", e.message))
+    })
+    .map_err(VcdError::from)
+}
+
+/// The task with VCD id `id`, if the caller may see it and it has not expired.
+pub fn get_task(eng: &Engine, who: &Who, id: &str) -> Result<TaskRecord, VcdError> {
+    let t = eng.tasks.find(|t| t.vcd.as_ref().is_some_and(|v| v.id == id)).ok_or_else(|| VcdError::not_found(format!("task {id} not found")))?;
+    let v = t.vcd.as_ref().expect("a VCD task");
+    if v.expiry.is_some_and(|e| e <= Utc::now().timestamp_millis()) {
+        return Err(VcdError::not_found(format!("task {id} has expired")));
+    }
+    if !who.is_system() && v.org != who.org.id {
+        // Another org's task does not exist for this caller.
+        return Err(VcdError::not_found(format!("task {id} not found")));
+    }
+    Ok(t)
+}
+
+/// PUT /api/task/{id}.
+pub fn update_task(eng: &Engine, who: &Who, id: &str, spec: &TaskSpec) -> Result<TaskRecord, VcdError> {
+    let t = get_task(eng, who, id)?;
+    let mut err = None;
+    let spec = spec.clone();
+    let r = eng.tasks.update_with(&t.key, |t| {
+        apply(t, &spec, Utc::now().timestamp_millis(), false).map_err(|e| {
+            err = Some(e.clone());
+            Fault::invalid_argument("task", e.message)
+        })
+    });
+    match (r, err) {
+        (Ok(t), _) => Ok(t),
+        (Err(_), Some(e)) => Err(e),
+        (Err(f), None) => Err(f.into()),
+    }
+}
+
+/// POST /api/task/{id}/action/cancel: cancelRequested, and a cancelable
+/// task ends aborted.
+pub fn cancel_task(eng: &Engine, who: &Who, id: &str) -> Result<TaskRecord, VcdError> {
+    let t = get_task(eng, who, id)?;
+    if t.vcd.as_ref().is_some_and(|v| is_final(&v.status)) {
+        return Err(VcdError::bad_request(format!("task {id} has already completed")));
+    }
+    let cancelable = t.cancelable;
+    let r = eng.tasks.update_with(&t.key, |t| {
+        let now = Utc::now().timestamp_millis();
+        t.vcd.as_mut().expect("a VCD task").cancel_requested = true;
+        if cancelable {
+            let spec = TaskSpec { status: Some("aborted".into()), ..Default::default() };
+            apply(t, &spec, now, false).map_err(|e| Fault::invalid_argument("task", e.message))?;
+        }
+        Ok(())
+    })?;
+    if let Some(n) = eng.tasks.worker_notify(&t.key) {
+        n.notify_one();
+    }
+    Ok(r)
+}
+
+/// Tasks the caller may see (System: every org's; tenants: their own),
+/// unexpired, oldest first; `org`: only that org's.
+pub fn list_tasks(eng: &Engine, who: &Who, org: Option<&str>) -> Vec<TaskRecord> {
+    let now = Utc::now().timestamp_millis();
+    let mut v: Vec<TaskRecord> = eng
+        .tasks
+        .all()
+        .into_iter()
+        .filter(|t| {
+            t.vcd.as_ref().is_some_and(|v| {
+                v.expiry.is_none_or(|e| e > now) && (who.is_system() || v.org == who.org.id) && org.is_none_or(|o| v.org == o)
+            })
+        })
+        .collect();
+    v.sort_by_key(|t| t.seq);
+    v
+}
+
+/// The vim25 tasks started on behalf of a VCD task (their parent).
+pub fn vc_tasks(eng: &Engine, t: &TaskRecord) -> Vec<TaskRecord> {
+    let mut v: Vec<TaskRecord> = eng.tasks.all().into_iter().filter(|x| x.parent_key.as_deref() == Some(&t.key)).collect();
+    v.sort_by_key(|x| x.seq);
+    v
+}
+
+pub fn shared_directory(eng: &Engine) -> Arc<Directory> {
+    Arc::new(Directory::load(eng.store.as_ref()).unwrap_or_default())
+}
