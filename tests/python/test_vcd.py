@@ -253,3 +253,44 @@ def test_versions_expiry_and_restart(data_dir):
         assert list(Task(c).list_tasks(filter_status_list=[])) == []
     finally:
         s.stop()
+
+
+def test_vc_task_list(vcd):
+    """vCenter work done for a VCD task (a vim25 task whose parent is the
+    VCD task, named by its URN) is listed in the task's VcTaskList (33.0+),
+    and the VCD task is a vim25 task too."""
+    import datetime
+    from pyVim.connect import Disconnect, SmartConnect
+    from pyVmomi import vim
+    from conftest import ADMIN
+    c = client(vcd, "acme", "alice", TENANT_PW, "36.0")
+    org = Org(c, resource=c.get_org())
+    t = Task(c).update(TaskStatus.RUNNING.value, "com.example.vc", "deploy", "jobDeploy", "", 10, org.href, "acme",
+                       "application/vnd.vmware.vcloud.org+xml", "", "alice", org_href=org.href)
+    si = SmartConnect(host=vcd.host, port=vcd.port, protocol="http", user=ADMIN, pwd=PW)
+    try:
+        content = si.RetrieveContent()
+        content.extensionManager.RegisterExtension(vim.Extension(
+            key="com.example.vc", version="1.0", description=vim.Description(label="vc", summary="vc"),
+            lastHeartbeatTime=datetime.datetime.now(datetime.timezone.utc),
+            taskList=[vim.Extension.TaskTypeInfo(taskID="com.example.vc.clone")]))
+        info = content.taskManager.CreateTask(obj=content.rootFolder, taskTypeId="com.example.vc.clone",
+                                              cancelable=False, parentTaskKey=t.get("id"))
+        info.task.SetTaskState(state="running")
+        got = c.get_resource(t.get("href"))
+        (vc,) = got.VcTaskList.VcTask
+        assert vc.get("moref") == info.key and vc.get("status") == "running"
+        assert info.task.info.parentTaskKey == info.task.info.rootTaskKey
+        # The VCD task itself, seen through vim25.
+        parent = vim.Task(info.task.info.parentTaskKey, si._stub)
+        assert parent.info.state == "running"
+        from pyVmomi import vmodl
+        with pytest.raises(vmodl.fault.InvalidArgument):
+            content.taskManager.CreateTask(obj=content.rootFolder, taskTypeId="com.example.vc.clone",
+                                           cancelable=False, parentTaskKey="urn:vcloud:task:nope")
+        # Before 33.0 there is no VcTaskList.
+        old = requests.get(t.get("href"), headers={"Accept": "application/*+xml;version=32.0",
+                                                   "Authorization": c._session.headers["Authorization"]})
+        assert b"VcTaskList" not in old.content
+    finally:
+        Disconnect(si)

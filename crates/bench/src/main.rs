@@ -6,10 +6,11 @@
 //! Then the task engine's figures (see `tasks.rs`).
 //!
 //! Usage: vtwin-bench [--seconds N] [--inventory N] [--peer-inventory N] [--vtwin PATH] [--vcsim PATH]
-//!                    [--only soap|tasks|disks|vmfiles|cns] [--tasks-kept N] [--vms N] [--volumes N]
+//!                    [--only soap|tasks|disks|vmfiles|cns|vcd] [--tasks-kept N] [--vms N] [--volumes N]
 mod cns;
 mod disks;
 mod tasks;
+mod vcd;
 mod vmfiles;
 
 use bytes::Bytes;
@@ -210,6 +211,22 @@ async fn main() -> anyhow::Result<()> {
     if only.is_none() || only.as_deref() == Some("cns") {
         let volumes: u64 = arg("--volumes").and_then(|s| s.parse().ok()).unwrap_or(100_000);
         cns_figures(secs.max(10), volumes, &vtwin, &vcsim, &tmp).await?;
+    }
+    if only.is_none() || only.as_deref() == Some("vcd") {
+        use base64::Engine as _;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let v = start_vtwin_with(&vtwin, &tmp.join("vcd"), 1, 1, &["--vcd-listen", &format!("127.0.0.1:{port}"), "--task-retention-count", "1000000"]).await?;
+        let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+        let base = format!("http://127.0.0.1:{port}");
+        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("administrator@System:{PW}")));
+        let (token, tl) = vcd::login(&http, &base, &basic).await?;
+        println!("\n# vCloud Director external tasks: POST (running) + PUT (success), XML (vtwin only: vcsim has no VCD API)");
+        for clients in [1usize, 64] {
+            let (rate, mut lat) = vcd::throughput(&http, &token, &tl, clients, secs).await?;
+            let (p50, p99) = (tasks::percentile(&mut lat, 0.5), tasks::percentile(&mut lat, 0.99));
+            println!("{clients:>2} clients: {rate:>7.0} tasks/s posted and completed ({:.0} requests/s), post+complete p50 {p50:.2} ms, p99 {p99:.2} ms", rate * 2.0);
+        }
+        drop(v);
     }
     if only.is_none() || only.as_deref() == Some("tasks") {
         let kept: u64 = arg("--tasks-kept").and_then(|s| s.parse().ok()).unwrap_or(100_000);

@@ -78,6 +78,8 @@ pub struct Engine {
     pub cns: mo::cns_volume_manager::Volumes,
     /// How long VCD tasks stay retrievable, in seconds.
     vcd_expiry: AtomicI64,
+    /// The VCD directory as last read from the store.
+    pub vcd_directory: Mutex<Option<(std::time::Instant, Arc<vcd::Directory>)>>,
     /// Test-control rules (delays and injected faults).
     pub control: control::Control,
     /// Per-entity queues of engine-run tasks.
@@ -183,6 +185,7 @@ impl Engine {
             disks,
             cns: Default::default(),
             vcd_expiry: AtomicI64::new(vcd::DEFAULT_EXPIRY_SECS),
+            vcd_directory: Mutex::new(None),
             busy_datastores: Mutex::new(HashMap::new()),
             control: Default::default(),
             runner: Default::default(),

@@ -299,6 +299,15 @@ fn storage_version() -> VersionId {
     VersionId::by_wire("vsan", "9.1.0.0").or_else(|| VersionId::by_wire("vim25", "9.1.0.0")).expect("9.1.0.0 in the registry")
 }
 
+fn index(by_vcd: &mut HashMap<String, String>, by_parent: &mut HashMap<String, Vec<String>>, t: &TaskRecord) {
+    if let Some(v) = &t.vcd {
+        by_vcd.insert(v.id.clone(), t.key.clone());
+    }
+    if let Some(p) = &t.parent_key {
+        by_parent.entry(p.clone()).or_default().push(t.key.clone());
+    }
+}
+
 /// The release task records are kept in (for other engine modules).
 pub fn storage_version_pub() -> VersionId {
     storage_version()
@@ -330,6 +339,9 @@ pub struct Tasks {
     changes: tokio::sync::watch::Sender<u64>,
     /// Wake-ups for the workers of running engine tasks, fired on cancel.
     workers: parking_lot::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// Indexes: VCD task id → key; parent key → child keys.
+    by_vcd: RwLock<HashMap<String, String>>,
+    by_parent: RwLock<HashMap<String, Vec<String>>>,
 }
 
 impl Tasks {
@@ -360,8 +372,14 @@ impl Tasks {
             }
             map.insert(key, t);
         }
+        let (mut by_vcd, mut by_parent) = (HashMap::new(), HashMap::<String, Vec<String>>::new());
+        for t in map.values() {
+            index(&mut by_vcd, &mut by_parent, t);
+        }
         Ok(Tasks {
             store,
+            by_vcd: RwLock::new(by_vcd),
+            by_parent: RwLock::new(by_parent),
             map: RwLock::new(map),
             completed: RwLock::new(completed),
             seq: AtomicI64::new(max_seq),
@@ -452,6 +470,7 @@ impl Tasks {
 
     fn insert_new(&self, t: TaskRecord) -> Result<TaskRecord, Fault> {
         let key = t.key.clone();
+        index(&mut self.by_vcd.write(), &mut self.by_parent.write(), &t);
         if t.state.is_final() {
             self.completed.write().insert((t.complete_time.unwrap_or(0), t.seq), key.clone());
         }
@@ -467,6 +486,26 @@ impl Tasks {
     /// Apply `f` to a task and persist the result (`f` judges the state).
     pub fn update_with(&self, key: &str, f: impl FnOnce(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
         self.update(key, f)
+    }
+
+    /// The task with VCD id `id`.
+    pub fn by_vcd_id(&self, id: &str) -> Option<TaskRecord> {
+        let key = self.by_vcd.read().get(id).cloned()?;
+        self.get(&key)
+    }
+
+    /// The tasks whose parent is `key`, oldest first.
+    pub fn children(&self, key: &str) -> Vec<TaskRecord> {
+        let keys = self.by_parent.read().get(key).cloned().unwrap_or_default();
+        let map = self.map.read();
+        keys.iter().filter_map(|k| map.get(k).cloned()).collect()
+    }
+
+    /// The VCD tasks `pred` accepts, oldest first.
+    pub fn vcd_tasks(&self, pred: impl Fn(&super::vcd::VcdTask) -> bool) -> Vec<TaskRecord> {
+        let mut v: Vec<TaskRecord> = self.map.read().values().filter(|t| t.vcd.as_ref().is_some_and(&pred)).cloned().collect();
+        v.sort_by_key(|t| t.seq);
+        v
     }
 
     /// The first task `pred` accepts.
@@ -628,8 +667,21 @@ impl Tasks {
         if !drop.is_empty() {
             self.store.delete_tasks(&drop)?;
             let mut map = self.map.write();
+            let (mut by_vcd, mut by_parent) = (self.by_vcd.write(), self.by_parent.write());
             for k in &drop {
-                map.remove(k);
+                if let Some(t) = map.remove(k) {
+                    if let Some(v) = &t.vcd {
+                        by_vcd.remove(&v.id);
+                    }
+                    if let Some(p) = &t.parent_key {
+                        if let Some(c) = by_parent.get_mut(p) {
+                            c.retain(|x| x != k);
+                            if c.is_empty() {
+                                by_parent.remove(p);
+                            }
+                        }
+                    }
+                }
             }
         }
         Ok(drop.len())

@@ -191,7 +191,7 @@ pub fn session(eng: &Engine, token: &str) -> Option<Who> {
     let rest = s.user.strip_prefix("vcd:")?;
     let mut it = rest.splitn(3, ':');
     let (org, user_id, user) = (it.next()?, it.next()?, it.next()?);
-    let d = Directory::load(eng.store.as_ref()).ok()?;
+    let d = shared_directory(eng);
     let o = d.org(org)?.clone();
     let role = if o.name == SYSTEM { "System Administrator".to_string() } else { d.users.iter().find(|u| u.id == user_id).map(|u| u.role.clone())? };
     Some(Who { token: token.to_string(), org: o, user: user.to_string(), user_id: user_id.to_string(), role })
@@ -394,7 +394,7 @@ fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Resul
 
 /// POST /api/tasksList/{org}: an external task of the caller's org.
 pub fn create_task(eng: &Engine, who: &Who, org_id: &str, spec: &TaskSpec, expiry_secs: i64) -> Result<TaskRecord, VcdError> {
-    let d = Directory::load(eng.store.as_ref()).map_err(|e| VcdError::new(500, "INTERNAL_SERVER_ERROR", e.to_string()))?;
+    let d = shared_directory(eng);
     let org = d.org(org_id).ok_or_else(|| VcdError::not_found(format!("no organization {org_id}")))?;
     if !who.is_system() && org.id != who.org.id {
         return Err(VcdError::forbidden(format!("organization {} is not yours", org.name)));
@@ -431,7 +431,7 @@ pub fn create_task(eng: &Engine, who: &Who, org_id: &str, spec: &TaskSpec, expir
 
 /// The task with VCD id `id`, if the caller may see it and it has not expired.
 pub fn get_task(eng: &Engine, who: &Who, id: &str) -> Result<TaskRecord, VcdError> {
-    let t = eng.tasks.find(|t| t.vcd.as_ref().is_some_and(|v| v.id == id)).ok_or_else(|| VcdError::not_found(format!("task {id} not found")))?;
+    let t = eng.tasks.by_vcd_id(id).ok_or_else(|| VcdError::not_found(format!("task {id} not found")))?;
     let v = t.vcd.as_ref().expect("a VCD task");
     if v.expiry.is_some_and(|e| e <= Utc::now().timestamp_millis()) {
         return Err(VcdError::not_found(format!("task {id} has expired")));
@@ -488,27 +488,24 @@ pub fn cancel_task(eng: &Engine, who: &Who, id: &str) -> Result<TaskRecord, VcdE
 /// unexpired, oldest first; `org`: only that org's.
 pub fn list_tasks(eng: &Engine, who: &Who, org: Option<&str>) -> Vec<TaskRecord> {
     let now = Utc::now().timestamp_millis();
-    let mut v: Vec<TaskRecord> = eng
-        .tasks
-        .all()
-        .into_iter()
-        .filter(|t| {
-            t.vcd.as_ref().is_some_and(|v| {
-                v.expiry.is_none_or(|e| e > now) && (who.is_system() || v.org == who.org.id) && org.is_none_or(|o| v.org == o)
-            })
-        })
-        .collect();
-    v.sort_by_key(|t| t.seq);
-    v
+    eng.tasks.vcd_tasks(|v| v.expiry.is_none_or(|e| e > now) && (who.is_system() || v.org == who.org.id) && org.is_none_or(|o| v.org == o))
 }
 
 /// The vim25 tasks started on behalf of a VCD task (their parent).
 pub fn vc_tasks(eng: &Engine, t: &TaskRecord) -> Vec<TaskRecord> {
-    let mut v: Vec<TaskRecord> = eng.tasks.all().into_iter().filter(|x| x.parent_key.as_deref() == Some(&t.key)).collect();
-    v.sort_by_key(|x| x.seq);
-    v
+    eng.tasks.children(&t.key)
 }
 
+/// The directory, read from the store at most once a second (admin
+/// commands may change it while the server runs).
 pub fn shared_directory(eng: &Engine) -> Arc<Directory> {
-    Arc::new(Directory::load(eng.store.as_ref()).unwrap_or_default())
+    let mut c = eng.vcd_directory.lock();
+    if let Some((at, d)) = c.as_ref() {
+        if at.elapsed() < std::time::Duration::from_secs(1) {
+            return d.clone();
+        }
+    }
+    let d = Arc::new(Directory::load(eng.store.as_ref()).unwrap_or_default());
+    *c = Some((std::time::Instant::now(), d.clone()));
+    d
 }

@@ -49,11 +49,22 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 return Err(Fault::invalid_argument("taskTypeId", format!("task type '{task_type}' is not registered by any extension")));
             }
             let entity = eng.inv.read().get(&obj.value).map(|e| (e.moref.clone(), e.name.clone()));
-            if let Some(p) = args.str("parentTaskKey") {
-                if eng.tasks.get(p).is_none() {
-                    return Err(Fault::invalid_argument("parentTaskKey", format!("task {p} not found")));
+            // The parent may be named by its key or, for vCenter work done
+            // for a vCloud Director task, by that task's URN
+            // (urn:vcloud:task:<id>): the VCD task then lists it in VcTaskList.
+            let parent = match args.str("parentTaskKey") {
+                Some(p) if p.starts_with("urn:vcloud:task:") => {
+                    let id = &p["urn:vcloud:task:".len()..];
+                    Some(eng.tasks.by_vcd_id(id).map(|t| t.key).ok_or_else(|| Fault::invalid_argument("parentTaskKey", format!("task {p} not found")))?)
                 }
-            }
+                Some(p) => {
+                    if eng.tasks.get(p).is_none() {
+                        return Err(Fault::invalid_argument("parentTaskKey", format!("task {p} not found")));
+                    }
+                    Some(p.to_string())
+                }
+                None => None,
+            };
             let user = match args.str("initiatedBy") {
                 Some(u) if !u.is_empty() => u.to_string(),
                 _ => super::session_manager::display_user(&ctx.session()?.user),
@@ -68,7 +79,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 entity,
                 cancelable: args.get("cancelable").and_then(Value::as_bool).unwrap_or(false),
                 user,
-                parent_key: args.str("parentTaskKey").map(str::to_string),
+                parent_key: parent,
                 activation_id: args.str("activationId").map(str::to_string),
                 target: None,
             })?;
