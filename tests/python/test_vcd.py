@@ -294,3 +294,60 @@ def test_vc_task_list(vcd):
         assert b"VcTaskList" not in old.content
     finally:
         Disconnect(si)
+
+
+def test_review_regressions(vcd):
+    """Filters combine as FIQL says; text XML cannot carry is refused;
+    nested Params round-trip; a VCD token is no vSphere session; a vim25
+    cancel of a VCD task shows in VCD."""
+    from pyVim.connect import Disconnect, SmartConnect
+    from pyVmomi import vim
+    from conftest import ADMIN
+    c = client(vcd, "acme", "alice", TENANT_PW, "36.0")
+    token = c._session.headers["Authorization"].split(" ", 1)[1]
+    org = Org(c, resource=c.get_org())
+    tl = [l.get("href") for l in c.get_org().Link if l.get("type") == "application/vnd.vmware.vcloud.tasksList+xml"][0]
+    hdr = {"Accept": "application/*+xml;version=36.0", "Authorization": "Bearer " + token,
+           "Content-Type": "application/vnd.vmware.vcloud.task+xml"}
+
+    def post(name, status="queued", extra=""):
+        body = (f'<Task xmlns="http://www.vmware.com/vcloud/v1.5" name="{name}" status="{status}" '
+                f'serviceNamespace="com.example.r">{extra}</Task>')
+        r = requests.post(tl, data=body.encode(), headers=hdr)
+        assert r.status_code == 201, r.text
+        return etree.fromstring(r.content)
+
+    post("t1", "running")
+    post("t2", "running")
+    t3 = post("t3", extra='<Params><Params><x a="1">y</x></Params></Params><Details>d</Details>')
+    assert t3.find("{http://www.vmware.com/vcloud/v1.5}Details").text == "d"
+    validate(etree.tostring(t3))
+    q = get(vcd, token, "/api/query?type=task&format=records&filter=name==t1,name==t2;status==running")
+    assert sorted(r.get("name") for r in etree.fromstring(q.content)) == ["t1", "t2"]
+    # A control character is refused, in XML and in JSON.
+    bad = requests.post(tl, data='<Task xmlns="http://www.vmware.com/vcloud/v1.5" name="a&#1;b" status="queued"/>',
+                        headers=hdr)
+    assert bad.status_code == 400
+    bad = requests.post(tl, json={"name": "a\u0001b", "status": "queued"},
+                        headers={**hdr, "Content-Type": "application/vnd.vmware.vcloud.task+json"})
+    assert bad.status_code == 400
+    validate(requests.get(tl, headers=hdr).content)
+    # A VCD token is not a vSphere session.
+    r = requests.get(f"http://{vcd.host}:{vcd.port}/api/cis/tasks", headers={"vmware-api-session-id": token})
+    assert r.status_code == 401
+    # A vSphere administrator cancelling the VCD task through vim25: VCD sees it aborted.
+    key_task = post("t4", "running")
+    si = SmartConnect(host=vcd.host, port=vcd.port, protocol="http", user=ADMIN, pwd=PW)
+    try:
+        tasks = [vim.Task(k, si._stub) for k in [t.info.key for t in si.RetrieveContent().taskManager.recentTask]]
+        mine = [t for t in tasks if t.info.state == "running"]
+        assert mine
+        for t in mine:
+            t.CancelTask()
+    finally:
+        Disconnect(si)
+    got = etree.fromstring(requests.get(key_task.get("href"), headers=hdr).content)
+    assert got.get("status") == "aborted" and got.get("cancelRequested") == "true"
+    r = requests.put(key_task.get("href"), data='<Task xmlns="http://www.vmware.com/vcloud/v1.5" status="success"/>',
+                     headers=hdr)
+    assert r.status_code == 400

@@ -82,8 +82,13 @@ fn queued_is_observable_and_delays_fail_and_filter() {
     let (_, t1) = rename(&s, &sid, "datacenter-2", "A");
     let (_, t2) = rename(&s, &sid, "datacenter-2", "B");
     let (t1, t2) = (t1["value"].as_str().unwrap().to_string(), t2["value"].as_str().unwrap().to_string());
-    std::thread::sleep(Duration::from_millis(200));
-    // One entity, one task at a time: the second waits its turn.
+    // One entity, one task at a time: while the first runs (its 600 ms
+    // delay), the second waits its turn. Poll for the first to start, so a
+    // loaded machine cannot make this flaky.
+    let start = std::time::Instant::now();
+    while info(&s, &sid, &t1)["state"] == "queued" && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(info(&s, &sid, &t1)["state"], "running");
     assert_eq!(info(&s, &sid, &t2)["state"], "queued");
     let i1 = wait_done(&s, &sid, &t1);

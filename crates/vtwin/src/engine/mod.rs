@@ -285,7 +285,13 @@ impl Engine {
         Ok(self.users.read().get(name).cloned())
     }
 
+    /// The vSphere session of a token (a vCloud Director session is not one).
     pub fn session_for_token(&self, token: &str) -> Option<Arc<Session>> {
+        self.any_session(token).filter(|s| !s.user.starts_with("vcd:"))
+    }
+
+    /// Any session of a token, vSphere or vCloud Director.
+    pub fn any_session(&self, token: &str) -> Option<Arc<Session>> {
         let s = self.sessions.lookup(self.store.as_ref(), token)?;
         s.touch();
         Some(s)

@@ -342,6 +342,8 @@ pub struct Tasks {
     /// Indexes: VCD task id → key; parent key → child keys.
     by_vcd: RwLock<HashMap<String, String>>,
     by_parent: RwLock<HashMap<String, Vec<String>>>,
+    /// When expired VCD tasks were last looked for (ms).
+    vcd_pruned: AtomicI64,
 }
 
 impl Tasks {
@@ -367,7 +369,7 @@ impl Tasks {
                 t.complete_time = Some(ms(Utc::now()));
                 store.put_task(&t.key, t.seq, &serde_json::to_string(&t).expect("task json"))?;
             }
-            if t.state.is_final() {
+            if t.state.is_final() && t.vcd.is_none() {
                 completed.insert((t.complete_time.unwrap_or(0), t.seq), key.clone());
             }
             map.insert(key, t);
@@ -380,6 +382,7 @@ impl Tasks {
             store,
             by_vcd: RwLock::new(by_vcd),
             by_parent: RwLock::new(by_parent),
+            vcd_pruned: AtomicI64::new(0),
             map: RwLock::new(map),
             completed: RwLock::new(completed),
             seq: AtomicI64::new(max_seq),
@@ -471,12 +474,24 @@ impl Tasks {
     fn insert_new(&self, t: TaskRecord) -> Result<TaskRecord, Fault> {
         let key = t.key.clone();
         index(&mut self.by_vcd.write(), &mut self.by_parent.write(), &t);
-        if t.state.is_final() {
+        let unindex = |t: &TaskRecord| {
+            if let Some(v) = &t.vcd {
+                self.by_vcd.write().remove(&v.id);
+            }
+            if let Some(p) = &t.parent_key {
+                if let Some(c) = self.by_parent.write().get_mut(p) {
+                    c.retain(|x| *x != t.key);
+                }
+            }
+            self.completed.write().retain(|_, k| *k != t.key);
+        };
+        if t.state.is_final() && t.vcd.is_none() {
             self.completed.write().insert((t.complete_time.unwrap_or(0), t.seq), key.clone());
         }
         self.map.write().insert(key.clone(), t.clone());
         if let Err(e) = self.save(&t) {
             self.map.write().remove(&key);
+            unindex(&t);
             return Err(e);
         }
         self.prune()?;
@@ -524,8 +539,9 @@ impl Tasks {
         let t = map.get_mut(key).ok_or_else(|| Fault::plain_not_found(format!("task {key} not found")))?;
         let mut next = t.clone();
         f(&mut next)?;
+        super::vcd::follow_engine(&mut next);
         self.save(&next)?;
-        if next.state.is_final() && !t.state.is_final() {
+        if next.state.is_final() && !t.state.is_final() && next.vcd.is_none() {
             self.completed.write().insert((next.complete_time.unwrap_or(0), next.seq), key.to_string());
         }
         *t = next.clone();
@@ -650,8 +666,14 @@ impl Tasks {
 
     /// Drop completed tasks beyond the retention count or age.
     pub fn prune(&self) -> Result<usize, Fault> {
-        let oldest_allowed = ms(Utc::now()) - self.retention.max_age.as_millis() as i64;
+        let now = ms(Utc::now());
+        let oldest_allowed = now - self.retention.max_age.as_millis() as i64;
         let mut drop = vec![];
+        // VCD tasks live until their expiryTime, whatever their state
+        // (looked for at most once a second).
+        if now - self.vcd_pruned.swap(now, Ordering::Relaxed) >= 1000 {
+            drop.extend(self.map.read().values().filter(|t| t.vcd.as_ref().is_some_and(|v| v.expiry.is_some_and(|e| e <= now))).map(|t| t.key.clone()));
+        }
         {
             let mut done = self.completed.write();
             while let Some((&(when, seq), _)) = done.iter().next() {

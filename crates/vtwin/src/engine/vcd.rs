@@ -46,7 +46,13 @@ pub struct Directory {
 impl Directory {
     /// The directory in the store; the System org is made on first use.
     pub fn load(store: &dyn Store) -> crate::store::Result<Directory> {
-        let mut d: Directory = store.get_meta(DIRECTORY_KEY)?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+        // One loader at a time, so two first requests cannot both make System.
+        static LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+        let _g = LOCK.lock();
+        let mut d: Directory = match store.get_meta(DIRECTORY_KEY)? {
+            Some(t) => serde_json::from_str(&t).map_err(|e| crate::store::StoreError::Backend(format!("the VCD directory is unreadable: {e}")))?,
+            None => Directory::default(),
+        };
         if !d.orgs.iter().any(|o| o.name == SYSTEM) {
             d.orgs.insert(0, Org { id: uuid::Uuid::new_v4().to_string(), name: SYSTEM.into(), full_name: "System Organization".into() });
             d.save(store)?;
@@ -154,7 +160,7 @@ impl From<Fault> for VcdError {
 pub fn login(eng: &Engine, principal: &str, password: &str, provider: Option<bool>, ip: &str, ua: &str) -> Result<Who, VcdError> {
     let bad = || VcdError::unauthorized();
     let (user, org) = principal.rsplit_once('@').ok_or_else(bad)?;
-    let d = Directory::load(eng.store.as_ref()).map_err(|e| VcdError::new(500, "INTERNAL_SERVER_ERROR", e.to_string()))?;
+    let d = shared_directory(eng);
     let o = d.org_by_name(org).ok_or_else(bad)?.clone();
     match provider {
         Some(true) if o.name != SYSTEM => return Err(VcdError::unauthorized()),
@@ -187,7 +193,7 @@ fn admin_id(o: &Org) -> String {
 
 /// The VCD session of a token.
 pub fn session(eng: &Engine, token: &str) -> Option<Who> {
-    let s = eng.session_for_token(token)?;
+    let s = eng.any_session(token)?;
     let rest = s.user.strip_prefix("vcd:")?;
     let mut it = rest.splitn(3, ':');
     let (org, user_id, user) = (it.next()?, it.next()?, it.next()?);
@@ -322,8 +328,9 @@ fn engine_state(status: &str) -> TaskState {
 
 /// Apply a spec to a task's record: the rules of the TaskType page.
 fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Result<(), VcdError> {
+    let engine_final = t.state.is_final();
     let v = t.vcd.as_mut().expect("a VCD task");
-    if is_final(&v.status) {
+    if is_final(&v.status) || engine_final {
         return Err(VcdError::bad_request(format!("task {} is {} and can no longer change", v.id, v.status)));
     }
     let status = match &spec.status {
@@ -392,12 +399,37 @@ fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Resul
     Ok(())
 }
 
+/// After a vim25 or vAPI change ended a VCD task (CancelTask,
+/// SetTaskState, a vAPI update), its VCD status follows.
+pub fn follow_engine(t: &mut TaskRecord) {
+    let (state, cancelled, msg) = (t.state, t.cancelled, t.error_message.clone());
+    let Some(v) = t.vcd.as_mut() else { return };
+    if !state.is_final() || is_final(&v.status) {
+        if state == TaskState::Running && rank(&v.status) < 2 {
+            v.status = "running".into();
+        }
+        return;
+    }
+    v.status = match (state, cancelled) {
+        (TaskState::Success, _) => "success",
+        (_, true) => "aborted",
+        _ => "error",
+    }
+    .into();
+    if cancelled {
+        v.cancel_requested = true;
+    }
+    if state == TaskState::Error && v.error.is_none() {
+        v.error = Some(TaskError { major: 500, minor: "INTERNAL_SERVER_ERROR".into(), message: msg.unwrap_or_else(|| "The task failed.".into()), vendor: None, stack: None });
+    }
+}
+
 /// POST /api/tasksList/{org}: an external task of the caller's org.
 pub fn create_task(eng: &Engine, who: &Who, org_id: &str, spec: &TaskSpec, expiry_secs: i64) -> Result<TaskRecord, VcdError> {
     let d = shared_directory(eng);
     let org = d.org(org_id).ok_or_else(|| VcdError::not_found(format!("no organization {org_id}")))?;
     if !who.is_system() && org.id != who.org.id {
-        return Err(VcdError::forbidden(format!("organization {} is not yours", org.name)));
+        return Err(VcdError::not_found(format!("no organization {org_id}")));
     }
     let now = Utc::now().timestamp_millis();
     let name = spec.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| VcdError::bad_request("a task needs a name"))?;
@@ -505,7 +537,13 @@ pub fn shared_directory(eng: &Engine) -> Arc<Directory> {
             return d.clone();
         }
     }
-    let d = Arc::new(Directory::load(eng.store.as_ref()).unwrap_or_default());
+    let d = match Directory::load(eng.store.as_ref()) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            tracing::error!(error = %e, "VCD directory");
+            return c.as_ref().map(|(_, d)| d.clone()).unwrap_or_default();
+        }
+    };
     *c = Some((std::time::Instant::now(), d.clone()));
     d
 }

@@ -202,7 +202,8 @@ fn visible_org(eng: &Engine, who: &Who, id: &str) -> Result<vcd::Org, VcdError> 
     let d = vcd::shared_directory(eng);
     let o = d.org(id).cloned().ok_or_else(|| VcdError::not_found(format!("no organization {id}")))?;
     if !who.is_system() && o.id != who.org.id {
-        return Err(VcdError::forbidden(format!("organization {} is not yours", o.name)));
+        // Another org does not exist for a tenant, as an unknown id.
+        return Err(VcdError::not_found(format!("no organization {id}")));
     }
     Ok(o)
 }
@@ -337,9 +338,6 @@ fn task_node(eng: &Engine, ctx: &Ctx, t: &TaskRecord) -> Node {
     if let Some(dt) = &v.details {
         n = n.child(Node::new("Details").text(dt.clone()));
     }
-    if let Some(r) = &v.result {
-        n = n.child(Node { name: "Result".into(), raw: Some(r.clone()), ..Default::default() });
-    }
     // VcTaskList (API 33.0+; not in the 1.5 schema): vCenter tasks started
     // for this task (vim25 tasks whose parent it is).
     let vc = vcd::vc_tasks(eng, t);
@@ -358,14 +356,37 @@ fn task_node(eng: &Engine, ctx: &Ctx, t: &TaskRecord) -> Node {
                 .attr_opt("endTime", x.complete_time.map(ms_time))
         })));
     }
+    if let Some(r) = &v.result {
+        n = n.child(Node { name: "Result".into(), raw: Some(r.clone()), ..Default::default() });
+    }
     n
+}
+
+/// A JSON `params`/`result`: a string, kept as XML character data.
+fn text_of(v: &serde_json::Value, k: &str) -> Result<Option<String>, VcdError> {
+    match v.get(k) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(tree::esc(s))),
+        Some(_) => Err(VcdError::bad_request(format!("{k} must be a string in JSON"))),
+    }
+}
+
+/// Control characters XML cannot carry are refused in JSON input too.
+fn check_text(v: &serde_json::Value) -> Result<(), VcdError> {
+    match v {
+        serde_json::Value::String(s) if s.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) => Err(VcdError::bad_request("control characters are not allowed")),
+        serde_json::Value::Array(a) => a.iter().try_for_each(check_text),
+        serde_json::Value::Object(m) => m.values().try_for_each(check_text),
+        _ => Ok(()),
+    }
 }
 
 /// The Task body of a POST or PUT, XML or JSON by Content-Type.
 fn task_spec(ctx: &Ctx, req: &Req) -> Result<TaskSpec, VcdError> {
     let ct = req.header("content-type").unwrap_or("").to_ascii_lowercase();
-    if ct.contains("json") {
+    if ct.contains("task+json") || ct.starts_with("application/json") {
         let v: serde_json::Value = serde_json::from_slice(&req.body).map_err(|e| VcdError::bad_request(format!("malformed JSON: {e}")))?;
+        check_text(&v)?;
         let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         let r = |k: &str| {
             v.get(k).filter(|x| x.is_object()).map(|x| Ref {
@@ -398,11 +419,11 @@ fn task_spec(ctx: &Ctx, req: &Req) -> Result<TaskSpec, VcdError> {
             progress,
             owner: r("owner"),
             error,
-            params: v.get("params").filter(|p| !p.is_null()).map(|p| p.to_string()),
-            result: v.get("result").filter(|p| !p.is_null()).map(|p| p.to_string()),
+            params: text_of(&v, "params")?,
+            result: text_of(&v, "result")?,
         });
     }
-    if !ct.is_empty() && !ct.contains("xml") {
+    if !ct.is_empty() && !ct.contains("task+xml") && !ct.starts_with("application/xml") && !ct.starts_with("text/xml") {
         return Err(VcdError::new(415, "UNSUPPORTED_MEDIA_TYPE", format!("content type {ct} is not a task ({TASK_XML} or +json)")));
     }
     let _ = ctx;
@@ -536,21 +557,19 @@ fn term_matches(attrs: &[(String, String)], term: &str) -> Result<bool, VcdError
     Err(VcdError::bad_request(format!("filter term '{term}' has no operator (==, !=, =lt=, =le=, =gt=, =ge=)")))
 }
 
-/// `a==1;b==2` (and) with `,` (or) inside, parentheses one level deep.
+/// FIQL: `,` (or) of `;` (and) of terms; `;` binds tighter.
 fn filter_matches(attrs: &[(String, String)], filter: &str) -> Result<bool, VcdError> {
-    for conj in filter.split(';') {
-        let conj = conj.trim().trim_start_matches('(').trim_end_matches(')');
-        let mut any = false;
-        for t in conj.split(',') {
-            if term_matches(attrs, t.trim().trim_start_matches('(').trim_end_matches(')'))? {
-                any = true;
+    let mut any = false;
+    for disj in filter.split(',') {
+        let mut all = true;
+        for t in disj.split(';') {
+            if !term_matches(attrs, t.trim().trim_start_matches('(').trim_end_matches(')'))? {
+                all = false;
             }
         }
-        if !any {
-            return Ok(false);
-        }
+        any |= all;
     }
-    Ok(true)
+    Ok(any)
 }
 
 fn query(eng: &Engine, ctx: &Ctx, req: &Req, who: &Who) -> Result<Resp, VcdError> {
@@ -595,8 +614,8 @@ fn query(eng: &Engine, ctx: &Ctx, req: &Req, who: &Who) -> Result<Resp, VcdError
     }
     let page: usize = q("page").map(|p| p.parse().map_err(|_| VcdError::bad_request(format!("page '{p}' is not a number")))).transpose()?.unwrap_or(1);
     let page_size: usize = q("pageSize").map(|p| p.parse().map_err(|_| VcdError::bad_request(format!("pageSize '{p}' is not a number")))).transpose()?.unwrap_or(25);
-    if page == 0 || page_size == 0 || page_size > 128 {
-        return Err(VcdError::bad_request("page starts at 1 and pageSize is 1 to 128"));
+    if page == 0 || page > 1_000_000_000 || page_size == 0 || page_size > 128 {
+        return Err(VcdError::bad_request("page is 1 to 1,000,000,000 and pageSize 1 to 128"));
     }
     // Before 33.0 pyvcloud encodes the filter twice and says so.
     let filter = q("filter").map(|f| if q("filterEncoded").as_deref() == Some("true") { percent_encoding::percent_decode_str(&f).decode_utf8_lossy().into_owned() } else { f });
@@ -613,10 +632,14 @@ fn query(eng: &Engine, ctx: &Ctx, req: &Req, who: &Who) -> Result<Resp, VcdError
         rows.push((t, a));
     }
     let key = |a: &[(String, String)], k: &str| a.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let cmp = |a: &str, b: &str| match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
+        _ => a.cmp(b),
+    };
     if let Some(k) = q("sortAsc") {
-        rows.sort_by_key(|x| key(&x.1, &k));
+        rows.sort_by(|x, y| cmp(&key(&x.1, &k), &key(&y.1, &k)));
     } else if let Some(k) = q("sortDesc") {
-        rows.sort_by_key(|x| std::cmp::Reverse(key(&x.1, &k)));
+        rows.sort_by(|x, y| cmp(&key(&y.1, &k), &key(&x.1, &k)));
     }
     let total = rows.len();
     let record = if admin { "AdminTaskRecord" } else { "TaskRecord" };

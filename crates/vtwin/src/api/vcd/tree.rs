@@ -51,10 +51,14 @@ impl Node {
     }
 }
 
-fn esc(s: &str) -> String {
+/// Text as XML character data: markup escaped, and characters XML 1.0
+/// cannot carry (most control characters) replaced by U+FFFD.
+pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            '\t' | '\n' | '\r' => o.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => o.push('\u{FFFD}'),
             '&' => o.push_str("&amp;"),
             '<' => o.push_str("&lt;"),
             '>' => o.push_str("&gt;"),
@@ -108,8 +112,8 @@ fn camel(s: &str) -> String {
 }
 
 /// Elements that repeat, rendered as arrays in JSON.
-const LISTS: &[&str] = &["Link", "Org", "Task", "VersionInfo", "TaskRecord", "AdminTaskRecord", "OrgRecord", "Record", "VcTask", "Location"];
-const NUMBERS: &[&str] = &["Progress", "page", "pageSize", "total", "majorErrorCode"];
+const LISTS: &[&str] = &["Link", "Org", "Task", "VersionInfo", "TaskRecord", "AdminTaskRecord", "OrgRecord", "Record", "VcTask", "Location", "TaskReference"];
+const NUMBERS: &[&str] = &["Progress", "progress", "page", "pageSize", "total", "majorErrorCode"];
 const BOOLS: &[&str] = &["cancelRequested", "deprecated", "IsEnabled"];
 
 fn scalar(name: &str, v: &str) -> Value {
@@ -144,7 +148,13 @@ pub fn to_json(n: &Node) -> Value {
         m.insert("value".into(), Value::String(t.clone()));
     }
     for c in &n.children {
-        let key = if c.name.ends_with("Record") && c.name != "Record" { "record".to_string() } else { camel(&c.name) };
+        let key = if c.name.ends_with("Record") && c.name != "Record" {
+            "record".to_string()
+        } else if c.name.ends_with("Reference") && c.name != "ResultReference" {
+            "reference".to_string()
+        } else {
+            camel(&c.name)
+        };
         let v = to_json(c);
         if LISTS.contains(&c.name.as_str()) {
             m.entry(key).or_insert_with(|| Value::Array(vec![])).as_array_mut().expect("array").push(v);
@@ -155,6 +165,13 @@ pub fn to_json(n: &Node) -> Value {
     Value::Object(m)
 }
 
+fn clean(s: String) -> Result<String, String> {
+    if s.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err("control characters are not allowed in XML".into());
+    }
+    Ok(s)
+}
+
 /// Parse an XML document (namespaces dropped, local names kept). The inner
 /// XML of `keep_raw` elements is kept as given.
 pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
@@ -162,21 +179,30 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
     let mut r = quick_xml::Reader::from_str(text);
     r.config_mut().trim_text(true);
     let mut stack: Vec<Node> = vec![];
-    let mut raw_depth: Option<(usize, usize)> = None; // (stack depth, byte start)
+    // While inside a kept element: (byte start, open elements inside it).
+    let mut raw_depth: Option<(usize, usize)> = None;
     loop {
         let pos = r.buffer_position() as usize;
         let ev = r.read_event().map_err(|e| format!("malformed XML at byte {}: {e}", r.buffer_position()))?;
-        if let Some((depth, start)) = raw_depth {
+        if let Some((start, open)) = raw_depth {
             match &ev {
-                Event::End(e) if stack.len() == depth && String::from_utf8_lossy(e.local_name().as_ref()) == stack.last().map(|n| n.name.as_str()).unwrap_or("") => {
-                    // Nested same-named elements are not expected in Params/Result.
-                    let n = stack.last_mut().expect("open element");
-                    n.raw = Some(text[start..pos].to_string());
+                Event::Start(_) => raw_depth = Some((start, open + 1)),
+                Event::End(_) if open > 0 => raw_depth = Some((start, open - 1)),
+                Event::End(_) => {
+                    let n = stack.last_mut().ok_or("unbalanced XML")?;
+                    n.raw = Some(text.get(start..pos).ok_or("bad element boundary")?.to_string());
                     raw_depth = None;
+                    let n = stack.pop().ok_or("unbalanced XML")?;
+                    match stack.last_mut() {
+                        Some(p) => p.children.push(n),
+                        None => return Ok(n),
+                    }
                 }
                 Event::Eof => return Err("unexpected end of XML".into()),
-                _ => continue,
+                Event::Text(t) if t.iter().any(|b| *b < 0x20 && !matches!(*b, b'\t' | b'\n' | b'\r')) => return Err("control characters are not allowed in XML".into()),
+                _ => {}
             }
+            continue;
         }
         match ev {
             Event::Start(e) => {
@@ -186,13 +212,13 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
                     if a.key.as_ref().starts_with(b"xmlns") {
                         continue;
                     }
-                    let v = a.unescape_value().map_err(|e| format!("bad attribute value: {e}"))?.into_owned();
+                    let v = clean(a.unescape_value().map_err(|e| format!("bad attribute value: {e}"))?.into_owned())?;
                     n.attrs.push((k, v));
                 }
                 let keep = keep_raw.contains(&n.name.as_str());
                 stack.push(n);
                 if keep {
-                    raw_depth = Some((stack.len(), r.buffer_position() as usize));
+                    raw_depth = Some((r.buffer_position() as usize, 0));
                 }
             }
             Event::Empty(e) => {
@@ -202,7 +228,7 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
                         continue;
                     }
                     let k = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
-                    let v = a.unescape_value().map_err(|e| format!("bad attribute value: {e}"))?.into_owned();
+                    let v = clean(a.unescape_value().map_err(|e| format!("bad attribute value: {e}"))?.into_owned())?;
                     n.attrs.push((k, v));
                 }
                 match stack.last_mut() {
@@ -213,6 +239,9 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
             Event::Text(t) => {
                 if let Some(p) = stack.last_mut() {
                     let s = t.unescape().map_err(|e| format!("bad text: {e}"))?.into_owned();
+                    if s.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) {
+                        return Err("control characters are not allowed in XML".into());
+                    }
                     p.text = Some(p.text.take().unwrap_or_default() + &s);
                 }
             }
