@@ -20,12 +20,23 @@ command -v qemu-img >/dev/null 2>&1 && command -v qemu-io >/dev/null 2>&1 || APT
 command -v nbdcopy >/dev/null 2>&1 && command -v nbdinfo >/dev/null 2>&1 || APT_PKGS+=(libnbd-bin)
 command -v curl >/dev/null 2>&1 || APT_PKGS+=(curl)
 command -v xmllint >/dev/null 2>&1 || APT_PKGS+=(libxml2-utils)
+command -v pg_ctlcluster >/dev/null 2>&1 || APT_PKGS+=(postgresql)
 if [ ${#APT_PKGS[@]} -gt 0 ]; then
   step "apt-get install ${APT_PKGS[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT_PKGS[@]}" || exit 1
 fi
+# --- PostgreSQL 15, the store's second backend: a fresh test database ------
+step "postgresql"
+as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -c "$1"; else sudo -u postgres sh -c "$1"; fi; }
+PGV=$(ls /etc/postgresql 2>/dev/null | sort -n | tail -1)
+if [ "$(id -u)" = 0 ]; then pg_ctlcluster "${PGV:-15}" main start 2>/dev/null; else sudo pg_ctlcluster "${PGV:-15}" main start 2>/dev/null; fi
+for _ in $(seq 1 30); do as_pg "pg_isready -q" && break; sleep 1; done
+as_pg "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='vtwin'\"" | grep -q 1 || as_pg "psql -qc \"CREATE ROLE vtwin LOGIN PASSWORD 'vtwin'\"" || exit 1
+as_pg "psql -qc 'DROP DATABASE IF EXISTS vtwin_test'" && as_pg "psql -qc 'CREATE DATABASE vtwin_test OWNER vtwin'" || exit 1
+export VTWIN_TEST_POSTGRES=postgres://vtwin:vtwin@127.0.0.1:5432/vtwin_test
+
 VENV="$ROOT/.venv"
 REQ=tests/python/requirements.txt
 if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$REQ" "$VENV/.requirements"; then

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use vtwin::api::{self, AppState};
 use vtwin::engine::{authz, inventory::Shape, Engine};
+use vtwin::store::postgres::PgStore;
 use vtwin::store::sqlite::SqliteStore;
+use vtwin::store::Store;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -107,6 +109,11 @@ struct ServeArgs {
     /// Test-control rules to load at start (a JSON array; see the README).
     #[arg(long, env = "VTWIN_TEST_CONTROL")]
     test_control: Option<PathBuf>,
+    /// The store: a postgres:// URL (`?schema=NAME` for a schema of its
+    /// own) for several nodes on one database; SQLite in the data directory
+    /// when absent.
+    #[arg(long, env = "VTWIN_DATABASE", hide_env_values = true)]
+    database: Option<String>,
     /// Serve the vCloud Director API here too (same certificate).
     #[arg(long)]
     vcd_listen: Option<String>,
@@ -130,9 +137,18 @@ enum UserCmd {
     },
 }
 
-fn open_store(data_dir: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
+/// The store: PostgreSQL when `database` (or `VTWIN_DATABASE`) is a
+/// `postgres://` URL, else SQLite in the data directory.
+fn open_store(data_dir: &std::path::Path, database: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
     std::fs::create_dir_all(data_dir)?;
-    Ok(Arc::new(SqliteStore::open(&data_dir.join("vtwin.db"))?))
+    let env = std::env::var("VTWIN_DATABASE").ok();
+    match database.or(env.as_deref()).filter(|d| !d.is_empty()) {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(PgStore::open(url).map_err(|e| anyhow::anyhow!("PostgreSQL: {e}"))?))
+        }
+        Some(other) => anyhow::bail!("--database must be a postgres:// URL (SQLite, the default, needs none), not {other}"),
+        None => Ok(Arc::new(SqliteStore::open(&data_dir.join("vtwin.db"))?)),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -144,13 +160,13 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::User { cmd: UserCmd::Add { name, password, role, data_dir } } => {
             let r = authz::role_by_name(&role).ok_or_else(|| anyhow::anyhow!("unknown role '{role}': use Admin, ReadOnly or NoAccess"))?;
-            let store = open_store(&data_dir)?;
+            let store = open_store(&data_dir, None)?;
             vtwin::engine::add_user(store.as_ref(), &name, &password, r.id)?;
             println!("user {name} has role {} on the root folder", r.name);
             Ok(())
         }
         Cmd::Datastore { cmd: DatastoreCmd::Remount { name, data_dir } } => {
-            let store = open_store(&data_dir)?;
+            let store = open_store(&data_dir, None)?;
             let data_dir = std::fs::canonicalize(&data_dir)?;
             let shape = Shape { datacenters: 1, hosts: 1, datastores: 1 };
             let opened = Engine::open(store, data_dir, shape, None, Default::default())?;
@@ -168,14 +184,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Vcd { cmd: VcdCmd::OrgAdd { name, full_name, data_dir } } => {
-            let store = open_store(&data_dir)?;
+            let store = open_store(&data_dir, None)?;
             let o = vtwin::engine::vcd::add_org(store.as_ref(), &name, &full_name).map_err(|e| anyhow::anyhow!(e))?;
             println!("organization {} is urn:vcloud:org:{}", o.name, o.id);
             Ok(())
         }
         Cmd::Vcd { cmd: VcdCmd::UserAdd { principal, password, role, data_dir } } => {
             let (user, org) = principal.rsplit_once('@').ok_or_else(|| anyhow::anyhow!("give the user as user@org"))?;
-            let store = open_store(&data_dir)?;
+            let store = open_store(&data_dir, None)?;
             vtwin::engine::vcd::add_user(store.as_ref(), org, user, &password, &role).map_err(|e| anyhow::anyhow!(e))?;
             println!("user {user} of {org} added");
             Ok(())
@@ -214,7 +230,7 @@ async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     raise_nofile_limit();
-    let store = open_store(&a.data_dir)?;
+    let store = open_store(&a.data_dir, a.database.as_deref())?;
     let data_dir = std::fs::canonicalize(&a.data_dir)?;
     let shape = Shape { datacenters: a.datacenters, hosts: a.hosts, datastores: a.datastores };
     let retention = vtwin::engine::tasks::Retention {

@@ -1,6 +1,7 @@
 //! The store interface: everything vtwin keeps across restarts. SQLite in the
 //! data directory is the embedded backend; a PostgreSQL backend implements
 //! the same trait for several nodes.
+pub mod postgres;
 pub mod sqlite;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,308 @@
+//! PostgreSQL backend: the same store interface for several nodes on one
+//! database. Connections live on their own threads (the `postgres` client
+//! runs its own runtime, which must not be entered from the server's async
+//! workers); a call hands its work to one of them and waits for the answer.
+//! Migrations run at open under an advisory lock, so nodes starting
+//! together apply each once. Every tenant of a database may use its own
+//! schema (`?schema=NAME` in the URL, created when missing).
+use super::*;
+use ::postgres::{Client, NoTls};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+type Job = Box<dyn FnOnce(&mut Client) + Send>;
+
+pub struct PgStore {
+    jobs: mpsc::Sender<Job>,
+}
+
+fn err(e: ::postgres::Error) -> StoreError {
+    match e.as_db_error() {
+        Some(d) => StoreError::Backend(format!("{}: {}", d.code().code(), d.message())),
+        None => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// Schema migrations, applied in order at open; `vtwin_schema` records how
+/// many have run. Changes to users, permissions, objects and extensions
+/// bump `vtwin_version`, which other nodes watch.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, full_name TEXT NOT NULL);
+CREATE TABLE objects (moid TEXT PRIMARY KEY, ty TEXT NOT NULL, name TEXT NOT NULL, parent TEXT, attrs TEXT NOT NULL);
+CREATE TABLE permissions (entity TEXT NOT NULL, principal TEXT NOT NULL, is_group BOOLEAN NOT NULL,
+    role_id INTEGER NOT NULL, propagate BOOLEAN NOT NULL, PRIMARY KEY (entity, principal, is_group));
+CREATE TABLE sessions (token TEXT PRIMARY KEY, key TEXT NOT NULL, user_name TEXT NOT NULL, login_time BIGINT NOT NULL,
+    last_active BIGINT NOT NULL, locale TEXT NOT NULL, ip TEXT NOT NULL, user_agent TEXT NOT NULL);
+CREATE TABLE tasks (key TEXT PRIMARY KEY, seq BIGINT NOT NULL, record TEXT NOT NULL);
+CREATE TABLE extensions (key TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE vtwin_version (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+INSERT INTO vtwin_version VALUES (1, 0);
+"#];
+
+const BUMP: &str = "UPDATE vtwin_version SET n = n + 1 WHERE id = 1";
+
+/// Connections kept open.
+const CONNECTIONS: usize = 4;
+
+impl PgStore {
+    /// Connect to `url` (`postgres://user:pw@host:port/db[?schema=NAME]`)
+    /// and apply the migrations.
+    pub fn open(url: &str) -> Result<PgStore> {
+        let (url, schema) = split_schema(url)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(parking_lot::Mutex::new(rx));
+        for i in 0..CONNECTIONS {
+            let mut c = Client::connect(&url, NoTls).map_err(err)?;
+            if i == 0 {
+                // One node at a time makes the schema and migrates it.
+                c.batch_execute("SELECT pg_advisory_lock(7270161)").map_err(err)?;
+                let r = (|| {
+                    if let Some(s) = &schema {
+                        c.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\"")).map_err(err)?;
+                    }
+                    if let Some(s) = &schema {
+                        c.batch_execute(&format!("SET search_path TO \"{s}\"")).map_err(err)?;
+                    }
+                    migrate(&mut c)
+                })();
+                c.batch_execute("SELECT pg_advisory_unlock(7270161)").map_err(err)?;
+                r?;
+            } else if let Some(s) = &schema {
+                c.batch_execute(&format!("SET search_path TO \"{s}\"")).map_err(err)?;
+            }
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("vtwin-pg-{i}"))
+                .spawn(move || loop {
+                    let job = { rx.lock().recv() };
+                    match job {
+                        Ok(job) => job(&mut c),
+                        Err(_) => break,
+                    }
+                })
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+        }
+        Ok(PgStore { jobs: tx })
+    }
+
+    /// Run `f` on a connection and wait for its answer.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Client) -> std::result::Result<T, ::postgres::Error> + Send + 'static) -> Result<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            }))
+            .map_err(|_| StoreError::Backend("the database connections are gone".into()))?;
+        rx.recv().map_err(|_| StoreError::Backend("the database connection failed".into()))?.map_err(err)
+    }
+}
+
+/// `?schema=NAME` off the URL (letters, digits, `_` only).
+fn split_schema(url: &str) -> Result<(String, Option<String>)> {
+    let Some((base, q)) = url.split_once('?') else { return Ok((url.to_string(), None)) };
+    let mut rest = vec![];
+    let mut schema = None;
+    for kv in q.split('&') {
+        match kv.split_once('=') {
+            Some(("schema", s)) => {
+                if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(StoreError::Backend(format!("schema '{s}' must be letters, digits and _")));
+                }
+                schema = Some(s.to_string());
+            }
+            _ => rest.push(kv),
+        }
+    }
+    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((url, schema))
+}
+
+fn migrate(c: &mut Client) -> Result<()> {
+    // The caller holds the advisory lock: one node migrates at a time.
+    let mut tx = c.transaction().map_err(err)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS vtwin_schema (version INTEGER NOT NULL)").map_err(err)?;
+    let v: i64 = tx.query_one("SELECT COALESCE(MAX(version), 0)::BIGINT FROM vtwin_schema", &[]).map_err(err)?.get(0);
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(v as usize) {
+        tx.batch_execute(m).map_err(err)?;
+        tx.execute("INSERT INTO vtwin_schema (version) VALUES ($1)", &[&((i + 1) as i32)]).map_err(err)?;
+    }
+    tx.commit().map_err(err)
+}
+
+impl Store for PgStore {
+    fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.run(move |c| Ok(c.query_opt("SELECT value FROM meta WHERE key=$1", &[&key])?.map(|r| r.get(0))))
+    }
+    fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.run(move |c| {
+            c.execute("INSERT INTO meta(key,value) VALUES($1,$2) ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value", &[&key, &value]).map(|_| ())
+        })
+    }
+    fn put_user(&self, u: &UserRecord) -> Result<()> {
+        let u = u.clone();
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO users(name,password_hash,full_name) VALUES($1,$2,$3) ON CONFLICT (name) DO UPDATE SET password_hash=EXCLUDED.password_hash, full_name=EXCLUDED.full_name",
+                &[&u.name, &u.password_hash, &u.full_name],
+            )?;
+            tx.execute(BUMP, &[])?;
+            tx.commit()
+        })
+    }
+    fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let name = name.to_string();
+        self.run(move |c| {
+            Ok(c.query_opt("SELECT name,password_hash,full_name FROM users WHERE name=$1", &[&name])?
+                .map(|r| UserRecord { name: r.get(0), password_hash: r.get(1), full_name: r.get(2) }))
+        })
+    }
+    fn list_users(&self) -> Result<Vec<UserRecord>> {
+        self.run(|c| Ok(c.query("SELECT name,password_hash,full_name FROM users ORDER BY name", &[])?.iter().map(|r| UserRecord { name: r.get(0), password_hash: r.get(1), full_name: r.get(2) }).collect()))
+    }
+    fn put_objects(&self, objs: &[ObjectRecord]) -> Result<()> {
+        let objs = objs.to_vec();
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            let st = tx.prepare(
+                "INSERT INTO objects(moid,ty,name,parent,attrs) VALUES($1,$2,$3,$4,$5) ON CONFLICT (moid) DO UPDATE SET ty=EXCLUDED.ty, name=EXCLUDED.name, parent=EXCLUDED.parent, attrs=EXCLUDED.attrs",
+            )?;
+            for o in &objs {
+                tx.execute(&st, &[&o.moid, &o.ty, &o.name, &o.parent, &o.attrs.to_string()])?;
+            }
+            tx.execute(BUMP, &[])?;
+            tx.commit()
+        })
+    }
+    fn delete_object(&self, moid: &str) -> Result<()> {
+        let moid = moid.to_string();
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute("DELETE FROM objects WHERE moid=$1", &[&moid])?;
+            tx.execute(BUMP, &[])?;
+            tx.commit()
+        })
+    }
+    fn list_objects(&self) -> Result<Vec<ObjectRecord>> {
+        self.run(|c| {
+            Ok(c.query("SELECT moid,ty,name,parent,attrs FROM objects", &[])?
+                .iter()
+                .map(|r| ObjectRecord {
+                    moid: r.get(0),
+                    ty: r.get(1),
+                    name: r.get(2),
+                    parent: r.get(3),
+                    attrs: serde_json::from_str(r.get::<_, &str>(4)).unwrap_or(serde_json::Value::Null),
+                })
+                .collect())
+        })
+    }
+    fn put_permission(&self, p: &PermissionRecord) -> Result<()> {
+        let p = p.clone();
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO permissions(entity,principal,is_group,role_id,propagate) VALUES($1,$2,$3,$4,$5) ON CONFLICT (entity,principal,is_group) DO UPDATE SET role_id=EXCLUDED.role_id, propagate=EXCLUDED.propagate",
+                &[&p.entity, &p.principal, &p.group, &p.role_id, &p.propagate],
+            )?;
+            tx.execute(BUMP, &[])?;
+            tx.commit()
+        })
+    }
+    fn remove_permission(&self, entity: &str, principal: &str, group: bool) -> Result<bool> {
+        let (entity, principal) = (entity.to_string(), principal.to_string());
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM permissions WHERE entity=$1 AND principal=$2 AND is_group=$3", &[&entity, &principal, &group])?;
+            tx.execute(BUMP, &[])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+    fn list_permissions(&self) -> Result<Vec<PermissionRecord>> {
+        self.run(|c| {
+            Ok(c.query("SELECT entity,principal,is_group,role_id,propagate FROM permissions", &[])?
+                .iter()
+                .map(|r| PermissionRecord { entity: r.get(0), principal: r.get(1), group: r.get(2), role_id: r.get(3), propagate: r.get(4) })
+                .collect())
+        })
+    }
+    fn get_session(&self, token: &str) -> Result<Option<SessionRecord>> {
+        let token = token.to_string();
+        self.run(move |c| {
+            Ok(c.query_opt("SELECT token,key,user_name,login_time,last_active,locale,ip,user_agent FROM sessions WHERE token=$1", &[&token])?.map(|r| SessionRecord {
+                token: r.get(0),
+                key: r.get(1),
+                user: r.get(2),
+                login_time: r.get(3),
+                last_active: r.get(4),
+                locale: r.get(5),
+                ip: r.get(6),
+                user_agent: r.get(7),
+            }))
+        })
+    }
+    fn apply_sessions(&self, ops: &[SessionOp]) -> Result<()> {
+        let ops = ops.to_vec();
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            for op in &ops {
+                match op {
+                    SessionOp::Put(s) => {
+                        tx.execute(
+                            "INSERT INTO sessions(token,key,user_name,login_time,last_active,locale,ip,user_agent) VALUES($1,$2,$3,$4,$5,$6,$7,$8)
+                             ON CONFLICT (token) DO UPDATE SET key=EXCLUDED.key, user_name=EXCLUDED.user_name, login_time=EXCLUDED.login_time,
+                             last_active=EXCLUDED.last_active, locale=EXCLUDED.locale, ip=EXCLUDED.ip, user_agent=EXCLUDED.user_agent",
+                            &[&s.token, &s.key, &s.user, &s.login_time, &s.last_active, &s.locale, &s.ip, &s.user_agent],
+                        )?;
+                    }
+                    SessionOp::Delete(t) => {
+                        tx.execute("DELETE FROM sessions WHERE token=$1", &[t])?;
+                    }
+                }
+            }
+            tx.commit()
+        })
+    }
+    fn put_task(&self, key: &str, seq: i64, record: &str) -> Result<()> {
+        let (key, record) = (key.to_string(), record.to_string());
+        self.run(move |c| {
+            c.execute("INSERT INTO tasks(key,seq,record) VALUES($1,$2,$3) ON CONFLICT (key) DO UPDATE SET seq=EXCLUDED.seq, record=EXCLUDED.record", &[&key, &seq, &record]).map(|_| ())
+        })
+    }
+    fn delete_tasks(&self, keys: &[String]) -> Result<()> {
+        let keys = keys.to_vec();
+        self.run(move |c| c.execute("DELETE FROM tasks WHERE key = ANY($1)", &[&keys]).map(|_| ()))
+    }
+    fn list_tasks(&self) -> Result<Vec<(String, i64, String)>> {
+        self.run(|c| Ok(c.query("SELECT key,seq,record FROM tasks ORDER BY seq", &[])?.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()))
+    }
+    fn put_extension(&self, key: &str, record: &str) -> Result<()> {
+        let (key, record) = (key.to_string(), record.to_string());
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            tx.execute("INSERT INTO extensions(key,record) VALUES($1,$2) ON CONFLICT (key) DO UPDATE SET record=EXCLUDED.record", &[&key, &record])?;
+            tx.execute(BUMP, &[])?;
+            tx.commit()
+        })
+    }
+    fn delete_extension(&self, key: &str) -> Result<bool> {
+        let key = key.to_string();
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            let n = tx.execute("DELETE FROM extensions WHERE key=$1", &[&key])?;
+            tx.execute(BUMP, &[])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+    fn list_extensions(&self) -> Result<Vec<(String, String)>> {
+        self.run(|c| Ok(c.query("SELECT key,record FROM extensions ORDER BY key", &[])?.iter().map(|r| (r.get(0), r.get(1))).collect()))
+    }
+    fn external_version(&self) -> Result<i64> {
+        self.run(|c| Ok(c.query_one("SELECT n FROM vtwin_version WHERE id=1", &[])?.get(0)))
+    }
+}

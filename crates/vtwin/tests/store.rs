@@ -1,0 +1,140 @@
+//! The store interface, the same checks on both backends: SQLite in a
+//! directory and PostgreSQL (`VTWIN_TEST_POSTGRES`, a postgres:// URL; each
+//! test takes a schema of its own). Then two nodes on one PostgreSQL
+//! database: a session made on one is valid on the other.
+mod common;
+use common::*;
+use std::sync::Arc;
+use vtwin::store::postgres::PgStore;
+use vtwin::store::sqlite::SqliteStore;
+use vtwin::store::*;
+
+fn pg_url() -> String {
+    std::env::var("VTWIN_TEST_POSTGRES").expect("VTWIN_TEST_POSTGRES must name a PostgreSQL database (scripts/test.sh starts one)")
+}
+
+fn schema() -> String {
+    format!("t_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn with_schema(url: &str, s: &str) -> String {
+    format!("{url}{}schema={s}", if url.contains('?') { '&' } else { '?' })
+}
+
+fn conformance(open: &dyn Fn() -> Arc<dyn Store>) {
+    let st = open();
+    // meta
+    assert_eq!(st.get_meta("k").unwrap(), None);
+    st.set_meta("k", "v1").unwrap();
+    st.set_meta("k", "v2").unwrap();
+    assert_eq!(st.get_meta("k").unwrap().as_deref(), Some("v2"));
+    // users; another node (a second handle) sees its version change
+    let other = open();
+    let v0 = other.external_version().unwrap();
+    let u = UserRecord { name: "a@vsphere.local".into(), password_hash: "h1".into(), full_name: "a".into() };
+    st.put_user(&u).unwrap();
+    st.put_user(&UserRecord { password_hash: "h2".into(), ..u.clone() }).unwrap();
+    assert_eq!(st.get_user("a@vsphere.local").unwrap().unwrap().password_hash, "h2");
+    assert_eq!(st.list_users().unwrap().len(), 1);
+    assert!(st.get_user("nobody").unwrap().is_none());
+    let v1 = other.external_version().unwrap();
+    assert_ne!(v1, v0, "a user change is seen by another node");
+    // objects
+    let o = |m: &str, n: &str| ObjectRecord { moid: m.into(), ty: "Folder".into(), name: n.into(), parent: None, attrs: serde_json::json!({"x": 1}) };
+    st.put_objects(&[o("group-1", "a"), o("group-2", "b")]).unwrap();
+    st.put_objects(&[o("group-1", "a2")]).unwrap();
+    let mut objs = st.list_objects().unwrap();
+    objs.sort_by(|a, b| a.moid.cmp(&b.moid));
+    assert_eq!((objs.len(), objs[0].name.as_str(), objs[0].attrs["x"].as_i64()), (2, "a2", Some(1)));
+    st.delete_object("group-2").unwrap();
+    assert_eq!(st.list_objects().unwrap().len(), 1);
+    // permissions
+    let p = PermissionRecord { entity: "group-d1".into(), principal: "a@vsphere.local".into(), group: false, role_id: -1, propagate: true };
+    st.put_permission(&p).unwrap();
+    st.put_permission(&PermissionRecord { role_id: -2, ..p.clone() }).unwrap();
+    assert_eq!(st.list_permissions().unwrap(), vec![PermissionRecord { role_id: -2, ..p.clone() }]);
+    assert!(st.remove_permission("group-d1", "a@vsphere.local", false).unwrap());
+    assert!(!st.remove_permission("group-d1", "a@vsphere.local", false).unwrap());
+    assert_ne!(other.external_version().unwrap(), v1, "a permission change is seen by another node");
+    assert!(other.get_user("a@vsphere.local").unwrap().is_some());
+    drop(other);
+    // sessions
+    let s = SessionRecord { token: "t1".into(), key: "k1".into(), user: "a".into(), login_time: 1, last_active: 2, locale: "en".into(), ip: "::1".into(), user_agent: "ua".into() };
+    st.apply_sessions(&[SessionOp::Put(s.clone()), SessionOp::Put(SessionRecord { last_active: 5, ..s.clone() })]).unwrap();
+    assert_eq!(st.get_session("t1").unwrap().unwrap().last_active, 5);
+    st.apply_sessions(&[SessionOp::Delete("t1".into())]).unwrap();
+    assert!(st.get_session("t1").unwrap().is_none());
+    // tasks, by sequence
+    st.put_task("task-2", 2, "{\"b\":1}").unwrap();
+    st.put_task("task-1", 1, "{\"a\":1}").unwrap();
+    st.put_task("task-1", 1, "{\"a\":2}").unwrap();
+    let t = st.list_tasks().unwrap();
+    assert_eq!(t, vec![("task-1".to_string(), 1, "{\"a\":2}".to_string()), ("task-2".to_string(), 2, "{\"b\":1}".to_string())]);
+    st.delete_tasks(&["task-1".into(), "task-9".into()]).unwrap();
+    assert_eq!(st.list_tasks().unwrap().len(), 1);
+    // extensions
+    st.put_extension("com.x", "{}").unwrap();
+    assert_eq!(st.list_extensions().unwrap(), vec![("com.x".to_string(), "{}".to_string())]);
+    assert!(st.delete_extension("com.x").unwrap());
+    assert!(!st.delete_extension("com.x").unwrap());
+    drop(st);
+    // Reopened (migrations already applied): the data is there.
+    let st = open();
+    assert_eq!(st.get_meta("k").unwrap().as_deref(), Some("v2"));
+    assert_eq!(st.list_tasks().unwrap().len(), 1);
+}
+
+#[test]
+fn sqlite_store() {
+    let d = tempdir();
+    let path = d.path().join("vtwin.db");
+    conformance(&|| Arc::new(SqliteStore::open(&path).unwrap()) as Arc<dyn Store>);
+}
+
+#[test]
+fn postgres_store() {
+    let url = with_schema(&pg_url(), &schema());
+    conformance(&|| Arc::new(PgStore::open(&url).unwrap()) as Arc<dyn Store>);
+}
+
+#[test]
+fn postgres_nodes_migrate_once_together() {
+    let url = with_schema(&pg_url(), &schema());
+    let nodes: Vec<_> = (0..4).map(|_| {
+        let url = url.clone();
+        std::thread::spawn(move || PgStore::open(&url).map(|_| ()))
+    }).collect();
+    for n in nodes {
+        n.join().unwrap().expect("every node opens the store");
+    }
+    assert!(PgStore::open("postgres://x@127.0.0.1:1/none?schema=bad-name").is_err());
+}
+
+#[test]
+fn a_session_made_on_one_node_is_valid_on_another() {
+    let url = with_schema(&pg_url(), &schema());
+    let d = tempdir();
+    let a = Server::start(d.path(), &["--database", &url]);
+    let sid = a.json_login(ADMIN, PW);
+    let cookie = a.soap_login(ADMIN, PW);
+    let b = Server::start(d.path(), &["--database", &url]);
+    let (st, body, _) = b.json("GET", "/sdk/vim25/9.1.0.0/Folder/group-d1/childEntity", None, Some(&sid));
+    assert_eq!(st, 200, "{body}");
+    let (st, body, _) = b.soap(
+        &envelope(r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">propertyCollector</_this><specSet><propSet><type>SessionManager</type><pathSet>currentSession</pathSet></propSet><objectSet><obj type="SessionManager">SessionManager</obj></objectSet></specSet><options/></RetrievePropertiesEx>"#),
+        Some(&cookie),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("administrator"), "{body}");
+    // Users added on A (through the store) log in on B.
+    let out = std::process::Command::new(bin())
+        .args(["user", "add", "pg@vsphere.local", "--password", "Pg-Passw0rd!", "--role", "ReadOnly", "--data-dir"])
+        .arg(d.path())
+        .env("VTWIN_DATABASE", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = b.json_login("pg@vsphere.local", "Pg-Passw0rd!");
+    drop(a);
+    drop(b);
+}
