@@ -63,6 +63,12 @@ export VTWIN_BIN="$ROOT/target/debug/vtwin"
 # --- pyvmomi ----------------------------------------------------------------
 run_suite "pyvmomi" "$LOGS/pytest.log" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
 
+# --- the integration and client tests again, the store on PostgreSQL ---------
+# (schema=auto: each server's data directory gets a schema of its own)
+PGURL="$VTWIN_TEST_POSTGRES?schema=auto"
+run_suite "cargo test (PostgreSQL)" "$LOGS/cargo-pg.log" env VTWIN_DATABASE="$PGURL" cargo test -p vtwin --tests
+run_suite "pyvmomi (PostgreSQL)" "$LOGS/pytest-pg.log" env VTWIN_DATABASE="$PGURL" "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
+
 # --- govmomi 0.24.2 (Debian), GOPATH mode, no network -----------------------
 go_tests() {
   local gp; gp=$(mktemp -d)
@@ -91,13 +97,15 @@ run_suite "vim_rs" "$LOGS/vimrs.log" env CARGO_TARGET_DIR="$ROOT/target/vimrs" c
 
 # --- summary ----------------------------------------------------------------
 passed=0; failed=0
-for l in "$LOGS/cargo.log" "$LOGS/vimrs.log"; do
+for l in "$LOGS/cargo.log" "$LOGS/cargo-pg.log" "$LOGS/vimrs.log"; do
   p=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$l" | awk '{s+=$4} END {print s+0}')
   f=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$l" | awk '{s+=$6} END {print s+0}')
   passed=$((passed + p)); failed=$((failed + f))
 done
-p=$(grep -Eo '[0-9]+ passed' "$LOGS/pytest.log" | tail -1 | awk '{print $1+0}'); passed=$((passed + ${p:-0}))
-f=$(grep -Eo '[0-9]+ failed' "$LOGS/pytest.log" | tail -1 | awk '{print $1+0}'); failed=$((failed + ${f:-0}))
+for l in "$LOGS/pytest.log" "$LOGS/pytest-pg.log"; do
+  p=$(grep -Eo '[0-9]+ passed' "$l" | tail -1 | awk '{print $1+0}'); passed=$((passed + ${p:-0}))
+  f=$(grep -Eo '[0-9]+ failed' "$l" | tail -1 | awk '{print $1+0}'); failed=$((failed + ${f:-0}))
+done
 passed=$((passed + $(grep -c -- '^--- PASS' "$LOGS/go.log")))
 failed=$((failed + $(grep -c -- '^--- FAIL' "$LOGS/go.log")))
 if [ ${#FAILED_SUITES[@]} -gt 0 ]; then

@@ -195,7 +195,8 @@ def test_kill_9_mid_update_leaves_no_torn_file(server, data_dir, si):
         t = ds2.UpdateVirtualMachineFiles_Task([vim.Datastore.MountPathDatastorePair(oldMountPath=old, datastore=ds2)])
         WaitForTask(t)
         assert not t.info.result.failedVmFile
-        assert all(open(f"{new}/vm{i}/vm{i}.vmx").read() == body(new, i) for i in range(n))
+        stale = [i for i in range(n) if open(f"{new}/vm{i}/vm{i}.vmx").read() != body(new, i)]
+        assert not stale, (len(stale), stale[:5], open(f"{new}/vm{stale[0]}/vm{stale[0]}.vmx").read()[:300], t.info.result)
         Disconnect(si2)
     finally:
         s2.stop()

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use vtwin::api::{self, AppState};
 use vtwin::engine::{authz, inventory::Shape, Engine};
-use vtwin::store::postgres::PgStore;
-use vtwin::store::sqlite::SqliteStore;
 use vtwin::store::Store;
 
 #[global_allocator]
@@ -137,18 +135,8 @@ enum UserCmd {
     },
 }
 
-/// The store: PostgreSQL when `database` (or `VTWIN_DATABASE`) is a
-/// `postgres://` URL, else SQLite in the data directory.
 fn open_store(data_dir: &std::path::Path, database: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(data_dir)?;
-    let env = std::env::var("VTWIN_DATABASE").ok();
-    match database.or(env.as_deref()).filter(|d| !d.is_empty()) {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(PgStore::open(url).map_err(|e| anyhow::anyhow!("PostgreSQL: {e}"))?))
-        }
-        Some(other) => anyhow::bail!("--database must be a postgres:// URL (SQLite, the default, needs none), not {other}"),
-        None => Ok(Arc::new(SqliteStore::open(&data_dir.join("vtwin.db"))?)),
-    }
+    vtwin::store::open(data_dir, database)
 }
 
 fn main() -> anyhow::Result<()> {

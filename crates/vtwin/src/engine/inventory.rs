@@ -120,10 +120,14 @@ impl Inventory {
 
     /// Load from the store; None when the store has no inventory yet.
     pub fn load(store: &dyn Store) -> crate::store::Result<Option<Inventory>> {
-        let recs = store.list_objects()?;
+        let mut recs = store.list_objects()?;
         if recs.is_empty() {
             return Ok(None);
         }
+        // Creation order (the number in the moId), whatever order the
+        // backend returns rows in: listings are the same on every backend
+        // and after every restart.
+        recs.sort_by_key(|r| (r.moid.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX), r.moid.clone()));
         let mut inv = Inventory::default();
         for r in recs {
             let Some(ty) = TypeId::by_name(&r.ty) else { continue };

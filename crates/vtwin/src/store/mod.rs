@@ -54,6 +54,30 @@ pub struct SessionRecord {
     pub user_agent: String,
 }
 
+/// The store: PostgreSQL when `database` (or `VTWIN_DATABASE`) is a
+/// `postgres://` URL, else SQLite in the data directory. `schema=auto` in
+/// the URL gives the data directory a schema of its own, so servers with
+/// different data directories can share one database.
+pub fn open(data_dir: &std::path::Path, database: Option<&str>) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    std::fs::create_dir_all(data_dir)?;
+    let env = std::env::var("VTWIN_DATABASE").ok();
+    match database.or(env.as_deref()).filter(|d| !d.is_empty()) {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let url = if url.contains("schema=auto") {
+                use sha2::Digest;
+                let dir = std::fs::canonicalize(data_dir)?;
+                let h = sha2::Sha256::digest(dir.to_string_lossy().as_bytes());
+                url.replace("schema=auto", &format!("schema=d_{}", &hex::encode(h)[..20]))
+            } else {
+                url.to_string()
+            };
+            Ok(std::sync::Arc::new(postgres::PgStore::open(&url).map_err(|e| anyhow::anyhow!("PostgreSQL: {e}"))?))
+        }
+        Some(other) => anyhow::bail!("--database must be a postgres:// URL (SQLite, the default, needs none), not {other}"),
+        None => Ok(std::sync::Arc::new(sqlite::SqliteStore::open(&data_dir.join("vtwin.db"))?)),
+    }
+}
+
 pub trait Store: Send + Sync {
     fn get_meta(&self, key: &str) -> Result<Option<String>>;
     fn set_meta(&self, key: &str, value: &str) -> Result<()>;
