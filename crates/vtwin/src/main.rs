@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use vtwin::api::{self, AppState};
 use vtwin::engine::{authz, inventory::Shape, Engine};
-use vtwin::store::Store;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -135,10 +134,6 @@ enum UserCmd {
     },
 }
 
-fn open_store(data_dir: &std::path::Path, database: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
-    vtwin::store::open(data_dir, database)
-}
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -148,13 +143,13 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::User { cmd: UserCmd::Add { name, password, role, data_dir } } => {
             let r = authz::role_by_name(&role).ok_or_else(|| anyhow::anyhow!("unknown role '{role}': use Admin, ReadOnly or NoAccess"))?;
-            let store = open_store(&data_dir, None)?;
+            let store = vtwin::store::open(&data_dir, None)?;
             vtwin::engine::add_user(store.as_ref(), &name, &password, r.id)?;
             println!("user {name} has role {} on the root folder", r.name);
             Ok(())
         }
         Cmd::Datastore { cmd: DatastoreCmd::Remount { name, data_dir } } => {
-            let store = open_store(&data_dir, None)?;
+            let store = vtwin::store::open(&data_dir, None)?;
             let data_dir = std::fs::canonicalize(&data_dir)?;
             let shape = Shape { datacenters: 1, hosts: 1, datastores: 1 };
             let opened = Engine::open(store, data_dir, shape, None, Default::default())?;
@@ -172,14 +167,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Vcd { cmd: VcdCmd::OrgAdd { name, full_name, data_dir } } => {
-            let store = open_store(&data_dir, None)?;
+            let store = vtwin::store::open(&data_dir, None)?;
             let o = vtwin::engine::vcd::add_org(store.as_ref(), &name, &full_name).map_err(|e| anyhow::anyhow!(e))?;
             println!("organization {} is urn:vcloud:org:{}", o.name, o.id);
             Ok(())
         }
         Cmd::Vcd { cmd: VcdCmd::UserAdd { principal, password, role, data_dir } } => {
             let (user, org) = principal.rsplit_once('@').ok_or_else(|| anyhow::anyhow!("give the user as user@org"))?;
-            let store = open_store(&data_dir, None)?;
+            let store = vtwin::store::open(&data_dir, None)?;
             vtwin::engine::vcd::add_user(store.as_ref(), org, user, &password, &role).map_err(|e| anyhow::anyhow!(e))?;
             println!("user {user} of {org} added");
             Ok(())
@@ -218,7 +213,7 @@ async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     raise_nofile_limit();
-    let store = open_store(&a.data_dir, a.database.as_deref())?;
+    let store = vtwin::store::open(&a.data_dir, a.database.as_deref())?;
     let data_dir = std::fs::canonicalize(&a.data_dir)?;
     let shape = Shape { datacenters: a.datacenters, hosts: a.hosts, datastores: a.datastores };
     let retention = vtwin::engine::tasks::Retention {

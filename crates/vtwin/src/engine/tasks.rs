@@ -295,7 +295,7 @@ impl Default for Retention {
 
 /// Records are kept in the widest release: vSAN 9.1 includes vim25 9.1, so
 /// CNS results (vSAN types) keep every field.
-fn storage_version() -> VersionId {
+pub fn storage_version() -> VersionId {
     VersionId::by_wire("vsan", "9.1.0.0").or_else(|| VersionId::by_wire("vim25", "9.1.0.0")).expect("9.1.0.0 in the registry")
 }
 
@@ -306,11 +306,6 @@ fn index(by_vcd: &mut HashMap<String, String>, by_parent: &mut HashMap<String, V
     if let Some(p) = &t.parent_key {
         by_parent.entry(p.clone()).or_default().push(t.key.clone());
     }
-}
-
-/// The release task records are kept in (for other engine modules).
-pub fn storage_version_pub() -> VersionId {
-    storage_version()
 }
 
 fn to_json(v: &Value) -> serde_json::Value {
@@ -521,11 +516,6 @@ impl Tasks {
         let mut v: Vec<TaskRecord> = self.map.read().values().filter(|t| t.vcd.as_ref().is_some_and(&pred)).cloned().collect();
         v.sort_by_key(|t| t.seq);
         v
-    }
-
-    /// The first task `pred` accepts.
-    pub fn find(&self, pred: impl Fn(&TaskRecord) -> bool) -> Option<TaskRecord> {
-        self.map.read().values().find(|t| pred(t)).cloned()
     }
 
     /// The wake-up of a running engine task's worker, if it has one.

@@ -390,7 +390,7 @@ fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Resul
         } else {
             let msg = v.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| "The task was aborted.".into());
             let f = if status == "aborted" { Fault::new(types::RequestCanceled, msg.clone()) } else { Fault::system_error(msg.clone()) };
-            t.error = Some(vmodl::json::encode_data(&f.data, super::tasks::storage_version_pub()));
+            t.error = Some(vmodl::json::encode_data(&f.data, super::tasks::storage_version()));
             t.error_message = Some(msg);
             t.cancelled = status == "aborted";
         }

@@ -374,7 +374,7 @@ fn text_of(v: &serde_json::Value, k: &str) -> Result<Option<String>, VcdError> {
 /// Control characters XML cannot carry are refused in JSON input too.
 fn check_text(v: &serde_json::Value) -> Result<(), VcdError> {
     match v {
-        serde_json::Value::String(s) if s.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) => Err(VcdError::bad_request("control characters are not allowed")),
+        serde_json::Value::String(s) if s.chars().any(tree::forbidden) => Err(VcdError::bad_request("control characters are not allowed")),
         serde_json::Value::Array(a) => a.iter().try_for_each(check_text),
         serde_json::Value::Object(m) => m.values().try_for_each(check_text),
         _ => Ok(()),

@@ -58,7 +58,7 @@ pub fn esc(s: &str) -> String {
     for c in s.chars() {
         match c {
             '\t' | '\n' | '\r' => o.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => o.push('\u{FFFD}'),
+            c if forbidden(c) || c == '\u{FFFE}' || c == '\u{FFFF}' => o.push('\u{FFFD}'),
             '&' => o.push_str("&amp;"),
             '<' => o.push_str("&lt;"),
             '>' => o.push_str("&gt;"),
@@ -165,11 +165,30 @@ pub fn to_json(n: &Node) -> Value {
     Value::Object(m)
 }
 
+/// A control character XML 1.0 cannot carry.
+pub fn forbidden(c: char) -> bool {
+    (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')
+}
+
 fn clean(s: String) -> Result<String, String> {
-    if s.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) {
+    if s.chars().any(forbidden) {
         return Err("control characters are not allowed in XML".into());
     }
     Ok(s)
+}
+
+/// An element's name and attributes (namespace declarations dropped).
+fn element(e: &quick_xml::events::BytesStart) -> Result<Node, String> {
+    let mut n = Node::new(&String::from_utf8_lossy(e.local_name().as_ref()));
+    for a in e.attributes().flatten() {
+        if a.key.as_ref().starts_with(b"xmlns") {
+            continue;
+        }
+        let k = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
+        let v = clean(a.unescape_value().map_err(|e| format!("bad attribute value: {e}"))?.into_owned())?;
+        n.attrs.push((k, v));
+    }
+    Ok(n)
 }
 
 /// Parse an XML document (namespaces dropped, local names kept). The inner
@@ -199,22 +218,14 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
                     }
                 }
                 Event::Eof => return Err("unexpected end of XML".into()),
-                Event::Text(t) if t.iter().any(|b| *b < 0x20 && !matches!(*b, b'\t' | b'\n' | b'\r')) => return Err("control characters are not allowed in XML".into()),
+                Event::Text(t) if t.iter().any(|b| forbidden(*b as char)) => return Err("control characters are not allowed in XML".into()),
                 _ => {}
             }
             continue;
         }
         match ev {
             Event::Start(e) => {
-                let mut n = Node::new(&String::from_utf8_lossy(e.local_name().as_ref()));
-                for a in e.attributes().flatten() {
-                    let k = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
-                    if a.key.as_ref().starts_with(b"xmlns") {
-                        continue;
-                    }
-                    let v = clean(a.unescape_value().map_err(|e| format!("bad attribute value: {e}"))?.into_owned())?;
-                    n.attrs.push((k, v));
-                }
+                let n = element(&e)?;
                 let keep = keep_raw.contains(&n.name.as_str());
                 stack.push(n);
                 if keep {
@@ -222,15 +233,7 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
                 }
             }
             Event::Empty(e) => {
-                let mut n = Node::new(&String::from_utf8_lossy(e.local_name().as_ref()));
-                for a in e.attributes().flatten() {
-                    if a.key.as_ref().starts_with(b"xmlns") {
-                        continue;
-                    }
-                    let k = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
-                    let v = clean(a.unescape_value().map_err(|e| format!("bad attribute value: {e}"))?.into_owned())?;
-                    n.attrs.push((k, v));
-                }
+                let n = element(&e)?;
                 match stack.last_mut() {
                     Some(p) => p.children.push(n),
                     None => return Ok(n),
@@ -238,10 +241,7 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
             }
             Event::Text(t) => {
                 if let Some(p) = stack.last_mut() {
-                    let s = t.unescape().map_err(|e| format!("bad text: {e}"))?.into_owned();
-                    if s.chars().any(|c| (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) {
-                        return Err("control characters are not allowed in XML".into());
-                    }
+                    let s = clean(t.unescape().map_err(|e| format!("bad text: {e}"))?.into_owned())?;
                     p.text = Some(p.text.take().unwrap_or_default() + &s);
                 }
             }

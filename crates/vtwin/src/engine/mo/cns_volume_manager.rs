@@ -17,17 +17,14 @@ use std::path::{Path, PathBuf};
 use vdisk::chain::Provisioning;
 use vdisk::disk::Disk;
 use vmodl::value::Args;
-use vmodl::{json, types, Data, MoRef, TypeRef, Value, VersionId};
+use crate::engine::tasks::storage_version;
+use vmodl::{json, types, Data, MoRef, TypeRef, Value};
 
 const MB: u64 = 1 << 20;
 /// Snapshots a volume may have (vSphere's limit for a first-class disk).
 const MAX_SNAPSHOTS: usize = 32;
 /// Largest page CnsQueryVolume returns, and the page without a cursor.
 const MAX_PAGE: i64 = 1000;
-
-fn storage_version() -> VersionId {
-    VersionId::by_wire("vsan", "9.1.0.0").or_else(|| VersionId::by_wire("vim25", "9.1.0.0")).expect("a 9.1 version")
-}
 
 fn volume_id(id: &str) -> Value {
     Data::new(types::CnsVolumeId).with("id", id).into()
