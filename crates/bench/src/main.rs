@@ -3,10 +3,14 @@
 //! vcsim (govmomi 0.24.2) as the peer; and the RSS of each with 10,000 hosts
 //! and datastores in the inventory. Prints figures and ratios.
 //!
-//! Then the task engine's figures (see `tasks.rs`).
+//! Then the task engine's figures (see `tasks.rs`), and `--only nodes`:
+//! task throughput and p99 wake-up latency on one node on SQLite, one node
+//! on PostgreSQL and two nodes on PostgreSQL (`--database URL`, else
+//! `VTWIN_TEST_POSTGRES`; each configuration gets a fresh schema).
 //!
 //! Usage: vtwin-bench [--seconds N] [--inventory N] [--peer-inventory N] [--vtwin PATH] [--vcsim PATH]
-//!                    [--only soap|tasks|disks|vmfiles|cns|vcd] [--tasks-kept N] [--vms N] [--volumes N]
+//!                    [--only soap|tasks|disks|vmfiles|cns|vcd|nodes] [--tasks-kept N] [--vms N] [--volumes N]
+//!                    [--database postgres://...]
 mod cns;
 mod disks;
 mod tasks;
@@ -232,7 +236,56 @@ async fn main() -> anyhow::Result<()> {
         let kept: u64 = arg("--tasks-kept").and_then(|s| s.parse().ok()).unwrap_or(100_000);
         task_figures(secs, kept, &vtwin, &tmp).await?;
     }
+    if only.is_none() || only.as_deref() == Some("nodes") {
+        let db = arg("--database").or_else(|| std::env::var("VTWIN_TEST_POSTGRES").ok());
+        match db {
+            Some(db) => node_figures(secs, &db, &vtwin, &tmp).await?,
+            None => println!("\n# Nodes: skipped (give --database postgres://... or VTWIN_TEST_POSTGRES)"),
+        }
+    }
     let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// Task throughput (64 clients) and wake-up latency on one node on SQLite,
+/// one on PostgreSQL, and two on PostgreSQL (clients on both; the waiter
+/// on the node that did not make the change).
+async fn node_figures(secs: u64, db: &str, vtwin: &str, tmp: &std::path::Path) -> anyhow::Result<()> {
+    let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
+    println!("\n# Task engine on one and several nodes: extension tasks created+run+completed (vAPI), SetTaskState -> WaitForUpdatesEx wake-up");
+    println!("{:<44} {:>10} {:>10} {:>10} {:>10} {:>8}", "configuration", "tasks/s@1", "tasks/s@64", "wake p50", "wake p99", "vs SQLite");
+    let mut base_rate = None;
+    for (n, (label, nodes, pg)) in [("one node, SQLite", 1, false), ("one node, PostgreSQL", 1, true), ("two nodes, PostgreSQL (wait on the other)", 2, true)].into_iter().enumerate() {
+        let dir = tmp.join(format!("nodes-{n}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let url = format!("{db}{}schema=bench_{}_{n}", if db.contains('?') { '&' } else { '?' }, std::process::id());
+        let mut targets = vec![];
+        for _ in 0..nodes {
+            let mut extra = vec!["--task-retention-count", "1000"];
+            if pg {
+                extra.extend(["--database", url.as_str()]);
+            }
+            // The second node shares the first one's data directory.
+            let mut cmd = tokio::process::Command::new(vtwin);
+            cmd.args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--admin-password", PW])
+                .args(&extra)
+                .arg("--data-dir")
+                .arg(&dir)
+                .env("RUST_LOG", "warn");
+            let (child, u) = spawn_until(cmd, "vtwin listening on ").await?;
+            targets.push(Target { child, ep: Endpoint { name: "vtwin", sdk: format!("{u}/sdk"), user: "administrator@vsphere.local".into(), pw: PW.into() } });
+        }
+        let bases: Vec<String> = targets.iter().map(|t| t.ep.sdk.trim_end_matches("/sdk").to_string()).collect();
+        let sid = tasks::vapi_session(&http, &bases[0], "administrator@vsphere.local", PW).await?;
+        let r1 = tasks::throughput_on(&http, &bases, &sid, 1, secs).await?;
+        let r64 = tasks::throughput_on(&http, &bases, &sid, 64, secs).await?;
+        let mut lat = tasks::wake_latency_on(&http, &bases[0], bases.last().expect("a node"), &sid, 200).await?;
+        let (p50, p99) = (tasks::percentile(&mut lat, 0.5), tasks::percentile(&mut lat, 0.99));
+        let ratio = base_rate.map(|b: f64| format!("{:.2}x", r64 / b)).unwrap_or_else(|| "1.00x".into());
+        base_rate.get_or_insert(r64);
+        println!("{label:<44} {r1:>10.0} {r64:>10.0} {p50:>8.2}ms {p99:>8.2}ms {ratio:>8}");
+        drop(targets);
+    }
     Ok(())
 }
 

@@ -50,13 +50,20 @@ async fn one_task(http: &Http, base: &str, sid: &str, n: u64) -> anyhow::Result<
 }
 
 pub async fn throughput(http: &Http, base: &str, sid: &str, clients: usize, secs: u64) -> anyhow::Result<f64> {
-    one_task(http, base, sid, 0).await?;
+    throughput_on(http, &[base.to_string()], sid, clients, secs).await
+}
+
+/// As `throughput`, client i talking to node `bases[i % n]`.
+pub async fn throughput_on(http: &Http, bases: &[String], sid: &str, clients: usize, secs: u64) -> anyhow::Result<f64> {
+    for b in bases {
+        one_task(http, b, sid, 0).await?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut all = vec![];
-    for _ in 0..clients {
-        let (http, stop, done, base, sid) = (http.clone(), stop.clone(), done.clone(), base.to_string(), sid.to_string());
+    for i in 0..clients {
+        let (http, stop, done, base, sid) = (http.clone(), stop.clone(), done.clone(), bases[i % bases.len()].clone(), sid.to_string());
         all.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let n = done.fetch_add(1, Ordering::Relaxed);
@@ -97,7 +104,14 @@ pub async fn fill(http: &Http, base: &str, sid: &str, n: u64, clients: usize) ->
 /// Wake-up latencies (ms) of a WaitForUpdatesEx waiter on a task's
 /// `info.state`, from sending SetTaskState(success), over `rounds` tasks.
 pub async fn wake_latency(http: &Http, base: &str, sid: &str, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    wake_latency_on(http, base, base, sid, rounds).await
+}
+
+/// As `wake_latency`, the task driven on node `base` and waited on at
+/// node `wait_base` (the same node, or another on the same database).
+pub async fn wake_latency_on(http: &Http, base: &str, wait_base: &str, sid: &str, rounds: usize) -> anyhow::Result<Vec<f64>> {
     let vim = format!("{base}/sdk/vim25/9.1.0.0");
+    let wvim = format!("{wait_base}/sdk/vim25/9.1.0.0");
     let h = [("vmware-api-session-id", sid)];
     let ext = json!({"extension": {"_typeName": "Extension", "key": "com.bench", "version": "1",
         "description": {"_typeName": "Description", "label": "bench", "summary": "bench"},
@@ -115,10 +129,10 @@ pub async fn wake_latency(http: &Http, base: &str, sid: &str, rounds: usize) -> 
             "propSet": [{"_typeName": "PropertySpec", "type": "Task", "pathSet": ["info.state"]}],
             "objectSet": [{"_typeName": "ObjectSpec", "obj": {"_typeName": "ManagedObjectReference", "type": "Task", "value": task}}]},
             "partialUpdates": false});
-        let (st, filter, _) = req(http, "POST", &format!("{vim}/PropertyCollector/propertyCollector/CreateFilter"), &h, Some(spec)).await?;
+        let (st, filter, _) = req(http, "POST", &format!("{wvim}/PropertyCollector/propertyCollector/CreateFilter"), &h, Some(spec)).await?;
         anyhow::ensure!(st == 200, "CreateFilter: {st} {filter}");
         let wait = |version: String| {
-            let (http, url, sid) = (http.clone(), format!("{vim}/PropertyCollector/propertyCollector/WaitForUpdatesEx"), sid.to_string());
+            let (http, url, sid) = (http.clone(), format!("{wvim}/PropertyCollector/propertyCollector/WaitForUpdatesEx"), sid.to_string());
             async move {
                 let (st, v, _) = req(&http, "POST", &url, &[("vmware-api-session-id", &sid)], Some(json!({"version": version, "options": {"_typeName": "WaitOptions", "maxWaitSeconds": 30}}))).await?;
                 anyhow::ensure!(st == 200, "WaitForUpdatesEx: {st} {v}");
@@ -137,7 +151,7 @@ pub async fn wake_latency(http: &Http, base: &str, sid: &str, rounds: usize) -> 
         anyhow::ensure!(upd.to_string().contains("success"), "the waiter saw no success: {upd}");
         out.push((t1 - t0).as_secs_f64() * 1000.0);
         let f = filter["value"].as_str().unwrap_or_default();
-        req(http, "POST", &format!("{vim}/PropertyFilter/{f}/DestroyPropertyFilter"), &h, Some(json!({}))).await?;
+        req(http, "POST", &format!("{wvim}/PropertyFilter/{f}/DestroyPropertyFilter"), &h, Some(json!({}))).await?;
     }
     Ok(out)
 }

@@ -118,6 +118,15 @@ struct ServeArgs {
     /// created (their expiryTime).
     #[arg(long, default_value_t = vtwin::engine::vcd::DEFAULT_EXPIRY_SECS)]
     vcd_task_expiry: i64,
+    /// This node's name among the nodes on one database (default: host
+    /// name and listening port). A node restarted under the same name ends
+    /// its earlier life's unfinished tasks at once.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Seconds a node's lease lasts: the unfinished tasks of a node that
+    /// stops renewing it end in error within the lease and a third.
+    #[arg(long, default_value_t = vtwin::engine::node::DEFAULT_LEASE.as_secs_f64())]
+    node_lease: f64,
 }
 
 #[derive(Subcommand)]
@@ -232,6 +241,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let engine = opened.engine.into_shared();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
+        let listener = listen(&a.listen).await?;
+        let addr = listener.local_addr()?;
+        let node = a.node_name.clone().unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+        anyhow::ensure!(a.node_lease.is_finite() && a.node_lease >= 0.05, "--node-lease must be at least 0.05 seconds");
+        let node_id = engine.start_node(&node, std::time::Duration::from_secs_f64(a.node_lease))?;
+        tracing::info!(node = %node_id, "node started");
         let (nbd, nbd_addr) = api::nbd::listen(&a.nbd_listen).await.map_err(|e| anyhow::anyhow!("NBD listen on {}: {e}", a.nbd_listen))?;
         println!("vtwin NBD on nbd://{nbd_addr}");
         tokio::spawn(api::nbd::serve(engine.clone(), nbd));
@@ -245,8 +260,6 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             tokio::spawn(api::serve(vstate, listener, tls.clone()));
         }
         let state = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default(), nbd_addr: Some(nbd_addr), vcd: false });
-        let listener = listen(&a.listen).await?;
-        let addr = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("vtwin listening on {scheme}://{addr}");
         std::io::stdout().flush()?;
@@ -256,8 +269,17 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             _ = shutdown_signal() => Ok(()),
         };
         engine.sessions.flush();
+        engine.stop_node();
         r
     })
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    if ok && end > 0 { String::from_utf8_lossy(&buf[..end]).into_owned() } else { "localhost".into() }
 }
 
 async fn shutdown_signal() {

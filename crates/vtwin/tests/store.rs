@@ -64,12 +64,36 @@ fn conformance(open: &dyn Fn() -> Arc<dyn Store>) {
     assert_eq!(st.get_session("t1").unwrap().unwrap().last_active, 5);
     st.apply_sessions(&[SessionOp::Delete("t1".into())]).unwrap();
     assert!(st.get_session("t1").unwrap().is_none());
-    // tasks, by sequence
-    st.put_task("task-2", 2, "{\"b\":1}").unwrap();
-    st.put_task("task-1", 1, "{\"a\":1}").unwrap();
-    st.put_task("task-1", 1, "{\"a\":2}").unwrap();
+    // tasks, by sequence; versions guard every change
+    let row = |k: &str, seq: i64, owner: &str, live: bool, r: &str| TaskRow { key: k.into(), seq, version: 1, owner: owner.into(), live, record: r.into() };
+    st.insert_task(&row("task-2", 2, "n1#a", true, "{\"b\":1}")).unwrap();
+    st.insert_task(&row("task-1", 1, "n1#a", false, "{\"a\":1}")).unwrap();
+    assert!(st.insert_task(&row("task-1", 1, "n1#a", false, "{}")).is_err(), "a key is added once");
+    assert_eq!(st.update_task("task-1", 1, false, "{\"a\":2}").unwrap(), Some(2));
+    assert_eq!(st.update_task("task-1", 1, false, "{\"a\":3}").unwrap(), None, "a stale version loses");
+    assert_eq!(st.update_task("task-9", 1, false, "{}").unwrap(), None);
     let t = st.list_tasks().unwrap();
-    assert_eq!(t, vec![("task-1".to_string(), 1, "{\"a\":2}".to_string()), ("task-2".to_string(), 2, "{\"b\":1}".to_string())]);
+    assert_eq!(t, vec![TaskRow { version: 2, ..row("task-1", 1, "n1#a", false, "{\"a\":2}") }, row("task-2", 2, "n1#a", true, "{\"b\":1}")]);
+    assert_eq!(st.get_tasks(&["task-2".into(), "task-7".into()]).unwrap(), vec![row("task-2", 2, "n1#a", true, "{\"b\":1}")]);
+    // sequence blocks never overlap, and start past every kept task
+    let (f1, n1) = st.task_seqs().unwrap();
+    let (f2, n2) = st.task_seqs().unwrap();
+    assert!(n1 > 0 && n2 > 0 && (f2 >= f1 + n1 || f1 >= f2 + n2), "{f1}+{n1} {f2}+{n2}");
+    // leases: a live task of a node whose lease holds is not claimed; an
+    // earlier life of the claiming node's name is; claims return the old owner
+    st.heartbeat("n1#a", 60_000).unwrap();
+    assert_eq!(st.claim_orphans("n2#b", "n2#").unwrap(), if is_embedded(&st) { vec![TaskRow { version: 2, owner: "n1#a".into(), ..row("task-2", 2, "", true, "{\"b\":1}") }] } else { vec![] });
+    if !is_embedded(&st) {
+        let got = st.claim_orphans("n1#c", "n1#").unwrap();
+        assert_eq!(got, vec![TaskRow { version: 2, owner: "n1#a".into(), ..row("task-2", 2, "", true, "{\"b\":1}") }]);
+        assert_eq!(st.get_tasks(&["task-2".into()]).unwrap()[0].owner, "n1#c");
+        assert!(st.claim_orphans("n1#c", "n1#").unwrap().is_empty(), "claimed once");
+        // a lease that ran out
+        st.heartbeat("n1#c", 1).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(st.claim_orphans("n3#d", "n3#").unwrap().len(), 1);
+        st.release("n3#d").unwrap();
+    }
     st.delete_tasks(&["task-1".into(), "task-9".into()]).unwrap();
     assert_eq!(st.list_tasks().unwrap().len(), 1);
     // extensions
@@ -82,6 +106,11 @@ fn conformance(open: &dyn Fn() -> Arc<dyn Store>) {
     let st = open();
     assert_eq!(st.get_meta("k").unwrap().as_deref(), Some("v2"));
     assert_eq!(st.list_tasks().unwrap().len(), 1);
+}
+
+/// The embedded store has one node: every other owner is gone.
+fn is_embedded(st: &Arc<dyn Store>) -> bool {
+    !st.watch_tasks("probe", Box::new(|_| {})).unwrap()
 }
 
 #[test]
@@ -135,6 +164,22 @@ fn a_session_made_on_one_node_is_valid_on_another() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let _ = b.json_login("pg@vsphere.local", "Pg-Passw0rd!");
+    // Inventory made on either node shows on the other, numbered from one
+    // shared counter (no moId is handed out twice).
+    let mk = |s: &Server, name: &str| {
+        let (st, body, _) = s.json("POST", "/sdk/vim25/9.1.0.0/Folder/group-d1/CreateFolder", Some(&format!(r#"{{"name":"{name}"}}"#)), Some(&sid));
+        assert_eq!(st, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["value"].as_str().unwrap().to_string()
+    };
+    let fa = mk(&a, "made-on-a");
+    let fb = mk(&b, "made-on-b");
+    assert_ne!(fa, fb);
+    for (s, other) in [(&a, &fb), (&b, &fa)] {
+        let (st, body, _) = s.json("GET", &format!("/sdk/vim25/9.1.0.0/Folder/{other}/name"), None, Some(&sid));
+        assert_eq!(st, 200, "{body}");
+        let (_, body, _) = s.json("GET", "/sdk/vim25/9.1.0.0/Folder/group-d1/childEntity", None, Some(&sid));
+        assert!(body.contains(&fa) && body.contains(&fb), "{body}");
+    }
     drop(a);
     drop(b);
 }

@@ -109,6 +109,8 @@ pub struct Disks {
     clock: Arc<AtomicU64>,
     /// NBD export names handed out, by name.
     tickets: Mutex<HashMap<String, Ticket>>,
+    /// The datastores scanned: moId → directory.
+    roots: RwLock<HashMap<String, PathBuf>>,
 }
 
 /// The right to open one NBD export until `expires_ms`.
@@ -156,6 +158,7 @@ impl Disks {
     /// Add the disks found under one datastore; the number added. Only
     /// their metadata is read: a disk's files are opened when it is used.
     pub fn scan(&self, ds: &str, ds_path: &Path) -> usize {
+        self.roots.write().insert(ds.to_string(), ds_path.to_path_buf());
         let Ok(rd) = std::fs::read_dir(fcd_dir(ds_path)) else { return 0 };
         let mut n = 0;
         for ent in rd.flatten() {
@@ -178,6 +181,13 @@ impl Disks {
         n
     }
 
+    /// Scan a datastore not scanned before (one another node added).
+    pub fn scan_new_root(&self, ds: &str, ds_path: &Path) {
+        if !self.roots.read().contains_key(ds) {
+            self.scan(ds, ds_path);
+        }
+    }
+
     pub fn insert(&self, ds: &str, disk: vdisk::Disk) -> DiskRef {
         let id = disk.meta.id.clone();
         let r = self.cell(disk.dir().to_path_buf(), Some(disk));
@@ -196,11 +206,31 @@ impl Disks {
         self.map.read().contains_key(id)
     }
 
+    /// A disk made since the catalog was built (by another node on the
+    /// same datastores): its directory is `fcd/<id>` on one of them.
+    fn discover(&self, id: &str, only: Option<&str>) -> Option<(String, DiskRef)> {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return None;
+        }
+        let roots: Vec<(String, PathBuf)> = self.roots.read().iter().filter(|(d, _)| only.is_none_or(|o| o == d.as_str())).map(|(d, p)| (d.clone(), p.clone())).collect();
+        for (ds, root) in roots {
+            let dir = fcd_dir(&root).join(id);
+            let Ok(b) = std::fs::read(dir.join(vdisk::disk::META)) else { continue };
+            if serde_json::from_slice::<vdisk::disk::Meta>(&b).is_ok_and(|m| m.id == id) {
+                let mut map = self.map.write();
+                let e = map.entry(id.to_string()).or_insert_with(|| (ds.clone(), self.cell(dir, None)));
+                return Some(e.clone());
+            }
+        }
+        None
+    }
+
     /// The disk `id` on datastore `ds`, or NotFound.
     pub fn get(&self, id: &str, ds: &str) -> Result<DiskRef, Fault> {
         self.evict();
-        match self.map.read().get(id) {
-            Some((d, r)) if d == ds => Ok(r.clone()),
+        let found = self.map.read().get(id).cloned();
+        match found.or_else(|| self.discover(id, Some(ds))) {
+            Some((d, r)) if d == ds => Ok(r),
             _ => Err(Fault::plain_not_found(format!("The object or item referred to could not be found: virtual storage object {id} on datastore {ds}"))),
         }
     }
@@ -208,7 +238,8 @@ impl Disks {
     /// The disk `id` wherever it is.
     pub fn find(&self, id: &str) -> Option<(String, DiskRef)> {
         self.evict();
-        self.map.read().get(id).cloned()
+        let found = self.map.read().get(id).cloned();
+        found.or_else(|| self.discover(id, None))
     }
 
     /// The datastore holding disk `id`, without touching the disk.

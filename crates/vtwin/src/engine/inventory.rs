@@ -26,6 +26,8 @@ pub struct Inventory {
     /// Insertion order, for stable listings.
     pub order: Vec<String>,
     next_id: u64,
+    /// Where moId numbers come from when several nodes share the store.
+    shared_ids: Option<std::sync::Arc<dyn Store>>,
 }
 
 pub const ROOT_FOLDER: &str = "group-d1";
@@ -48,7 +50,22 @@ impl Inventory {
 
     pub fn alloc(&mut self, prefix: &str) -> String {
         self.next_id += 1;
+        if let Some(st) = &self.shared_ids {
+            match st.next_object_id() {
+                Ok(n) => self.next_id = n as u64,
+                Err(e) => tracing::warn!(error = %e, "no shared moId number; numbering locally"),
+            }
+        }
         format!("{prefix}-{}", self.next_id)
+    }
+
+    /// Number new objects from the store's shared counter (several nodes),
+    /// moved past every number used so far.
+    pub fn share_ids(&mut self, store: std::sync::Arc<dyn Store>) -> crate::store::Result<()> {
+        if store.object_ids(self.next_id as i64)? {
+            self.shared_ids = Some(store);
+        }
+        Ok(())
     }
 
     /// Take an entity (with no children) out of the tree.

@@ -7,6 +7,7 @@ pub mod disks;
 pub mod fault;
 pub mod inventory;
 pub mod mo;
+pub mod node;
 pub mod runner;
 pub mod session;
 pub mod tasks;
@@ -137,6 +138,7 @@ impl Engine {
         if !pools.is_empty() {
             store.put_objects(&pools)?;
         }
+        inv.share_ids(store.clone())?;
         let mut generated_password = None;
         let existing = store.get_user(ADMIN_USER)?;
         match (admin_password, existing) {
@@ -152,16 +154,7 @@ impl Engine {
         perms.reload(store.as_ref())?;
         let seen_version = std::sync::atomic::AtomicI64::new(store.external_version()?);
         let users = RwLock::new(store.list_users()?.into_iter().map(|u| (u.name.clone(), u)).collect());
-        let mut extensions = std::collections::BTreeMap::new();
-        for (key, rec) in store.list_extensions()? {
-            let v: serde_json::Value = serde_json::from_str(&rec)?;
-            match vmodl::json::decode(&v, vmodl::TypeRef { ty: types::Extension, array: false }, "extension") {
-                Ok(Some(vmodl::Value::Data(d))) => {
-                    extensions.insert(key, *d);
-                }
-                _ => tracing::warn!(%key, "unreadable extension record skipped"),
-            }
-        }
+        let extensions = load_extensions(store.as_ref())?;
         let (changes, _) = tokio::sync::watch::channel(0u64);
         let disks = disks::Disks::load(&inv);
         let engine = Engine {
@@ -250,13 +243,19 @@ impl Engine {
     /// Resolve a reference from the wire: the object must exist and be of the
     /// named type or a subtype of it.
     pub fn resolve(&self, r: &MoRef) -> Result<MoRef, Fault> {
-        match self.object_type(&r.value) {
+        let mut ty = self.object_type(&r.value);
+        if ty.is_none() {
+            // Perhaps made on another node a moment ago.
+            self.refresh_external(true)?;
+            ty = self.object_type(&r.value);
+        }
+        match ty {
             Some(t) if t.is_a(r.ty) => Ok(MoRef::new(t, r.value.clone())),
             _ => Err(Fault::not_found(r)),
         }
     }
 
-    /// Reload users and permissions when another process (`vtwin user add`)
+    /// Reload users, permissions and extensions when another process (`vtwin user add`)
     /// or node changed the store since we last looked. Unless `force`, look
     /// at most every 250 ms.
     pub fn refresh_external(&self, force: bool) -> Result<(), Fault> {
@@ -270,7 +269,36 @@ impl Engine {
             self.perms.reload(self.store.as_ref())?;
             let all = self.store.list_users()?;
             *self.users.write() = all.into_iter().map(|u| (u.name.clone(), u)).collect();
+            *self.extensions.write() = load_extensions(self.store.as_ref())?;
+            self.reload_inventory()?;
         }
+        Ok(())
+    }
+
+    /// Take in inventory objects another node added, changed or removed.
+    /// The store is read under the inventory's lock: local changes write
+    /// the store under it too, so none is lost in between.
+    fn reload_inventory(&self) -> Result<(), Fault> {
+        let mut inv = self.inv.write();
+        let Some(mut fresh) = Inventory::load(self.store.as_ref())? else { return Ok(()) };
+        fresh.share_ids(self.store.clone())?;
+        let same = fresh.order == inv.order
+            && fresh.objects.iter().all(|(k, e)| inv.objects.get(k).is_some_and(|o| o.name == e.name && o.parent == e.parent && o.attrs == e.attrs));
+        if same {
+            return Ok(());
+        }
+        *inv = fresh;
+        let roots: Vec<(String, std::path::PathBuf)> = inv
+            .objects
+            .values()
+            .filter(|e| e.moref.ty == types::Datastore)
+            .filter_map(|e| e.attr("path").map(|p| (e.moref.value.clone(), std::path::PathBuf::from(p))))
+            .collect();
+        drop(inv);
+        for (ds, p) in roots {
+            self.disks.scan_new_root(&ds, &p);
+        }
+        self.changed();
         Ok(())
     }
 
@@ -367,6 +395,8 @@ impl Engine {
     /// method's release, the privilege the registry names for the method and
     /// for each MoRef parameter, then runs the object's behaviour.
     pub fn invoke(&self, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, args: Args) -> Reply {
+        // What other nodes changed (looked at most every 250 ms).
+        self.refresh_external(false)?;
         self.precheck(ctx, this, m, &args)?;
         mo::invoke(self, ctx, this, m, args)
     }
@@ -375,6 +405,7 @@ impl Engine {
     /// wait (without blocking a thread) until the collector has updates, the
     /// wait times out, or CancelWaitForUpdates cancels it.
     pub async fn wait_for_updates(&self, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, args: Args) -> Reply {
+        self.refresh_external(false)?;
         self.precheck(ctx, this, m, &args)?;
         mo::property_collector::wait(self, ctx, this, m.name == "WaitForUpdates", &args).await
     }
@@ -464,4 +495,21 @@ pub fn add_user(store: &dyn Store, name: &str, password: &str, role: i32) -> cra
     let full_name = name.split('@').next().unwrap_or(&name).to_string();
     store.put_user(&UserRecord { name: name.clone(), password_hash: session::hash_password(password), full_name })?;
     store.put_permission(&PermissionRecord { entity: ROOT_FOLDER.into(), principal: name, group: false, role_id: role, propagate: true })
+}
+
+/// The registered extensions kept in the store, by key.
+fn load_extensions(store: &dyn Store) -> crate::store::Result<std::collections::BTreeMap<String, vmodl::Data>> {
+    let mut extensions = std::collections::BTreeMap::new();
+    for (key, rec) in store.list_extensions()? {
+        let decoded = serde_json::from_str::<serde_json::Value>(&rec)
+            .ok()
+            .and_then(|v| vmodl::json::decode(&v, vmodl::TypeRef { ty: types::Extension, array: false }, "extension").ok());
+        match decoded {
+            Some(Some(vmodl::Value::Data(d))) => {
+                extensions.insert(key, *d);
+            }
+            _ => tracing::warn!(%key, "unreadable extension record skipped"),
+        }
+    }
+    Ok(extensions)
 }

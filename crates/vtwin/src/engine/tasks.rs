@@ -93,6 +93,17 @@ pub struct TaskRecord {
     /// vCloud Director's fields, for a VCD task.
     #[serde(default)]
     pub vcd: Option<super::vcd::VcdTask>,
+    /// The store's version of this record (not part of it).
+    #[serde(skip)]
+    pub version: i64,
+}
+
+impl TaskRecord {
+    /// Is the task held by a node: not finished, and run or kept by the
+    /// node that made it (a VCD external task is held by its client)?
+    pub fn is_live(&self) -> bool {
+        !self.state.is_final() && self.vcd.is_none()
+    }
 }
 
 /// The five vAPI task states. vim25 has four: BLOCKED is running there.
@@ -316,6 +327,20 @@ fn from_json(v: &serde_json::Value, ty: TypeId) -> Option<Value> {
     json::decode(v, TypeRef { ty, array: false }, "stored").ok().flatten()
 }
 
+/// A stored row as a record (None, and a warning, if it cannot be read).
+fn parse_row(row: &crate::store::TaskRow) -> Option<TaskRecord> {
+    match serde_json::from_str::<TaskRecord>(&row.record) {
+        Ok(mut t) => {
+            t.version = row.version;
+            Some(t)
+        }
+        Err(e) => {
+            tracing::warn!(key = %row.key, error = %e, "unreadable task record skipped");
+            None
+        }
+    }
+}
+
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -329,7 +354,10 @@ pub struct Tasks {
     map: RwLock<HashMap<String, TaskRecord>>,
     /// Completed tasks by completion order, for pruning.
     completed: RwLock<BTreeMap<(i64, i64), String>>,
-    seq: AtomicI64,
+    /// Sequence numbers this node may hand out: next, end (exclusive).
+    seqs: parking_lot::Mutex<(i64, i64)>,
+    /// This node's id: the owner of the tasks it makes.
+    node: RwLock<String>,
     retention: Retention,
     changes: tokio::sync::watch::Sender<u64>,
     /// Wake-ups for the workers of running engine tasks, fired on cancel.
@@ -342,32 +370,18 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    /// Load the tasks kept in the store. A task that was queued or running
-    /// when the process stopped cannot be resumed: it ends in error.
+    /// Load the tasks kept in the store. Tasks that other nodes (or an
+    /// earlier life of this one) held stay as they are until the node that
+    /// holds them is known to be gone: see `claim_orphans`.
     pub fn load(store: Arc<dyn Store>, retention: Retention, changes: tokio::sync::watch::Sender<u64>) -> crate::store::Result<Tasks> {
         let mut map = HashMap::new();
         let mut completed = BTreeMap::new();
-        let mut max_seq = 0;
-        for (key, seq, rec) in store.list_tasks()? {
-            max_seq = max_seq.max(seq);
-            let Ok(mut t) = serde_json::from_str::<TaskRecord>(&rec) else {
-                tracing::warn!(%key, "unreadable task record skipped");
-                continue;
-            };
-            // A VCD external task is driven by its client, not by this
-            // process: it keeps its state across a restart.
-            if !t.state.is_final() && t.vcd.is_none() {
-                let f = Fault::system_error("the server stopped while this task was queued or running");
-                t.state = TaskState::Error;
-                t.error = Some(json::encode_data(&f.data, storage_version()));
-                t.error_message = Some(f.message);
-                t.complete_time = Some(ms(Utc::now()));
-                store.put_task(&t.key, t.seq, &serde_json::to_string(&t).expect("task json"))?;
-            }
+        for row in store.list_tasks()? {
+            let Some(t) = parse_row(&row) else { continue };
             if t.state.is_final() && t.vcd.is_none() {
-                completed.insert((t.complete_time.unwrap_or(0), t.seq), key.clone());
+                completed.insert((t.complete_time.unwrap_or(0), t.seq), row.key.clone());
             }
-            map.insert(key, t);
+            map.insert(row.key, t);
         }
         let (mut by_vcd, mut by_parent) = (HashMap::new(), HashMap::<String, Vec<String>>::new());
         for t in map.values() {
@@ -380,23 +394,158 @@ impl Tasks {
             vcd_pruned: AtomicI64::new(0),
             map: RwLock::new(map),
             completed: RwLock::new(completed),
-            seq: AtomicI64::new(max_seq),
+            seqs: parking_lot::Mutex::new((0, 0)),
+            node: RwLock::new("local".into()),
             retention,
             changes,
             workers: Default::default(),
         })
     }
 
-    /// Persist a task and wake property-collector waiters.
-    fn save(&self, t: &TaskRecord) -> Result<(), Fault> {
-        let json = serde_json::to_string(t).map_err(|e| Fault::system_error(e.to_string()))?;
-        self.store.put_task(&t.key, t.seq, &json)?;
+    /// This node's id (tasks it makes are owned by it).
+    pub fn node(&self) -> String {
+        self.node.read().clone()
+    }
+    pub fn set_node(&self, id: &str) {
+        *self.node.write() = id.to_string();
+    }
+
+    /// Take over the tasks of nodes that are gone (their lease ran out, or
+    /// they were earlier lives of this node: owners starting with
+    /// `previous`) and end them in error. The number ended.
+    pub fn claim_orphans(&self, previous: &str) -> Result<usize, Fault> {
+        let node = self.node();
+        let rows = self.store.claim_orphans(&node, previous)?;
+        let mut n = 0;
+        for row in rows {
+            let Some(t) = parse_row(&row) else { continue };
+            let was = t.state;
+            self.install(t);
+            let gone = if row.owner.is_empty() { "an earlier vtwin".to_string() } else { format!("node {}", row.owner) };
+            let r = self.update(&row.key, |t| {
+                if t.state.is_final() {
+                    return Err(Self::invalid_state(t, "already ended"));
+                }
+                let f = Fault::system_error(format!(
+                    "{gone}, which held this task, stopped while the task was {}; the task did not finish (ended by node {node})",
+                    was.as_str()
+                ));
+                let now = ms(Utc::now());
+                t.state = TaskState::Error;
+                t.blocked = false;
+                t.error = Some(json::encode_data(&f.data, storage_version()));
+                t.error_message = Some(f.message);
+                t.start_time.get_or_insert(now);
+                t.complete_time = Some(now);
+                Ok(())
+            });
+            if r.is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Take in what another node did: read the named tasks again (all of
+    /// them on a resync) and wake waiters.
+    pub fn refresh(&self, note: &crate::store::TaskNote) -> Result<(), Fault> {
+        use crate::store::TaskNote;
+        match note {
+            TaskNote::Changed(keys) => {
+                let rows = self.store.get_tasks(keys)?;
+                let gone: Vec<String> = keys.iter().filter(|k| !rows.iter().any(|r| &r.key == *k)).cloned().collect();
+                for row in &rows {
+                    if let Some(t) = parse_row(row) {
+                        self.install(t);
+                    }
+                }
+                self.remove_local(&gone);
+            }
+            TaskNote::Resync => {
+                let rows = self.store.list_tasks()?;
+                let kept: std::collections::HashSet<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+                let gone: Vec<String> = self.map.read().keys().filter(|k| !kept.contains(k.as_str())).cloned().collect();
+                for row in &rows {
+                    if let Some(t) = parse_row(row) {
+                        self.install(t);
+                    }
+                }
+                self.remove_local(&gone);
+            }
+        }
         self.changes.send_modify(|v| *v += 1);
         Ok(())
     }
 
+    /// Put a record read from or written to the store in the map, unless
+    /// the map has the same or a later version. A cancel wakes the task's
+    /// worker, wherever the cancel came from.
+    fn install(&self, t: TaskRecord) -> bool {
+        let mut map = self.map.write();
+        let prev = map.get(&t.key);
+        if prev.is_some_and(|p| p.version >= t.version) {
+            return false;
+        }
+        let newly_final = t.state.is_final() && prev.is_none_or(|p| !p.state.is_final());
+        let newly_cancelled = t.cancelled && prev.is_none_or(|p| !p.cancelled);
+        if prev.is_none() {
+            index(&mut self.by_vcd.write(), &mut self.by_parent.write(), &t);
+        }
+        if newly_final && t.vcd.is_none() {
+            self.completed.write().insert((t.complete_time.unwrap_or(0), t.seq), t.key.clone());
+        }
+        if newly_cancelled {
+            if let Some(n) = self.workers.lock().get(&t.key) {
+                n.notify_one();
+            }
+        }
+        map.insert(t.key.clone(), t);
+        true
+    }
+
+    /// Forget tasks another node deleted.
+    fn remove_local(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut map = self.map.write();
+        let (mut by_vcd, mut by_parent) = (self.by_vcd.write(), self.by_parent.write());
+        for k in keys {
+            if let Some(t) = map.remove(k) {
+                if let Some(v) = &t.vcd {
+                    by_vcd.remove(&v.id);
+                }
+                if let Some(p) = &t.parent_key {
+                    if let Some(c) = by_parent.get_mut(p) {
+                        c.retain(|x| x != k);
+                        if c.is_empty() {
+                            by_parent.remove(p);
+                        }
+                    }
+                }
+            }
+        }
+        drop((map, by_vcd, by_parent));
+        self.completed.write().retain(|_, k| !keys.contains(k));
+    }
+
+    /// The task as the store has it now (and the map updated with it).
+    fn fetch(&self, key: &str) -> Result<Option<TaskRecord>, Fault> {
+        let rows = self.store.get_tasks(&[key.to_string()])?;
+        match rows.first().and_then(parse_row) {
+            Some(t) => {
+                self.install(t.clone());
+                Ok(Some(t))
+            }
+            None => {
+                self.remove_local(&[key.to_string()]);
+                Ok(None)
+            }
+        }
+    }
+
     pub fn exists(&self, key: &str) -> bool {
-        self.map.read().contains_key(key)
+        self.map.read().contains_key(key) || (key.starts_with("task-") && self.get(key).is_some())
     }
 
     /// Every task kept, in no particular order.
@@ -404,8 +553,16 @@ impl Tasks {
         self.map.read().values().cloned().collect()
     }
 
+    /// A task; one another node made a moment ago and this node has not
+    /// heard of yet is read from the store.
     pub fn get(&self, key: &str) -> Option<TaskRecord> {
-        self.map.read().get(key).cloned()
+        if let Some(t) = self.map.read().get(key) {
+            return Some(t.clone());
+        }
+        if key.starts_with("task-") {
+            return self.fetch(key).ok().flatten();
+        }
+        None
     }
 
     pub fn create(&self, n: NewTask) -> Result<TaskRecord, Fault> {
@@ -415,7 +572,7 @@ impl Tasks {
     /// Create a task and apply a vAPI create spec's initial values; nothing
     /// is kept when they break a rule.
     pub fn create_vapi(&self, n: NewTask, initial: &VapiUpdate) -> Result<TaskRecord, Fault> {
-        let mut t = self.new_record(n);
+        let mut t = self.new_record(n)?;
         let now = t.queue_time;
         apply_vapi(&mut t, initial, now)?;
         self.insert_new(t)
@@ -423,18 +580,31 @@ impl Tasks {
 
     /// Create a task whose first state `init` sets; nothing is kept when it fails.
     pub fn create_with(&self, n: NewTask, init: impl FnOnce(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
-        let mut t = self.new_record(n);
+        let mut t = self.new_record(n)?;
         init(&mut t)?;
         self.insert_new(t)
     }
 
-    fn new_record(&self, n: NewTask) -> TaskRecord {
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+    /// The next task sequence number (blocks of them come from the store,
+    /// so nodes never hand out the same one).
+    fn next_seq(&self) -> Result<i64, Fault> {
+        let mut s = self.seqs.lock();
+        if s.0 >= s.1 {
+            let (first, n) = self.store.task_seqs()?;
+            *s = (first, first + n);
+        }
+        s.0 += 1;
+        Ok(s.0 - 1)
+    }
+
+    fn new_record(&self, n: NewTask) -> Result<TaskRecord, Fault> {
+        let seq = self.next_seq()?;
         let key = format!("task-{seq}");
         let root_key = n.parent_key.as_ref().map(|p| self.get(p).and_then(|t| t.root_key.or(Some(t.key))).unwrap_or_else(|| p.clone()));
-        TaskRecord {
+        Ok(TaskRecord {
             key,
             seq,
+            version: 1,
             name: n.name,
             description_id: n.description_id,
             entity: n.entity.as_ref().map(|(m, _)| (m.ty.name().to_string(), m.value.clone())),
@@ -463,38 +633,21 @@ impl Tasks {
             vapi_result: None,
             target: n.target,
             vcd: None,
-        }
+        })
     }
 
-    fn insert_new(&self, t: TaskRecord) -> Result<TaskRecord, Fault> {
-        let key = t.key.clone();
-        index(&mut self.by_vcd.write(), &mut self.by_parent.write(), &t);
-        let unindex = |t: &TaskRecord| {
-            if let Some(v) = &t.vcd {
-                self.by_vcd.write().remove(&v.id);
-            }
-            if let Some(p) = &t.parent_key {
-                if let Some(c) = self.by_parent.write().get_mut(p) {
-                    c.retain(|x| *x != t.key);
-                }
-            }
-            self.completed.write().retain(|_, k| *k != t.key);
-        };
-        if t.state.is_final() && t.vcd.is_none() {
-            self.completed.write().insert((t.complete_time.unwrap_or(0), t.seq), key.clone());
-        }
-        self.map.write().insert(key.clone(), t.clone());
-        if let Err(e) = self.save(&t) {
-            self.map.write().remove(&key);
-            unindex(&t);
-            return Err(e);
-        }
+    fn insert_new(&self, mut t: TaskRecord) -> Result<TaskRecord, Fault> {
+        t.version = 1;
+        let record = serde_json::to_string(&t).map_err(|e| Fault::system_error(e.to_string()))?;
+        self.store.insert_task(&crate::store::TaskRow { key: t.key.clone(), seq: t.seq, version: 1, owner: self.node(), live: t.is_live(), record })?;
+        self.install(t.clone());
+        self.changes.send_modify(|v| *v += 1);
         self.prune()?;
         Ok(t)
     }
 
     /// Apply `f` to a task and persist the result (`f` judges the state).
-    pub fn update_with(&self, key: &str, f: impl FnOnce(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
+    pub fn update_with(&self, key: &str, f: impl FnMut(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
         self.update(key, f)
     }
 
@@ -523,19 +676,28 @@ impl Tasks {
         self.workers.lock().get(key).cloned()
     }
 
-    /// Apply `f` to a task that has not finished and persist the result.
-    fn update(&self, key: &str, f: impl FnOnce(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
-        let mut map = self.map.write();
-        let t = map.get_mut(key).ok_or_else(|| Fault::plain_not_found(format!("task {key} not found")))?;
-        let mut next = t.clone();
-        f(&mut next)?;
-        super::vcd::follow_engine(&mut next);
-        self.save(&next)?;
-        if next.state.is_final() && !t.state.is_final() && next.vcd.is_none() {
-            self.completed.write().insert((next.complete_time.unwrap_or(0), next.seq), key.to_string());
+    /// Apply `f` to a task and persist the result. The write succeeds only
+    /// if nobody (another request, another node) changed the task since it
+    /// was read; otherwise the task is read again and `f` judges it anew.
+    fn update(&self, key: &str, mut f: impl FnMut(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
+        let not_found = || Fault::plain_not_found(format!("task {key} not found"));
+        let mut cur = self.get(key).ok_or_else(not_found)?;
+        for _ in 0..64 {
+            let mut next = cur.clone();
+            f(&mut next)?;
+            super::vcd::follow_engine(&mut next);
+            let json = serde_json::to_string(&next).map_err(|e| Fault::system_error(e.to_string()))?;
+            match self.store.update_task(key, cur.version, next.is_live(), &json)? {
+                Some(v) => {
+                    next.version = v;
+                    self.install(next.clone());
+                    self.changes.send_modify(|v| *v += 1);
+                    return Ok(next);
+                }
+                None => cur = self.fetch(key)?.ok_or_else(not_found)?,
+            }
         }
-        *t = next.clone();
-        Ok(next)
+        Err(Fault::system_error(format!("task {key} keeps changing under this update; try again")))
     }
 
     fn invalid_state(t: &TaskRecord, what: &str) -> Fault {
@@ -627,11 +789,6 @@ impl Tasks {
             t.start_time.get_or_insert(now);
             t.complete_time = Some(now);
             Ok(())
-        })
-        .inspect(|_| {
-            if let Some(n) = self.workers.lock().get(key) {
-                n.notify_one();
-            }
         })
     }
 

@@ -99,19 +99,71 @@ pub trait Store: Send + Sync {
     /// Apply session changes in one transaction (the session writer batches them).
     fn apply_sessions(&self, ops: &[SessionOp]) -> Result<()>;
 
-    /// Tasks, as (key, sequence, serialized record).
-    fn put_task(&self, key: &str, seq: i64, record: &str) -> Result<()>;
+    /// Add a task (version 1). Other nodes are told of it.
+    fn insert_task(&self, row: &TaskRow) -> Result<()>;
+    /// Replace a task's record if its version is still `version`: the new
+    /// version, or None when another writer changed it first (read it again
+    /// and retry). Other nodes are told of the change.
+    fn update_task(&self, key: &str, version: i64, live: bool, record: &str) -> Result<Option<i64>>;
+    /// The tasks among `keys` that exist.
+    fn get_tasks(&self, keys: &[String]) -> Result<Vec<TaskRow>>;
     fn delete_tasks(&self, keys: &[String]) -> Result<()>;
-    fn list_tasks(&self) -> Result<Vec<(String, i64, String)>>;
+    /// Every task, in sequence order.
+    fn list_tasks(&self) -> Result<Vec<TaskRow>>;
+    /// A block of task sequence numbers no other node gets: (first, count).
+    fn task_seqs(&self) -> Result<(i64, i64)>;
+
+    /// Renew this node's lease for `lease_ms`.
+    fn heartbeat(&self, node: &str, lease_ms: i64) -> Result<()>;
+    /// Give up this node's lease at once (an orderly stop).
+    fn release(&self, node: &str) -> Result<()>;
+    /// Take over, exclusively, the live tasks of nodes that are gone: those
+    /// whose lease has run out, and earlier lives of this node (owners
+    /// starting with `previous`). Each row is claimed by one node only;
+    /// the claimed rows are returned (now owned by `node`; `owner` says
+    /// whose they were).
+    fn claim_orphans(&self, node: &str, previous: &str) -> Result<Vec<TaskRow>>;
+    /// Call `on` with the keys of tasks other nodes change, as they commit.
+    /// False when there can be no other node (an embedded store).
+    fn watch_tasks(&self, node: &str, on: Box<dyn Fn(TaskNote) + Send + Sync>) -> Result<bool>;
 
     /// Registered extensions, as (key, serialized Extension).
     fn put_extension(&self, key: &str, record: &str) -> Result<()>;
     fn delete_extension(&self, key: &str) -> Result<bool>;
     fn list_extensions(&self) -> Result<Vec<(String, String)>>;
 
-    /// A number that changes when another process or node has changed the
-    /// store, so cached users and permissions can be reloaded only then.
+    /// A number that changes when another process or node has changed
+    /// users, permissions, inventory objects or extensions, so cached copies
+    /// are reloaded only then.
     fn external_version(&self) -> Result<i64>;
+    /// Inventory moId numbers: shared by the nodes when this returns true
+    /// (the counter is moved past `at_least` first); false on a store with
+    /// one node, which numbers its own.
+    fn object_ids(&self, at_least: i64) -> Result<bool>;
+    /// The next inventory moId number (a shared store only).
+    fn next_object_id(&self) -> Result<i64>;
+}
+
+/// A task as kept: the record is the engine's, serialized; `version` grows
+/// with every change; `owner` is the node that holds a live task (one that
+/// has not finished and is run or held by a node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRow {
+    pub key: String,
+    pub seq: i64,
+    pub version: i64,
+    pub owner: String,
+    pub live: bool,
+    pub record: String,
+}
+
+/// What another node did to tasks.
+#[derive(Clone, Debug)]
+pub enum TaskNote {
+    /// These tasks were added, changed or deleted.
+    Changed(Vec<String>),
+    /// Notes may have been missed (the watch reconnected): read everything.
+    Resync,
 }
 
 #[derive(Clone, Debug)]

@@ -14,6 +14,16 @@ type Job = Box<dyn FnOnce(&mut Client) + Send>;
 
 pub struct PgStore {
     jobs: mpsc::Sender<Job>,
+    /// The server URL (without the schema), for the watch connection.
+    url: String,
+    /// The NOTIFY channel of this schema's task changes.
+    channel: String,
+    /// This node's id, set when it watches: notes name their sender, so a
+    /// node skips its own.
+    me: std::sync::OnceLock<String>,
+    /// Bumps of `vtwin_version` this handle committed: its own changes are
+    /// not news to it.
+    own: Arc<std::sync::atomic::AtomicI64>,
 }
 
 fn err(e: ::postgres::Error) -> StoreError {
@@ -38,7 +48,26 @@ CREATE TABLE tasks (key TEXT PRIMARY KEY, seq BIGINT NOT NULL, record TEXT NOT N
 CREATE TABLE extensions (key TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE vtwin_version (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
 INSERT INTO vtwin_version VALUES (1, 0);
+"#, r#"
+ALTER TABLE tasks ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN live BOOLEAN NOT NULL DEFAULT FALSE;
+UPDATE tasks SET live = TRUE WHERE record::jsonb->>'state' IN ('queued', 'running') AND jsonb_typeof(record::jsonb->'vcd') IS DISTINCT FROM 'object';
+CREATE INDEX tasks_live ON tasks (owner) WHERE live;
+CREATE TABLE nodes (id TEXT PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL);
+CREATE SEQUENCE task_seq INCREMENT BY 64;
+CREATE SEQUENCE object_seq;
+SELECT setval('task_seq', (SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks), false);
 "#];
+
+/// Task sequence numbers per `nextval` (the sequence's increment).
+const SEQ_BLOCK: i64 = 64;
+
+const TASK_COLUMNS: &str = "key,seq,version,owner,live,record";
+
+fn task_row(r: &::postgres::Row) -> TaskRow {
+    TaskRow { key: r.get(0), seq: r.get(1), version: r.get(2), owner: r.get(3), live: r.get(4), record: r.get(5) }
+}
 
 const BUMP: &str = "UPDATE vtwin_version SET n = n + 1 WHERE id = 1";
 
@@ -83,7 +112,17 @@ impl PgStore {
                 })
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
         }
-        Ok(PgStore { jobs: tx })
+        let channel = format!("vtwin_tasks_{}", schema.as_deref().unwrap_or("public"));
+        Ok(PgStore { jobs: tx, url, channel, me: Default::default(), own: Default::default() })
+    }
+
+    fn bumped(&self) {
+        self.own.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The payload telling other nodes that this one changed `key`.
+    fn note(&self, key: &str) -> String {
+        format!("{} {key}", self.me.get().map(String::as_str).unwrap_or("-"))
     }
 
     /// Run `f` on a connection and wait for its answer.
@@ -95,6 +134,63 @@ impl PgStore {
             }))
             .map_err(|_| StoreError::Backend("the database connections are gone".into()))?;
         rx.recv().map_err(|_| StoreError::Backend("the database connection failed".into()))?.map_err(err)
+    }
+}
+
+/// LISTEN on the task channel and hand other nodes' changes to `on`, in
+/// batches: everything that arrived while the last batch was handled. A
+/// lost connection is made again, and then everything is read afresh.
+fn watch(first: Client, url: &str, chan: &str, node: &str, on: Box<dyn Fn(TaskNote) + Send + Sync>) {
+    use ::postgres::fallible_iterator::FallibleIterator;
+    let mut client = Some(first);
+    let mut resync = false;
+    loop {
+        let mut c = match client.take() {
+            Some(c) => c,
+            None => match Client::connect(url, NoTls) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "task watch: cannot reconnect");
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = c.batch_execute(&format!("LISTEN \"{chan}\"")) {
+            tracing::warn!(error = %e, "task watch: LISTEN failed");
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            continue;
+        }
+        if resync {
+            on(TaskNote::Resync);
+        }
+        resync = true;
+        loop {
+            let mut keys: Vec<String> = vec![];
+            let mut take = |payload: &str| {
+                if let Some((from, key)) = payload.split_once(' ') {
+                    if from != node && !keys.iter().any(|k| k == key) {
+                        keys.push(key.to_string());
+                    }
+                }
+            };
+            let mut n = c.notifications();
+            match n.blocking_iter().next() {
+                Ok(Some(m)) => take(m.payload()),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "task watch: connection lost");
+                    break;
+                }
+            }
+            let mut more = n.iter();
+            while let Ok(Some(m)) = more.next() {
+                take(m.payload());
+            }
+            if !keys.is_empty() {
+                on(TaskNote::Changed(keys));
+            }
+        }
     }
 }
 
@@ -152,6 +248,7 @@ impl Store for PgStore {
             tx.execute(BUMP, &[])?;
             tx.commit()
         })
+        .inspect(|_| self.bumped())
     }
     fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
         let name = name.to_string();
@@ -176,6 +273,7 @@ impl Store for PgStore {
             tx.execute(BUMP, &[])?;
             tx.commit()
         })
+        .inspect(|_| self.bumped())
     }
     fn delete_object(&self, moid: &str) -> Result<()> {
         let moid = moid.to_string();
@@ -185,6 +283,7 @@ impl Store for PgStore {
             tx.execute(BUMP, &[])?;
             tx.commit()
         })
+        .inspect(|_| self.bumped())
     }
     fn list_objects(&self) -> Result<Vec<ObjectRecord>> {
         self.run(|c| {
@@ -211,6 +310,7 @@ impl Store for PgStore {
             tx.execute(BUMP, &[])?;
             tx.commit()
         })
+        .inspect(|_| self.bumped())
     }
     fn remove_permission(&self, entity: &str, principal: &str, group: bool) -> Result<bool> {
         let (entity, principal) = (entity.to_string(), principal.to_string());
@@ -221,6 +321,7 @@ impl Store for PgStore {
             tx.commit()?;
             Ok(n > 0)
         })
+        .inspect(|_| self.bumped())
     }
     fn list_permissions(&self) -> Result<Vec<PermissionRecord>> {
         self.run(|c| {
@@ -267,18 +368,98 @@ impl Store for PgStore {
             tx.commit()
         })
     }
-    fn put_task(&self, key: &str, seq: i64, record: &str) -> Result<()> {
-        let (key, record) = (key.to_string(), record.to_string());
+    fn insert_task(&self, t: &TaskRow) -> Result<()> {
+        let (t, chan, note) = (t.clone(), self.channel.clone(), self.note(&t.key));
         self.run(move |c| {
-            c.execute("INSERT INTO tasks(key,seq,record) VALUES($1,$2,$3) ON CONFLICT (key) DO UPDATE SET seq=EXCLUDED.seq, record=EXCLUDED.record", &[&key, &seq, &record]).map(|_| ())
+            c.execute(
+                "WITH i AS (INSERT INTO tasks(key,seq,version,owner,live,record) VALUES($1,$2,$3,$4,$5,$6) RETURNING key) SELECT pg_notify($7, $8) FROM i",
+                &[&t.key, &t.seq, &t.version, &t.owner, &t.live, &t.record, &chan, &note],
+            )
+            .map(|_| ())
         })
     }
-    fn delete_tasks(&self, keys: &[String]) -> Result<()> {
-        let keys = keys.to_vec();
-        self.run(move |c| c.execute("DELETE FROM tasks WHERE key = ANY($1)", &[&keys]).map(|_| ()))
+    fn update_task(&self, key: &str, version: i64, live: bool, record: &str) -> Result<Option<i64>> {
+        let (key, record, chan, note) = (key.to_string(), record.to_string(), self.channel.clone(), self.note(key));
+        self.run(move |c| {
+            Ok(c.query_opt(
+                "WITH u AS (UPDATE tasks SET record=$3, live=$4, version=version+1 WHERE key=$1 AND version=$2 RETURNING version)
+                 SELECT version, pg_notify($5, $6) FROM u",
+                &[&key, &version, &record, &live, &chan, &note],
+            )?
+            .map(|r| r.get(0)))
+        })
     }
-    fn list_tasks(&self) -> Result<Vec<(String, i64, String)>> {
-        self.run(|c| Ok(c.query("SELECT key,seq,record FROM tasks ORDER BY seq", &[])?.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()))
+    fn get_tasks(&self, keys: &[String]) -> Result<Vec<TaskRow>> {
+        let keys = keys.to_vec();
+        self.run(move |c| Ok(c.query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE key = ANY($1)"), &[&keys])?.iter().map(task_row).collect()))
+    }
+    fn delete_tasks(&self, keys: &[String]) -> Result<()> {
+        let (keys, chan, me) = (keys.to_vec(), self.channel.clone(), self.note(""));
+        self.run(move |c| c.execute("WITH d AS (DELETE FROM tasks WHERE key = ANY($1) RETURNING key) SELECT pg_notify($2, $3 || key) FROM d", &[&keys, &chan, &me]).map(|_| ()))
+    }
+    fn list_tasks(&self) -> Result<Vec<TaskRow>> {
+        self.run(|c| Ok(c.query(&format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY seq"), &[])?.iter().map(task_row).collect()))
+    }
+    fn task_seqs(&self) -> Result<(i64, i64)> {
+        self.run(|c| Ok((c.query_one("SELECT nextval('task_seq')", &[])?.get(0), SEQ_BLOCK)))
+    }
+    fn heartbeat(&self, node: &str, lease_ms: i64) -> Result<()> {
+        let node = node.to_string();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO nodes(id,lease_until) VALUES($1, clock_timestamp() + make_interval(secs => $2::BIGINT / 1000.0))
+                 ON CONFLICT (id) DO UPDATE SET lease_until=EXCLUDED.lease_until",
+                &[&node, &lease_ms],
+            )
+            .map(|_| ())
+        })
+    }
+    fn release(&self, node: &str) -> Result<()> {
+        let node = node.to_string();
+        self.run(move |c| c.execute("DELETE FROM nodes WHERE id=$1", &[&node]).map(|_| ()))
+    }
+    fn claim_orphans(&self, node: &str, previous: &str) -> Result<Vec<TaskRow>> {
+        let (node, previous, chan) = (node.to_string(), previous.to_string(), self.channel.clone());
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            // Rows another node is claiming are skipped, not waited for:
+            // each orphan goes to exactly one node.
+            let rows: Vec<TaskRow> = tx
+                .query(
+                    "WITH o AS (
+                            SELECT key, owner FROM tasks WHERE live AND owner<>$1
+                              AND (starts_with(owner, $2) OR owner NOT IN (SELECT id FROM nodes WHERE lease_until > clock_timestamp()))
+                            FOR UPDATE SKIP LOCKED)
+                         UPDATE tasks t SET owner=$1, version=t.version+1 FROM o WHERE t.key=o.key
+                         RETURNING t.key, t.seq, t.version, o.owner, t.live, t.record",
+                    &[&node, &previous],
+                )?
+                .iter()
+                .map(task_row)
+                .collect();
+            for r in &rows {
+                tx.execute("SELECT pg_notify($1, $2)", &[&chan, &format!("{node} {}", r.key)])?;
+            }
+            tx.execute("DELETE FROM nodes WHERE lease_until < clock_timestamp() - interval '1 minute' OR (starts_with(id, $1) AND id<>$2)", &[&previous, &node])?;
+            tx.commit()?;
+            Ok(rows)
+        })
+    }
+    fn watch_tasks(&self, node: &str, on: Box<dyn Fn(TaskNote) + Send + Sync>) -> Result<bool> {
+        let _ = self.me.set(node.to_string());
+        let (url, chan, node) = (self.url.clone(), self.channel.clone(), node.to_string());
+        // Connect once now, so a bad URL shows at start (on a thread of its
+        // own: the caller may be on the server's runtime).
+        let u = url.clone();
+        let first = std::thread::spawn(move || Client::connect(&u, NoTls))
+            .join()
+            .map_err(|_| StoreError::Backend("connecting the task watch failed".into()))?
+            .map_err(err)?;
+        std::thread::Builder::new()
+            .name("vtwin-pg-watch".into())
+            .spawn(move || watch(first, &url, &chan, &node, on))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(true)
     }
     fn put_extension(&self, key: &str, record: &str) -> Result<()> {
         let (key, record) = (key.to_string(), record.to_string());
@@ -288,6 +469,7 @@ impl Store for PgStore {
             tx.execute(BUMP, &[])?;
             tx.commit()
         })
+        .inspect(|_| self.bumped())
     }
     fn delete_extension(&self, key: &str) -> Result<bool> {
         let key = key.to_string();
@@ -298,11 +480,22 @@ impl Store for PgStore {
             tx.commit()?;
             Ok(n > 0)
         })
+        .inspect(|_| self.bumped())
     }
     fn list_extensions(&self) -> Result<Vec<(String, String)>> {
         self.run(|c| Ok(c.query("SELECT key,record FROM extensions ORDER BY key", &[])?.iter().map(|r| (r.get(0), r.get(1))).collect()))
     }
+    /// Changes by others: the shared counter less this handle's own bumps
+    /// (read after it, so an own change in flight can only look like news).
     fn external_version(&self) -> Result<i64> {
-        self.run(|c| Ok(c.query_one("SELECT n FROM vtwin_version WHERE id=1", &[])?.get(0)))
+        let n: i64 = self.run(|c| Ok(c.query_one("SELECT n FROM vtwin_version WHERE id=1", &[])?.get(0)))?;
+        Ok(n - self.own.load(std::sync::atomic::Ordering::SeqCst))
+    }
+    fn object_ids(&self, at_least: i64) -> Result<bool> {
+        self.run(move |c| c.execute("SELECT setval('object_seq', GREATEST((SELECT last_value FROM object_seq), $1))", &[&at_least]).map(|_| ()))?;
+        Ok(true)
+    }
+    fn next_object_id(&self) -> Result<i64> {
+        self.run(|c| Ok(c.query_one("SELECT nextval('object_seq')", &[])?.get(0)))
     }
 }

@@ -25,7 +25,25 @@ CREATE TABLE sessions (token TEXT PRIMARY KEY, key TEXT NOT NULL, user_name TEXT
 "#, r#"
 CREATE TABLE tasks (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, record TEXT NOT NULL);
 CREATE TABLE extensions (key TEXT PRIMARY KEY, record TEXT NOT NULL);
+"#, r#"
+ALTER TABLE tasks ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE tasks ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
+UPDATE tasks SET live = 1 WHERE json_extract(record, '$.state') IN ('queued', 'running') AND json_extract(record, '$.vcd') IS NULL;
+CREATE INDEX tasks_live ON tasks (owner) WHERE live;
+CREATE TABLE nodes (id TEXT PRIMARY KEY, lease_until INTEGER NOT NULL);
 "#];
+
+/// Task sequence numbers handed out at a time.
+const SEQ_BLOCK: i64 = 1024;
+
+fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
+    Ok(TaskRow { key: r.get(0)?, seq: r.get(1)?, version: r.get(2)?, owner: r.get(3)?, live: r.get(4)?, record: r.get(5)? })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore> {
@@ -186,8 +204,25 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(err)
     }
-    fn put_task(&self, key: &str, seq: i64, record: &str) -> Result<()> {
-        self.exec("INSERT OR REPLACE INTO tasks(key,seq,record) VALUES(?1,?2,?3)", params![key, seq, record]).map(|_| ()).map_err(err)
+    fn insert_task(&self, t: &TaskRow) -> Result<()> {
+        self.exec("INSERT INTO tasks(key,seq,version,owner,live,record) VALUES(?1,?2,?3,?4,?5,?6)", params![t.key, t.seq, t.version, t.owner, t.live, t.record])
+            .map(|_| ())
+            .map_err(err)
+    }
+    fn update_task(&self, key: &str, version: i64, live: bool, record: &str) -> Result<Option<i64>> {
+        let n = self.exec("UPDATE tasks SET record=?3, live=?4, version=version+1 WHERE key=?1 AND version=?2", params![key, version, record, live]).map_err(err)?;
+        Ok((n == 1).then_some(version + 1))
+    }
+    fn get_tasks(&self, keys: &[String]) -> Result<Vec<TaskRow>> {
+        let c = self.conn.lock();
+        let mut st = c.prepare_cached("SELECT key,seq,version,owner,live,record FROM tasks WHERE key=?1").map_err(err)?;
+        let mut out = vec![];
+        for k in keys {
+            if let Some(r) = st.query_row([k], task_row).optional().map_err(err)? {
+                out.push(r);
+            }
+        }
+        Ok(out)
     }
     fn delete_tasks(&self, keys: &[String]) -> Result<()> {
         let mut c = self.conn.lock();
@@ -197,11 +232,50 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(err)
     }
-    fn list_tasks(&self) -> Result<Vec<(String, i64, String)>> {
+    fn list_tasks(&self) -> Result<Vec<TaskRow>> {
         let c = self.conn.lock();
-        let mut st = c.prepare_cached("SELECT key,seq,record FROM tasks ORDER BY seq").map_err(err)?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(err)?;
+        let mut st = c.prepare_cached("SELECT key,seq,version,owner,live,record FROM tasks ORDER BY seq").map_err(err)?;
+        let rows = st.query_map([], task_row).map_err(err)?;
         rows.collect::<std::result::Result<_, _>>().map_err(err)
+    }
+    fn task_seqs(&self) -> Result<(i64, i64)> {
+        let mut c = self.conn.lock();
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+        let kept: Option<String> = tx.query_row("SELECT value FROM meta WHERE key='task_seq'", [], |r| r.get(0)).optional().map_err(err)?;
+        let max: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM tasks", [], |r| r.get(0)).map_err(err)?;
+        let next = kept.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0).max(max);
+        tx.execute("INSERT OR REPLACE INTO meta(key,value) VALUES('task_seq',?1)", [(next + SEQ_BLOCK).to_string()]).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok((next + 1, SEQ_BLOCK))
+    }
+    fn heartbeat(&self, node: &str, lease_ms: i64) -> Result<()> {
+        self.exec("INSERT OR REPLACE INTO nodes(id,lease_until) VALUES(?1,?2)", params![node, now_ms() + lease_ms]).map(|_| ()).map_err(err)
+    }
+    fn release(&self, node: &str) -> Result<()> {
+        self.exec("DELETE FROM nodes WHERE id=?1", [node]).map(|_| ()).map_err(err)
+    }
+    /// One process serves a SQLite store: every other owner is gone.
+    fn claim_orphans(&self, node: &str, _previous: &str) -> Result<Vec<TaskRow>> {
+        let mut c = self.conn.lock();
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+        let rows = {
+            let mut st = tx.prepare_cached("SELECT key,seq,version+1,owner,live,record FROM tasks WHERE live AND owner<>?1").map_err(err)?;
+            let rows = st.query_map([node], task_row).map_err(err)?.collect::<std::result::Result<Vec<_>, _>>().map_err(err)?;
+            rows
+        };
+        tx.execute("UPDATE tasks SET owner=?1, version=version+1 WHERE live AND owner<>?1", [node]).map_err(err)?;
+        tx.execute("DELETE FROM nodes WHERE id<>?1", [node]).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(rows)
+    }
+    fn object_ids(&self, _at_least: i64) -> Result<bool> {
+        Ok(false)
+    }
+    fn next_object_id(&self) -> Result<i64> {
+        Err(StoreError::Backend("the embedded store has one node: inventory ids are its own".into()))
+    }
+    fn watch_tasks(&self, _node: &str, _on: Box<dyn Fn(TaskNote) + Send + Sync>) -> Result<bool> {
+        Ok(false)
     }
     fn put_extension(&self, key: &str, record: &str) -> Result<()> {
         self.exec("INSERT OR REPLACE INTO extensions(key,record) VALUES(?1,?2)", params![key, record]).map(|_| ()).map_err(err)

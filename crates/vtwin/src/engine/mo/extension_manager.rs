@@ -5,6 +5,8 @@ use vmodl::value::Args;
 use vmodl::{json, types, Data, MoRef, Value, VersionId};
 
 pub fn property(eng: &Engine, name: &str) -> Option<Value> {
+    // Extensions other nodes registered.
+    let _ = eng.refresh_external(false);
     match name {
         "extensionList" => Some(Value::Array(types::Extension, eng.extensions.read().values().cloned().map(Value::from).collect())),
         _ => None,
@@ -29,6 +31,7 @@ fn save(eng: &Engine, mut ext: Data) -> Result<(), Fault> {
 pub fn invoke(eng: &Engine, _ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
     let key = args.str("extensionKey").unwrap_or("").to_string();
     let missing = |k: &str| Fault::plain_not_found(format!("extension '{k}' is not registered"));
+    let _ = eng.refresh_external(false);
     Some(match method {
         "RegisterExtension" | "UpdateExtension" => (|| {
             let ext = args.get("extension").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("extension", "extension is required"))?.clone();

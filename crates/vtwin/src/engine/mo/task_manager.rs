@@ -26,8 +26,17 @@ pub fn property(eng: &Engine, name: &str) -> Option<Value> {
     })
 }
 
-/// Is `task_type` in the taskList of a registered extension?
+/// Is `task_type` in the taskList of a registered extension (one another
+/// node registered a moment ago included)?
 fn registered_task_type(eng: &Engine, task_type: &str) -> bool {
+    if listed_task_type(eng, task_type) {
+        return true;
+    }
+    let _ = eng.refresh_external(true);
+    listed_task_type(eng, task_type)
+}
+
+fn listed_task_type(eng: &Engine, task_type: &str) -> bool {
     eng.extensions.read().values().any(|ext| {
         ext.get("taskList")
             .and_then(Value::as_array)
