@@ -139,8 +139,16 @@ pub async fn wake_latency_on(http: &Http, base: &str, wait_base: &str, sid: &str
                 anyhow::Ok((Instant::now(), v))
             }
         };
-        let (_, first) = wait(String::new()).await?;
-        let version = first["version"].as_str().unwrap_or_default().to_string();
+        // Until the waiter has seen `running` (on another node that news
+        // may come after the first answer).
+        let mut version = String::new();
+        loop {
+            let (_, upd) = wait(version.clone()).await?;
+            version = upd["version"].as_str().unwrap_or_default().to_string();
+            if upd.to_string().contains("running") {
+                break;
+            }
+        }
         let waiter = tokio::spawn(wait(version));
         // Let the waiter reach the server and park.
         tokio::time::sleep(Duration::from_millis(20)).await;
