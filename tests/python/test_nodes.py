@@ -102,6 +102,24 @@ def test_a_task_started_on_one_node_is_waited_on_and_cancelled_from_another(data
             raise AssertionError("a cancelled task took a new state")
         except vim.fault.InvalidState:
             pass
+        # One disk used from both nodes in turn: each sees the other's
+        # writes (a node whose copy of the disk is stale reads it again).
+        fcd = Fcd(a, sa)
+        cid = fcd.change_id(fcd.snapshot("base"))
+        fcd_b = Fcd.__new__(Fcd)
+        fcd_b.server, fcd_b.si, fcd_b.id, fcd_b.ds = b, sb, fcd.id, vim.Datastore(fcd.ds._moId, sb._stub)
+        fcd_b.vsom = sb.RetrieveContent().vStorageObjectManager
+        for i in range(3):
+            w, r = (fcd, fcd_b) if i % 2 == 0 else (fcd_b, fcd)
+            subprocess.run(["qemu-io", "-f", "raw", "-c", f"write -P {0x30 + i} {i * SLOT} {SLOT}", w.ticket(write=True)], check=True, capture_output=True)
+            cmds = []
+            for j in range(i + 1):
+                cmds += ["-c", f"read -P {0x30 + j} {j * SLOT} {SLOT}"]
+            out = subprocess.run(["qemu-io", "-r", "-f", "raw", *cmds, r.ticket()], capture_output=True, text=True)
+            assert out.returncode == 0 and "verification failed" not in out.stdout, out.stdout
+        snap = fcd_b.snapshot("after")
+        areas = fcd_b.changed(snap, cid)
+        assert all(any(st <= j * SLOT and (j + 1) * SLOT <= st + ln for st, ln in areas) for j in range(3)), areas
         # Each node names tasks from its own block: no key is handed out twice.
         keys = {tm.CreateTask(obj=root, taskTypeId="com.vtwin.nodes.run", cancelable=False).key for _ in range(20)}
         tmb = sb.RetrieveContent().taskManager

@@ -20,25 +20,100 @@ pub const MAX_OPEN: usize = 2048;
 
 /// One disk, locked while an operation works on it.
 pub type DiskRef = Arc<DiskCell>;
-pub type DiskGuard<'a> = MappedMutexGuard<'a, vdisk::Disk>;
+
+/// The lock file in each disk's directory. Nodes sharing the datastores
+/// (several processes, as hosts share an NFS datastore) take it, with
+/// `flock`, for every operation; it holds the stamp of the process that
+/// last had the disk, so a process whose copy of the disk's state (grain
+/// tables, change log, metadata) may be stale reads it again first.
+pub const LOCK_FILE: &str = ".vtwin-lock";
+
+/// This process among those sharing the datastores.
+static STAMP: std::sync::LazyLock<[u8; 16]> = std::sync::LazyLock::new(|| *uuid::Uuid::new_v4().as_bytes());
+
+/// An open disk and its lock file.
+struct Opened {
+    disk: vdisk::Disk,
+    lockf: Option<std::fs::File>,
+}
+
+/// The `flock` held on a disk's lock file; released when dropped.
+struct Held(std::os::fd::RawFd);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor stays open while the guard that owns this
+        // lives (its file is in the disk's slot, which the guard locks).
+        unsafe { libc::flock(self.0, libc::LOCK_UN) };
+    }
+}
+
+/// A disk locked for one operation: in this process (its mutex) and among
+/// processes (its lock file). The file lock goes first, before the mutex.
+pub struct DiskGuard<'a> {
+    _held: Held,
+    disk: MappedMutexGuard<'a, vdisk::Disk>,
+}
+
+impl std::ops::Deref for DiskGuard<'_> {
+    type Target = vdisk::Disk;
+    fn deref(&self) -> &vdisk::Disk {
+        &self.disk
+    }
+}
+
+impl std::ops::DerefMut for DiskGuard<'_> {
+    fn deref_mut(&mut self) -> &mut vdisk::Disk {
+        &mut self.disk
+    }
+}
 
 /// A disk's directory and, while it is open, the disk.
 pub struct DiskCell {
     dir: PathBuf,
-    slot: Mutex<Option<vdisk::Disk>>,
+    slot: Mutex<Option<Opened>>,
     used: AtomicU64,
     open: Arc<AtomicUsize>,
     clock: Arc<AtomicU64>,
 }
 
 impl DiskCell {
-    fn guard<'a>(&'a self, mut g: MutexGuard<'a, Option<vdisk::Disk>>) -> vdisk::Result<DiskGuard<'a>> {
-        if g.is_none() {
-            *g = Some(vdisk::Disk::open(&self.dir)?);
-            self.open.fetch_add(1, Ordering::Relaxed);
+    fn guard<'a>(&'a self, mut g: MutexGuard<'a, Option<Opened>>) -> vdisk::Result<DiskGuard<'a>> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
+        let path = self.dir.join(LOCK_FILE);
+        let io = |source: std::io::Error| vdisk::Error::Io { path: path.display().to_string(), source };
+        let lockf = match g.as_mut().and_then(|o| o.lockf.take()) {
+            Some(f) => f,
+            None => std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?,
+        };
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(lockf.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io(e));
+            }
         }
+        let held = Held(lockf.as_raw_fd());
+        let mut stamp = [0u8; 16];
+        let ours = lockf.read_at(&mut stamp, 0).is_ok_and(|n| n == 16) && stamp == *STAMP;
+        if g.is_none() || !ours {
+            // First use here, or another process had the disk since.
+            let disk = vdisk::Disk::open(&self.dir)?;
+            if g.is_none() {
+                self.open.fetch_add(1, Ordering::Relaxed);
+            }
+            *g = Some(Opened { disk, lockf: None });
+            if !ours {
+                lockf.write_at(&STAMP[..], 0).map_err(io)?;
+            }
+        }
+        g.as_mut().expect("opened above").lockf = Some(lockf);
         self.used.store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-        Ok(MutexGuard::map(g, |d| d.as_mut().expect("opened above")))
+        Ok(DiskGuard { _held: held, disk: MutexGuard::map(g, |o| &mut o.as_mut().expect("opened above").disk) })
     }
 
     /// Lock the disk, opening it if it is closed (I/O errors as they are).
@@ -61,7 +136,7 @@ impl DiskCell {
     pub fn meta(&self, t: Duration) -> Option<Result<vdisk::disk::Meta, Fault>> {
         let g = self.slot.try_lock_for(t)?;
         Some(match &*g {
-            Some(d) => Ok(d.meta.clone()),
+            Some(o) => Ok(o.disk.meta.clone()),
             None => {
                 let p = self.dir.join(vdisk::disk::META);
                 std::fs::read(&p)
@@ -152,7 +227,8 @@ impl Disks {
         if disk.is_some() {
             self.open.fetch_add(1, Ordering::Relaxed);
         }
-        Arc::new(DiskCell { dir, slot: Mutex::new(disk), used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)), open: self.open.clone(), clock: self.clock.clone() })
+        let slot = disk.map(|disk| Opened { disk, lockf: None });
+        Arc::new(DiskCell { dir, slot: Mutex::new(slot), used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)), open: self.open.clone(), clock: self.clock.clone() })
     }
 
     /// Add the disks found under one datastore; the number added. Only

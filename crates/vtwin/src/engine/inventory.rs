@@ -59,9 +59,18 @@ impl Inventory {
         format!("{prefix}-{}", self.next_id)
     }
 
+    /// Take over another copy's numbering (a reload keeps it).
+    pub fn keep_ids_of(&mut self, old: &Inventory) {
+        self.shared_ids = old.shared_ids.clone();
+        self.next_id = self.next_id.max(old.next_id);
+    }
+
     /// Number new objects from the store's shared counter (several nodes),
     /// moved past every number used so far.
     pub fn share_ids(&mut self, store: std::sync::Arc<dyn Store>) -> crate::store::Result<()> {
+        if self.shared_ids.is_some() {
+            return Ok(());
+        }
         if store.object_ids(self.next_id as i64)? {
             self.shared_ids = Some(store);
         }

@@ -86,6 +86,8 @@ pub struct Engine {
     /// Per-entity queues of engine-run tasks.
     pub runner: runner::Runner,
     me: std::sync::OnceLock<std::sync::Weak<Engine>>,
+    /// Set by an orderly stop: the node's threads end.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Objects that exist once per server, by moId.
@@ -183,6 +185,7 @@ impl Engine {
             control: Default::default(),
             runner: Default::default(),
             me: std::sync::OnceLock::new(),
+            stopping: Default::default(),
         };
         Ok(OpenResult { engine, generated_password })
     }
@@ -265,12 +268,14 @@ impl Engine {
         }
         self.checked_at.store(now, Ordering::Relaxed);
         let v = self.store.external_version()?;
-        if self.seen_version.swap(v, Ordering::Relaxed) != v {
+        if self.seen_version.load(Ordering::Relaxed) != v {
             self.perms.reload(self.store.as_ref())?;
             let all = self.store.list_users()?;
             *self.users.write() = all.into_iter().map(|u| (u.name.clone(), u)).collect();
             *self.extensions.write() = load_extensions(self.store.as_ref())?;
             self.reload_inventory()?;
+            // Only now: a reload that failed is tried again.
+            self.seen_version.store(v, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -281,7 +286,7 @@ impl Engine {
     fn reload_inventory(&self) -> Result<(), Fault> {
         let mut inv = self.inv.write();
         let Some(mut fresh) = Inventory::load(self.store.as_ref())? else { return Ok(()) };
-        fresh.share_ids(self.store.clone())?;
+        fresh.keep_ids_of(&inv);
         let same = fresh.order == inv.order
             && fresh.objects.iter().all(|(k, e)| inv.objects.get(k).is_some_and(|o| o.name == e.name && o.parent == e.parent && o.attrs == e.attrs));
         if same {

@@ -7,9 +7,13 @@
 //! as often, for live tasks whose owner's lease has run out and claims them
 //! (each row goes to one node: the store skips rows another node is
 //! claiming); it then ends them in error. So a node that dies has its tasks
-//! ended within the lease plus a third of it. A restarted node ends the
-//! tasks of its earlier lives (the same node name) at once.
+//! ended within the lease plus a third of it — at once, on PostgreSQL,
+//! when its database session has ended (a killed process's has): a live
+//! node holds an advisory lock on its watch connection, and a node whose
+//! lock is not held is gone whatever its lease says. A restarted node ends
+//! the tasks of its earlier lives (the same node name) at once.
 use super::Engine;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +35,8 @@ impl Engine {
             Box::new(move |note| {
                 if let Some(e) = weak.upgrade() {
                     if let Err(f) = e.tasks.refresh(&note) {
+                        // Read everything at the next look instead.
+                        e.tasks.needs_resync.store(true, Ordering::SeqCst);
                         tracing::warn!(error = %f.message, "reading other nodes' task changes failed");
                     }
                 }
@@ -40,13 +46,32 @@ impl Engine {
         if n > 0 {
             tracing::info!(tasks = n, "tasks of stopped nodes ended in error");
         }
-        let weak = Arc::downgrade(self);
-        let (id2, every) = (id.clone(), lease / 3);
+        let every = lease / 3;
+        // The lease has a thread of its own: slow work elsewhere must not
+        // let it run out while this node is well.
+        let (weak, id2) = (Arc::downgrade(self), id.clone());
         std::thread::Builder::new().name("vtwin-lease".into()).spawn(move || loop {
             std::thread::sleep(every);
             let Some(e) = weak.upgrade() else { break };
+            if e.stopping.load(Ordering::SeqCst) {
+                break;
+            }
             if let Err(err) = e.store.heartbeat(&id2, lease_ms) {
                 tracing::warn!(error = %err, "renewing this node's lease failed");
+            }
+        })?;
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new().name("vtwin-nodes".into()).spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(e) = weak.upgrade() else { break };
+            if e.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            if e.tasks.needs_resync.swap(false, Ordering::SeqCst) {
+                if let Err(f) = e.tasks.refresh(&crate::store::TaskNote::Resync) {
+                    e.tasks.needs_resync.store(true, Ordering::SeqCst);
+                    tracing::warn!(error = %f.message, "reading all tasks again failed");
+                }
             }
             // Users, permissions, inventory and extensions other nodes
             // changed, even while no request comes to this node.
@@ -65,6 +90,7 @@ impl Engine {
     /// Give up the lease at once (an orderly stop): other nodes end this
     /// node's unfinished tasks at their next look.
     pub fn stop_node(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         if let Err(e) = self.store.release(&self.tasks.node()) {
             tracing::warn!(error = %e, "giving up this node's lease failed");
         }

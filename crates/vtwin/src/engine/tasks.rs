@@ -358,6 +358,10 @@ pub struct Tasks {
     seqs: parking_lot::Mutex<(i64, i64)>,
     /// This node's id: the owner of the tasks it makes.
     node: RwLock<String>,
+    /// Tasks claimed from gone nodes and not yet ended (retried).
+    orphans: parking_lot::Mutex<Vec<(String, String)>>,
+    /// A note from another node could not be taken in: read everything.
+    pub needs_resync: std::sync::atomic::AtomicBool,
     retention: Retention,
     changes: tokio::sync::watch::Sender<u64>,
     /// Wake-ups for the workers of running engine tasks, fired on cancel.
@@ -396,6 +400,8 @@ impl Tasks {
             completed: RwLock::new(completed),
             seqs: parking_lot::Mutex::new((0, 0)),
             node: RwLock::new("local".into()),
+            orphans: Default::default(),
+            needs_resync: Default::default(),
             retention,
             changes,
             workers: Default::default(),
@@ -416,19 +422,26 @@ impl Tasks {
     pub fn claim_orphans(&self, previous: &str) -> Result<usize, Fault> {
         let node = self.node();
         let rows = self.store.claim_orphans(&node, previous)?;
-        let mut n = 0;
         for row in rows {
-            let Some(t) = parse_row(&row) else { continue };
-            let was = t.state;
-            self.install(t);
             let gone = if row.owner.is_empty() { "an earlier vtwin".to_string() } else { format!("node {}", row.owner) };
-            let r = self.update(&row.key, |t| {
+            if let Some(t) = parse_row(&row) {
+                self.install(t);
+            }
+            self.orphans.lock().push((row.key, gone));
+        }
+        // Claimed rows are this node's now: until each has ended (or is
+        // found ended), it is tried again at every look.
+        let pending = std::mem::take(&mut *self.orphans.lock());
+        let mut n = 0;
+        for (key, gone) in pending {
+            let r = self.update(&key, |t| {
                 if t.state.is_final() {
-                    return Err(Self::invalid_state(t, "already ended"));
+                    // Nothing to end; the write clears the row's live mark.
+                    return Ok(());
                 }
                 let f = Fault::system_error(format!(
                     "{gone}, which held this task, stopped while the task was {}; the task did not finish (ended by node {node})",
-                    was.as_str()
+                    t.state.as_str()
                 ));
                 let now = ms(Utc::now());
                 t.state = TaskState::Error;
@@ -439,8 +452,13 @@ impl Tasks {
                 t.complete_time = Some(now);
                 Ok(())
             });
-            if r.is_ok() {
-                n += 1;
+            match r {
+                Ok(_) => n += 1,
+                Err(f) if f.data.ty == types::NotFound || f.message.contains("not found") => {}
+                Err(f) => {
+                    tracing::warn!(%key, error = %f.message, "ending a gone node's task failed; trying again later");
+                    self.orphans.lock().push((key, gone));
+                }
             }
         }
         Ok(n)
@@ -464,12 +482,15 @@ impl Tasks {
             TaskNote::Resync => {
                 let rows = self.store.list_tasks()?;
                 let kept: std::collections::HashSet<&str> = rows.iter().map(|r| r.key.as_str()).collect();
-                let gone: Vec<String> = self.map.read().keys().filter(|k| !kept.contains(k.as_str())).cloned().collect();
+                let missing: Vec<String> = self.map.read().keys().filter(|k| !kept.contains(k.as_str())).cloned().collect();
                 for row in &rows {
                     if let Some(t) = parse_row(row) {
                         self.install(t);
                     }
                 }
+                // Made here since the listing was read? Ask again.
+                let still = self.store.get_tasks(&missing)?;
+                let gone: Vec<String> = missing.into_iter().filter(|k| !still.iter().any(|r| &r.key == k)).collect();
                 self.remove_local(&gone);
             }
         }
@@ -682,9 +703,19 @@ impl Tasks {
     fn update(&self, key: &str, mut f: impl FnMut(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
         let not_found = || Fault::plain_not_found(format!("task {key} not found"));
         let mut cur = self.get(key).ok_or_else(not_found)?;
+        let mut fresh = false;
         for _ in 0..64 {
             let mut next = cur.clone();
-            f(&mut next)?;
+            if let Err(e) = f(&mut next) {
+                // Judged on this node's copy, which another node may have
+                // moved on: judge the store's record before refusing.
+                if fresh {
+                    return Err(e);
+                }
+                cur = self.fetch(key)?.ok_or_else(not_found)?;
+                fresh = true;
+                continue;
+            }
             super::vcd::follow_engine(&mut next);
             let json = serde_json::to_string(&next).map_err(|e| Fault::system_error(e.to_string()))?;
             match self.store.update_task(key, cur.version, next.is_live(), &json)? {
@@ -694,7 +725,10 @@ impl Tasks {
                     self.changes.send_modify(|v| *v += 1);
                     return Ok(next);
                 }
-                None => cur = self.fetch(key)?.ok_or_else(not_found)?,
+                None => {
+                    cur = self.fetch(key)?.ok_or_else(not_found)?;
+                    fresh = true;
+                }
             }
         }
         Err(Fault::system_error(format!("task {key} keeps changing under this update; try again")))

@@ -21,9 +21,18 @@ pub struct PgStore {
     /// This node's id, set when it watches: notes name their sender, so a
     /// node skips its own.
     me: std::sync::OnceLock<String>,
-    /// Bumps of `vtwin_version` this handle committed: its own changes are
-    /// not news to it.
-    own: Arc<std::sync::atomic::AtomicI64>,
+    /// The values of `vtwin_version` this handle's own changes made: they
+    /// are not news to it.
+    own: Arc<parking_lot::Mutex<Own>>,
+}
+
+/// What `external_version` has seen: the counter, how many of its steps
+/// were other handles' changes, and own steps not yet passed.
+#[derive(Default)]
+struct Own {
+    last: i64,
+    foreign: i64,
+    mine: std::collections::BTreeSet<i64>,
 }
 
 fn err(e: ::postgres::Error) -> StoreError {
@@ -52,9 +61,12 @@ INSERT INTO vtwin_version VALUES (1, 0);
 ALTER TABLE tasks ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 ALTER TABLE tasks ADD COLUMN live BOOLEAN NOT NULL DEFAULT FALSE;
-UPDATE tasks SET live = TRUE WHERE record::jsonb->>'state' IN ('queued', 'running') AND jsonb_typeof(record::jsonb->'vcd') IS DISTINCT FROM 'object';
+-- Unfinished tasks of the first step's nodes (text match: a record that is
+-- not JSON must not stop the migration; a finished task marked by mistake
+-- is only looked at once, when it is claimed).
+UPDATE tasks SET live = TRUE WHERE (record LIKE '%"state":"queued"%' OR record LIKE '%"state":"running"%') AND record NOT LIKE '%"vcd":{%';
 CREATE INDEX tasks_live ON tasks (owner) WHERE live;
-CREATE TABLE nodes (id TEXT PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL);
+CREATE TABLE nodes (id TEXT PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL, lock_key BIGINT NOT NULL DEFAULT -1);
 CREATE SEQUENCE task_seq INCREMENT BY 64;
 CREATE SEQUENCE object_seq;
 SELECT setval('task_seq', (SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks), false);
@@ -69,7 +81,7 @@ fn task_row(r: &::postgres::Row) -> TaskRow {
     TaskRow { key: r.get(0), seq: r.get(1), version: r.get(2), owner: r.get(3), live: r.get(4), record: r.get(5) }
 }
 
-const BUMP: &str = "UPDATE vtwin_version SET n = n + 1 WHERE id = 1";
+const BUMP: &str = "UPDATE vtwin_version SET n = n + 1 WHERE id = 1 RETURNING n";
 
 /// Connections kept open.
 const CONNECTIONS: usize = 4;
@@ -112,12 +124,11 @@ impl PgStore {
                 })
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
         }
-        let channel = format!("vtwin_tasks_{}", schema.as_deref().unwrap_or("public"));
-        Ok(PgStore { jobs: tx, url, channel, me: Default::default(), own: Default::default() })
-    }
-
-    fn bumped(&self) {
-        self.own.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let channel = channel(schema.as_deref());
+        let store = PgStore { jobs: tx, url, channel, me: Default::default(), own: Default::default() };
+        // Changes made before this handle opened are not news to it.
+        store.own.lock().last = store.run(|c| Ok(c.query_one("SELECT n FROM vtwin_version WHERE id=1", &[])?.get(0)))?;
+        Ok(store)
     }
 
     /// The payload telling other nodes that this one changed `key`.
@@ -142,12 +153,14 @@ impl PgStore {
 /// lost connection is made again, and then everything is read afresh.
 fn watch(first: Client, url: &str, chan: &str, node: &str, on: Box<dyn Fn(TaskNote) + Send + Sync>) {
     use ::postgres::fallible_iterator::FallibleIterator;
+    // The first connection LISTENs before the watch starts (see
+    // `watch_tasks`); every (re)connection then reads everything once, so
+    // nothing changed before or between connections is missed.
     let mut client = Some(first);
-    let mut resync = false;
     loop {
         let mut c = match client.take() {
             Some(c) => c,
-            None => match Client::connect(url, NoTls) {
+            None => match Client::connect(url, NoTls).and_then(|mut c| listen(&mut c, chan, node).map(|_| c)) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "task watch: cannot reconnect");
@@ -156,42 +169,70 @@ fn watch(first: Client, url: &str, chan: &str, node: &str, on: Box<dyn Fn(TaskNo
                 }
             },
         };
-        if let Err(e) = c.batch_execute(&format!("LISTEN \"{chan}\"")) {
-            tracing::warn!(error = %e, "task watch: LISTEN failed");
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            continue;
-        }
-        if resync {
-            on(TaskNote::Resync);
-        }
-        resync = true;
+        on(TaskNote::Resync);
         loop {
             let mut keys: Vec<String> = vec![];
             let mut take = |payload: &str| {
-                if let Some((from, key)) = payload.split_once(' ') {
+                // "<node> <key>": keys have no spaces, node names may.
+                if let Some((from, key)) = payload.rsplit_once(' ') {
                     if from != node && !keys.iter().any(|k| k == key) {
                         keys.push(key.to_string());
                     }
                 }
             };
-            let mut n = c.notifications();
-            match n.blocking_iter().next() {
-                Ok(Some(m)) => take(m.payload()),
-                Ok(None) => break,
+            // Wake now and then to see that the connection still stands: a
+            // connection that died silently would otherwise wait for ever.
+            let first = c.notifications().timeout_iter(std::time::Duration::from_secs(5)).next().map(|m| m.map(|m| m.payload().to_string()));
+            match first {
+                Ok(Some(p)) => take(&p),
+                Ok(None) => {
+                    if let Err(e) = c.simple_query("SELECT 1") {
+                        tracing::warn!(error = %e, "task watch: connection lost");
+                        break;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "task watch: connection lost");
                     break;
                 }
             }
-            let mut more = n.iter();
-            while let Ok(Some(m)) = more.next() {
-                take(m.payload());
+            {
+                let mut n = c.notifications();
+                let mut more = n.iter();
+                while let Ok(Some(m)) = more.next() {
+                    take(m.payload());
+                }
             }
             if !keys.is_empty() {
                 on(TaskNote::Changed(keys));
             }
         }
     }
+}
+
+/// LISTEN on the channel, and hold this life's advisory lock on the same
+/// session: it is held while the process lives and its connection stands,
+/// so other nodes see at once (in `pg_locks`) that a killed node is gone,
+/// without waiting for its lease to run out.
+fn listen(c: &mut Client, chan: &str, node: &str) -> std::result::Result<(), ::postgres::Error> {
+    c.batch_execute(&format!("LISTEN \"{chan}\""))?;
+    c.execute("SELECT pg_advisory_lock(7270162, $1)", &[&life_key(node)]).map(|_| ())
+}
+
+/// The advisory-lock key of a node's life (0 ..= i32::MAX).
+fn life_key(node: &str) -> i32 {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(node.as_bytes());
+    (u32::from_be_bytes([h[0], h[1], h[2], h[3]]) & 0x7fff_ffff) as i32
+}
+
+/// The NOTIFY channel of a schema's task changes (a hash: channel names
+/// are at most 63 bytes, schema names may be longer).
+fn channel(schema: Option<&str>) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(schema.unwrap_or("public").as_bytes());
+    format!("vtwin_tasks_{}", &hex::encode(h)[..24])
 }
 
 /// `?schema=NAME` off the URL (letters, digits, `_` only).
@@ -239,16 +280,18 @@ impl Store for PgStore {
     }
     fn put_user(&self, u: &UserRecord) -> Result<()> {
         let u = u.clone();
+        let own = self.own.clone();
         self.run(move |c| {
             let mut tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO users(name,password_hash,full_name) VALUES($1,$2,$3) ON CONFLICT (name) DO UPDATE SET password_hash=EXCLUDED.password_hash, full_name=EXCLUDED.full_name",
                 &[&u.name, &u.password_hash, &u.full_name],
             )?;
-            tx.execute(BUMP, &[])?;
-            tx.commit()
+            let bumped: i64 = tx.query_one(BUMP, &[])?.get(0);
+            tx.commit()?;
+            own.lock().mine.insert(bumped);
+            Ok(())
         })
-        .inspect(|_| self.bumped())
     }
     fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
         let name = name.to_string();
@@ -262,6 +305,7 @@ impl Store for PgStore {
     }
     fn put_objects(&self, objs: &[ObjectRecord]) -> Result<()> {
         let objs = objs.to_vec();
+        let own = self.own.clone();
         self.run(move |c| {
             let mut tx = c.transaction()?;
             let st = tx.prepare(
@@ -270,20 +314,23 @@ impl Store for PgStore {
             for o in &objs {
                 tx.execute(&st, &[&o.moid, &o.ty, &o.name, &o.parent, &o.attrs.to_string()])?;
             }
-            tx.execute(BUMP, &[])?;
-            tx.commit()
+            let bumped: i64 = tx.query_one(BUMP, &[])?.get(0);
+            tx.commit()?;
+            own.lock().mine.insert(bumped);
+            Ok(())
         })
-        .inspect(|_| self.bumped())
     }
     fn delete_object(&self, moid: &str) -> Result<()> {
         let moid = moid.to_string();
+        let own = self.own.clone();
         self.run(move |c| {
             let mut tx = c.transaction()?;
             tx.execute("DELETE FROM objects WHERE moid=$1", &[&moid])?;
-            tx.execute(BUMP, &[])?;
-            tx.commit()
+            let bumped: i64 = tx.query_one(BUMP, &[])?.get(0);
+            tx.commit()?;
+            own.lock().mine.insert(bumped);
+            Ok(())
         })
-        .inspect(|_| self.bumped())
     }
     fn list_objects(&self) -> Result<Vec<ObjectRecord>> {
         self.run(|c| {
@@ -301,27 +348,30 @@ impl Store for PgStore {
     }
     fn put_permission(&self, p: &PermissionRecord) -> Result<()> {
         let p = p.clone();
+        let own = self.own.clone();
         self.run(move |c| {
             let mut tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO permissions(entity,principal,is_group,role_id,propagate) VALUES($1,$2,$3,$4,$5) ON CONFLICT (entity,principal,is_group) DO UPDATE SET role_id=EXCLUDED.role_id, propagate=EXCLUDED.propagate",
                 &[&p.entity, &p.principal, &p.group, &p.role_id, &p.propagate],
             )?;
-            tx.execute(BUMP, &[])?;
-            tx.commit()
+            let bumped: i64 = tx.query_one(BUMP, &[])?.get(0);
+            tx.commit()?;
+            own.lock().mine.insert(bumped);
+            Ok(())
         })
-        .inspect(|_| self.bumped())
     }
     fn remove_permission(&self, entity: &str, principal: &str, group: bool) -> Result<bool> {
         let (entity, principal) = (entity.to_string(), principal.to_string());
+        let own = self.own.clone();
         self.run(move |c| {
             let mut tx = c.transaction()?;
             let n = tx.execute("DELETE FROM permissions WHERE entity=$1 AND principal=$2 AND is_group=$3", &[&entity, &principal, &group])?;
-            tx.execute(BUMP, &[])?;
+            let bumped: i64 = tx.query_one(BUMP, &[])?.get(0);
             tx.commit()?;
+            own.lock().mine.insert(bumped);
             Ok(n > 0)
         })
-        .inspect(|_| self.bumped())
     }
     fn list_permissions(&self) -> Result<Vec<PermissionRecord>> {
         self.run(|c| {
@@ -404,12 +454,12 @@ impl Store for PgStore {
         self.run(|c| Ok((c.query_one("SELECT nextval('task_seq')", &[])?.get(0), SEQ_BLOCK)))
     }
     fn heartbeat(&self, node: &str, lease_ms: i64) -> Result<()> {
-        let node = node.to_string();
+        let (node, key) = (node.to_string(), life_key(node));
         self.run(move |c| {
             c.execute(
-                "INSERT INTO nodes(id,lease_until) VALUES($1, clock_timestamp() + make_interval(secs => $2::BIGINT / 1000.0))
+                "INSERT INTO nodes(id,lease_until,lock_key) VALUES($1, clock_timestamp() + make_interval(secs => $2::BIGINT / 1000.0), $3)
                  ON CONFLICT (id) DO UPDATE SET lease_until=EXCLUDED.lease_until",
-                &[&node, &lease_ms],
+                &[&node, &lease_ms, &(key as i64)],
             )
             .map(|_| ())
         })
@@ -428,7 +478,9 @@ impl Store for PgStore {
                 .query(
                     "WITH o AS (
                             SELECT key, owner FROM tasks WHERE live AND owner<>$1
-                              AND (starts_with(owner, $2) OR owner NOT IN (SELECT id FROM nodes WHERE lease_until > clock_timestamp()))
+                              AND (starts_with(owner, $2) OR owner NOT IN (
+                                  SELECT id FROM nodes WHERE lease_until > clock_timestamp()
+                                    AND lock_key IN (SELECT objid::BIGINT FROM pg_locks WHERE locktype='advisory' AND classid=7270162 AND objsubid=2 AND granted)))
                             FOR UPDATE SKIP LOCKED)
                          UPDATE tasks t SET owner=$1, version=t.version+1 FROM o WHERE t.key=o.key
                          RETURNING t.key, t.seq, t.version, o.owner, t.live, t.record",
@@ -450,8 +502,10 @@ impl Store for PgStore {
         let (url, chan, node) = (self.url.clone(), self.channel.clone(), node.to_string());
         // Connect once now, so a bad URL shows at start (on a thread of its
         // own: the caller may be on the server's runtime).
-        let u = url.clone();
-        let first = std::thread::spawn(move || Client::connect(&u, NoTls))
+        // LISTEN before returning: changes from now on are heard.
+        let (u, ch) = (url.clone(), chan.clone());
+        let me = node.clone();
+        let first = std::thread::spawn(move || Client::connect(&u, NoTls).and_then(|mut c| listen(&mut c, &ch, &me).map(|_| c)))
             .join()
             .map_err(|_| StoreError::Backend("connecting the task watch failed".into()))?
             .map_err(err)?;
@@ -463,36 +517,58 @@ impl Store for PgStore {
     }
     fn put_extension(&self, key: &str, record: &str) -> Result<()> {
         let (key, record) = (key.to_string(), record.to_string());
+        let own = self.own.clone();
         self.run(move |c| {
             let mut tx = c.transaction()?;
             tx.execute("INSERT INTO extensions(key,record) VALUES($1,$2) ON CONFLICT (key) DO UPDATE SET record=EXCLUDED.record", &[&key, &record])?;
-            tx.execute(BUMP, &[])?;
-            tx.commit()
+            let bumped: i64 = tx.query_one(BUMP, &[])?.get(0);
+            tx.commit()?;
+            own.lock().mine.insert(bumped);
+            Ok(())
         })
-        .inspect(|_| self.bumped())
     }
     fn delete_extension(&self, key: &str) -> Result<bool> {
         let key = key.to_string();
+        let own = self.own.clone();
         self.run(move |c| {
             let mut tx = c.transaction()?;
             let n = tx.execute("DELETE FROM extensions WHERE key=$1", &[&key])?;
-            tx.execute(BUMP, &[])?;
+            let bumped: i64 = tx.query_one(BUMP, &[])?.get(0);
             tx.commit()?;
+            own.lock().mine.insert(bumped);
             Ok(n > 0)
         })
-        .inspect(|_| self.bumped())
     }
     fn list_extensions(&self) -> Result<Vec<(String, String)>> {
         self.run(|c| Ok(c.query("SELECT key,record FROM extensions ORDER BY key", &[])?.iter().map(|r| (r.get(0), r.get(1))).collect()))
     }
-    /// Changes by others: the shared counter less this handle's own bumps
-    /// (read after it, so an own change in flight can only look like news).
+    /// How many of the counter's steps were other handles' changes. An own
+    /// change whose step is read before it is recorded counts as news (a
+    /// needless reload); another's never counts as own.
     fn external_version(&self) -> Result<i64> {
         let n: i64 = self.run(|c| Ok(c.query_one("SELECT n FROM vtwin_version WHERE id=1", &[])?.get(0)))?;
-        Ok(n - self.own.load(std::sync::atomic::Ordering::SeqCst))
+        let mut own = self.own.lock();
+        if n > own.last {
+            let last = own.last;
+            if n - last > 100_000 {
+                own.foreign += 1;
+            } else {
+                for v in last + 1..=n {
+                    if !own.mine.remove(&v) {
+                        own.foreign += 1;
+                    }
+                }
+            }
+            own.last = n;
+            own.mine.retain(|v| *v > n);
+        }
+        Ok(own.foreign)
     }
     fn object_ids(&self, at_least: i64) -> Result<bool> {
-        self.run(move |c| c.execute("SELECT setval('object_seq', GREATEST((SELECT last_value FROM object_seq), $1))", &[&at_least]).map(|_| ()))?;
+        // Only ever forward, and only when behind (the first node's
+        // bootstrap): a node opening while others number objects leaves the
+        // counter alone.
+        self.run(move |c| c.execute("SELECT setval('object_seq', $1) WHERE (SELECT last_value FROM object_seq) < $1", &[&at_least]).map(|_| ()))?;
         Ok(true)
     }
     fn next_object_id(&self) -> Result<i64> {

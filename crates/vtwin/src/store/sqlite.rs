@@ -29,7 +29,7 @@ CREATE TABLE extensions (key TEXT PRIMARY KEY, record TEXT NOT NULL);
 ALTER TABLE tasks ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 ALTER TABLE tasks ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
-UPDATE tasks SET live = 1 WHERE json_extract(record, '$.state') IN ('queued', 'running') AND json_extract(record, '$.vcd') IS NULL;
+UPDATE tasks SET live = 1 WHERE CASE WHEN json_valid(record) THEN json_extract(record, '$.state') IN ('queued', 'running') AND json_extract(record, '$.vcd') IS NULL ELSE 0 END;
 CREATE INDEX tasks_live ON tasks (owner) WHERE live;
 CREATE TABLE nodes (id TEXT PRIMARY KEY, lease_until INTEGER NOT NULL);
 "#];

@@ -31,15 +31,18 @@ pub fn remount(eng: &Engine, ds: &MoRef) -> Result<String, Fault> {
     let real = std::fs::canonicalize(&old).map_err(io)?;
     std::fs::rename(&real, &new).map_err(io)?;
     link_by_name(&eng.data_dir, &name, &uuid).map_err(io)?;
-    let rec = {
+    {
+        // The store is written under the inventory's lock, as everywhere:
+        // a reload of other nodes' changes cannot come in between.
         let mut inv = eng.inv.write();
         let e = inv.objects.get_mut(&ds.value).expect("checked above");
-        e.attrs["uuid"] = uuid.clone().into();
-        e.attrs["path"] = new.to_string_lossy().into_owned().into();
-        e.attrs["url"] = format!("ds:///vmfs/volumes/{uuid}/").into();
-        ObjectRecord { moid: e.moref.value.clone(), ty: e.moref.ty.name().into(), name: e.name.clone(), parent: e.parent.clone(), attrs: e.attrs.clone() }
-    };
-    eng.store.put_objects(&[rec])?;
+        let mut attrs = e.attrs.clone();
+        attrs["uuid"] = uuid.clone().into();
+        attrs["path"] = new.to_string_lossy().into_owned().into();
+        attrs["url"] = format!("ds:///vmfs/volumes/{uuid}/").into();
+        eng.store.put_objects(&[ObjectRecord { moid: e.moref.value.clone(), ty: e.moref.ty.name().into(), name: e.name.clone(), parent: e.parent.clone(), attrs: attrs.clone() }])?;
+        e.attrs = attrs;
+    }
     // The disks of the datastore live under the new path now.
     eng.disks.drop_all(&ds.value);
     eng.disks.scan(&ds.value, &new);

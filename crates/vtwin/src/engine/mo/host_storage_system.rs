@@ -9,7 +9,7 @@ use vmodl::types;
 pub const PREFIX: &str = "storageSystem-";
 
 fn set_mounted(eng: &Engine, uuid: &str, mounted: bool) -> Reply {
-    let rec = {
+    {
         let mut inv = eng.inv.write();
         let e = inv
             .objects
@@ -20,10 +20,12 @@ fn set_mounted(eng: &Engine, uuid: &str, mounted: bool) -> Reply {
         if now == mounted {
             return Err(Fault::new(types::InvalidState, format!("volume {uuid} is already {}", if mounted { "mounted" } else { "unmounted" })));
         }
-        e.attrs["mounted"] = mounted.into();
-        ObjectRecord { moid: e.moref.value.clone(), ty: "Datastore".into(), name: e.name.clone(), parent: e.parent.clone(), attrs: e.attrs.clone() }
-    };
-    eng.store.put_objects(&[rec])?;
+        let mut attrs = e.attrs.clone();
+        attrs["mounted"] = mounted.into();
+        // Written under the inventory's lock, as everywhere.
+        eng.store.put_objects(&[ObjectRecord { moid: e.moref.value.clone(), ty: "Datastore".into(), name: e.name.clone(), parent: e.parent.clone(), attrs: attrs.clone() }])?;
+        e.attrs = attrs;
+    }
     eng.changed();
     Ok(None)
 }
