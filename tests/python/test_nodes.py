@@ -264,3 +264,51 @@ def test_kill_9_of_a_node_with_1000_running_tasks_and_nbd_writers(data_dir, back
         for s in (a, b, a2):
             if s and s.proc.poll() is None:
                 s.stop()
+
+
+def test_a_stalled_node_loses_its_lease_and_its_tasks(data_dir):
+    """SIGSTOP: the node's database session (and its lock) stays, but it
+    stops renewing its lease; once the lease has run out the other node
+    ends its tasks. Resumed, the node cannot undo that and serves on."""
+    import signal
+    db = database()
+    a = node(data_dir, db, "a")
+    b = node(data_dir, db, "b")
+    try:
+        sa, sb = connect(a), connect(b)
+        register(sa, "com.vtwin.stall")
+        root = sa.RetrieveContent().rootFolder
+        tm = sa.RetrieveContent().taskManager
+        keys = []
+        for _ in range(5):
+            info = tm.CreateTask(obj=root, taskTypeId="com.vtwin.stall.run", cancelable=False)
+            vim.Task(info.key, sa._stub).SetTaskState("running")
+            keys.append(info.key)
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + LEASE * 2 + 20
+            while any(vim.Task(k, sb._stub).info.state == "running" for k in keys):
+                assert time.monotonic() < deadline, "a stalled node's tasks still running after its lease"
+                time.sleep(0.1)
+            for k in keys:
+                err = vim.Task(k, sb._stub).info.error
+                assert isinstance(err, vmodl.fault.SystemError) and "stopped while the task was running" in err.msg, err
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        # The resumed node's client cannot finish them after all.
+        try:
+            vim.Task(keys[0], sa._stub).SetTaskState("success")
+            raise AssertionError("a task ended by another node took a new state")
+        except vim.fault.InvalidState:
+            pass
+        assert vim.Task(keys[1], sa._stub).info.state == "error"
+        # And it serves on, holding a lease again: its new task stays running.
+        info = tm.CreateTask(obj=root, taskTypeId="com.vtwin.stall.run", cancelable=False)
+        vim.Task(info.key, sa._stub).SetTaskState("running")
+        time.sleep(LEASE * 1.5)
+        assert vim.Task(info.key, sb._stub).info.state == "running"
+        Disconnect(sa)
+        Disconnect(sb)
+    finally:
+        a.stop()
+        b.stop()
