@@ -529,6 +529,12 @@ impl Tasks {
         if keys.is_empty() {
             return;
         }
+        self.forget(keys);
+        self.completed.write().retain(|_, k| !keys.contains(k));
+    }
+
+    /// Take tasks out of the map and its indexes.
+    fn forget(&self, keys: &[String]) {
         let mut map = self.map.write();
         let (mut by_vcd, mut by_parent) = (self.by_vcd.write(), self.by_parent.write());
         for k in keys {
@@ -546,8 +552,6 @@ impl Tasks {
                 }
             }
         }
-        drop((map, by_vcd, by_parent));
-        self.completed.write().retain(|_, k| !keys.contains(k));
     }
 
     /// The task as the store has it now (and the map updated with it).
@@ -869,23 +873,7 @@ impl Tasks {
         }
         if !drop.is_empty() {
             self.store.delete_tasks(&drop)?;
-            let mut map = self.map.write();
-            let (mut by_vcd, mut by_parent) = (self.by_vcd.write(), self.by_parent.write());
-            for k in &drop {
-                if let Some(t) = map.remove(k) {
-                    if let Some(v) = &t.vcd {
-                        by_vcd.remove(&v.id);
-                    }
-                    if let Some(p) = &t.parent_key {
-                        if let Some(c) = by_parent.get_mut(p) {
-                            c.retain(|x| x != k);
-                            if c.is_empty() {
-                                by_parent.remove(p);
-                            }
-                        }
-                    }
-                }
-            }
+            self.forget(&drop);
         }
         Ok(drop.len())
     }
