@@ -77,13 +77,14 @@ fn queued_is_observable_and_delays_fail_and_filter() {
     let d = tempdir();
     let s = Server::start(d.path(), &[]);
     let sid = s.json_login(ADMIN, PW);
-    let (st, b) = admin(&s, "POST", "/admin/faults", Some(json!({"method": "Rename_Task", "delay_ms": 600})));
+    let (st, b) = admin(&s, "POST", "/admin/faults", Some(json!({"method": "Rename_Task", "delay_ms": 2000})));
     assert_eq!(st, 201, "{b}");
     let (_, t1) = rename(&s, &sid, "datacenter-2", "A");
     let (_, t2) = rename(&s, &sid, "datacenter-2", "B");
     let (t1, t2) = (t1["value"].as_str().unwrap().to_string(), t2["value"].as_str().unwrap().to_string());
-    // One entity, one task at a time: while the first runs (its 600 ms
-    // delay), the second waits its turn. Poll for the first to start, so a
+    // One entity, one task at a time: while the first runs (its 2 s
+    // delay, long enough that a loaded machine still sees it running), the
+    // second waits its turn. Poll for the first to start, so a
     // loaded machine cannot make this flaky.
     let start = std::time::Instant::now();
     while info(&s, &sid, &t1)["state"] == "queued" && start.elapsed() < Duration::from_secs(10) {
