@@ -454,7 +454,7 @@ impl Tasks {
             });
             match r {
                 Ok(_) => n += 1,
-                Err(f) if f.data.ty == types::NotFound || f.message.contains("not found") => {}
+                Err(f) if f.data.ty == types::NotFound => {}
                 Err(f) => {
                     tracing::warn!(%key, error = %f.message, "ending a gone node's task failed; trying again later");
                     self.orphans.lock().push((key, gone));
