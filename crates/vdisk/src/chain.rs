@@ -84,8 +84,14 @@ impl Layer {
         if desc.extents.len() != 1 {
             return Err(format_err(desc_path, "only single-extent disks are supported"));
         }
+        // An extent lies beside its descriptor (as ESXi writes them): a
+        // descriptor naming a file elsewhere could reach any file on the host.
+        let f = &desc.extents[0].file;
+        if f.is_empty() || f.contains('/') || f.contains('\\') || f == ".." || f == "." || f.contains('\0') {
+            return Err(format_err(desc_path, format!("extent file '{f}' is not a file name beside the descriptor")));
+        }
         let dir = desc_path.parent().unwrap_or(Path::new("."));
-        let ext = dir.join(&desc.extents[0].file);
+        let ext = dir.join(f);
         let data = match desc.extents[0].kind {
             ExtentKind::Flat => Data::Flat(OpenOptions::new().read(true).write(writable).open(&ext).map_err(io(&ext))?),
             ExtentKind::Sparse => Data::Sparse(SparseExtent::open(&ext, writable)?),

@@ -41,16 +41,37 @@ fn local(name: &[u8]) -> String {
     }
 }
 
+/// Deepest element nesting accepted. vim25 requests nest a few dozen levels
+/// at most (a device's backing's parent's …); the limit is checked before
+/// an element is made, so neither parsing, decoding nor dropping the tree
+/// can run out of stack.
+pub const MAX_DEPTH: usize = 128;
+/// Most elements accepted in one document (bounds the tree's memory).
+pub const MAX_ELEMENTS: usize = 2_000_000;
+
 pub fn parse(input: &str) -> Result<Element, DecodeError> {
     let mut reader = Reader::from_str(input);
     let mut stack: Vec<Element> = vec![Element::default()];
     let bad = |e: String| DecodeError::Malformed(e);
+    let mut count = 0usize;
+    let mut more = |depth: usize| {
+        count += 1;
+        if depth > MAX_DEPTH {
+            Err(bad(format!("elements nested deeper than {MAX_DEPTH} levels")))
+        } else if count > MAX_ELEMENTS {
+            Err(bad(format!("more than {MAX_ELEMENTS} elements")))
+        } else {
+            Ok(())
+        }
+    };
     loop {
         match reader.read_event().map_err(|e| bad(e.to_string()))? {
             Event::Start(s) => {
+                more(stack.len())?;
                 stack.push(start(&s)?);
             }
             Event::Empty(s) => {
+                more(stack.len())?;
                 let el = start(&s)?;
                 stack.last_mut().unwrap().children.push(el);
             }

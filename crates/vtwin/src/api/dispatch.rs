@@ -32,6 +32,10 @@ pub async fn call(
     decode: impl FnOnce(&'static MethodDef) -> Result<Args, DecodeError>,
 ) -> Result<(Option<Value>, &'static MethodDef), Fault> {
     let m = find_method(this.ty, method).ok_or_else(|| Fault::method_not_found(this, method))?;
+    // Authentication first, then decoding.
+    if ctx.session.is_none() && !Engine::callable_without_session(this, m) {
+        return Err(Fault::not_authenticated());
+    }
     let args = decode(m).map_err(decode_fault)?;
     // Test-control rules for plain calls; task methods apply theirs when
     // they create the task.

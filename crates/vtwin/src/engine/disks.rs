@@ -278,6 +278,28 @@ impl Disks {
         }
     }
 
+    /// Delete disk `id`: the files its own metadata lists inside its
+    /// directory (metadata, change log, layers, extents), its lock file,
+    /// then the directory if nothing else is left in it. Nothing else is
+    /// removed: files of an adopted VMDK outside the directory stay.
+    pub fn delete(&self, id: &str, r: &DiskRef) -> Result<(), Fault> {
+        let d = r.lock()?;
+        let dir = r.dir().to_path_buf();
+        let mut files: Vec<PathBuf> = d.files().into_iter().filter(|f| f.parent() == Some(dir.as_path())).collect();
+        files.push(dir.join(LOCK_FILE));
+        self.remove(id);
+        for f in &files {
+            match std::fs::remove_file(f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Fault::new(types::FileFault, format!("cannot delete a file of disk {id}: {e}")).with("file", f.display().to_string())),
+            }
+        }
+        drop(d);
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+
     pub fn exists(&self, id: &str) -> bool {
         self.map.read().contains_key(id)
     }
@@ -285,7 +307,7 @@ impl Disks {
     /// A disk made since the catalog was built (by another node on the
     /// same datastores): its directory is `fcd/<id>` on one of them.
     fn discover(&self, id: &str, only: Option<&str>) -> Option<(String, DiskRef)> {
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !super::paths::plausible_disk_id(id) {
             return None;
         }
         let roots: Vec<(String, PathBuf)> = self.roots.read().iter().filter(|(d, _)| only.is_none_or(|o| o == d.as_str())).map(|(d, p)| (d.clone(), p.clone())).collect();

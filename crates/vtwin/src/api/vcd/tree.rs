@@ -191,6 +191,11 @@ fn element(e: &quick_xml::events::BytesStart) -> Result<Node, String> {
     Ok(n)
 }
 
+/// Deepest element nesting accepted in a posted document (VCD's own
+/// documents nest a handful of levels; kept Params/Result count too). Checked
+/// before an element is made, so nothing recursive can overflow the stack.
+pub const MAX_DEPTH: usize = 128;
+
 /// Parse an XML document (namespaces dropped, local names kept). The inner
 /// XML of `keep_raw` elements is kept as given.
 pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
@@ -205,6 +210,7 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
         let ev = r.read_event().map_err(|e| format!("malformed XML at byte {}: {e}", r.buffer_position()))?;
         if let Some((start, open)) = raw_depth {
             match &ev {
+                Event::Start(_) if stack.len() + open + 1 > MAX_DEPTH => return Err(format!("elements nested deeper than {MAX_DEPTH} levels")),
                 Event::Start(_) => raw_depth = Some((start, open + 1)),
                 Event::End(_) if open > 0 => raw_depth = Some((start, open - 1)),
                 Event::End(_) => {
@@ -224,6 +230,7 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
             continue;
         }
         match ev {
+            Event::Start(_) if stack.len() + 1 > MAX_DEPTH => return Err(format!("elements nested deeper than {MAX_DEPTH} levels")),
             Event::Start(e) => {
                 let n = element(&e)?;
                 let keep = keep_raw.contains(&n.name.as_str());

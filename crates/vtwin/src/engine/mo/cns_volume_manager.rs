@@ -388,17 +388,22 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
         })
         .ok_or_else(|| Fault::new(types::CnsPlacementFault, "none of the given datastores is accessible").with("reason", "no accessible datastore to place the volume on"))?;
     let root = datastore_path(&eng.inv.read(), &ds).ok_or_else(|| Fault::new(types::InvalidDatastore, format!("{ds} is not a datastore")))?;
-    if let Some(existing) = spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")) {
+    let chosen = match spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")) {
+        Some(i) => Some(crate::engine::paths::disk_id(i, "createSpecs.volumeId")?),
+        None => None,
+    };
+    if let Some(existing) = chosen.as_deref() {
         if eng.disks.exists(existing) {
             return Err(Fault::new(types::CnsVolumeAlreadyExistsFault, format!("volume {existing} already exists"))
                 .with("reason", "volume already exists")
                 .with("volumeId", volume_id(existing)));
         }
     }
-    let id = spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")).map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let dir = crate::engine::paths::contained(&fcd_dir(&root), &id, "createSpecs.volumeId")?;
     let mut extra = serde_json::Map::new();
     extra.insert("cns".into(), state);
-    let d = Disk::create_with(&fcd_dir(&root).join(&id), &id, &name, mb as u64 * MB, Provisioning::Thin, true, extra).map_err(disk_fault)?;
+    let d = Disk::create_with(&dir, &id, &name, mb as u64 * MB, Provisioning::Thin, true, extra).map_err(disk_fault)?;
     eng.cns.put(eng, &id, &d);
     eng.disks.insert(&ds, d);
     Ok(id)
@@ -827,11 +832,9 @@ fn delete_one(eng: &Engine, id: &str, delete_disk: bool) -> Result<(), Fault> {
         return Err(Fault::new(types::ResourceInUse, format!("volume {id} is attached to VM {}; detach it first", vm.value)).with("type", "VirtualMachine").with("name", vm.value));
     }
     if delete_disk {
-        let dir = d.dir().to_path_buf();
         drop(d);
-        eng.disks.remove(id);
+        eng.disks.delete(id, &r)?;
         eng.cns.forget(id);
-        std::fs::remove_dir_all(&dir).map_err(|e| Fault::new(types::FileFault, e.to_string()).with("file", dir.display().to_string()))?;
     } else {
         // The volume goes; its disk stays a first-class disk.
         d.meta.extra.remove("cns");

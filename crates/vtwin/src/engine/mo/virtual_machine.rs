@@ -13,18 +13,10 @@ use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, Value};
 
 /// `[name] rel/path` → (datastore moId, real path).
+/// The path is proven inside the datastore (`engine::paths`).
 pub fn resolve_ds_path(inv: &Inventory, path: &str) -> Result<(String, PathBuf), Fault> {
-    let bad = || Fault::invalid_argument("path", format!("'{path}' is not a datastore path ([datastore] dir/file)"));
-    let rest = path.trim().strip_prefix('[').ok_or_else(bad)?;
-    let (name, rel) = rest.split_once(']').ok_or_else(bad)?;
-    let e = inv.objects.values().find(|e| e.moref.ty == types::Datastore && e.name == name).ok_or_else(|| {
-        Fault::new(types::InvalidDatastore, format!("no datastore named '{name}'")).with("name", name.to_string())
-    })?;
-    let rel = rel.trim().trim_start_matches('/');
-    if rel.split('/').any(|c| c == "..") {
-        return Err(bad());
-    }
-    Ok((e.moref.value.clone(), PathBuf::from(e.attr("path").unwrap_or_default()).join(rel)))
+    let p = crate::engine::paths::resolve(inv, path, "path")?;
+    Ok((p.datastore, p.path))
 }
 
 /// A real path as `[name] rel`, when it lies on a datastore.

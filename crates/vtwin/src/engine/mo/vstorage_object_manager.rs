@@ -394,9 +394,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let dsv = ds.value.clone();
             disk_task(eng, ctx, name, "deleteVStorageObject", &ds, &id.clone(), move |eng, _| {
                 let r = eng.disks.get(&id, &dsv)?;
-                let dir = r.dir().to_path_buf();
-                eng.disks.remove(&id);
-                std::fs::remove_dir_all(&dir).map_err(|e| file_fault(dir.display().to_string(), "", e.to_string()))?;
+                eng.disks.delete(&id, &r)?;
                 super::cns_volume_manager::disk_changed(eng, &id);
                 eng.changed();
                 Ok(None)
@@ -468,19 +466,20 @@ fn create_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
     let root = ds_dir(eng, &ds)?;
     let prov = provisioning(&backing)?;
     let id = match spec.get("id").and_then(Value::as_data).and_then(|d| d.str("id")) {
-        Some(i) if !i.is_empty() => {
-            if eng.disks.exists(i) {
-                return Err(Fault::already_exists(i));
+        Some(i) => {
+            let i = crate::engine::paths::disk_id(i, "spec.id")?;
+            if eng.disks.exists(&i) {
+                return Err(Fault::already_exists(&i));
             }
-            i.to_string()
+            i
         }
-        _ => uuid::Uuid::new_v4().to_string(),
+        None => uuid::Uuid::new_v4().to_string(),
     };
+    let dir = disk_dir(&root, &id)?;
     let keep = spec.get("keepAfterDeleteVm").and_then(Value::as_bool);
     let metadata = kv_data(&spec, "metadata");
     let dsv = ds.value.clone();
     disk_task(eng, ctx, "CreateDisk_Task", "createDisk", &ds, &id.clone(), move |eng, _| {
-        let dir = fcd_dir(&root).join(&id);
         // Change tracking is on for new disks.
         let mut d = Disk::create(&dir, &id, &name, mb as u64 * MB, prov, true).map_err(disk_fault)?;
         if let Some(k) = keep {
@@ -496,27 +495,24 @@ fn create_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
 }
 
 /// `[name] rel/path.vmdk` → (datastore moId, file).
-fn parse_ds_path(eng: &Engine, path: &str) -> Result<(String, std::path::PathBuf), Fault> {
-    let bad = || Fault::invalid_argument("path", format!("'{path}' is not a datastore path ([datastore] dir/file.vmdk)"));
-    let rest = path.trim().strip_prefix('[').ok_or_else(bad)?;
-    let (name, rel) = rest.split_once(']').ok_or_else(bad)?;
-    let inv = eng.inv.read();
-    let e = inv.objects.values().find(|e| e.moref.ty == types::Datastore && e.name == name).ok_or_else(|| {
-        Fault::new(types::InvalidDatastore, format!("no datastore named '{name}'")).with("name", name.to_string())
-    })?;
-    let root = std::path::PathBuf::from(e.attr("path").unwrap_or_default());
-    let rel = rel.trim().trim_start_matches('/');
-    if rel.split('/').any(|c| c == "..") {
-        return Err(bad());
-    }
-    Ok((e.moref.value.clone(), root.join(rel)))
+/// The directory of disk `id` on the datastore whose directory is `root`,
+/// proven inside it.
+fn disk_dir(root: &std::path::Path, id: &str) -> Result<std::path::PathBuf, Fault> {
+    crate::engine::paths::contained(&fcd_dir(root), id, "id")
 }
 
+/// RegisterDisk takes a VMDK descriptor file inside a datastore, nothing
+/// else (never a directory).
 fn register_disk(eng: &Engine, args: &Args) -> Reply {
     let path = args.str("path").unwrap_or("");
-    let (ds, file) = parse_ds_path(eng, path)?;
-    if !file.is_file() {
+    let p = crate::engine::paths::resolve(&eng.inv.read(), path, "path")?;
+    let (ds, file) = (p.datastore, p.path);
+    let is_file = std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file());
+    if !is_file {
         return Err(file_fault(path.to_string(), "", format!("File {path} was not found")));
+    }
+    if file.extension().is_none_or(|e| e != "vmdk") {
+        return Err(Fault::invalid_argument("path", format!("{path} is not a virtual disk (.vmdk)")));
     }
     let dir = file.parent().unwrap_or(std::path::Path::new("."));
     // A disk directory of ours (re-registering): its metadata says who it is.
@@ -528,15 +524,19 @@ fn register_disk(eng: &Engine, args: &Args) -> Reply {
         d
     } else {
         let id = match args.get("id").and_then(Value::as_data).and_then(|d| d.str("id")) {
-            Some(i) if !i.is_empty() => i.to_string(),
-            _ => uuid::Uuid::new_v4().to_string(),
+            Some(i) => crate::engine::paths::disk_id(i, "id")?,
+            None => uuid::Uuid::new_v4().to_string(),
         };
         if eng.disks.exists(&id) {
             return Err(Fault::already_exists(&id));
         }
         let root = datastore_path(&eng.inv.read(), &ds).unwrap_or_default();
         let name = args.str("name").filter(|n| !n.is_empty()).map(str::to_string).unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-        Disk::adopt(&fcd_dir(&root).join(&id), &id, &name, &file, true).map_err(disk_fault)?
+        let dir = disk_dir(&root, &id)?;
+        if dir.exists() {
+            return Err(Fault::already_exists(&id));
+        }
+        Disk::adopt(&dir, &id, &name, &file, true).map_err(disk_fault)?
     };
     let obj = vstorage_object(eng, &ds, &disk);
     eng.disks.insert(&ds, disk);
@@ -559,7 +559,7 @@ fn clone_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
     let metadata = kv_data(&spec, "metadata");
     disk_task(eng, ctx, "CloneVStorageObject_Task", "clone", &ds, &id, move |eng, ctl| {
         let new_id = uuid::Uuid::new_v4().to_string();
-        let dir = fcd_dir(&root).join(&new_id);
+        let dir = disk_dir(&root, &new_id)?;
         let mut c = {
             let d = r.lock()?;
             d.clone_to(&dir, &new_id, &name, prov, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)?
@@ -600,7 +600,7 @@ pub(super) fn move_disk(eng: &Engine, r: &DiskRef, id: &str, source: &str, targe
     if target == source {
         return Ok(vstorage_object(eng, source, &d));
     }
-    let dir = fcd_dir(&root).join(id);
+    let dir = disk_dir(&root, id)?;
     if dir.exists() {
         return Err(Fault::new(types::AlreadyExists, format!("{} already exists", dir.display())).with("name", id.to_string()));
     }
