@@ -24,7 +24,7 @@ fn caller(state: &AppState, req: &Req) -> Option<String> {
         return Some(s.user.clone());
     }
     let (u, p) = super::vapi::basic_auth(req)?;
-    crate::engine::mo::session_manager::authenticate(eng, &u, &p).ok().map(|r| r.name)
+    crate::engine::mo::session_manager::authenticate(eng, &u, &p, &req.peer.ip().to_string()).ok().map(|r| r.name)
 }
 
 pub fn handle(state: &AppState, req: &Req) -> Resp {

@@ -33,7 +33,7 @@ pub fn role_by_id(id: i32) -> Option<&'static RoleDef> {
 }
 
 /// Every privilege id named anywhere in the registry (methods, parameters,
-/// properties), sorted.
+/// properties) or in our table of per-argument checks, sorted.
 pub fn all_privileges() -> &'static [&'static str] {
     static ALL: OnceLock<Vec<&'static str>> = OnceLock::new();
     ALL.get_or_init(|| {
@@ -56,6 +56,11 @@ pub fn all_privileges() -> &'static [&'static str] {
                         s.insert(x);
                     }
                 }
+            }
+        }
+        for r in super::privileges::RULES {
+            for n in r.needs {
+                s.insert(n.privilege);
             }
         }
         s.into_iter().collect()

@@ -8,6 +8,8 @@ pub mod fault;
 pub mod inventory;
 pub mod mo;
 pub mod node;
+pub mod paths;
+pub mod privileges;
 pub mod runner;
 pub mod session;
 pub mod tasks;
@@ -191,9 +193,22 @@ impl Engine {
     }
 
     /// Share the engine; tasks it runs in the background hold it too.
+    /// A thread ends the sessions that run out (and what they owned) every
+    /// few seconds; a call with such a session is refused at once anyway.
     pub fn into_shared(self) -> Arc<Engine> {
         let e = Arc::new(self);
         let _ = e.me.set(Arc::downgrade(&e));
+        let weak = Arc::downgrade(&e);
+        let _ = std::thread::Builder::new().name("session-expiry".into()).spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            let Some(eng) = weak.upgrade() else { return };
+            if eng.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            for t in eng.sessions.expired() {
+                eng.end_session(&t);
+            }
+        });
         e
     }
 
@@ -330,19 +345,38 @@ impl Engine {
         Some(s)
     }
 
+    /// The inventory object whose permissions govern `obj`: an entity
+    /// itself; a task its entity; a snapshot its VM; a host's datastore and
+    /// storage systems the host; everything else (managers, views,
+    /// collectors, tasks without an entity) the root folder.
+    pub fn governing_entity(&self, obj: &MoRef) -> String {
+        let inv = self.inv.read();
+        if inv.get(&obj.value).is_some() {
+            return obj.value.clone();
+        }
+        let owner = if obj.ty == types::Task {
+            self.tasks.get(&obj.value).and_then(|t| t.entity.map(|(_, id)| id))
+        } else if obj.ty == types::VirtualMachineSnapshot {
+            mo::virtual_machine_snapshot::parse_ref(&obj.value).map(|(vm, _)| vm.to_string())
+        } else if obj.ty == types::HostDatastoreSystem {
+            obj.value.strip_prefix(mo::host_datastore_system::PREFIX).map(str::to_string)
+        } else if obj.ty == types::HostStorageSystem {
+            obj.value.strip_prefix(mo::host_storage_system::PREFIX).map(str::to_string)
+        } else {
+            None
+        };
+        owner.filter(|o| inv.get(o).is_some()).unwrap_or_else(|| ROOT_FOLDER.to_string())
+    }
+
     /// May `user` exercise `privilege` on `obj`? Objects outside the
-    /// inventory (managers, views) take their permissions from the root folder.
+    /// inventory take their permissions from the entity that governs them
+    /// (`governing_entity`), so a NoAccess user holds nothing anywhere.
     pub fn has_privilege(&self, user: &str, obj: &MoRef, privilege: &str) -> bool {
         if privilege == "System.Anonymous" {
             return true;
         }
-        let inv = self.inv.read();
-        let in_inventory = inv.get(&obj.value).is_some();
-        if !in_inventory && privilege == "System.View" {
-            return true;
-        }
-        let path = if in_inventory { inv.path_to_root(&obj.value) } else { vec![ROOT_FOLDER.to_string()] };
-        drop(inv);
+        let entity = self.governing_entity(obj);
+        let path = self.inv.read().path_to_root(&entity);
         let role = self.perms.effective_role(user, &path).unwrap_or(authz::ROLE_NOACCESS);
         authz::role_has(role, privilege)
     }
@@ -364,8 +398,27 @@ impl Engine {
         }
     }
 
+    /// May this session see a task (System.View on its entity, or on the
+    /// root folder for a task without one)?
+    pub fn can_see_task(&self, ctx: &Ctx, t: &tasks::TaskRecord) -> bool {
+        let obj = t
+            .entity
+            .as_ref()
+            .and_then(|(ty, id)| vmodl::TypeId::by_name(ty).map(|ty| MoRef::new(ty, id.clone())))
+            .unwrap_or_else(|| MoRef::new(types::Folder, ROOT_FOLDER));
+        self.can_view(ctx, &obj)
+    }
+
     fn anonymous_ok(this: &MoRef, m: &MethodDef) -> bool {
         m.privilege == Some("System.Anonymous") && (this.ty == types::ServiceInstance || this.ty == types::SessionManager)
+    }
+
+    /// May `m` on `this` be called without a session? The wire layers ask
+    /// before they decode a request's arguments, so an unauthenticated
+    /// caller never gets a large or deep body decoded. (Fetch of
+    /// ServiceInstance properties is public, as vCenter's content is.)
+    pub fn callable_without_session(this: &MoRef, m: &MethodDef) -> bool {
+        Self::anonymous_ok(this, m) || (std::ptr::eq(m, &vmodl::schema::FETCH) && this.ty == types::ServiceInstance)
     }
 
     /// Session-scoped objects (views) belong to the session that made them;
@@ -382,7 +435,7 @@ impl Engine {
     /// End a session and drop what it owned (views, collectors, filters,
     /// paged retrievals).
     pub fn end_session(&self, token: &str) {
-        if let Some(s) = self.sessions.lookup(self.store.as_ref(), token) {
+        if let Some(s) = self.sessions.lookup_live(self.store.as_ref(), token) {
             self.views.lock().retain(|_, v| v.session_key != s.key);
             self.retrievals.lock().retain(|_, p| p.session_key != s.key);
             self.pc.lock().drop_session(&s.key);
@@ -424,9 +477,15 @@ impl Engine {
         if !ctx.version.includes(m.version) && !fetch {
             return Err(Fault::method_not_found(this, m.name));
         }
-        if ctx.session.is_some() {
-            if let Some(p) = m.privilege {
-                self.check(ctx, this, p)?;
+        if ctx.session.is_some() && !privileges::always_allowed(this.ty, m.name) {
+            match m.privilege {
+                Some(p) => self.check(ctx, this, p)?,
+                // Nothing in the registry: seeing the object is the least.
+                None if !fetch => self.check(ctx, this, "System.View")?,
+                None => {}
+            }
+            if let Some(rule) = privileges::rule(this.ty, m.name) {
+                self.check_rule(ctx, this, rule, args)?;
             }
             for p in m.params {
                 let Some(privilege) = p.privilege else { continue };
@@ -449,6 +508,49 @@ impl Engine {
             }
         }
         self.check_owner(ctx, this)?;
+        Ok(())
+    }
+
+    /// The checks of a rule of our privilege table (`privileges.rs`).
+    fn check_rule(&self, ctx: &Ctx, this: &MoRef, rule: &privileges::Rule, args: &Args) -> Result<(), Fault> {
+        use privileges::On;
+        for need in rule.needs {
+            let objects: Vec<MoRef> = match need.on {
+                On::This => vec![this.clone()],
+                On::Parent => {
+                    let inv = self.inv.read();
+                    inv.get(&this.value).and_then(|e| e.parent.clone()).and_then(|p| inv.get(&p).map(|e| e.moref.clone())).into_iter().collect()
+                }
+                On::Root => vec![MoRef::new(types::Folder, ROOT_FOLDER)],
+                On::Arg(path) => {
+                    let mut out = vec![];
+                    for r in args_at(args, path).into_iter().filter_map(Value::as_moref) {
+                        // An unknown object is the method's to report.
+                        if let Ok(r) = self.resolve(r) {
+                            out.push(r);
+                        }
+                    }
+                    out
+                }
+                On::DsPath(path) => {
+                    let inv = self.inv.read();
+                    args_at(args, path)
+                        .into_iter()
+                        .filter_map(Value::as_str)
+                        .filter_map(|p| paths::resolve(&inv, p, path).ok())
+                        .map(|p| MoRef::new(types::Datastore, p.datastore))
+                        .collect()
+                }
+                On::DiskDatastore(path) => args_at(args, path)
+                    .into_iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|id| self.disks.find(id).map(|(ds, _)| MoRef::new(types::Datastore, ds)))
+                    .collect(),
+            };
+            for o in objects {
+                self.check(ctx, &o, need.privilege)?;
+            }
+        }
         Ok(())
     }
 
@@ -479,6 +581,32 @@ impl Engine {
             Some(path) => Ok(v.and_then(|v| mo::property_collector::sub_path(&v, path))),
         }
     }
+}
+
+/// The values at a dotted path in the arguments; arrays on the way are
+/// walked, so `createSpecs.datastores` gives every datastore of every spec.
+fn args_at<'a>(args: &'a Args, path: &str) -> Vec<&'a Value> {
+    let (first, rest) = path.split_once('.').map(|(a, b)| (a, Some(b))).unwrap_or((path, None));
+    let mut cur: Vec<&Value> = args.get(first).into_iter().collect();
+    for name in rest.into_iter().flat_map(|r| r.split('.')) {
+        let mut next = vec![];
+        for v in cur {
+            let items: Vec<&Value> = match v {
+                Value::Array(_, items) => items.iter().collect(),
+                other => vec![other],
+            };
+            for it in items {
+                if let Some(x) = it.as_data().and_then(|d| d.get(name)) {
+                    next.push(x);
+                }
+            }
+        }
+        cur = next;
+    }
+    cur.into_iter().flat_map(|v| match v {
+        Value::Array(_, items) => items.iter().collect::<Vec<_>>(),
+        other => vec![other],
+    }).collect()
 }
 
 /// The session key in a session-scoped moId (`session[<key>]pc-3`).

@@ -18,6 +18,97 @@ pub fn hash_password(pw: &str) -> String {
     Argon2::default().hash_password(pw.as_bytes(), &salt).expect("argon2 hash").to_string()
 }
 
+/// Run a CPU-heavy step (argon2) off the async workers' backs: on the
+/// multi-threaded runtime the worker hands its other tasks on first.
+fn heavy<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Spend the time a password check takes, for a user that does not exist,
+/// so the answer's timing does not tell which users exist.
+pub fn verify_nobody(pw: &str) {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    let h = DUMMY.get_or_init(|| hash_password(&hex::encode(rand::random::<[u8; 16]>())));
+    if let Ok(ph) = PasswordHash::new(h) {
+        heavy(|| {
+            let _ = Argon2::default().verify_password(pw.as_bytes(), &ph);
+        });
+    }
+}
+
+/// The store's key for a session token: its SHA-256, so the store (a file
+/// in the data directory, or a database) never holds a usable token.
+pub fn token_digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// How long sessions live: idle (since the last call) and in all.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    pub idle_ms: i64,
+    pub max_ms: i64,
+}
+
+/// vCenter's API session idle timeout is 30 minutes (KB 1031039; 8.0 says
+/// up to 120); an absolute bound of a day.
+pub const DEFAULT_IDLE_SECS: u64 = 30 * 60;
+pub const DEFAULT_MAX_SECS: u64 = 24 * 3600;
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Lifetimes { idle_ms: DEFAULT_IDLE_SECS as i64 * 1000, max_ms: DEFAULT_MAX_SECS as i64 * 1000 }
+    }
+}
+
+/// Login throttling: failures counted per user and per client address
+/// within a window; past a few, further attempts are refused without a
+/// password check until a backoff (doubling, bounded) has passed.
+#[derive(Default)]
+pub struct Throttle {
+    failures: parking_lot::Mutex<HashMap<String, (u32, i64)>>,
+}
+
+/// Failures allowed in the window before backoff starts (vCenter SSO: 5 in 180 s).
+const FREE_FAILURES: u32 = 5;
+const WINDOW_MS: i64 = 180_000;
+const MAX_BACKOFF_MS: i64 = 60_000;
+
+impl Throttle {
+    /// The time (ms since the epoch) before which `key` may not try again.
+    fn blocked_until(&self, key: &str) -> i64 {
+        match self.failures.lock().get(key) {
+            Some(&(n, last)) if n >= FREE_FAILURES => last + (1000i64 << (n - FREE_FAILURES).min(6)).min(MAX_BACKOFF_MS),
+            _ => 0,
+        }
+    }
+    /// May these keys try now?
+    pub fn admits(&self, keys: &[&str]) -> bool {
+        let now = Utc::now().timestamp_millis();
+        keys.iter().all(|k| self.blocked_until(k) <= now)
+    }
+    pub fn failed(&self, keys: &[&str]) {
+        let now = Utc::now().timestamp_millis();
+        let mut m = self.failures.lock();
+        if m.len() > 100_000 {
+            m.retain(|_, (_, last)| now - *last < WINDOW_MS);
+        }
+        for k in keys {
+            let e = m.entry(k.to_string()).or_insert((0, now));
+            if now - e.1 > WINDOW_MS {
+                e.0 = 0;
+            }
+            e.0 += 1;
+            e.1 = now;
+        }
+    }
+    pub fn succeeded(&self, user_key: &str) {
+        self.failures.lock().remove(user_key);
+    }
+}
+
 /// Verify against the stored argon2 hash. Successful checks are remembered
 /// (as a keyed digest, per process) so repeated logins stay cheap.
 pub fn verify_password(user: &UserRecord, pw: &str) -> bool {
@@ -35,7 +126,7 @@ pub fn verify_password(user: &UserRecord, pw: &str) -> bool {
         return true;
     }
     let good = PasswordHash::new(&user.password_hash)
-        .map(|ph| Argon2::default().verify_password(pw.as_bytes(), &ph).is_ok())
+        .map(|ph| heavy(|| Argon2::default().verify_password(pw.as_bytes(), &ph).is_ok()))
         .unwrap_or(false);
     if good {
         ok.write().insert(user.name.clone(), d);
@@ -65,6 +156,10 @@ impl Session {
         self.last_active.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
         self.call_count.fetch_add(1, Ordering::Relaxed);
     }
+    /// Has the session run out (idle too long, or lived too long)?
+    pub fn expired(&self, l: &Lifetimes, now_ms: i64) -> bool {
+        now_ms - self.last_active.load(Ordering::Relaxed) > l.idle_ms || now_ms - self.login_time.timestamp_millis() > l.max_ms
+    }
     pub fn last_active(&self) -> DateTime<Utc> {
         Utc.timestamp_millis_opt(self.last_active.load(Ordering::Relaxed)).single().unwrap_or(self.login_time)
     }
@@ -93,6 +188,8 @@ pub struct Sessions {
     /// from the store.
     removed: Arc<parking_lot::Mutex<HashSet<String>>>,
     writer: parking_lot::Mutex<mpsc::Sender<Msg>>,
+    lifetimes: RwLock<Lifetimes>,
+    pub throttle: Throttle,
 }
 
 enum Msg {
@@ -136,7 +233,11 @@ impl Sessions {
                 }
             })
             .expect("spawn session writer");
-        Sessions { by_token: Default::default(), removed, writer: parking_lot::Mutex::new(tx) }
+        Sessions { by_token: Default::default(), removed, writer: parking_lot::Mutex::new(tx), lifetimes: Default::default(), throttle: Default::default() }
+    }
+
+    pub fn set_lifetimes(&self, l: Lifetimes) {
+        *self.lifetimes.write() = l;
     }
 
     fn send(&self, op: SessionOp) {
@@ -153,8 +254,9 @@ impl Sessions {
 
     pub fn create(&self, user: &UserRecord, locale: &str, ip: &str, ua: &str) -> Arc<Session> {
         let now = Utc::now();
+        let token = hex::encode(rand::random::<[u8; 20]>());
         let rec = SessionRecord {
-            token: hex::encode(rand::random::<[u8; 20]>()),
+            token: token_digest(&token),
             key: uuid::Uuid::new_v4().to_string(),
             user: user.name.clone(),
             login_time: now.timestamp_millis(),
@@ -163,7 +265,9 @@ impl Sessions {
             ip: ip.to_string(),
             user_agent: ua.to_string(),
         };
-        let s = Arc::new(Session::from_record(rec.clone(), user.full_name.clone()));
+        let mut s = Session::from_record(rec.clone(), user.full_name.clone());
+        s.token = token;
+        let s = Arc::new(s);
         self.by_token.write().insert(s.token.clone(), s.clone());
         self.send(SessionOp::Put(rec));
         s
@@ -171,24 +275,46 @@ impl Sessions {
 
     /// The session for a client token; sessions persist, so one made before
     /// a restart is found in the store.
+    /// A session that has run out is ended here, as vCenter ends it.
     pub fn lookup(&self, store: &dyn Store, token: &str) -> Option<Arc<Session>> {
+        let s = self.lookup_live(store, token)?;
+        if s.expired(&self.lifetimes.read(), Utc::now().timestamp_millis()) {
+            self.remove(token);
+            return None;
+        }
+        Some(s)
+    }
+
+    /// The session of a token, run out or not (to end it).
+    pub fn lookup_live(&self, store: &dyn Store, token: &str) -> Option<Arc<Session>> {
         if let Some(s) = self.by_token.read().get(token) {
             return Some(s.clone());
         }
-        if self.removed.lock().contains(token) {
+        let digest = token_digest(token);
+        if self.removed.lock().contains(&digest) {
             return None;
         }
-        let rec = store.get_session(token).ok()??;
+        let rec = store.get_session(&digest).ok()??;
         let full = store.get_user(&rec.user).ok().flatten().map(|u| u.full_name).unwrap_or_default();
-        let s = Arc::new(Session::from_record(rec, full));
+        let mut s = Session::from_record(rec, full);
+        s.token = token.to_string();
+        let s = Arc::new(s);
         self.by_token.write().insert(token.to_string(), s.clone());
         Some(s)
     }
 
     pub fn remove(&self, token: &str) {
-        self.removed.lock().insert(token.to_string());
+        let digest = token_digest(token);
+        self.removed.lock().insert(digest.clone());
         self.by_token.write().remove(token);
-        self.send(SessionOp::Delete(token.to_string()));
+        self.send(SessionOp::Delete(digest));
+    }
+
+    /// The tokens of the sessions that have run out.
+    pub fn expired(&self) -> Vec<String> {
+        let l = *self.lifetimes.read();
+        let now = Utc::now().timestamp_millis();
+        self.by_token.read().values().filter(|s| s.expired(&l, now)).map(|s| s.token.clone()).collect()
     }
 
     pub fn by_key(&self, key: &str) -> Option<Arc<Session>> {

@@ -840,10 +840,12 @@ impl Tasks {
 
     /// Tasks not finished, and those finished in the last ten minutes, newest
     /// last (as TaskManager.recentTask shows them).
-    pub fn recent(&self) -> Vec<String> {
+    /// Tasks running or completed in the last 10 minutes (the last 200)
+    /// that `visible` admits.
+    pub fn recent(&self, visible: impl Fn(&TaskRecord) -> bool) -> Vec<String> {
         let horizon = ms(Utc::now()) - 10 * 60 * 1000;
         let map = self.map.read();
-        let mut v: Vec<&TaskRecord> = map.values().filter(|t| !t.state.is_final() || t.complete_time.unwrap_or(0) >= horizon).collect();
+        let mut v: Vec<&TaskRecord> = map.values().filter(|t| (!t.state.is_final() || t.complete_time.unwrap_or(0) >= horizon) && visible(t)).collect();
         v.sort_by_key(|t| t.seq);
         let skip = v.len().saturating_sub(200);
         v.into_iter().skip(skip).map(|t| t.key.clone()).collect()

@@ -168,14 +168,27 @@ pub fn login(eng: &Engine, principal: &str, password: &str, provider: Option<boo
         _ => {}
     }
     let (user_id, role) = if o.name == SYSTEM && user.eq_ignore_ascii_case("administrator") {
-        super::mo::session_manager::authenticate(eng, "administrator@vsphere.local", password).map_err(|_| bad())?;
+        super::mo::session_manager::authenticate(eng, "administrator@vsphere.local", password, ip).map_err(|_| bad())?;
         (admin_id(&o), "System Administrator".to_string())
     } else {
-        let u = d.users.iter().find(|u| u.org == o.id && u.name == user).ok_or_else(bad)?;
-        let rec = UserRecord { name: u.name.clone(), password_hash: u.password_hash.clone(), full_name: u.name.clone() };
-        if !verify_password(&rec, password) {
+        // Throttled and timed as vSphere logins are (`authenticate`).
+        let (user_key, ip_key) = (format!("vcd:{}@{}", user, o.id), format!("ip:{ip}"));
+        let keys = [user_key.as_str(), ip_key.as_str()];
+        let throttle = &eng.sessions.throttle;
+        if !throttle.admits(&keys) {
             return Err(bad());
         }
+        let Some(u) = d.users.iter().find(|u| u.org == o.id && u.name == user) else {
+            super::session::verify_nobody(password);
+            throttle.failed(&keys);
+            return Err(bad());
+        };
+        let rec = UserRecord { name: u.name.clone(), password_hash: u.password_hash.clone(), full_name: u.name.clone() };
+        if !verify_password(&rec, password) {
+            throttle.failed(&keys);
+            return Err(bad());
+        }
+        throttle.succeeded(&user_key);
         (u.id.clone(), u.role.clone())
     };
     let name = if o.name == SYSTEM && user.eq_ignore_ascii_case("administrator") { "administrator".to_string() } else { user.to_string() };

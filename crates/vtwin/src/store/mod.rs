@@ -59,7 +59,11 @@ pub struct SessionRecord {
 /// the URL gives the data directory a schema of its own, so servers with
 /// different data directories can share one database.
 pub fn open(data_dir: &std::path::Path, database: Option<&str>) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(data_dir)?;
+    // The data directory holds the store, the TLS key and the datastores:
+    // its owner's alone.
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
     let env = std::env::var("VTWIN_DATABASE").ok();
     match database.or(env.as_deref()).filter(|d| !d.is_empty()) {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
@@ -74,7 +78,18 @@ pub fn open(data_dir: &std::path::Path, database: Option<&str>) -> anyhow::Resul
             Ok(std::sync::Arc::new(postgres::PgStore::open(&url).map_err(|e| anyhow::anyhow!("PostgreSQL: {e}"))?))
         }
         Some(other) => anyhow::bail!("--database must be a postgres:// URL (SQLite, the default, needs none), not {other}"),
-        None => Ok(std::sync::Arc::new(sqlite::SqliteStore::open(&data_dir.join("vtwin.db"))?)),
+        None => {
+            let db = data_dir.join("vtwin.db");
+            let store = sqlite::SqliteStore::open(&db)?;
+            // SQLite makes its -wal and -shm files with the database's mode.
+            for f in ["vtwin.db", "vtwin.db-wal", "vtwin.db-shm"] {
+                let p = data_dir.join(f);
+                if p.exists() {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+                }
+            }
+            Ok(std::sync::Arc::new(store))
+        }
     }
 }
 

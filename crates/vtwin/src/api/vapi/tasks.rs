@@ -226,10 +226,6 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
     Ok(task_id(eng, &t.key))
 }
 
-fn entity_of(t: &TaskRecord) -> Option<MoRef> {
-    let (ty, id) = t.entity.as_ref()?;
-    Some(MoRef::new(TypeId::by_name(ty)?, id.clone()))
-}
 
 fn existing(eng: &Engine, id: &str) -> Result<TaskRecord, VapiError> {
     eng.tasks.get(task_key(id)).ok_or_else(|| VapiError::new("not_found", format!("task {id} not found")))
@@ -238,9 +234,12 @@ fn existing(eng: &Engine, id: &str) -> Result<TaskRecord, VapiError> {
 /// `com.vmware.vcenter.extension.tasks.update`.
 pub fn update(eng: &Engine, ctx: &Ctx, id: &str, spec: &J, error_name: Option<&str>) -> Result<(), VapiError> {
     let t = existing(eng, id)?;
-    if let Some(e) = entity_of(&t) {
-        eng.check(ctx, &e, "Task.Update")?;
+    if !can_see(eng, ctx, &t) {
+        return Err(VapiError::new("not_found", format!("task {id} not found")));
     }
+    // As vim25's SetTaskState: Task.Update on the task's entity (the root
+    // folder for a task without one, VCD tenants' tasks among them).
+    eng.check(ctx, &task_ref(&t), "Task.Update")?;
     let u = parse_update(spec, error_name)?;
     eng.tasks.update_vapi(&t.key, &u)?;
     Ok(())
@@ -248,11 +247,11 @@ pub fn update(eng: &Engine, ctx: &Ctx, id: &str, spec: &J, error_name: Option<&s
 
 pub fn cancel(eng: &Engine, ctx: &Ctx, id: &str) -> Result<(), VapiError> {
     let t = existing(eng, id)?;
-    if let Some(e) = entity_of(&t) {
-        if !eng.can_view(ctx, &e) {
-            return Err(VapiError::new("not_found", format!("task {id} not found")));
-        }
+    if !can_see(eng, ctx, &t) {
+        return Err(VapiError::new("not_found", format!("task {id} not found")));
     }
+    // As vim25's CancelTask: Global.CancelTask on the task's entity.
+    eng.check(ctx, &task_ref(&t), "Global.CancelTask")?;
     eng.tasks.cancel(&t.key)?;
     Ok(())
 }
@@ -323,7 +322,12 @@ pub fn info(eng: &Engine, t: &TaskRecord, exclude_result: bool) -> V {
 }
 
 fn can_see(eng: &Engine, ctx: &Ctx, t: &TaskRecord) -> bool {
-    entity_of(t).map(|e| eng.can_view(ctx, &e)).unwrap_or(true)
+    eng.can_view(ctx, &task_ref(t))
+}
+
+/// The vim25 Task of a record: its permissions are its entity's.
+fn task_ref(t: &TaskRecord) -> MoRef {
+    MoRef::new(vmodl::types::Task, t.key.clone())
 }
 
 pub fn get(eng: &Engine, ctx: &Ctx, id: &str, exclude_result: bool) -> Result<V, VapiError> {

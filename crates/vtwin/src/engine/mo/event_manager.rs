@@ -92,10 +92,7 @@ pub(super) fn items(eng: &Engine, ctx: &Ctx, f: &Data) -> Items {
     let inv = eng.inv.read();
     let mut all: Vec<TaskRecord> = eng.tasks.all().into_iter().filter(|t| matches(&inv, f, t)).collect();
     drop(inv);
-    all.retain(|t| match &t.entity {
-        Some((ty, moid)) => TypeId::by_name(ty).map(|ty| eng.can_view(ctx, &MoRef::new(ty, moid.clone()))).unwrap_or(true),
-        None => true,
-    });
+    all.retain(|t| eng.can_see_task(ctx, t));
     all.sort_by_key(|t| t.seq);
     let inv = eng.inv.read();
     let mut out: Items = all.iter().map(|t| (t.seq, Value::from(task_event(eng, &inv, t)))).collect();

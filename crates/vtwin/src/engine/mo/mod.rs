@@ -126,7 +126,7 @@ pub fn property(eng: &Engine, ctx: &Ctx, obj: &MoRef, name: &str) -> Reply {
     } else if t == types::Task {
         task::property(eng, obj, name)
     } else if t == types::TaskManager {
-        task_manager::property(eng, name)
+        task_manager::property(eng, ctx, name)
     } else if t == types::ExtensionManager {
         extension_manager::property(eng, name)
     } else if t == types::EventManager {

@@ -96,22 +96,41 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
 }
 
 /// Check a user name and password: the user's record, or InvalidLogin.
-pub fn authenticate(eng: &Engine, name: &str, pw: &str) -> Result<UserRecord, Fault> {
+/// Every login of every API comes here: failures are throttled per user
+/// and per client address (`Throttle`), and an unknown user costs the same
+/// password check as a known one.
+pub fn authenticate(eng: &Engine, name: &str, pw: &str, ip: &str) -> Result<UserRecord, Fault> {
     let name = normalize_user(name);
-    let mut user = eng.user(&name)?.ok_or_else(Fault::invalid_login)?;
+    let (user_key, ip_key) = (format!("user:{name}"), format!("ip:{ip}"));
+    let keys = [user_key.as_str(), ip_key.as_str()];
+    let throttle = &eng.sessions.throttle;
+    if !throttle.admits(&keys) {
+        return Err(Fault::invalid_login());
+    }
+    let found = eng.user(&name)?;
+    let Some(mut user) = found else {
+        crate::engine::session::verify_nobody(pw);
+        throttle.failed(&keys);
+        return Err(Fault::invalid_login());
+    };
     if !verify_password(&user, pw) {
         // The password may have just been changed by `vtwin user add`.
         eng.refresh_external(true)?;
-        user = eng.user(&name)?.ok_or_else(Fault::invalid_login)?;
-        if !verify_password(&user, pw) {
-            return Err(Fault::invalid_login());
+        let again = eng.user(&name)?;
+        match again {
+            Some(u) if verify_password(&u, pw) => user = u,
+            _ => {
+                throttle.failed(&keys);
+                return Err(Fault::invalid_login());
+            }
         }
     }
+    throttle.succeeded(&user_key);
     Ok(user)
 }
 
 fn login(eng: &Engine, ctx: &mut Ctx, args: &Args) -> Reply {
-    let user = authenticate(eng, args.str("userName").unwrap_or(""), args.str("password").unwrap_or(""))?;
+    let user = authenticate(eng, args.str("userName").unwrap_or(""), args.str("password").unwrap_or(""), &ctx.ip)?;
     let locale = args.str("locale").unwrap_or("en");
     let s = eng.sessions.create(&user, locale, &ctx.ip, &ctx.user_agent);
     // Replacing the caller's session, as vCenter does on a second Login.

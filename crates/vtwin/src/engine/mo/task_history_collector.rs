@@ -65,10 +65,7 @@ pub fn items(eng: &Engine, ctx: &Ctx, f: &Data) -> Items {
         let inv = eng.inv.read();
         eng.tasks.all().into_iter().filter(|t| matches(&inv, f, t)).collect()
     };
-    all.retain(|t| match &t.entity {
-        Some((ty, moid)) => vmodl::TypeId::by_name(ty).map(|ty| eng.can_view(ctx, &MoRef::new(ty, moid.clone()))).unwrap_or(true),
-        None => true,
-    });
+    all.retain(|t| eng.can_see_task(ctx, t));
     all.sort_by_key(|t| t.seq);
     all.iter().map(|t| (t.seq, Value::from(eng.tasks.info(t)))).collect()
 }

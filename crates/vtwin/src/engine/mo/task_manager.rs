@@ -4,9 +4,10 @@ use crate::engine::{Ctx, Engine, Fault, Reply};
 use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, Value};
 
-pub fn property(eng: &Engine, name: &str) -> Option<Value> {
+pub fn property(eng: &Engine, ctx: &Ctx, name: &str) -> Option<Value> {
     Some(match name {
-        "recentTask" => super::refs(eng.tasks.recent().into_iter().map(|k| MoRef::new(types::Task, k))),
+        // Only tasks on objects the caller may see (JSON: recentTask).
+        "recentTask" => super::refs(eng.tasks.recent(|t| eng.can_see_task(ctx, t)).into_iter().map(|k| MoRef::new(types::Task, k))),
         "maxCollector" => Value::Int(32),
         "description" => {
             let el = |k: &str, label: &str| Value::from(Data::new(types::ElementDescription).with("key", k).with("label", label).with("summary", label));
