@@ -105,7 +105,10 @@ def test_readonly_reads_noaccess_refused(server):
         content = si.RetrieveContent()
         with pytest.raises(vim.fault.NoPermission):
             _ = content.rootFolder.childEntity
-        assert content.searchIndex.FindByInventoryPath("DC0") is None
+        # NoAccess holds no privilege anywhere: not even the search index's
+        # System.View (a ReadOnly user's search just leaves out what it cannot see).
+        with pytest.raises(vim.fault.NoPermission):
+            content.searchIndex.FindByInventoryPath("DC0")
     finally:
         Disconnect(si)
 

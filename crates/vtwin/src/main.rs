@@ -127,6 +127,21 @@ struct ServeArgs {
     /// stops renewing it end in error within the lease and a third.
     #[arg(long, default_value_t = vtwin::engine::node::DEFAULT_LEASE.as_secs_f64())]
     node_lease: f64,
+    /// Seconds a session may stay idle before it ends (vCenter: 30 minutes).
+    #[arg(long, default_value_t = vtwin::engine::session::DEFAULT_IDLE_SECS)]
+    session_idle_timeout: u64,
+    /// Seconds a session lives at most, however busy it is.
+    #[arg(long, default_value_t = vtwin::engine::session::DEFAULT_MAX_SECS)]
+    session_max_lifetime: u64,
+    /// Sessions one user may hold at once (past it: LimitExceeded).
+    #[arg(long, default_value_t = vtwin::engine::session::DEFAULT_MAX_SESSIONS_PER_USER)]
+    max_sessions_per_user: usize,
+    /// Tasks not yet ended that one user may have (past it: LimitExceeded).
+    #[arg(long, default_value_t = vtwin::engine::tasks::DEFAULT_LIVE_TASKS_PER_USER)]
+    max_live_tasks_per_user: usize,
+    /// vCloud Director tasks one user may have kept (they live until expiry).
+    #[arg(long, default_value_t = vtwin::engine::tasks::DEFAULT_VCD_TASKS_PER_USER)]
+    max_vcd_tasks_per_user: usize,
 }
 
 #[derive(Subcommand)]
@@ -251,6 +266,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         println!("vtwin NBD on nbd://{nbd_addr}");
         tokio::spawn(api::nbd::serve(engine.clone(), nbd));
         engine.set_vcd_task_expiry_secs(a.vcd_task_expiry);
+        engine.sessions.set_lifetimes(vtwin::engine::session::Lifetimes {
+            idle_ms: a.session_idle_timeout.saturating_mul(1000).min(i64::MAX as u64) as i64,
+            max_ms: a.session_max_lifetime.saturating_mul(1000).min(i64::MAX as u64) as i64,
+        });
+        engine.sessions.set_max_per_user(a.max_sessions_per_user);
+        engine.tasks.set_caps(vtwin::engine::tasks::TaskCaps { live_per_user: a.max_live_tasks_per_user, vcd_per_user: a.max_vcd_tasks_per_user });
         if let Some(v) = &a.vcd_listen {
             let listener = listen(v).await?;
             let addr = listener.local_addr()?;

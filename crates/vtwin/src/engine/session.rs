@@ -190,7 +190,14 @@ pub struct Sessions {
     writer: parking_lot::Mutex<mpsc::Sender<Msg>>,
     lifetimes: RwLock<Lifetimes>,
     pub throttle: Throttle,
+    /// Sessions per user, and the cap on them.
+    per_user: parking_lot::Mutex<HashMap<String, usize>>,
+    max_per_user: AtomicI64,
 }
+
+/// Sessions one user may hold at once (vCenter's whole pool is 2,000 SOAP
+/// sessions before 8.0U3, 3,000 since).
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 2_000;
 
 enum Msg {
     Op(SessionOp),
@@ -233,7 +240,27 @@ impl Sessions {
                 }
             })
             .expect("spawn session writer");
-        Sessions { by_token: Default::default(), removed, writer: parking_lot::Mutex::new(tx), lifetimes: Default::default(), throttle: Default::default() }
+        Sessions { by_token: Default::default(), removed, writer: parking_lot::Mutex::new(tx), lifetimes: Default::default(),
+            throttle: Default::default(),
+            per_user: Default::default(),
+            max_per_user: AtomicI64::new(DEFAULT_MAX_SESSIONS_PER_USER as i64),
+        }
+    }
+
+    pub fn set_max_per_user(&self, n: usize) {
+        self.max_per_user.store(n as i64, Ordering::Relaxed);
+    }
+
+    fn count(&self, user: &str, add: bool) {
+        let mut m = self.per_user.lock();
+        if add {
+            *m.entry(user.to_string()).or_default() += 1;
+        } else if let Some(n) = m.get_mut(user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(user);
+            }
+        }
     }
 
     pub fn set_lifetimes(&self, l: Lifetimes) {
@@ -252,7 +279,20 @@ impl Sessions {
         }
     }
 
-    pub fn create(&self, user: &UserRecord, locale: &str, ip: &str, ua: &str) -> Arc<Session> {
+    /// A new session for `user`, or LimitExceeded when it holds as many as
+    /// it may (ended and run-out sessions do not count).
+    pub fn create(&self, user: &UserRecord, locale: &str, ip: &str, ua: &str) -> Result<Arc<Session>, super::Fault> {
+        let cap = self.max_per_user.load(Ordering::Relaxed) as usize;
+        if self.per_user.lock().get(&user.name).copied().unwrap_or(0) >= cap {
+            for t in self.expired() {
+                self.remove(&t);
+            }
+            if self.per_user.lock().get(&user.name).copied().unwrap_or(0) >= cap {
+                return Err(super::Fault::new(vmodl::types::LimitExceeded, format!("user {} already holds {cap} sessions; log some out first", user.name))
+                    .with("property", vmodl::Value::Typed(vmodl::types::PropertyPath, "session".into()))
+                    .with("limit", cap.min(i32::MAX as usize) as i32));
+            }
+        }
         let now = Utc::now();
         let token = hex::encode(rand::random::<[u8; 20]>());
         let rec = SessionRecord {
@@ -269,8 +309,9 @@ impl Sessions {
         s.token = token;
         let s = Arc::new(s);
         self.by_token.write().insert(s.token.clone(), s.clone());
+        self.count(&s.user, true);
         self.send(SessionOp::Put(rec));
-        s
+        Ok(s)
     }
 
     /// The session for a client token; sessions persist, so one made before
@@ -299,14 +340,18 @@ impl Sessions {
         let mut s = Session::from_record(rec, full);
         s.token = token.to_string();
         let s = Arc::new(s);
-        self.by_token.write().insert(token.to_string(), s.clone());
+        if self.by_token.write().insert(token.to_string(), s.clone()).is_none() {
+            self.count(&s.user, true);
+        }
         Some(s)
     }
 
     pub fn remove(&self, token: &str) {
         let digest = token_digest(token);
         self.removed.lock().insert(digest.clone());
-        self.by_token.write().remove(token);
+        if let Some(s) = self.by_token.write().remove(token) {
+            self.count(&s.user, false);
+        }
         self.send(SessionOp::Delete(digest));
     }
 

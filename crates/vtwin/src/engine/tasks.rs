@@ -371,6 +371,53 @@ pub struct Tasks {
     by_parent: RwLock<HashMap<String, Vec<String>>>,
     /// When expired VCD tasks were last looked for (ms).
     vcd_pruned: AtomicI64,
+    /// Per user: tasks not ended, VCD tasks kept; and the caps on them.
+    quotas: parking_lot::Mutex<Quotas>,
+    caps: RwLock<TaskCaps>,
+}
+
+/// How many tasks one user may have: not yet ended (any API), and VCD
+/// tasks kept (they live until their expiry, ended or not).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskCaps {
+    pub live_per_user: usize,
+    pub vcd_per_user: usize,
+}
+
+pub const DEFAULT_LIVE_TASKS_PER_USER: usize = 10_000;
+pub const DEFAULT_VCD_TASKS_PER_USER: usize = 10_000;
+
+impl Default for TaskCaps {
+    fn default() -> Self {
+        TaskCaps { live_per_user: DEFAULT_LIVE_TASKS_PER_USER, vcd_per_user: DEFAULT_VCD_TASKS_PER_USER }
+    }
+}
+
+#[derive(Default)]
+struct Quotas {
+    live: HashMap<String, usize>,
+    vcd: HashMap<String, usize>,
+}
+
+impl Quotas {
+    fn tally(&mut self, t: &TaskRecord, add: bool) {
+        let step = |m: &mut HashMap<String, usize>| {
+            if add {
+                *m.entry(t.user.clone()).or_default() += 1;
+            } else if let Some(n) = m.get_mut(&t.user) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.remove(&t.user);
+                }
+            }
+        };
+        if !t.state.is_final() {
+            step(&mut self.live);
+        }
+        if t.vcd.is_some() {
+            step(&mut self.vcd);
+        }
+    }
 }
 
 impl Tasks {
@@ -388,14 +435,18 @@ impl Tasks {
             map.insert(row.key, t);
         }
         let (mut by_vcd, mut by_parent) = (HashMap::new(), HashMap::<String, Vec<String>>::new());
+        let mut quotas = Quotas::default();
         for t in map.values() {
             index(&mut by_vcd, &mut by_parent, t);
+            quotas.tally(t, true);
         }
         Ok(Tasks {
             store,
             by_vcd: RwLock::new(by_vcd),
             by_parent: RwLock::new(by_parent),
             vcd_pruned: AtomicI64::new(0),
+            quotas: parking_lot::Mutex::new(quotas),
+            caps: Default::default(),
             map: RwLock::new(map),
             completed: RwLock::new(completed),
             seqs: parking_lot::Mutex::new((0, 0)),
@@ -520,8 +571,40 @@ impl Tasks {
                 n.notify_one();
             }
         }
+        {
+            let mut q = self.quotas.lock();
+            if let Some(p) = prev {
+                q.tally(p, false);
+            }
+            q.tally(&t, true);
+        }
         map.insert(t.key.clone(), t);
         true
+    }
+
+    pub fn set_caps(&self, caps: TaskCaps) {
+        *self.caps.write() = caps;
+    }
+
+    /// May `t`'s user have one more task like it? LimitExceeded if not.
+    fn admit(&self, t: &TaskRecord) -> Result<(), Fault> {
+        let caps = *self.caps.read();
+        let q = self.quotas.lock();
+        let over = |m: &HashMap<String, usize>, cap: usize, what: &str| -> Result<(), Fault> {
+            if m.get(&t.user).copied().unwrap_or(0) >= cap {
+                return Err(Fault::new(vmodl::types::LimitExceeded, format!("user {} already has {cap} {what}; end some first", t.user))
+                    .with("property", vmodl::Value::Typed(vmodl::types::PropertyPath, "task".into()))
+                    .with("limit", cap.min(i32::MAX as usize) as i32));
+            }
+            Ok(())
+        };
+        if !t.state.is_final() {
+            over(&q.live, caps.live_per_user, "tasks that have not ended")?;
+        }
+        if t.vcd.is_some() {
+            over(&q.vcd, caps.vcd_per_user, "vCloud Director tasks")?;
+        }
+        Ok(())
     }
 
     /// Forget tasks another node deleted.
@@ -539,6 +622,7 @@ impl Tasks {
         let (mut by_vcd, mut by_parent) = (self.by_vcd.write(), self.by_parent.write());
         for k in keys {
             if let Some(t) = map.remove(k) {
+                self.quotas.lock().tally(&t, false);
                 if let Some(v) = &t.vcd {
                     by_vcd.remove(&v.id);
                 }
@@ -662,6 +746,7 @@ impl Tasks {
     }
 
     fn insert_new(&self, mut t: TaskRecord) -> Result<TaskRecord, Fault> {
+        self.admit(&t)?;
         t.version = 1;
         let record = serde_json::to_string(&t).map_err(|e| Fault::system_error(e.to_string()))?;
         self.store.insert_task(&crate::store::TaskRow { key: t.key.clone(), seq: t.seq, version: 1, owner: self.node(), live: t.is_live(), record })?;

@@ -149,6 +149,10 @@ impl From<Fault> for VcdError {
             VcdError::not_found(f.message)
         } else if f.data.ty == types::InvalidArgument || f.data.ty == types::InvalidState {
             VcdError::bad_request(f.message)
+        } else if f.data.ty == types::LimitExceeded {
+            VcdError::new(400, "BAD_REQUEST", f.message)
+        } else if f.data.ty == types::NoPermission {
+            VcdError::new(403, "ACCESS_TO_RESOURCE_IS_FORBIDDEN", f.message)
         } else {
             VcdError::new(500, "INTERNAL_SERVER_ERROR", f.message)
         }
@@ -193,7 +197,7 @@ pub fn login(eng: &Engine, principal: &str, password: &str, provider: Option<boo
     };
     let name = if o.name == SYSTEM && user.eq_ignore_ascii_case("administrator") { "administrator".to_string() } else { user.to_string() };
     let rec = UserRecord { name: format!("vcd:{}:{}:{}", o.id, user_id, name), password_hash: String::new(), full_name: name.clone() };
-    let s = eng.sessions.create(&rec, "en", ip, ua);
+    let s = eng.sessions.create(&rec, "en", ip, ua).map_err(VcdError::from)?;
     Ok(Who { token: s.token.clone(), org: o, user: name, user_id, role })
 }
 

@@ -112,7 +112,7 @@ pub fn basic_auth(req: &Req) -> Option<(String, String)> {
 
 fn login(eng: &Engine, ctx: &Ctx, user: &str, pw: &str) -> Result<Arc<Session>, VapiError> {
     let rec = crate::engine::mo::session_manager::authenticate(eng, user, pw, &ctx.ip).map_err(|_| VapiError::new("unauthenticated", "Authentication required."))?;
-    Ok(eng.sessions.create(&rec, "en", &ctx.ip, &ctx.user_agent))
+    Ok(eng.sessions.create(&rec, "en", &ctx.ip, &ctx.user_agent)?)
 }
 
 fn session_info(s: &Session) -> V {

@@ -55,6 +55,8 @@ pub fn error_kind(f: &Fault) -> &'static str {
         "resource_in_use"
     } else if is(types::Timedout) {
         "timed_out"
+    } else if is(types::LimitExceeded) {
+        "unable_to_allocate_resource"
     } else if is(types::InvalidArgument) || is(types::InvalidRequest) || is(types::InvalidType) || is(types::InvalidProperty) {
         "invalid_argument"
     } else {

@@ -132,7 +132,7 @@ pub fn authenticate(eng: &Engine, name: &str, pw: &str, ip: &str) -> Result<User
 fn login(eng: &Engine, ctx: &mut Ctx, args: &Args) -> Reply {
     let user = authenticate(eng, args.str("userName").unwrap_or(""), args.str("password").unwrap_or(""), &ctx.ip)?;
     let locale = args.str("locale").unwrap_or("en");
-    let s = eng.sessions.create(&user, locale, &ctx.ip, &ctx.user_agent);
+    let s = eng.sessions.create(&user, locale, &ctx.ip, &ctx.user_agent)?;
     // Replacing the caller's session, as vCenter does on a second Login.
     if let Some(old) = ctx.session.take() {
         eng.end_session(&old.token);
