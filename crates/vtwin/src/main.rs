@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -142,6 +142,37 @@ struct ServeArgs {
     /// vCloud Director tasks one user may have kept (they live until expiry).
     #[arg(long, default_value_t = vtwin::engine::tasks::DEFAULT_VCD_TASKS_PER_USER)]
     max_vcd_tasks_per_user: usize,
+    /// Seconds a kept-alive HTTP connection may go without a request (and a
+    /// request body or a response may stall) before it is closed.
+    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    http_idle_timeout: f64,
+    /// Seconds a new HTTP connection (or a started request head) has to
+    /// deliver a complete request head.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", hide = true)]
+    http_header_timeout: f64,
+    /// Open HTTP(S) connections at most (all API listeners together);
+    /// beyond it new connections are closed at once.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds an NBD connection may go without a request before it is closed.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    nbd_idle_timeout: f64,
+    /// Seconds an NBD client has to finish option negotiation.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", hide = true)]
+    nbd_handshake_timeout: f64,
+    /// Open NBD connections at most.
+    #[arg(long, default_value_t = 1024)]
+    nbd_max_connections: usize,
+    /// Also serve GET /metrics here, without a session (a loopback
+    /// address only); on the API listener /metrics needs a session with
+    /// System.Read.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<String>,
+}
+
+fn secs(flag: &str, v: f64) -> anyhow::Result<std::time::Duration> {
+    anyhow::ensure!(v.is_finite() && v > 0.0 && v < 1e9, "--{flag} must be a positive number of seconds");
+    Ok(std::time::Duration::from_secs_f64(v))
 }
 
 #[derive(Subcommand)]
@@ -203,7 +234,7 @@ fn main() -> anyhow::Result<()> {
             println!("user {user} of {org} added");
             Ok(())
         }
-        Cmd::Serve(a) => serve(a),
+        Cmd::Serve(a) => serve(*a),
     }
 }
 
@@ -235,8 +266,20 @@ async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("{addr} resolves to no address")))
 }
 
+/// Give memory freed by connections that are gone back to the system: the
+/// allocator purges its free pages lazily, on later allocations, so after a
+/// burst (a flood of connections, say) an idle server would keep them.
+fn start_memory_purger() {
+    let _ = std::thread::Builder::new().name("mem-purge".into()).spawn(|| loop {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        // SAFETY: mi_collect takes no pointers; it may run on any thread.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    });
+}
+
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     raise_nofile_limit();
+    start_memory_purger();
     let store = vtwin::store::open(&a.data_dir, a.database.as_deref())?;
     let data_dir = std::fs::canonicalize(&a.data_dir)?;
     let shape = Shape { datacenters: a.datacenters, hosts: a.hosts, datastores: a.datastores };
@@ -253,6 +296,18 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let n = opened.engine.control.load_file(f)?;
         tracing::info!(rules = n, file = %f.display(), "test-control rules loaded");
     }
+    let limits = api::Limits {
+        header_timeout: secs("http-header-timeout", a.http_header_timeout)?,
+        idle_timeout: secs("http-idle-timeout", a.http_idle_timeout)?,
+        max_connections: a.max_connections.max(1),
+        ..Default::default()
+    };
+    let nbd_limits = api::nbd::NbdLimits {
+        handshake_timeout: secs("nbd-handshake-timeout", a.nbd_handshake_timeout)?,
+        idle_timeout: secs("nbd-idle-timeout", a.nbd_idle_timeout)?,
+        max_connections: a.nbd_max_connections.max(1),
+    };
+    let nbd_tickets: Arc<api::nbd::Bindings> = Default::default();
     let engine = opened.engine.into_shared();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -264,7 +319,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(node = %node_id, "node started");
         let (nbd, nbd_addr) = api::nbd::listen(&a.nbd_listen).await.map_err(|e| anyhow::anyhow!("NBD listen on {}: {e}", a.nbd_listen))?;
         println!("vtwin NBD on nbd://{nbd_addr}");
-        tokio::spawn(api::nbd::serve(engine.clone(), nbd));
+        tokio::spawn(api::nbd::serve(engine.clone(), nbd, nbd_tickets.clone(), nbd_limits));
         engine.set_vcd_task_expiry_secs(a.vcd_task_expiry);
         engine.sessions.set_lifetimes(vtwin::engine::session::Lifetimes {
             idle_ms: a.session_idle_timeout.saturating_mul(1000).min(i64::MAX as u64) as i64,
@@ -277,10 +332,33 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             let scheme = if tls.is_some() { "https" } else { "http" };
             println!("vtwin VCD on {scheme}://{addr}");
-            let vstate = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default(), nbd_addr: Some(nbd_addr), vcd: true });
+            let vstate = Arc::new(AppState {
+                engine: engine.clone(),
+                tls: tls.is_some(),
+                metrics: Default::default(),
+                nbd_addr: Some(nbd_addr),
+                nbd_tickets: nbd_tickets.clone(),
+                vcd: true,
+                limits: limits.clone(),
+            });
             tokio::spawn(api::serve(vstate, listener, tls.clone()));
         }
-        let state = Arc::new(AppState { engine: engine.clone(), tls: tls.is_some(), metrics: Default::default(), nbd_addr: Some(nbd_addr), vcd: false });
+        let state = Arc::new(AppState {
+            engine: engine.clone(),
+            tls: tls.is_some(),
+            metrics: Default::default(),
+            nbd_addr: Some(nbd_addr),
+            nbd_tickets: nbd_tickets.clone(),
+            vcd: false,
+            limits: limits.clone(),
+        });
+        if let Some(m) = &a.metrics_listen {
+            let listener = listen(m).await?;
+            let maddr = listener.local_addr()?;
+            anyhow::ensure!(maddr.ip().is_loopback(), "--metrics-listen serves without a session: give a loopback address, not {maddr}");
+            println!("vtwin metrics on http://{maddr}/metrics");
+            tokio::spawn(api::serve_metrics(state.clone(), listener));
+        }
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("vtwin listening on {scheme}://{addr}");
         std::io::stdout().flush()?;

@@ -15,7 +15,7 @@ fn every_property_value_is_complete() {
         .engine;
     let admin = store.get_user("administrator@vsphere.local").unwrap().unwrap();
     let mut ctx = Ctx::new(vmodl::VersionId::by_wire("vim25", "9.1.0.0").unwrap());
-    ctx.session = Some(eng.sessions.create(&admin, "en", "127.0.0.1", "test"));
+    ctx.session = Some(eng.sessions.create(&admin, "en", "127.0.0.1", "test").unwrap());
     let mut objs: Vec<vmodl::MoRef> = vtwin::engine::SINGLETONS.iter().map(|(m, t)| vmodl::MoRef::new(*t, *m)).collect();
     objs.extend(eng.inv.read().objects.values().map(|e| e.moref.clone()));
     let mut missing = vec![];

@@ -152,8 +152,9 @@ fn metrics_count_requests_per_api_and_method() {
     let d = tempdir();
     let s = Server::start(d.path(), &[]);
     s.soap_login(ADMIN, PW);
-    s.json_login(ADMIN, PW);
-    let m = ureq::get(&s.url("/metrics")).call().unwrap().into_string().unwrap();
+    let sid = s.json_login(ADMIN, PW);
+    // Metrics are for a logged-in reader (or --metrics-listen).
+    let m = ureq::get(&s.url("/metrics")).set("vmware-api-session-id", &sid).call().unwrap().into_string().unwrap();
     assert!(m.contains(r#"vtwin_requests_total{api="soap",method="Login"} 1"#), "{m}");
     assert!(m.contains(r#"vtwin_requests_total{api="vijson",method="Login"} 1"#), "{m}");
     assert!(m.contains("vtwin_request_duration_seconds_bucket{api=\"soap\",method=\"Login\",le=\"+Inf\"} 1"), "{m}");

@@ -3,15 +3,78 @@
 //! BLOCK_STATUS) over first-class disks, and `POST /api/vtwin/nbd-tickets`,
 //! which hands out the short-lived export names. The live disk is exported
 //! read-write (writes go through change tracking), a snapshot read-only.
+//!
+//! A ticket belongs to the session that asked for it: a connection made
+//! with it ends when that session does (logout). Negotiation has a
+//! deadline, an idle connection is closed, and the number of connections
+//! is capped (`NbdLimits`).
 use super::{respond, AppState, Req, Resp};
 use crate::engine::disks::{DiskRef, Ticket, TICKET_TTL_MS};
 use crate::engine::Engine;
 use hyper::StatusCode;
+use parking_lot::Mutex;
 use serde_json::json;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
+
+/// Deadlines and the connection cap of the NBD server.
+#[derive(Clone, Debug)]
+pub struct NbdLimits {
+    /// From accept to the end of option haggling.
+    pub handshake_timeout: Duration,
+    /// A connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for NbdLimits {
+    fn default() -> NbdLimits {
+        NbdLimits { handshake_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(300), max_connections: 1024 }
+    }
+}
+
+/// Which session asked for each ticket (export name).
+#[derive(Default)]
+pub struct Bindings {
+    map: Mutex<HashMap<String, Binding>>,
+}
+
+#[derive(Clone)]
+struct Binding {
+    /// The session's token: the connection lives as long as the session.
+    token: String,
+    expires_ms: i64,
+}
+
+impl Bindings {
+    fn bind(&self, name: &str, token: &str, expires_ms: i64) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut m = self.map.lock();
+        m.retain(|_, b| b.expires_ms > now);
+        m.insert(name.to_string(), Binding { token: token.to_string(), expires_ms });
+    }
+    fn get(&self, name: &str) -> Option<Binding> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.map.lock().get(name).filter(|b| b.expires_ms > now).cloned()
+    }
+}
+
+/// Is the session behind `token` still there (not logged out)? No side
+/// effect on the session.
+fn session_alive(eng: &Engine, token: &str) -> bool {
+    eng.sessions.lookup(eng.store.as_ref(), token).is_some()
+}
+
+/// Per-connection buffers (an idle connection holds these and no more).
+const READ_BUF: usize = 64 << 10;
+const WRITE_BUF: usize = 64 << 10;
+/// Pipelined writes applied together hold at most this much (plus one write).
+const MAX_BATCH_BYTES: usize = 32 << 20;
 
 const NBDMAGIC: u64 = 0x4e42444d41474943;
 const IHAVEOPT: u64 = 0x49484156454f5054;
@@ -86,8 +149,7 @@ pub fn tickets(state: &AppState, req: &Req) -> Resp {
         respond(status, "application/json", json!({"error_type": kind.to_uppercase(), "messages": [{"id": format!("com.vmware.vtwin.{kind}"), "default_message": msg, "args": []}]}).to_string())
     };
     let eng = &state.engine;
-    let token = req.header(super::vijson::SESSION_HEADER).map(str::to_string).or_else(|| req.cookie(super::soap::COOKIE));
-    let Some(session) = token.and_then(|t| eng.session_for_token(&t)) else {
+    let Some(session) = super::header_tokens(&req.headers, false).iter().find_map(|t| eng.session_for_token(t)) else {
         return err(StatusCode::UNAUTHORIZED, "unauthenticated", "send vmware-api-session-id or the SOAP session cookie".into());
     };
     let Some(nbd) = state.nbd_addr else {
@@ -102,6 +164,12 @@ pub fn tickets(state: &AppState, req: &Req) -> Resp {
     };
     let write = body["write"].as_bool().unwrap_or(false);
     let snapshot = body["snapshot"].as_str().map(str::to_string);
+    let dsref = vmodl::MoRef::new(vmodl::types::Datastore, ds);
+    // As for /folder: reading needs Datastore.Browse, writing Datastore.FileManagement.
+    let privilege = if write { "Datastore.FileManagement" } else { "Datastore.Browse" };
+    if !eng.has_privilege(&session.user, &dsref, privilege) {
+        return err(StatusCode::FORBIDDEN, "unauthorized", format!("{privilege} on {ds} is needed"));
+    }
     let Ok(r) = eng.disks.get(disk, ds) else {
         return err(StatusCode::NOT_FOUND, "not_found", format!("no disk {disk} on datastore {ds}"));
     };
@@ -113,13 +181,9 @@ pub fn tickets(state: &AppState, req: &Req) -> Resp {
             return err(StatusCode::NOT_FOUND, "not_found", format!("no snapshot {s} of disk {disk}"));
         }
     }
-    let dsref = vmodl::MoRef::new(vmodl::types::Datastore, ds);
-    let privilege = if write { "Datastore.FileManagement" } else { "System.View" };
-    if !eng.has_privilege(&session.user, &dsref, privilege) {
-        return err(StatusCode::FORBIDDEN, "unauthorized", format!("{privilege} on {ds} is needed"));
-    }
     let expires_ms = chrono::Utc::now().timestamp_millis() + TICKET_TTL_MS;
     let name = eng.disks.issue_ticket(Ticket { disk: disk.into(), datastore: ds.into(), snapshot, write, expires_ms });
+    state.nbd_tickets.bind(&name, &session.token, expires_ms);
     let expires = chrono::DateTime::from_timestamp_millis(expires_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     respond(StatusCode::CREATED, "application/json", json!({"uri": format!("nbd://{nbd}/{name}"), "expires": expires}).to_string())
 }
@@ -153,8 +217,18 @@ impl Export {
     }
 }
 
-fn open_export(eng: &Engine, name: &str) -> Option<Export> {
+/// The export behind a ticket, and the token of the session it belongs to
+/// (which must still be there).
+fn open_export(eng: &Engine, bindings: &Bindings, name: &str) -> Option<(Export, String)> {
     let t = eng.disks.ticket(name)?;
+    let b = bindings.get(name)?;
+    if !session_alive(eng, &b.token) {
+        return None;
+    }
+    open_ticket(eng, &t).map(|e| (e, b.token))
+}
+
+fn open_ticket(eng: &Engine, t: &Ticket) -> Option<Export> {
     let disk = eng.disks.get(&t.disk, &t.datastore).ok()?;
     match &t.snapshot {
         Some(s) => {
@@ -168,19 +242,31 @@ fn open_export(eng: &Engine, name: &str) -> Option<Export> {
     }
 }
 
-pub async fn serve(engine: Arc<Engine>, listener: TcpListener) {
+pub async fn serve(engine: Arc<Engine>, listener: TcpListener, bindings: Arc<Bindings>, limits: NbdLimits) {
+    static REFUSED: super::RefusalLog = super::RefusalLog::new();
+    let open: Arc<AtomicUsize> = Default::default();
+    let limits = Arc::new(limits);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "NBD accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let Some(slot) = super::Slot::take(&open, limits.max_connections) else {
+            drop(stream);
+            REFUSED.refused("NBD", limits.max_connections);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let eng = engine.clone();
+        let bindings = bindings.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(eng, stream).await {
+            let _slot = slot;
+            if let Err(e) = connection(eng, bindings, &limits, stream).await {
                 tracing::debug!(%peer, error = %e, "NBD connection ended");
             }
         });
@@ -207,9 +293,26 @@ fn be_string(b: &[u8], at: &mut usize) -> Option<String> {
     Some(s)
 }
 
-async fn connection(eng: Arc<Engine>, stream: TcpStream) -> std::io::Result<()> {
+/// What option haggling settled on.
+struct Negotiated {
+    export: Export,
+    token: String,
+    structured: bool,
+    meta: bool,
+}
+
+async fn connection(eng: Arc<Engine>, bindings: Arc<Bindings>, limits: &NbdLimits, stream: TcpStream) -> std::io::Result<()> {
     let (r, w) = stream.into_split();
-    let (mut r, mut w): (Rd, Wr) = (BufReader::new(r), BufWriter::with_capacity(1 << 20, w));
+    let (mut r, mut w): (Rd, Wr) = (BufReader::with_capacity(READ_BUF, r), BufWriter::with_capacity(WRITE_BUF, w));
+    let n = match tokio::time::timeout(limits.handshake_timeout, negotiate(&eng, &bindings, &mut r, &mut w)).await {
+        Ok(n) => n?,
+        Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "negotiation did not finish in time")),
+    };
+    let Some(n) = n else { return Ok(()) };
+    transmission(&eng, n, r, w, limits.idle_timeout).await
+}
+
+async fn negotiate(eng: &Arc<Engine>, bindings: &Arc<Bindings>, r: &mut Rd, w: &mut Wr) -> std::io::Result<Option<Negotiated>> {
     w.write_u64(NBDMAGIC).await?;
     w.write_u64(IHAVEOPT).await?;
     w.write_u16(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).await?;
@@ -219,7 +322,7 @@ async fn connection(eng: Arc<Engine>, stream: TcpStream) -> std::io::Result<()> 
     let mut structured = false;
     let mut meta = false;
     // Option haggling.
-    let export = loop {
+    let (export, token) = loop {
         if r.read_u64().await? != IHAVEOPT {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad option magic"));
         }
@@ -233,37 +336,37 @@ async fn connection(eng: Arc<Engine>, stream: TcpStream) -> std::io::Result<()> 
         match opt {
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data).into_owned();
-                let eng2 = eng.clone();
+                let (eng2, b2) = (eng.clone(), bindings.clone());
                 // Old-style: no way to say no but to hang up.
-                let Some(ex) = tokio::task::spawn_blocking(move || open_export(&eng2, &name)).await.ok().flatten() else { return Ok(()) };
+                let Some((ex, token)) = tokio::task::spawn_blocking(move || open_export(&eng2, &b2, &name)).await.ok().flatten() else { return Ok(None) };
                 w.write_u64(ex.size()).await?;
                 w.write_u16(ex.flags()).await?;
                 if !no_zeroes {
                     w.write_all(&[0u8; 124]).await?;
                 }
                 w.flush().await?;
-                break ex;
+                break (ex, token);
             }
             OPT_ABORT => {
-                opt_reply(&mut w, opt, REP_ACK, &[]).await?;
-                return Ok(());
+                opt_reply(w, opt, REP_ACK, &[]).await?;
+                return Ok(None);
             }
             OPT_LIST => {
                 // Export names are tickets: none is listed.
-                opt_reply(&mut w, opt, REP_ERR_POLICY, b"exports are reachable only with a ticket").await?;
+                opt_reply(w, opt, REP_ERR_POLICY, b"exports are reachable only with a ticket").await?;
             }
             OPT_STRUCTURED_REPLY => {
                 structured = true;
-                opt_reply(&mut w, opt, REP_ACK, &[]).await?;
+                opt_reply(w, opt, REP_ACK, &[]).await?;
             }
             OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
                 let mut at = 0;
                 let (Some(_name), Some(n)) = (be_string(&data, &mut at), data.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))) else {
-                    opt_reply(&mut w, opt, REP_ERR_INVALID, b"malformed meta context request").await?;
+                    opt_reply(w, opt, REP_ERR_INVALID, b"malformed meta context request").await?;
                     continue;
                 };
                 if !structured && opt == OPT_SET_META_CONTEXT {
-                    opt_reply(&mut w, opt, REP_ERR_INVALID, b"structured replies first").await?;
+                    opt_reply(w, opt, REP_ERR_INVALID, b"structured replies first").await?;
                     continue;
                 }
                 at += 4;
@@ -278,43 +381,43 @@ async fn connection(eng: Arc<Engine>, stream: TcpStream) -> std::io::Result<()> 
                 if wants {
                     let mut d = META_ID.to_be_bytes().to_vec();
                     d.extend_from_slice(b"base:allocation");
-                    opt_reply(&mut w, opt, REP_META_CONTEXT, &d).await?;
+                    opt_reply(w, opt, REP_META_CONTEXT, &d).await?;
                     if opt == OPT_SET_META_CONTEXT {
                         meta = true;
                     }
                 }
-                opt_reply(&mut w, opt, REP_ACK, &[]).await?;
+                opt_reply(w, opt, REP_ACK, &[]).await?;
             }
             OPT_INFO | OPT_GO => {
                 let mut at = 0;
                 let Some(name) = be_string(&data, &mut at) else {
-                    opt_reply(&mut w, opt, REP_ERR_INVALID, b"malformed").await?;
+                    opt_reply(w, opt, REP_ERR_INVALID, b"malformed").await?;
                     continue;
                 };
-                let eng2 = eng.clone();
-                let ex = tokio::task::spawn_blocking(move || open_export(&eng2, &name)).await.ok().flatten();
-                let Some(ex) = ex else {
-                    opt_reply(&mut w, opt, REP_ERR_UNKNOWN, b"unknown or expired export name").await?;
+                let (eng2, b2) = (eng.clone(), bindings.clone());
+                let ex = tokio::task::spawn_blocking(move || open_export(&eng2, &b2, &name)).await.ok().flatten();
+                let Some((ex, token)) = ex else {
+                    opt_reply(w, opt, REP_ERR_UNKNOWN, b"unknown or expired export name").await?;
                     continue;
                 };
                 let mut info = INFO_EXPORT.to_be_bytes().to_vec();
                 info.extend_from_slice(&ex.size().to_be_bytes());
                 info.extend_from_slice(&ex.flags().to_be_bytes());
-                opt_reply(&mut w, opt, REP_INFO, &info).await?;
+                opt_reply(w, opt, REP_INFO, &info).await?;
                 let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
                 bs.extend_from_slice(&1u32.to_be_bytes());
                 bs.extend_from_slice(&4096u32.to_be_bytes());
                 bs.extend_from_slice(&MAX_PAYLOAD.to_be_bytes());
-                opt_reply(&mut w, opt, REP_INFO, &bs).await?;
-                opt_reply(&mut w, opt, REP_ACK, &[]).await?;
+                opt_reply(w, opt, REP_INFO, &bs).await?;
+                opt_reply(w, opt, REP_ACK, &[]).await?;
                 if opt == OPT_GO {
-                    break ex;
+                    break (ex, token);
                 }
             }
-            _ => opt_reply(&mut w, opt, REP_ERR_UNSUP, b"option not supported").await?,
+            _ => opt_reply(w, opt, REP_ERR_UNSUP, b"option not supported").await?,
         }
     };
-    transmission(export, r, w, structured, meta).await
+    Ok(Some(Negotiated { export, token, structured, meta }))
 }
 
 async fn simple_reply(w: &mut Wr, handle: u64, err: u32, data: &[u8]) -> std::io::Result<()> {
@@ -419,16 +522,68 @@ async fn write_batch(ex: &Arc<Export>, w: &mut Wr, batch: Vec<Request>, structur
     Ok(())
 }
 
-async fn transmission(ex: Export, mut r: Rd, mut w: Wr, structured: bool, meta: bool) -> std::io::Result<()> {
+/// Why a connection stops waiting for its next request.
+enum Wait {
+    Request,
+    Eof,
+    Idle,
+    SessionEnded,
+}
+
+/// Wait for the next request's first bytes: at most `idle`, and checking
+/// every second that the ticket's session is still there.
+async fn wait_request(eng: &Engine, token: &str, r: &mut Rd, idle: Duration) -> std::io::Result<Wait> {
+    let deadline = Instant::now() + idle;
+    loop {
+        if !session_alive(eng, token) {
+            return Ok(Wait::SessionEnded);
+        }
+        if !r.buffer().is_empty() {
+            return Ok(Wait::Request);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Wait::Idle);
+        }
+        // fill_buf is cancel-safe: bytes are kept in the buffer.
+        tokio::select! {
+            n = async { r.fill_buf().await.map(|b| b.len()) } => {
+                if n? == 0 {
+                    return Ok(Wait::Eof);
+                }
+            }
+            _ = tokio::time::sleep(left.min(Duration::from_secs(1))) => {}
+        }
+    }
+}
+
+async fn transmission(eng: &Arc<Engine>, n: Negotiated, mut r: Rd, mut w: Wr, idle: Duration) -> std::io::Result<()> {
+    let Negotiated { export: ex, token, structured, meta } = n;
     let size = ex.size();
     let ex = Arc::new(ex);
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "request not received in time");
     loop {
-        let q = read_request(&mut r).await?;
+        match wait_request(eng, &token, &mut r, idle).await? {
+            Wait::Request => {}
+            Wait::Eof => return Ok(()),
+            Wait::Idle => {
+                tracing::debug!("closing an idle NBD connection");
+                return Ok(());
+            }
+            Wait::SessionEnded => {
+                tracing::debug!("closing an NBD connection: its session ended");
+                let _ = w.flush().await;
+                return Ok(());
+            }
+        }
+        let q = tokio::time::timeout(idle, read_request(&mut r)).await.map_err(|_| timed_out())??;
         let in_range = |q: &Request| q.offset.checked_add(q.len as u64).is_some_and(|e| e <= size);
         if q.cmd == CMD_WRITE && ex.writable() && in_range(&q) {
+            let mut bytes = q.payload.len();
             let mut batch = vec![q];
-            while batch.len() < 64 && next_is_write(&r) {
-                let n = read_request(&mut r).await?;
+            while batch.len() < 64 && bytes < MAX_BATCH_BYTES && next_is_write(&r) {
+                let n = tokio::time::timeout(idle, read_request(&mut r)).await.map_err(|_| timed_out())??;
+                bytes += n.payload.len();
                 if !in_range(&n) {
                     write_batch(&ex, &mut w, std::mem::take(&mut batch), structured).await?;
                     error_reply(&mut w, n.handle, structured, ENOSPC, "beyond the end of the export").await?;
