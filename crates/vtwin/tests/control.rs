@@ -91,7 +91,7 @@ fn queued_is_observable_and_delays_fail_and_filter() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(info(&s, &sid, &t1)["state"], "running");
-    assert_eq!(info(&s, &sid, &t2)["state"], "queued");
+    assert_eq!(info(&s, &sid, &t2)["state"], "queued", "t1 {} t2 {}", info(&s, &sid, &t1), info(&s, &sid, &t2));
     let i1 = wait_done(&s, &sid, &t1);
     let i2 = wait_done(&s, &sid, &t2);
     assert!(i2["startTime"].as_str().unwrap() >= i1["completeTime"].as_str().unwrap(), "{i1} {i2}");

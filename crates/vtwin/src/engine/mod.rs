@@ -456,7 +456,60 @@ impl Engine {
         // What other nodes changed (looked at most every 250 ms).
         self.refresh_external(false)?;
         self.precheck(ctx, this, m, &args)?;
-        mo::invoke(self, ctx, this, m, args)
+        mo::invoke(self, ctx, this, m, args).map_err(|f| self.scrub(f))
+    }
+
+    /// A fault as a client may see it: the server's own directories are
+    /// not told. A path on a datastore is written as vCenter writes it
+    /// (`[LocalDS_0] fcd/…`), any other path under the data directory
+    /// relative to it.
+    pub fn scrub(&self, mut f: Fault) -> Fault {
+        let mut roots: Vec<(String, String)> = {
+            let inv = self.inv.read();
+            inv.objects
+                .values()
+                .filter(|e| e.moref.ty == types::Datastore)
+                .filter_map(|e| e.attr("path").map(|p| (p.to_string(), e.name.clone())))
+                .collect()
+        };
+        for (p, name) in roots.clone() {
+            if let Ok(c) = std::fs::canonicalize(&p) {
+                roots.push((c.to_string_lossy().into_owned(), name));
+            }
+        }
+        // Longest first, so a datastore inside the data directory wins.
+        roots.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        let data = self.data_dir.to_string_lossy().into_owned();
+        let clean = |s: &str| -> String {
+            let mut out = s.to_string();
+            for (root, name) in &roots {
+                if !root.is_empty() && out.contains(root.as_str()) {
+                    out = out.replace(&format!("{root}/"), &format!("[{name}] ")).replace(root.as_str(), &format!("[{name}]"));
+                }
+            }
+            if !data.is_empty() && data != "/" {
+                out = out.replace(&format!("{data}/"), "").replace(data.as_str(), ".");
+            }
+            out
+        };
+        if roots.iter().all(|(r, _)| !f.message.contains(r.as_str())) && !f.message.contains(data.as_str()) && f.data.get("file").is_none() {
+            return f;
+        }
+        f.message = clean(&f.message);
+        if let Some(file) = f.data.str("file").map(clean) {
+            f.data.set("file", file);
+        }
+        if let Some(Value::Array(t, mut msgs)) = f.data.get("faultMessage").cloned() {
+            for m in msgs.iter_mut() {
+                if let Value::Data(d) = m {
+                    if let Some(text) = d.str("message").map(clean) {
+                        d.set("message", text);
+                    }
+                }
+            }
+            f.data.set("faultMessage", Value::Array(t, msgs));
+        }
+        f
     }
 
     /// WaitForUpdates / WaitForUpdatesEx: the same checks as `invoke`, then

@@ -32,15 +32,68 @@ impl TaskCtl {
     }
 }
 
-/// One FIFO lock per entity.
+/// One queue per entity. A task takes its ticket when it is made, on the
+/// caller's thread, so the order of turns is the order of arrival whichever
+/// worker thread later polls the task (a lock taken inside the spawned task
+/// would be first-polled-first-served, and the runtime may poll a later
+/// spawn first).
 #[derive(Default)]
 pub struct Runner {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
+}
+
+pub struct Queue {
+    next: std::sync::atomic::AtomicU64,
+    /// The ticket being served, and tickets given up before their turn.
+    state: Mutex<(u64, std::collections::BTreeSet<u64>)>,
+    turn: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue { next: Default::default(), state: Default::default(), turn: tokio::sync::watch::Sender::new(0) }
+    }
+}
+
+/// A place in an entity's queue; its turn ends when it is dropped.
+pub struct Ticket {
+    q: Arc<Queue>,
+    n: u64,
+}
+
+impl Ticket {
+    /// Wait for this ticket's turn.
+    pub async fn turn(&self) {
+        let mut rx = self.q.turn.subscribe();
+        let _ = rx.wait_for(|s| *s == self.n).await;
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut st = self.q.state.lock();
+        if st.0 != self.n {
+            // Given up before its turn: skipped when the turn comes.
+            st.1.insert(self.n);
+            return;
+        }
+        st.0 += 1;
+        loop {
+            let next = st.0;
+            if !st.1.remove(&next) {
+                break;
+            }
+            st.0 += 1;
+        }
+        self.q.turn.send_replace(st.0);
+    }
 }
 
 impl Runner {
-    fn lock_for(&self, moid: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks.lock().entry(moid.to_string()).or_default().clone()
+    fn ticket(&self, moid: &str) -> Ticket {
+        let q = self.queues.lock().entry(moid.to_string()).or_default().clone();
+        let n = q.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ticket { q, n }
     }
 }
 
@@ -66,22 +119,25 @@ impl Engine {
         let eng = self.shared().ok_or_else(|| Fault::system_error("the engine is not running tasks"))?;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| Fault::system_error("no runtime to run tasks on"))?;
         let entity_name = self.inv.read().get(&spec.entity.value).map(|e| e.name.clone()).unwrap_or_else(|| spec.entity.value.clone());
-        let user = super::mo::session_manager::display_user(&ctx.session()?.user);
+        let session_user = ctx.session()?.user.clone();
+        let user = super::mo::session_manager::display_user(&session_user);
         let t = self.tasks.create(NewTask {
             name: Some(spec.method.to_string()),
             description_id: spec.description_id,
             entity: Some((spec.entity.clone(), entity_name)),
             cancelable: spec.cancelable,
             user,
+            creator: Some(session_user),
             parent_key: None,
             activation_id: None,
             target: None,
         })?;
         let key = t.key.clone();
         let cancel = self.tasks.worker(&key);
-        let lock = self.runner.lock_for(spec.queue.as_deref().unwrap_or(&spec.entity.value));
+        let ticket = self.runner.ticket(spec.queue.as_deref().unwrap_or(&spec.entity.value));
         rt.spawn(async move {
-            let _turn = lock.lock_owned().await;
+            ticket.turn().await;
+            let _turn = ticket;
             if eng.tasks.set_state(&key, TaskState::Running, None, None).is_err() {
                 // Cancelled while queued.
                 eng.tasks.worker_done(&key);
@@ -116,6 +172,7 @@ impl Engine {
                     let _ = eng.tasks.set_state(&key, TaskState::Success, v.as_ref(), None);
                 }
                 Some(Err(f)) => {
+                    let f = eng.scrub(f);
                     let _ = eng.tasks.set_state(&key, TaskState::Error, None, Some(&f));
                 }
                 None => {}

@@ -18,12 +18,31 @@ pub fn hash_password(pw: &str) -> String {
     Argon2::default().hash_password(pw.as_bytes(), &salt).expect("argon2 hash").to_string()
 }
 
+/// Password checks run at once at most (each argon2 check takes ~19 MiB
+/// and a core): parallel logins wait their turn instead of exhausting memory.
+const PARALLEL_CHECKS: usize = 4;
+
 /// Run a CPU-heavy step (argon2) off the async workers' backs: on the
-/// multi-threaded runtime the worker hands its other tasks on first.
+/// multi-threaded runtime the worker hands its other tasks on first. At
+/// most `PARALLEL_CHECKS` run at once.
 fn heavy<T>(f: impl FnOnce() -> T) -> T {
+    static SLOTS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+    static FREED: std::sync::Condvar = std::sync::Condvar::new();
+    let bounded = || {
+        let mut n = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= PARALLEL_CHECKS {
+            n = FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        drop(n);
+        let out = f();
+        *SLOTS.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        FREED.notify_one();
+        out
+    };
     match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(bounded),
+        _ => bounded(),
     }
 }
 

@@ -64,7 +64,12 @@ pub struct TaskRecord {
     pub result: Option<serde_json::Value>,
     pub error: Option<serde_json::Value>,
     pub error_message: Option<String>,
+    /// The user the task shows (an extension may name the user it works for).
     pub user: String,
+    /// The session user that made the task, whatever `user` says: the one
+    /// its caps count against. Absent in records of earlier builds.
+    #[serde(default)]
+    pub creator: Option<String>,
     pub queue_time: i64,
     pub start_time: Option<i64>,
     pub complete_time: Option<i64>,
@@ -277,6 +282,13 @@ fn apply_vapi(t: &mut TaskRecord, u: &VapiUpdate, now: i64) -> Result<(), Fault>
     Ok(())
 }
 
+impl TaskRecord {
+    /// Whose caps the task counts against: the session user that made it.
+    pub fn quota_user(&self) -> &str {
+        self.creator.as_deref().unwrap_or(&self.user)
+    }
+}
+
 /// What a new task is about.
 pub struct NewTask {
     pub name: Option<String>,
@@ -284,6 +296,8 @@ pub struct NewTask {
     pub entity: Option<(MoRef, String)>,
     pub cancelable: bool,
     pub user: String,
+    /// The session user that asks for it (see `TaskRecord::creator`).
+    pub creator: Option<String>,
     pub parent_key: Option<String>,
     pub activation_id: Option<String>,
     /// A vAPI target that names no inventory object.
@@ -401,13 +415,14 @@ struct Quotas {
 
 impl Quotas {
     fn tally(&mut self, t: &TaskRecord, add: bool) {
+        let who = t.quota_user();
         let step = |m: &mut HashMap<String, usize>| {
             if add {
-                *m.entry(t.user.clone()).or_default() += 1;
-            } else if let Some(n) = m.get_mut(&t.user) {
+                *m.entry(who.to_string()).or_default() += 1;
+            } else if let Some(n) = m.get_mut(who) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    m.remove(&t.user);
+                    m.remove(who);
                 }
             }
         };
@@ -591,8 +606,8 @@ impl Tasks {
         let caps = *self.caps.read();
         let q = self.quotas.lock();
         let over = |m: &HashMap<String, usize>, cap: usize, what: &str| -> Result<(), Fault> {
-            if m.get(&t.user).copied().unwrap_or(0) >= cap {
-                return Err(Fault::new(vmodl::types::LimitExceeded, format!("user {} already has {cap} {what}; end some first", t.user))
+            if m.get(t.quota_user()).copied().unwrap_or(0) >= cap {
+                return Err(Fault::new(vmodl::types::LimitExceeded, format!("user {} already has {cap} {what}; end some first", t.quota_user()))
                     .with("property", vmodl::Value::Typed(vmodl::types::PropertyPath, "task".into()))
                     .with("limit", cap.min(i32::MAX as usize) as i32));
             }
@@ -727,6 +742,7 @@ impl Tasks {
             error: None,
             error_message: None,
             user: n.user,
+            creator: n.creator,
             queue_time: ms(Utc::now()),
             start_time: None,
             complete_time: None,

@@ -466,6 +466,7 @@ pub fn create_task(eng: &Engine, who: &Who, org_id: &str, spec: &TaskSpec, expir
         entity: None,
         cancelable: true,
         user: format!("{}@{}", who.user, who.org.name),
+        creator: Some(format!("vcd:{}:{}", who.org.id, who.user_id)),
         parent_key: None,
         activation_id: None,
         target: None,

@@ -219,7 +219,7 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
         return Err(f.into());
     }
     let t = eng.tasks.create_vapi(
-        NewTask { name: None, description_id: op.to_string(), entity, cancelable, user, parent_key, activation_id: None, target },
+        NewTask { name: None, description_id: op.to_string(), entity, cancelable, user, creator: Some(ctx.session()?.user.clone()), parent_key, activation_id: None, target },
         &initial,
     )?;
     if let Some(f) = eff.task_fault {

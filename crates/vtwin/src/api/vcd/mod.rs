@@ -69,8 +69,15 @@ fn negotiate(req: &Req, base: String) -> Result<Ctx, VcdError> {
     Ok(Ctx { base, json, version })
 }
 
+/// The base of every href. The client's Host header names the address it
+/// reached us at (VCD's public address setting has no equivalent here); it
+/// is used only when it is a plain host name or address with an optional
+/// port, so nothing a client sends can be injected into a document.
 fn base_of(state: &AppState, req: &Req) -> String {
-    let host = req.header("host").unwrap_or("localhost");
+    let plain = |h: &&str| {
+        !h.is_empty() && h.len() <= 255 && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+    };
+    let host = req.header("host").filter(plain).unwrap_or("localhost");
     format!("{}://{host}", if state.tls { "https" } else { "http" })
 }
 

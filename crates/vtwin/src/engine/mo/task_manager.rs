@@ -89,6 +89,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 entity,
                 cancelable: args.get("cancelable").and_then(Value::as_bool).unwrap_or(false),
                 user,
+                creator: Some(ctx.session()?.user.clone()),
                 parent_key: parent,
                 activation_id: args.str("activationId").map(str::to_string),
                 target: None,
