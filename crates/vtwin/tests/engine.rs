@@ -31,3 +31,25 @@ fn every_property_value_is_complete() {
     assert!(seen > 50, "{seen}");
     assert!(missing.is_empty(), "required fields unset: {missing:#?}");
 }
+
+/// Faults never show the server's directories: a datastore path is written
+/// as `[name] rel`, anything else under the data directory relative to it.
+#[test]
+fn faults_do_not_tell_server_paths() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = std::fs::canonicalize(d.path()).unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.join("db")).unwrap());
+    let eng = Engine::open(store, dir.clone(), Shape { datacenters: 1, hosts: 1, datastores: 1 }, Some("pw".into()), Default::default()).unwrap().engine;
+    let root = {
+        let inv = eng.inv.read();
+        let ds = inv.objects.values().find(|e| e.moref.ty == vmodl::types::Datastore).unwrap();
+        std::fs::canonicalize(ds.attr("path").unwrap()).unwrap()
+    };
+    let file = root.join("fcd/abc/abc.vmdk");
+    let f = vtwin::engine::Fault::new(vmodl::types::FileFault, format!("cannot open {}: gone; lock {}", file.display(), dir.join("vtwin.db").display())).with("file", file.display().to_string());
+    let f = eng.scrub(f);
+    let shown = format!("{} {:?}", f.message, f.data.str("file"));
+    assert!(!shown.contains(&*dir.to_string_lossy()), "{shown}");
+    assert_eq!(f.data.str("file"), Some("[LocalDS_0] fcd/abc/abc.vmdk"));
+    assert_eq!(f.message, "cannot open [LocalDS_0] fcd/abc/abc.vmdk: gone; lock vtwin.db");
+}

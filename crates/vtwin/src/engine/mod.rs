@@ -464,6 +464,10 @@ impl Engine {
     /// (`[LocalDS_0] fcd/…`), any other path under the data directory
     /// relative to it.
     pub fn scrub(&self, mut f: Fault) -> Fault {
+        // Most faults name no path at all.
+        if !f.message.contains('/') && f.data.get("file").is_none() {
+            return f;
+        }
         let mut roots: Vec<(String, String)> = {
             let inv = self.inv.read();
             inv.objects
@@ -480,22 +484,20 @@ impl Engine {
         // Longest first, so a datastore inside the data directory wins.
         roots.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         let data = self.data_dir.to_string_lossy().into_owned();
-        let clean = |s: &str| -> String {
+        fn strip(s: &str, roots: &[(String, String)], data: &str) -> String {
             let mut out = s.to_string();
-            for (root, name) in &roots {
+            for (root, name) in roots {
                 if !root.is_empty() && out.contains(root.as_str()) {
                     out = out.replace(&format!("{root}/"), &format!("[{name}] ")).replace(root.as_str(), &format!("[{name}]"));
                 }
             }
             if !data.is_empty() && data != "/" {
-                out = out.replace(&format!("{data}/"), "").replace(data.as_str(), ".");
+                out = out.replace(&format!("{data}/"), "").replace(data, ".");
             }
             out
-        };
-        if roots.iter().all(|(r, _)| !f.message.contains(r.as_str())) && !f.message.contains(data.as_str()) && f.data.get("file").is_none() {
-            return f;
         }
-        f.message = clean(&f.message);
+        let clean = |s: &str| strip(s, &roots, &data);
+        f.message = strip(&f.message, &roots, &data);
         if let Some(file) = f.data.str("file").map(clean) {
             f.data.set("file", file);
         }
