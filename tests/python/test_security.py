@@ -372,6 +372,29 @@ def test_register_disk_of_a_directory_faults(si, rel):
     assert vsom.RetrieveVStorageObject(d.config.id, ds).config.name == "present"
 
 
+def test_register_disk_whose_parent_is_outside_is_refused(si):
+    """A descriptor on the datastore naming a parent outside every datastore
+    (parentFileNameHint) must not become a disk: its data would be host files."""
+    vsom = si.RetrieveContent().vStorageObjectManager
+    root = mount_path(datastores(si)[0])
+    outside = tempfile.mkdtemp(prefix="vtwin-outside-")
+    try:
+        base = os.path.join(outside, "base.vmdk")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", base, "8M"], check=True)
+        child = os.path.join(root, "child-of-outside.vmdk")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "-b", base, "-F", "vmdk", child],
+                       check=True)
+        with pytest.raises(vmodl.fault.InvalidArgument):
+            vsom.RegisterDisk("[LocalDS_0] child-of-outside.vmdk", "child")
+        # A chain wholly on the datastore registers.
+        base2 = os.path.join(root, "inside-base.vmdk")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", base2, "8M"], check=True)
+        obj = vsom.RegisterDisk("[LocalDS_0] inside-base.vmdk", "inside")
+        assert obj.config.capacityInMB == 8
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
 def test_unknown_uuid_is_not_found(si):
     vsom = si.RetrieveContent().vStorageObjectManager
     ds = datastores(si)[0]

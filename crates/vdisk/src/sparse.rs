@@ -93,6 +93,16 @@ impl SparseExtent {
         let gd_offset = u64_at(56);
         let grains = capacity_sectors.div_ceil(GRAIN_SECTORS);
         let num_gts = grains.div_ceil(GTES_PER_GT).max(1);
+        // Every table this header claims lies in the file (they are
+        // preallocated): judge the header against the file's length before
+        // a buffer is sized from it, so a hostile header cannot ask for
+        // more memory than the file holds, nor an offset that overflows.
+        let len = file.metadata().map_err(io(path))?.len();
+        let table_bytes = GTES_PER_GT * 4;
+        let fits = |at: u64, n: u64| at.checked_mul(SECTOR).and_then(|a| a.checked_add(n)).is_some_and(|end| end <= len);
+        if num_gts.checked_mul(table_bytes).is_none_or(|b| b > len) || !fits(gd_offset, num_gts * 4) || (flags & 2 != 0 && !fits(rgd_offset, num_gts * 4)) {
+            return Err(format_err(path, format!("the header's {capacity_sectors} sectors and grain directories do not fit in the file's {len} bytes")));
+        }
         let read_dir = |at: u64| -> Result<Vec<u64>> {
             let mut b = vec![0u8; (num_gts * 4) as usize];
             file.read_exact_at(&mut b, at * SECTOR).map_err(io(path))?;
@@ -104,6 +114,9 @@ impl SparseExtent {
             return Err(format_err(path, "a grain directory entry is empty"));
         }
         let mut entries = vec![0u32; (num_gts * GTES_PER_GT) as usize];
+        if let Some(gt) = gts.iter().find(|&&gt| !fits(gt, table_bytes)) {
+            return Err(format_err(path, format!("grain table at sector {gt} lies beyond the end of the file")));
+        }
         for (i, &gt) in gts.iter().enumerate() {
             let mut b = vec![0u8; (GTES_PER_GT * 4) as usize];
             file.read_exact_at(&mut b, gt * SECTOR).map_err(io(path))?;
@@ -111,7 +124,6 @@ impl SparseExtent {
                 entries[i * GTES_PER_GT as usize + j] = u32::from_le_bytes(c.try_into().expect("4 bytes"));
             }
         }
-        let len = file.metadata().map_err(io(path))?.len();
         let next_free = round_up(len.div_ceil(SECTOR), GRAIN_SECTORS);
         Ok(SparseExtent { path: path.to_path_buf(), file, capacity_sectors, gd_offset, rgd_offset, gts, rgts, entries, next_free })
     }
@@ -168,5 +180,32 @@ impl SparseExtent {
     #[doc(hidden)]
     pub fn directory_offsets(&self) -> (u64, u64) {
         (self.gd_offset, self.rgd_offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// A header is judged against the file before anything is sized from
+    /// it: a hostile capacity or directory offset is a format error, never
+    /// an allocation of its size or an overflow (found by the vmdk fuzz target).
+    #[test]
+    fn hostile_headers_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let good = d.path().join("good.vmdk");
+        SparseExtent::create(&good, 2048).unwrap();
+        assert!(SparseExtent::open(&good, false).is_ok());
+        let mut h = [0u8; 512];
+        std::fs::File::open(&good).unwrap().read_exact_at(&mut h, 0).unwrap();
+        for (at, value) in [(12usize, 1u64 << 62), (56, u64::MAX / 2), (56, 1 << 40)] {
+            let bad = d.path().join(format!("bad-{at}-{value}.vmdk"));
+            std::fs::copy(&good, &bad).unwrap();
+            let mut b = h;
+            b[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            std::fs::OpenOptions::new().write(true).open(&bad).unwrap().write_all_at(&b, 0).unwrap();
+            assert!(matches!(SparseExtent::open(&bad, false), Err(crate::Error::Format { .. })), "offset {at} = {value}");
+        }
     }
 }

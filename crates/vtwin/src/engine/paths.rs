@@ -94,6 +94,16 @@ pub fn resolve(inv: &Inventory, path: &str, param: &str) -> Result<DsPath, Fault
     Ok(DsPath { datastore: e.moref.value.clone(), root, rel, path: full })
 }
 
+/// Does `path` lie inside one of the inventory's datastores? (For files a
+/// client-supplied file names in turn: a VMDK's parent, say.)
+pub fn on_a_datastore(inv: &Inventory, path: &Path) -> bool {
+    inv.objects
+        .values()
+        .filter(|e| e.moref.ty == types::Datastore)
+        .filter_map(|e| e.attr("path"))
+        .any(|root| prove_inside(Path::new(root), path).is_ok())
+}
+
 /// A first-class-disk id chosen by a client: vCenter's form, a UUID
 /// (`6f1b5c2e-…`, 36 characters), kept as the client wrote it. Anything else
 /// is InvalidArgument.

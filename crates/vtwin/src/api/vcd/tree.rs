@@ -177,8 +177,35 @@ fn clean(s: String) -> Result<String, String> {
     Ok(s)
 }
 
+/// Is this an XML name (the Name production, ASCII strictly, any non-ASCII
+/// character allowed)? quick-xml does not check names; a kept Params or
+/// Result is sent back as it came, so it must be well-formed.
+fn xml_name(b: &[u8]) -> bool {
+    let start = |c: u8| c.is_ascii_alphabetic() || c == b'_' || c == b':' || c >= 0x80;
+    match b.split_first() {
+        Some((&f, rest)) => start(f) && rest.iter().all(|&c| start(c) || c.is_ascii_digit() || c == b'-' || c == b'.'),
+        None => false,
+    }
+}
+
+/// An element's name and attributes must be well-formed.
+fn check_element(e: &quick_xml::events::BytesStart) -> Result<(), String> {
+    if !xml_name(e.name().as_ref()) {
+        return Err(format!("'{}' is not an XML element name", String::from_utf8_lossy(e.name().as_ref())));
+    }
+    for a in e.attributes() {
+        let a = a.map_err(|e| format!("bad attribute: {e}"))?;
+        if !xml_name(a.key.as_ref()) {
+            return Err(format!("'{}' is not an XML attribute name", String::from_utf8_lossy(a.key.as_ref())));
+        }
+        clean(a.unescape_value().map_err(|e| format!("bad attribute value: {e}"))?.into_owned())?;
+    }
+    Ok(())
+}
+
 /// An element's name and attributes (namespace declarations dropped).
 fn element(e: &quick_xml::events::BytesStart) -> Result<Node, String> {
+    check_element(e)?;
     let mut n = Node::new(&String::from_utf8_lossy(e.local_name().as_ref()));
     for a in e.attributes().flatten() {
         if a.key.as_ref().starts_with(b"xmlns") {
@@ -200,6 +227,9 @@ pub const MAX_DEPTH: usize = 128;
 /// XML of `keep_raw` elements is kept as given.
 pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
+    // A byte-order mark is not part of the document (kept slices are
+    // taken by position in what the reader reads).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut r = quick_xml::Reader::from_str(text);
     r.config_mut().trim_text(true);
     let mut stack: Vec<Node> = vec![];
@@ -211,7 +241,11 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
         if let Some((start, open)) = raw_depth {
             match &ev {
                 Event::Start(_) if stack.len() + open + 1 > MAX_DEPTH => return Err(format!("elements nested deeper than {MAX_DEPTH} levels")),
-                Event::Start(_) => raw_depth = Some((start, open + 1)),
+                Event::Start(e) => {
+                    check_element(e)?;
+                    raw_depth = Some((start, open + 1));
+                }
+                Event::Empty(e) => check_element(e)?,
                 Event::End(_) if open > 0 => raw_depth = Some((start, open - 1)),
                 Event::End(_) => {
                     let n = stack.last_mut().ok_or("unbalanced XML")?;
@@ -225,6 +259,9 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
                 }
                 Event::Eof => return Err("unexpected end of XML".into()),
                 Event::Text(t) if t.iter().any(|b| forbidden(*b as char)) => return Err("control characters are not allowed in XML".into()),
+                Event::Text(t) => {
+                    t.unescape().map_err(|e| format!("bad text: {e}"))?;
+                }
                 _ => {}
             }
             continue;
@@ -266,6 +303,24 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
             }
             Event::Eof => return Err("the body holds no XML element".into()),
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Kept Params are sent back as they came, so they must be well-formed,
+    /// and a byte-order mark must not shift them (both found by the vcd_xml
+    /// fuzz target).
+    #[test]
+    fn kept_xml_is_well_formed_and_in_place() {
+        let doc = "\u{feff}<Task><Params><a x=\"1\">y</a></Params></Task>";
+        let n = parse_xml(doc.as_bytes(), &["Params"]).unwrap();
+        assert_eq!(n.children[0].raw.as_deref(), Some("<a x=\"1\">y</a>"));
+        for bad in ["<Task><Params><x%y=\"1\"/></Params></Task>", "<Task><Params><1a/></Params></Task>", "<Task><Params><a b%=\"1\">x</a></Params></Task>", "<Task><Params>&nope;</Params></Task>", "<T%ask/>"] {
+            assert!(parse_xml(bad.as_bytes(), &["Params"]).is_err(), "{bad} accepted");
         }
     }
 }

@@ -514,6 +514,16 @@ fn register_disk(eng: &Engine, args: &Args) -> Reply {
     if file.extension().is_none_or(|e| e != "vmdk") {
         return Err(Fault::invalid_argument("path", format!("{path} is not a virtual disk (.vmdk)")));
     }
+    // The disk's chain (parents named by parentFileNameHint, extents) must
+    // lie on the datastores too: a descriptor must not reach host files.
+    let chain = vdisk::Chain::open_readonly(&file).map_err(disk_fault)?;
+    {
+        let inv = eng.inv.read();
+        if let Some(out) = chain.files().iter().find(|f| !crate::engine::paths::on_a_datastore(&inv, f)) {
+            return Err(Fault::invalid_argument("path", format!("{path} names a file outside every datastore ({})", out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())));
+        }
+    }
+    drop(chain);
     let dir = file.parent().unwrap_or(std::path::Path::new("."));
     // A disk directory of ours (re-registering): its metadata says who it is.
     let disk = if dir.join(vdisk::disk::META).exists() {
