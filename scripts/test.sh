@@ -96,6 +96,10 @@ run_suite "govmomi" "$LOGS/go.log" go_tests
 # --- vim_rs 0.7.0 (own workspace: a heavy build) ----------------------------
 run_suite "vim_rs" "$LOGS/vimrs.log" env CARGO_TARGET_DIR="$ROOT/target/vimrs" cargo test --manifest-path tests/vimrs/Cargo.toml
 
+# --- fuzzing: every cargo-fuzz target, a short bounded run each -------------
+# (scripts/fuzz.sh installs cargo-fuzz; the long runs are made by hand)
+run_suite "fuzz" "$LOGS/fuzz.log" bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+
 # --- summary ----------------------------------------------------------------
 passed=0; failed=0
 for l in "$LOGS/cargo.log" "$LOGS/cargo-pg.log" "$LOGS/vimrs.log"; do
@@ -108,6 +112,8 @@ for l in "$LOGS/pytest.log" "$LOGS/pytest-pg.log"; do
   f=$(grep -Eo '[0-9]+ failed' "$l" | tail -1 | awk '{print $1+0}'); failed=$((failed + ${f:-0}))
 done
 passed=$((passed + $(grep -c -- '^--- PASS' "$LOGS/go.log")))
+passed=$((passed + $(grep -cE '^fuzz [a-z_]+: .* 0 crashes' "$LOGS/fuzz.log")))
+failed=$((failed + $(grep -E '^fuzz [a-z_]+: ' "$LOGS/fuzz.log" | grep -vc ' 0 crashes')))
 failed=$((failed + $(grep -c -- '^--- FAIL' "$LOGS/go.log")))
 if [ ${#FAILED_SUITES[@]} -gt 0 ]; then
   echo "failed suites: ${FAILED_SUITES[*]}"
