@@ -13,6 +13,17 @@ pub struct Element {
     pub text: String,
 }
 
+/// Dropped without recursion (the depth limit bounds it anyway; a tree
+/// made some other way must not overflow the stack either).
+impl Drop for Element {
+    fn drop(&mut self) {
+        let mut pending = std::mem::take(&mut self.children);
+        while let Some(mut e) = pending.pop() {
+            pending.append(&mut e.children);
+        }
+    }
+}
+
 impl Element {
     /// `xsi:type` (any prefix), with its own prefix stripped.
     pub fn xsi_type(&self) -> Option<&str> {
@@ -105,7 +116,7 @@ pub fn parse(input: &str) -> Result<Element, DecodeError> {
 }
 
 fn start(s: &quick_xml::events::BytesStart) -> Result<Element, DecodeError> {
-    let mut el = Element { name: local(s.name().as_ref()), ..Default::default() };
+    let mut el = Element { name: local(s.name().as_ref()), attrs: vec![], children: vec![], text: String::new() };
     for a in s.attributes() {
         let a = a.map_err(|e| DecodeError::Malformed(e.to_string()))?;
         let v = a.unescape_value().map_err(|e| DecodeError::Malformed(e.to_string()))?;
@@ -124,5 +135,26 @@ pub fn escape(s: &str, out: &mut String) {
             '\'' => out.push_str("&apos;"),
             c => out.push(c),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_documents_are_refused_and_deep_trees_drop_without_recursion() {
+        let deep = format!("{}{}", "<a>".repeat(MAX_DEPTH + 2), "</a>".repeat(MAX_DEPTH + 2));
+        assert!(matches!(parse(&deep), Err(DecodeError::Malformed(m)) if m.contains("nested deeper")));
+        let ok = format!("{}{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+        // A tree a million deep, made by hand: dropping it must not overflow.
+        let mut e = Element::default();
+        for _ in 0..1_000_000 {
+            let mut p = Element::default();
+            p.children.push(e);
+            e = p;
+        }
+        drop(e);
     }
 }

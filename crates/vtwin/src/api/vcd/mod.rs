@@ -340,7 +340,7 @@ fn task_node(eng: &Engine, ctx: &Ctx, t: &TaskRecord) -> Node {
         n = n.child(Node::new("Progress").text(p.to_string()));
     }
     if let Some(p) = &v.params {
-        n = n.child(Node { name: "Params".into(), raw: Some(p.clone()), ..Default::default() });
+        n = n.child(Node::raw("Params", p.clone()));
     }
     if let Some(dt) = &v.details {
         n = n.child(Node::new("Details").text(dt.clone()));
@@ -364,7 +364,7 @@ fn task_node(eng: &Engine, ctx: &Ctx, t: &TaskRecord) -> Node {
         })));
     }
     if let Some(r) = &v.result {
-        n = n.child(Node { name: "Result".into(), raw: Some(r.clone()), ..Default::default() });
+        n = n.child(Node::raw("Result", r.clone()));
     }
     n
 }

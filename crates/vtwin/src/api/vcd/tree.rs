@@ -14,9 +14,25 @@ pub struct Node {
     pub raw: Option<String>,
 }
 
+/// Dropped without recursion, however deep the tree.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let mut pending = std::mem::take(&mut self.children);
+        while let Some(mut n) = pending.pop() {
+            pending.append(&mut n.children);
+        }
+    }
+}
+
 impl Node {
+    /// An element whose inner XML is kept as given.
+    pub fn raw(name: &str, xml: String) -> Node {
+        let mut n = Node::new(name);
+        n.raw = Some(xml);
+        n
+    }
     pub fn new(name: &str) -> Node {
-        Node { name: name.to_string(), ..Default::default() }
+        Node { name: name.to_string(), attrs: vec![], children: vec![], text: None, raw: None }
     }
     pub fn attr(mut self, k: &str, v: impl Into<String>) -> Node {
         self.attrs.push((k.to_string(), v.into()));
@@ -315,6 +331,17 @@ mod tests {
     /// Kept Params are sent back as they came, so they must be well-formed,
     /// and a byte-order mark must not shift them (both found by the vcd_xml
     /// fuzz target).
+    #[test]
+    fn deep_trees_are_refused_and_drop_without_recursion() {
+        let deep = format!("{}{}", "<a>".repeat(MAX_DEPTH + 1), "</a>".repeat(MAX_DEPTH + 1));
+        assert!(parse_xml(deep.as_bytes(), &[]).is_err());
+        let mut n = Node::new("a");
+        for _ in 0..1_000_000 {
+            n = Node::new("a").child(n);
+        }
+        drop(n);
+    }
+
     #[test]
     fn kept_xml_is_well_formed_and_in_place() {
         for doc in ["\u{feff}<Task><Params><a x=\"1\">y</a></Params></Task>", "\u{feff}\u{feff}<Task><Params><a x=\"1\">y</a></Params></Task>"] {
