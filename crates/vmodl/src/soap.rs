@@ -16,8 +16,55 @@ pub struct Request {
     pub header_session: Option<String>,
 }
 
+/// The namespaces a method element may be in: vim25 and vSAN, and their
+/// internal twins (pyvmomi's and govmomi's stubs use these).
+pub const METHOD_NAMESPACES: &[&str] = &["urn:vim25", "urn:vsan", "urn:internalvim25", "urn:internalvsan"];
+
+/// SOAP 1.1: the Envelope and Body are in the SOAP envelope namespace and
+/// the method element in a vim25 or vSAN namespace. Read with namespace
+/// resolution up to the method element only.
+fn check_namespaces(input: &str) -> Result<(), DecodeError> {
+    use quick_xml::events::Event;
+    use quick_xml::name::ResolveResult;
+    let bad = |m: String| DecodeError::Malformed(m);
+    let mut r = quick_xml::NsReader::from_str(input);
+    let mut depth = 0usize;
+    let mut in_body = false;
+    loop {
+        let (ns, ev) = r.read_resolved_event().map_err(|e| bad(e.to_string()))?;
+        let ns = match ns {
+            ResolveResult::Bound(n) => String::from_utf8_lossy(n.as_ref()).into_owned(),
+            _ => String::new(),
+        };
+        let (start, local) = match &ev {
+            Event::Start(s) => (true, String::from_utf8_lossy(s.local_name().as_ref()).into_owned()),
+            Event::Empty(s) => (false, String::from_utf8_lossy(s.local_name().as_ref()).into_owned()),
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                continue;
+            }
+            Event::Eof => return Ok(()),
+            _ => continue,
+        };
+        match depth {
+            0 | 1 if ns != NS_SOAPENV && (depth == 0 || local == "Body" || local == "Header") => {
+                return Err(bad(format!("<{local}> is not in the SOAP 1.1 envelope namespace {NS_SOAPENV} (found '{ns}')")));
+            }
+            1 => in_body = local == "Body",
+            2 if in_body => {
+                return if METHOD_NAMESPACES.contains(&ns.as_str()) { Ok(()) } else { Err(bad(format!("<{local}> is in namespace '{ns}', not urn:vim25 or urn:vsan"))) };
+            }
+            _ => {}
+        }
+        if start {
+            depth += 1;
+        }
+    }
+}
+
 pub fn parse_request(input: &str) -> Result<Request, DecodeError> {
     let env = xml::parse(input)?;
+    check_namespaces(input)?;
     if env.name != "Envelope" {
         return Err(DecodeError::Malformed(format!("expected a SOAP Envelope, found <{}>", env.name)));
     }

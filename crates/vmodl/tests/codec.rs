@@ -72,11 +72,24 @@ fn soap_rejects_bad_input_with_typed_errors() {
         let req = soap::parse_request(&xml)?;
         soap::decode_args(&req, m)
     };
-    assert!(matches!(bad("<CreateContainerView><recursive>maybe</recursive></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
-    assert!(matches!(bad("<CreateContainerView><bogus>1</bogus></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
-    assert!(matches!(bad("<CreateContainerView><container type=\"NoSuchType\">x</container></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
+    assert!(matches!(bad("<CreateContainerView xmlns=\"urn:vim25\"><recursive>maybe</recursive></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
+    assert!(matches!(bad("<CreateContainerView xmlns=\"urn:vim25\"><bogus>1</bogus></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
+    assert!(matches!(bad("<CreateContainerView xmlns=\"urn:vim25\"><container type=\"NoSuchType\">x</container></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
     assert!(matches!(soap::parse_request("<notxml"), Err(vmodl::DecodeError::Malformed(_))));
     assert!(matches!(soap::parse_request("<Envelope><Body/></Envelope>"), Err(vmodl::DecodeError::Malformed(_))));
+    // Namespaces count: the envelope's is SOAP 1.1's, the method's vim25's or vSAN's.
+    let env = |ns: &str, method: &str| format!(r#"<e:Envelope xmlns:e="{ns}"><e:Body>{method}</e:Body></e:Envelope>"#);
+    let rsc = r#"<RetrieveServiceContent xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this></RetrieveServiceContent>"#;
+    assert!(soap::parse_request(&env("http://schemas.xmlsoap.org/soap/envelope/", rsc)).is_ok());
+    assert!(soap::parse_request(&env("http://schemas.xmlsoap.org/soap/envelope/", &rsc.replace("urn:vim25", "urn:vsan"))).is_ok());
+    for (ns, method) in [
+        ("http://www.w3.org/2003/05/soap-envelope", rsc.to_string()),
+        ("urn:nothing", rsc.to_string()),
+        ("http://schemas.xmlsoap.org/soap/envelope/", rsc.replace(r#" xmlns="urn:vim25""#, "")),
+        ("http://schemas.xmlsoap.org/soap/envelope/", rsc.replace("urn:vim25", "urn:evil")),
+    ] {
+        assert!(matches!(soap::parse_request(&env(ns, &method)), Err(vmodl::DecodeError::Malformed(_))), "{ns} {method}");
+    }
 }
 
 #[test]
