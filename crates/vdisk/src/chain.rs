@@ -338,7 +338,9 @@ impl Chain {
         let mut all: Vec<(u64, u64)> = vec![];
         for l in &self.layers {
             match &l.data {
-                Data::Sparse(s) => all.extend(s.allocated_grains().map(|g| (g * GRAIN, GRAIN.min(self.capacity - g * GRAIN)))),
+                // A layer may hold grains past the chain's capacity (its
+                // own header says more than the descriptor): not the disk's.
+                Data::Sparse(s) => all.extend(s.allocated_grains().filter(|&g| g * GRAIN < self.capacity).map(|g| (g * GRAIN, GRAIN.min(self.capacity - g * GRAIN)))),
                 Data::Flat(f) => all.extend(data_extents(f, &l.extent_path(), self.capacity)?),
             }
         }
@@ -350,7 +352,7 @@ impl Chain {
     pub fn top_allocated(&self) -> Vec<(u64, u64)> {
         match &self.layers[0].data {
             Data::Flat(_) => vec![(0, self.capacity)],
-            Data::Sparse(s) => s.allocated_grains().map(|g| (g * GRAIN, GRAIN.min(self.capacity - g * GRAIN))).collect(),
+            Data::Sparse(s) => s.allocated_grains().filter(|&g| g * GRAIN < self.capacity).map(|g| (g * GRAIN, GRAIN.min(self.capacity - g * GRAIN))).collect(),
         }
     }
 
