@@ -57,6 +57,12 @@ impl Fault {
     pub fn invalid_request(message: impl Into<String>) -> Fault {
         Fault::new(types::InvalidRequest, message)
     }
+    /// A per-user cap reached (LimitExceeded naming what and how many).
+    pub fn limit_exceeded(property: &str, limit: usize, message: impl Into<String>) -> Fault {
+        Fault::new(types::LimitExceeded, message)
+            .with("property", Value::Typed(types::PropertyPath, property.into()))
+            .with("limit", limit.min(i32::MAX as usize) as i32)
+    }
     pub fn invalid_argument(property: &str, message: impl Into<String>) -> Fault {
         let f = Fault::new(types::InvalidArgument, message);
         if property.is_empty() {

@@ -307,9 +307,7 @@ impl Sessions {
                 self.remove(&t);
             }
             if self.per_user.lock().get(&user.name).copied().unwrap_or(0) >= cap {
-                return Err(super::Fault::new(vmodl::types::LimitExceeded, format!("user {} already holds {cap} sessions; log some out first", user.name))
-                    .with("property", vmodl::Value::Typed(vmodl::types::PropertyPath, "session".into()))
-                    .with("limit", cap.min(i32::MAX as usize) as i32));
+                return Err(super::Fault::limit_exceeded("session", cap, format!("user {} already holds {cap} sessions; log some out first", user.name)));
             }
         }
         let now = Utc::now();

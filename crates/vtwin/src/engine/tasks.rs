@@ -607,9 +607,7 @@ impl Tasks {
         let q = self.quotas.lock();
         let over = |m: &HashMap<String, usize>, cap: usize, what: &str| -> Result<(), Fault> {
             if m.get(t.quota_user()).copied().unwrap_or(0) >= cap {
-                return Err(Fault::new(vmodl::types::LimitExceeded, format!("user {} already has {cap} {what}; end some first", t.quota_user()))
-                    .with("property", vmodl::Value::Typed(vmodl::types::PropertyPath, "task".into()))
-                    .with("limit", cap.min(i32::MAX as usize) as i32));
+                return Err(Fault::limit_exceeded("task", cap, format!("user {} already has {cap} {what}; end some first", t.quota_user())));
             }
             Ok(())
         };
