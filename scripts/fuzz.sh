@@ -17,6 +17,11 @@
 #   FUZZ_TIMEOUT    seconds one input may run (default 30)
 #   FUZZ_OUT        where corpora, logs and crash inputs go (default: a new
 #                   temporary directory, kept when something crashed)
+#   FUZZ_CPU=1      SECONDS_PER_TARGET counts the fuzzer's CPU time (user +
+#                   system), not wall-clock time: it runs in rounds, each
+#                   going on from the corpus the last one grew, until it has
+#                   used that much. For campaigns on a shared machine (under
+#                   nice, say), where wall-clock time says little.
 #
 # Only the stable toolchain is needed: cargo-fuzz passes nightly-only flags
 # (-Zsanitizer=address, -Zunstable-options), which RUSTC_BOOTSTRAP=1 lets the
@@ -72,18 +77,38 @@ for t in $TARGETS; do
     # The committed corpus is only read: new inputs go to the copy.
     cp -R "$ROOT/fuzz/corpus/$t/." "$corpus/"
     rc=0
-    # ASan: a Rust panic aborts; report allocation failures as crashes.
-    ASAN_OPTIONS=${ASAN_OPTIONS:-allocator_may_return_null=0:detect_leaks=0} \
-        "$bin" -max_total_time="$SECS" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout="$TIMEOUT" \
-        -print_final_stats=1 -artifact_prefix="$art/" "$corpus" >"$log" 2>&1 || rc=$?
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+    cpu=0 runs=0 rounds=0
+    : >"$log"
+    while :; do
+        if [ "${FUZZ_CPU:-0}" = 1 ]; then
+            left=$((SECS - cpu))
+            [ "$left" -gt 0 ] || break
+        else
+            [ "$rounds" -eq 0 ] || break
+            left=$SECS
+        fi
+        rounds=$((rounds + 1))
+        # ASan: a Rust panic aborts; report allocation failures as crashes.
+        TIMEFORMAT='%U %S'
+        { time ASAN_OPTIONS=${ASAN_OPTIONS:-allocator_may_return_null=0:detect_leaks=0} \
+            "$bin" -max_total_time="$left" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout="$TIMEOUT" \
+            -print_final_stats=1 -artifact_prefix="$art/" "$corpus" >"$log.round" 2>&1 || rc=$?; } 2>"$log.cpu"
+        cat "$log.round" >>"$log"
+        used=$(awk '{printf "%d", $1 + $2 + 0.5}' "$log.cpu")
+        cpu=$((cpu + used))
+        r=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log.round" | tail -1)
+        runs=$((runs + ${r:-0}))
+        # A crash ends the campaign; so does a round that ran nothing.
+        if [ "$rc" -ne 0 ] || [ "$used" -eq 0 ]; then break; fi
+    done
+    rm -f "$log.round" "$log.cpu"
+    speed=$((runs / (cpu > 0 ? cpu : 1)))
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}')
     crashes=$(find "$art" -type f | wc -l)
     if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then
         crashes=1 # died without an artifact (a signal, say): see the log
     fi
-    echo "fuzz $t: ${runs:-0} runs, $crashes crashes (cov ${cov:-?}, ${speed:-?} exec/s)"
+    echo "fuzz $t: $runs runs, $crashes crashes (cov ${cov:-?}, $speed exec/s, cpu ${cpu}s)"
     if [ "$crashes" -ne 0 ]; then
         failed=1
         find "$art" -type f -printf "  crash input: %p\n"
