@@ -100,10 +100,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", path.display());
     let schema: Schema = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
 
-    let mut names: Vec<(String, String)> = BUILTINS
-        .iter()
-        .map(|(n, k)| (n.to_string(), k.to_string()))
-        .collect();
+    let mut names: Vec<(String, String)> = BUILTINS.iter().map(|(n, k)| (n.to_string(), k.to_string())).collect();
     for t in &schema.types {
         names.push((t.name.clone(), t.kind.clone()));
     }

@@ -30,7 +30,12 @@ fn session(h: &'static vtwin_fuzz::Harness) -> (String, String) {
         Some((_, task)) => task.clone(),
         None => {
             let body = r#"{"spec":{"operation_id":"com.example.fuzz","cancelable":true}}"#;
-            let r = vtwin_fuzz::req("POST", "/api/vcenter/extension/tasks", &[("vmware-api-session-id", &s.token), ("content-type", "application/json")], body);
+            let r = vtwin_fuzz::req(
+                "POST",
+                "/api/vcenter/extension/tasks",
+                &[("vmware-api-session-id", &s.token), ("content-type", "application/json")],
+                body,
+            );
             let (_, b) = vtwin_fuzz::read(h, vapi::handle_rest(&h.state, &r).0);
             serde_json::from_slice::<J>(&b).ok().and_then(|v| v.as_str().map(str::to_string)).expect("extension task")
         }
@@ -74,7 +79,12 @@ fuzz_target!(|data: &[u8]| {
             let prefix = if sel & 0x40 != 0 { "/rest" } else { "/api" };
             let method = ["GET", "POST", "PATCH", "DELETE"][((sel >> 4) & 3) as usize];
             let path = format!("{prefix}/{}", line.trim_start_matches('/'));
-            let r = vtwin_fuzz::req(method, &path, &[("vmware-api-session-id", &tok), ("content-type", "application/json")], rest.to_string());
+            let r = vtwin_fuzz::req(
+                method,
+                &path,
+                &[("vmware-api-session-id", &tok), ("content-type", "application/json")],
+                rest.to_string(),
+            );
             let _ = vtwin_fuzz::read(h, vapi::handle_rest(&h.state, &r).0);
         }
     }

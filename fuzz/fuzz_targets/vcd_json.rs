@@ -13,12 +13,20 @@ fuzz_target!(|data: &[u8]| {
         Ok(s) => h.substitute(s).into_bytes(),
         Err(_) => body.to_vec(),
     };
-    let (method, path) = if sel & 1 == 0 { ("PUT", format!("/api/task/{}", h.vcd_task)) } else { ("POST", format!("/api/tasksList/{}", h.vcd_org)) };
+    let (method, path) = if sel & 1 == 0 {
+        ("PUT", format!("/api/task/{}", h.vcd_task))
+    } else {
+        ("POST", format!("/api/tasksList/{}", h.vcd_org))
+    };
     let accept = if sel & 2 == 0 { "application/*+json;version=36.0" } else { "application/*+xml;version=36.0" };
     let r = vtwin_fuzz::req(
         method,
         &path,
-        &[("x-vcloud-authorization", &h.vcd_token), ("accept", accept), ("content-type", "application/vnd.vmware.vcloud.task+json")],
+        &[
+            ("x-vcloud-authorization", &h.vcd_token),
+            ("accept", accept),
+            ("content-type", "application/vnd.vmware.vcloud.task+json"),
+        ],
         body,
     );
     let (_, out) = vtwin_fuzz::read(h, h.rt.block_on(vcd::handle(&h.state, &r)).0);

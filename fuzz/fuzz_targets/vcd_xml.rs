@@ -27,12 +27,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let h = vtwin_fuzz::harness();
-    let path = if data.len() % 2 == 0 { format!("/api/task/{}", h.vcd_task) } else { format!("/api/tasksList/{}", h.vcd_org) };
+    let path =
+        if data.len() % 2 == 0 { format!("/api/task/{}", h.vcd_task) } else { format!("/api/tasksList/{}", h.vcd_org) };
     let method = if data.len() % 2 == 0 { "PUT" } else { "POST" };
     let r = vtwin_fuzz::req(
         method,
         &path,
-        &[("x-vcloud-authorization", &h.vcd_token), ("accept", "application/*+xml;version=36.0"), ("content-type", "application/vnd.vmware.vcloud.task+xml")],
+        &[
+            ("x-vcloud-authorization", &h.vcd_token),
+            ("accept", "application/*+xml;version=36.0"),
+            ("content-type", "application/vnd.vmware.vcloud.task+xml"),
+        ],
         data.to_vec(),
     );
     let (status, out) = vtwin_fuzz::read(h, h.rt.block_on(vcd::handle(&h.state, &r)).0);
@@ -48,12 +53,17 @@ fuzz_target!(|data: &[u8]| {
 /// An XML Name (local part): what any XML parser on the client accepts.
 fn is_name(s: &str) -> bool {
     let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_alphabetic() || f == '_') && c.all(|x| x.is_alphanumeric() || matches!(x, '_' | '-' | '.'))
+    matches!(c.next(), Some(f) if f.is_alphabetic() || f == '_')
+        && c.all(|x| x.is_alphanumeric() || matches!(x, '_' | '-' | '.'))
 }
 
 fn check_names(n: &tree::Node, status: u16, out: &[u8]) {
     if !is_name(&n.name) || n.attrs.iter().any(|(k, _)| !is_name(k)) {
-        panic!("the server's answer ({status}) has an element or attribute name that is not an XML name: <{}>\n{}", n.name, String::from_utf8_lossy(out));
+        panic!(
+            "the server's answer ({status}) has an element or attribute name that is not an XML name: <{}>\n{}",
+            n.name,
+            String::from_utf8_lossy(out)
+        );
     }
     for c in &n.children {
         check_names(c, status, out);

@@ -20,7 +20,13 @@ fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let d = tempfile::Builder::new().prefix("vtwin-fuzz-vmdk-").tempdir().expect("tempdir").keep();
-        let mut parent = Chain::create(&d.join("parent.vmdk"), 1 << 20, Provisioning::Thin, "60 00 C2 9b 00 00 00 00-00 00 00 00 00 00 00 01").expect("parent");
+        let mut parent = Chain::create(
+            &d.join("parent.vmdk"),
+            1 << 20,
+            Provisioning::Thin,
+            "60 00 C2 9b 00 00 00 00-00 00 00 00 00 00 00 01",
+        )
+        .expect("parent");
         parent.write(0, &[7u8; 4096]).expect("write");
         std::fs::write(d.join("top-flat.vmdk"), vec![0u8; 1 << 20]).expect("flat");
         let mut s = SparseExtent::create(&d.join("top-s001.vmdk"), 2048).expect("sparse");
@@ -47,7 +53,8 @@ fuzz_target!(|data: &[u8]| {
             let text = String::from_utf8_lossy(rest);
             if let Ok(d) = Descriptor::parse(&text) {
                 let _ = d.capacity_sectors();
-                let again = Descriptor::parse(&d.render()).unwrap_or_else(|e| panic!("a rendered descriptor does not parse: {e}\n{}", d.render()));
+                let again = Descriptor::parse(&d.render())
+                    .unwrap_or_else(|e| panic!("a rendered descriptor does not parse: {e}\n{}", d.render()));
                 assert_eq!(again, d, "render/parse changed the descriptor");
             }
         }

@@ -47,7 +47,9 @@ pub fn harness() -> &'static Harness {
 pub fn req(method: &str, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Req {
     let mut h = hyper::HeaderMap::new();
     for (k, v) in headers {
-        if let (Ok(k), Ok(v)) = (hyper::header::HeaderName::from_bytes(k.as_bytes()), hyper::header::HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) =
+            (hyper::header::HeaderName::from_bytes(k.as_bytes()), hyper::header::HeaderValue::from_str(v))
+        {
             h.append(k, v);
         }
     }
@@ -85,8 +87,10 @@ fn setup() -> anyhow::Result<Harness> {
     engine.start_node("fuzz", Duration::from_secs(30))?;
 
     // A session for the administrator.
-    let user = engine.user(ADMIN).map_err(|f| anyhow::anyhow!(f.message))?.ok_or_else(|| anyhow::anyhow!("no admin"))?;
-    let session = engine.sessions.create(&user, "en", "127.0.0.1", "vtwin-fuzz").map_err(|f| anyhow::anyhow!(f.message))?;
+    let user =
+        engine.user(ADMIN).map_err(|f| anyhow::anyhow!(f.message))?.ok_or_else(|| anyhow::anyhow!("no admin"))?;
+    let session =
+        engine.sessions.create(&user, "en", "127.0.0.1", "vtwin-fuzz").map_err(|f| anyhow::anyhow!(f.message))?;
     let token = session.token.clone();
 
     // A first-class disk (4 MiB, thin, change tracking on) with a snapshot.
@@ -112,7 +116,11 @@ fn setup() -> anyhow::Result<Harness> {
     // The NBD server, as `vtwin serve` starts it.
     let bindings: Arc<nbd::Bindings> = Default::default();
     let (listener, nbd_addr) = rt.block_on(nbd::listen("127.0.0.1:0"))?;
-    let limits = nbd::NbdLimits { handshake_timeout: Duration::from_secs(2), idle_timeout: Duration::from_secs(2), max_connections: 64 };
+    let limits = nbd::NbdLimits {
+        handshake_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(2),
+        max_connections: 64,
+    };
     rt.spawn(nbd::serve(engine.clone(), listener, bindings.clone(), limits));
 
     let state = Arc::new(AppState {
@@ -162,7 +170,16 @@ fn setup() -> anyhow::Result<Harness> {
         .ok_or_else(|| anyhow::anyhow!("no org in the VCD session: {body}"))?;
     let task = r#"<Task xmlns="http://www.vmware.com/vcloud/v1.5" name="fuzz" operationName="fuzzOp" operation="Fuzzing" status="running" serviceNamespace="com.example.fuzz"><Progress>1</Progress></Task>"#;
     let path = format!("/api/tasksList/{}", h.vcd_org);
-    let r = req("POST", &path, &[("x-vcloud-authorization", &h.vcd_token), ("accept", accept), ("content-type", "application/vnd.vmware.vcloud.task+xml")], task);
+    let r = req(
+        "POST",
+        &path,
+        &[
+            ("x-vcloud-authorization", &h.vcd_token),
+            ("accept", accept),
+            ("content-type", "application/vnd.vmware.vcloud.task+xml"),
+        ],
+        task,
+    );
     let (st, body) = read(&h, h.rt.block_on(vtwin::api::vcd::handle(&h.state, &r)).0);
     let body = String::from_utf8_lossy(&body).into_owned();
     h.vcd_task = body
@@ -191,7 +208,12 @@ fn b64(b: &[u8]) -> String {
 }
 
 fn ticket(h: &Harness, body: serde_json::Value) -> anyhow::Result<String> {
-    let r = req("POST", "/api/vtwin/nbd-tickets", &[("vmware-api-session-id", &h.token), ("content-type", "application/json")], body.to_string());
+    let r = req(
+        "POST",
+        "/api/vtwin/nbd-tickets",
+        &[("vmware-api-session-id", &h.token), ("content-type", "application/json")],
+        body.to_string(),
+    );
     let (st, b) = read(h, nbd::tickets(&h.state, &r));
     let v: serde_json::Value = serde_json::from_slice(&b)?;
     let uri = v["uri"].as_str().ok_or_else(|| anyhow::anyhow!("no ticket: {st} {v}"))?;

@@ -21,14 +21,26 @@ pub struct Cns {
     pub ds: String,
 }
 
-async fn post(http: &Http, url: &str, action: &str, body: String, cookie: Option<&str>) -> anyhow::Result<(u16, Option<String>, String)> {
-    let mut b = hyper::Request::post(url).header("Content-Type", "text/xml; charset=UTF-8").header("SOAPAction", format!("\"{action}\""));
+async fn post(
+    http: &Http,
+    url: &str,
+    action: &str,
+    body: String,
+    cookie: Option<&str>,
+) -> anyhow::Result<(u16, Option<String>, String)> {
+    let mut b = hyper::Request::post(url)
+        .header("Content-Type", "text/xml; charset=UTF-8")
+        .header("SOAPAction", format!("\"{action}\""));
     if let Some(c) = cookie {
         b = b.header("Cookie", c);
     }
     let resp = http.request(b.body(Full::new(Bytes::from(body)))?).await?;
     let st = resp.status().as_u16();
-    let cookie = resp.headers().get("set-cookie").and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or("").to_string());
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").to_string());
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((st, cookie, String::from_utf8_lossy(&body).into_owned()))
 }
@@ -42,18 +54,25 @@ fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
 
 impl Cns {
     pub async fn login(http: &Http, name: &'static str, base: &str, user: &str, pw: &str) -> anyhow::Result<Cns> {
-        let login = envelope(&format!(r#"<Login xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this><userName>{user}</userName><password>{pw}</password></Login>"#));
+        let login = envelope(&format!(
+            r#"<Login xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this><userName>{user}</userName><password>{pw}</password></Login>"#
+        ));
         let (st, cookie, body) = post(http, &format!("{base}/sdk"), "urn:vim25/8.0.3.0", login, None).await?;
         anyhow::ensure!(st == 200, "{name}: Login {st}: {body}");
         let cookie = cookie.ok_or_else(|| anyhow::anyhow!("{name}: no cookie"))?;
-        let (st, _, body) = post(http, &format!("{base}/sdk"), "urn:vim25/8.0.3.0", envelope(super::RETRIEVE), Some(&cookie)).await?;
+        let (st, _, body) =
+            post(http, &format!("{base}/sdk"), "urn:vim25/8.0.3.0", envelope(super::RETRIEVE), Some(&cookie)).await?;
         anyhow::ensure!(st == 200, "{name}: RetrievePropertiesEx {st}");
-        let ds = between(&body, "<obj type=\"Datastore\">", "</obj>").ok_or_else(|| anyhow::anyhow!("{name}: no datastore"))?.to_string();
+        let ds = between(&body, "<obj type=\"Datastore\">", "</obj>")
+            .ok_or_else(|| anyhow::anyhow!("{name}: no datastore"))?
+            .to_string();
         Ok(Cns { name, base: base.to_string(), cookie, ds })
     }
 
     async fn call(&self, http: &Http, body: String) -> anyhow::Result<String> {
-        let (st, _, text) = post(http, &format!("{}/vsanHealth", self.base), "urn:vsan/9.1.0.0", envelope(&body), Some(&self.cookie)).await?;
+        let (st, _, text) =
+            post(http, &format!("{}/vsanHealth", self.base), "urn:vsan/9.1.0.0", envelope(&body), Some(&self.cookie))
+                .await?;
         anyhow::ensure!(st == 200, "{}: {st}: {text}", self.name);
         Ok(text)
     }
@@ -61,13 +80,17 @@ impl Cns {
     /// Run a task-returning CNS call and wait for its TaskInfo.
     async fn task(&self, http: &Http, body: String) -> anyhow::Result<String> {
         let text = self.call(http, body).await?;
-        let task = between(&text, "<returnval type=\"Task\">", "</returnval>").ok_or_else(|| anyhow::anyhow!("{}: no task in {text}", self.name))?.to_string();
+        let task = between(&text, "<returnval type=\"Task\">", "</returnval>")
+            .ok_or_else(|| anyhow::anyhow!("{}: no task in {text}", self.name))?
+            .to_string();
         let get = format!(
             r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">propertyCollector</_this><specSet><propSet><type>Task</type><pathSet>info</pathSet></propSet><objectSet><obj type="Task">{task}</obj></objectSet></specSet><options></options></RetrievePropertiesEx>"#
         );
         loop {
             // The vSAN service version, so the CNS result is in the reply.
-            let (st, _, info) = post(http, &format!("{}/sdk", self.base), "urn:vsan/9.1.0.0", envelope(&get), Some(&self.cookie)).await?;
+            let (st, _, info) =
+                post(http, &format!("{}/sdk", self.base), "urn:vsan/9.1.0.0", envelope(&get), Some(&self.cookie))
+                    .await?;
             anyhow::ensure!(st == 200, "{}: task info {st}", self.name);
             match between(&info, "<state>", "</state>") {
                 Some("success") => return Ok(info),
@@ -78,7 +101,8 @@ impl Cns {
     }
 
     pub async fn create(&self, http: &Http, name: &str, labels: &[(&str, String)]) -> anyhow::Result<String> {
-        let labels: String = labels.iter().map(|(k, v)| format!("<labels><key>{k}</key><value>{v}</value></labels>")).collect();
+        let labels: String =
+            labels.iter().map(|(k, v)| format!("<labels><key>{k}</key><value>{v}</value></labels>")).collect();
         let body = format!(
             r#"<CnsCreateVolume xmlns="urn:vsan"><_this type="CnsVolumeManager">cns-volume-manager</_this><createSpecs><name>{name}</name><volumeType>BLOCK</volumeType><datastores type="Datastore">{ds}</datastores><metadata><containerCluster><clusterType>KUBERNETES</clusterType><clusterId>bench</clusterId><vSphereUser>administrator@vsphere.local</vSphereUser></containerCluster><entityMetadata xsi:type="CnsKubernetesEntityMetadata"><entityName>{name}</entityName>{labels}<entityType>PERSISTENT_VOLUME</entityType></entityMetadata></metadata><backingObjectDetails xsi:type="CnsBlockBackingDetails"><capacityInMb>1024</capacityInMb></backingObjectDetails></createSpecs></CnsCreateVolume>"#,
             ds = self.ds
@@ -86,19 +110,30 @@ impl Cns {
         let info = self.task(http, body).await?;
         anyhow::ensure!(!info.contains("<fault"), "{}: create fault: {info}", self.name);
         let r = between(&info, "<volumeResults", "</volumeResults>").unwrap_or("");
-        Ok(between(r, "<id>", "</id>").ok_or_else(|| anyhow::anyhow!("{}: no volume id in {info}", self.name))?.to_string())
+        Ok(between(r, "<id>", "</id>")
+            .ok_or_else(|| anyhow::anyhow!("{}: no volume id in {info}", self.name))?
+            .to_string())
     }
 
     pub async fn delete(&self, http: &Http, id: &str) -> anyhow::Result<()> {
-        let body = format!(r#"<CnsDeleteVolume xmlns="urn:vsan"><_this type="CnsVolumeManager">cns-volume-manager</_this><volumeIds><id>{id}</id></volumeIds><deleteDisk>true</deleteDisk></CnsDeleteVolume>"#);
+        let body = format!(
+            r#"<CnsDeleteVolume xmlns="urn:vsan"><_this type="CnsVolumeManager">cns-volume-manager</_this><volumeIds><id>{id}</id></volumeIds><deleteDisk>true</deleteDisk></CnsDeleteVolume>"#
+        );
         let info = self.task(http, body).await?;
         anyhow::ensure!(!info.contains("<fault"), "{}: delete fault: {info}", self.name);
         Ok(())
     }
 
     /// One CnsQueryVolume page: (volumes on it, next offset, total).
-    pub async fn query(&self, http: &Http, label: Option<(&str, &str)>, offset: u64, limit: u64) -> anyhow::Result<(usize, u64, u64, String)> {
-        let labels = label.map(|(k, v)| format!("<labels><key>{k}</key><value>{v}</value></labels>")).unwrap_or_default();
+    pub async fn query(
+        &self,
+        http: &Http,
+        label: Option<(&str, &str)>,
+        offset: u64,
+        limit: u64,
+    ) -> anyhow::Result<(usize, u64, u64, String)> {
+        let labels =
+            label.map(|(k, v)| format!("<labels><key>{k}</key><value>{v}</value></labels>")).unwrap_or_default();
         let body = format!(
             r#"<CnsQueryVolume xmlns="urn:vsan"><_this type="CnsVolumeManager">cns-volume-manager</_this><filter>{labels}<cursor><offset>{offset}</offset><limit>{limit}</limit></cursor></filter></CnsQueryVolume>"#
         );
@@ -173,7 +208,12 @@ pub async fn fill(http: &Http, c: &Cns, n: u64) -> anyhow::Result<f64> {
 }
 
 /// Walk every page of a label query; (pages, volumes, total ms, per-page ms).
-pub async fn walk(http: &Http, c: &Cns, label: (&str, &str), limit: u64) -> anyhow::Result<(usize, usize, f64, Vec<f64>)> {
+pub async fn walk(
+    http: &Http,
+    c: &Cns,
+    label: (&str, &str),
+    limit: u64,
+) -> anyhow::Result<(usize, usize, f64, Vec<f64>)> {
     let start = Instant::now();
     let (mut offset, mut pages, mut seen, mut lat) = (0u64, 0usize, 0usize, vec![]);
     loop {

@@ -33,7 +33,9 @@ impl Vim<'_> {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let req = hyper::Request::get(format!("{}/sdk/vim25/9.1.0.0/{path}", self.base)).header("vmware-api-session-id", &self.sid).body(Full::new(Bytes::new()))?;
+        let req = hyper::Request::get(format!("{}/sdk/vim25/9.1.0.0/{path}", self.base))
+            .header("vmware-api-session-id", &self.sid)
+            .body(Full::new(Bytes::new()))?;
         let resp = self.http.request(req).await?;
         let b = resp.into_body().collect().await?.to_bytes();
         Ok(serde_json::from_slice(&b)?)
@@ -95,7 +97,9 @@ impl Vim<'_> {
         let ds = self.datastore().await?;
         let mut b = self.id_ds(id, &ds);
         b["description"] = json!("bench");
-        let info = self.task("VcenterVStorageObjectManager/VStorageObjectManager/VStorageObjectCreateSnapshot_Task", b).await?;
+        let info = self
+            .task("VcenterVStorageObjectManager/VStorageObjectManager/VStorageObjectCreateSnapshot_Task", b)
+            .await?;
         Ok(info["result"]["id"].as_str().unwrap_or_default().to_string())
     }
 }
@@ -141,7 +145,10 @@ pub async fn figures(http: &Http, base: &str, sid: &str, data_dir: &std::path::P
     let rel = path.split_once("] ").map(|x| x.1).unwrap_or("");
     let file = data_dir.join("datastores").join("LocalDS_0").join(rel);
     let port = 20000 + (std::process::id() % 20000) as u16;
-    let mut peer = Command::new("qemu-nbd").args(["-f", "vmdk", "-t", "-b", "127.0.0.1", "-p", &port.to_string(), "-x", "bench"]).arg(&file).spawn()?;
+    let mut peer = Command::new("qemu-nbd")
+        .args(["-f", "vmdk", "-t", "-b", "127.0.0.1", "-p", &port.to_string(), "-x", "bench"])
+        .arg(&file)
+        .spawn()?;
     let puri = format!("nbd://127.0.0.1:{port}/bench");
     let mut ready = false;
     for _ in 0..100 {
@@ -159,11 +166,22 @@ pub async fn figures(http: &Http, base: &str, sid: &str, data_dir: &std::path::P
     ];
     let _ = peer.kill();
     let _ = peer.wait();
-    for (i, what) in ["sequential write, 1 MiB", "sequential read, 1 MiB", "4 KiB scattered writes"].iter().enumerate() {
+    for (i, what) in ["sequential write, 1 MiB", "sequential read, 1 MiB", "4 KiB scattered writes"].iter().enumerate()
+    {
         if i == 2 {
-            println!("{what:<28} vtwin {:>8.0} IOPS   qemu-nbd {:>8.0} IOPS   ratio {:.2}x", vt[i] / 4096.0, qn[i] / 4096.0, vt[i] / qn[i]);
+            println!(
+                "{what:<28} vtwin {:>8.0} IOPS   qemu-nbd {:>8.0} IOPS   ratio {:.2}x",
+                vt[i] / 4096.0,
+                qn[i] / 4096.0,
+                vt[i] / qn[i]
+            );
         } else {
-            println!("{what:<28} vtwin {:>8.0} MiB/s  qemu-nbd {:>8.0} MiB/s  ratio {:.2}x", mib(vt[i]), mib(qn[i]), vt[i] / qn[i]);
+            println!(
+                "{what:<28} vtwin {:>8.0} MiB/s  qemu-nbd {:>8.0} MiB/s  ratio {:.2}x",
+                mib(vt[i]),
+                mib(qn[i]),
+                vt[i] / qn[i]
+            );
         }
     }
 
@@ -180,7 +198,11 @@ pub async fn figures(http: &Http, base: &str, sid: &str, data_dir: &std::path::P
     let ds = v.datastore().await?;
     let mut b = v.id_ds(&big, &ds);
     b["snapshotId"] = json!({"_typeName": "ID", "id": s1});
-    let cid = v.call("VcenterVStorageObjectManager/VStorageObjectManager/RetrieveSnapshotDetails", b).await?["changedBlockTrackingId"].as_str().unwrap_or_default().to_string();
+    let cid = v.call("VcenterVStorageObjectManager/VStorageObjectManager/RetrieveSnapshotDetails", b).await?
+        ["changedBlockTrackingId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let t = Instant::now();
     let mut start = 0u64;
     let mut areas = 0usize;
@@ -190,12 +212,18 @@ pub async fn figures(http: &Http, base: &str, sid: &str, data_dir: &std::path::P
         b["snapshotId"] = json!({"_typeName": "ID", "id": s2});
         b["startOffset"] = json!(start);
         b["changeId"] = json!(cid);
-        let r = v.call("VcenterVStorageObjectManager/VStorageObjectManager/VstorageObjectVCenterQueryChangedDiskAreas", b).await?;
+        let r = v
+            .call("VcenterVStorageObjectManager/VStorageObjectManager/VstorageObjectVCenterQueryChangedDiskAreas", b)
+            .await?;
         areas += r["changedArea"].as_array().map(|a| a.len()).unwrap_or(0);
         start = r["startOffset"].as_u64().unwrap_or(0) + r["length"].as_u64().unwrap_or(cap);
         calls += 1;
     }
-    println!("10,000 writes of 64 KiB over NBD: {:.1} s; the whole-disk query: {:.1} ms ({calls} calls, {areas} areas)", wrote.as_secs_f64(), t.elapsed().as_secs_f64() * 1000.0);
+    println!(
+        "10,000 writes of 64 KiB over NBD: {:.1} s; the whole-disk query: {:.1} ms ({calls} calls, {areas} areas)",
+        wrote.as_secs_f64(),
+        t.elapsed().as_secs_f64() * 1000.0
+    );
 
     println!("\n# Disks: delete a snapshot with 10 GiB written after it (consolidation)");
     let (cons, _) = v.create_disk("consolidate-bench", 12 * GIB).await?;

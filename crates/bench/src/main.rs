@@ -51,7 +51,10 @@ impl Drop for Target {
     }
 }
 
-async fn spawn_until(mut cmd: tokio::process::Command, prefix: &str) -> anyhow::Result<(tokio::process::Child, String)> {
+async fn spawn_until(
+    mut cmd: tokio::process::Command,
+    prefix: &str,
+) -> anyhow::Result<(tokio::process::Child, String)> {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     loop {
@@ -68,17 +71,40 @@ async fn start_vtwin(bin: &str, dir: &std::path::Path, hosts: usize, datastores:
     start_vtwin_with(bin, dir, hosts, datastores, &[]).await
 }
 
-async fn start_vtwin_with(bin: &str, dir: &std::path::Path, hosts: usize, datastores: usize, extra: &[&str]) -> anyhow::Result<Target> {
+async fn start_vtwin_with(
+    bin: &str,
+    dir: &std::path::Path,
+    hosts: usize,
+    datastores: usize,
+    extra: &[&str],
+) -> anyhow::Result<Target> {
     let _ = std::fs::remove_dir_all(dir);
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--admin-password", PW])
-        .args(extra)
-        .args(["--hosts", &hosts.to_string(), "--datastores", &datastores.to_string()])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn");
+    cmd.args([
+        "serve",
+        "--plain-http",
+        "--listen",
+        "127.0.0.1:0",
+        "--nbd-listen",
+        "127.0.0.1:0",
+        "--admin-password",
+        PW,
+    ])
+    .args(extra)
+    .args(["--hosts", &hosts.to_string(), "--datastores", &datastores.to_string()])
+    .arg("--data-dir")
+    .arg(dir)
+    .env("RUST_LOG", "warn");
     let (child, url) = spawn_until(cmd, "vtwin listening on ").await?;
-    Ok(Target { child, ep: Endpoint { name: "vtwin", sdk: format!("{url}/sdk"), user: "administrator@vsphere.local".into(), pw: PW.into() } })
+    Ok(Target {
+        child,
+        ep: Endpoint {
+            name: "vtwin",
+            sdk: format!("{url}/sdk"),
+            user: "administrator@vsphere.local".into(),
+            pw: PW.into(),
+        },
+    })
 }
 
 async fn start_vcsim(bin: &str, inventory: Option<(usize, usize)>) -> anyhow::Result<Target> {
@@ -92,7 +118,10 @@ async fn start_vcsim(bin: &str, inventory: Option<(usize, usize)>) -> anyhow::Re
     let (auth, hostpath) = rest.split_once('@').unwrap_or(("user:pass", rest));
     let (user, pw) = auth.split_once(':').unwrap_or(("user", "pass"));
     let host = hostpath.split('/').next().unwrap_or(hostpath);
-    Ok(Target { child, ep: Endpoint { name: "vcsim", sdk: format!("http://{host}/sdk"), user: user.into(), pw: pw.into() } })
+    Ok(Target {
+        child,
+        ep: Endpoint { name: "vcsim", sdk: format!("http://{host}/sdk"), user: user.into(), pw: pw.into() },
+    })
 }
 
 fn envelope(body: &str) -> String {
@@ -103,14 +132,25 @@ fn envelope(body: &str) -> String {
 
 const RETRIEVE: &str = r#"<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">propertyCollector</_this><specSet><propSet><type>Datastore</type><pathSet>summary</pathSet></propSet><objectSet><obj type="Folder">group-d1</obj><skip>true</skip><selectSet xsi:type="TraversalSpec"><name>f</name><type>Folder</type><path>childEntity</path><skip>false</skip><selectSet><name>f</name></selectSet><selectSet><name>dc</name></selectSet></selectSet><selectSet xsi:type="TraversalSpec"><name>dc</name><type>Datacenter</type><path>datastoreFolder</path><skip>false</skip><selectSet><name>f</name></selectSet></selectSet></objectSet></specSet><options></options></RetrievePropertiesEx>"#;
 
-async fn post(http: &Http, url: &str, body: String, cookie: Option<&str>) -> anyhow::Result<(u16, Option<String>, Bytes)> {
-    let mut b = hyper::Request::post(url).header("Content-Type", "text/xml; charset=UTF-8").header("SOAPAction", "\"urn:vim25/8.0.3.0\"");
+async fn post(
+    http: &Http,
+    url: &str,
+    body: String,
+    cookie: Option<&str>,
+) -> anyhow::Result<(u16, Option<String>, Bytes)> {
+    let mut b = hyper::Request::post(url)
+        .header("Content-Type", "text/xml; charset=UTF-8")
+        .header("SOAPAction", "\"urn:vim25/8.0.3.0\"");
     if let Some(c) = cookie {
         b = b.header("Cookie", c);
     }
     let resp = http.request(b.body(Full::new(Bytes::from(body)))?).await?;
     let status = resp.status().as_u16();
-    let cookie = resp.headers().get("set-cookie").and_then(|v| v.to_str().ok()).map(|s| s.split(';').next().unwrap_or("").to_string());
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").to_string());
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, cookie, body))
 }
@@ -128,7 +168,13 @@ async fn iteration(http: &Http, t: &Endpoint) -> anyhow::Result<usize> {
     let (st, _, body) = post(http, &t.sdk, envelope(RETRIEVE), Some(&cookie)).await?;
     anyhow::ensure!(st == 200, "{}: RetrievePropertiesEx {st}: {}", t.name, String::from_utf8_lossy(&body));
     let n = count(&body, b"<obj type=\"Datastore\"");
-    let (st, _, body) = post(http, &t.sdk, envelope(r#"<Logout xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this></Logout>"#), Some(&cookie)).await?;
+    let (st, _, body) = post(
+        http,
+        &t.sdk,
+        envelope(r#"<Logout xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this></Logout>"#),
+        Some(&cookie),
+    )
+    .await?;
     anyhow::ensure!(st == 200, "{}: Logout {st}: {}", t.name, String::from_utf8_lossy(&body));
     Ok(n)
 }
@@ -168,7 +214,12 @@ async fn throughput(t: &Endpoint, clients: usize, secs: u64) -> anyhow::Result<f
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -185,7 +236,12 @@ async fn main() -> anyhow::Result<()> {
     // Load an already running vtwin (for profiling): --load http://host:port clients
     if let Some(base) = arg("--load") {
         let clients = args.last().and_then(|s| s.parse().ok()).unwrap_or(64);
-        let ep = Endpoint { name: "vtwin", sdk: format!("{base}/sdk"), user: "administrator@vsphere.local".into(), pw: PW.into() };
+        let ep = Endpoint {
+            name: "vtwin",
+            sdk: format!("{base}/sdk"),
+            user: "administrator@vsphere.local".into(),
+            pw: PW.into(),
+        };
         println!("{:.0} req/s", throughput(&ep, clients, secs).await?);
         return Ok(());
     }
@@ -207,7 +263,8 @@ async fn main() -> anyhow::Result<()> {
         let http: Http = Client::builder(TokioExecutor::new()).build_http();
         let base = v.ep.sdk.trim_end_matches("/sdk").to_string();
         let sid = tasks::vapi_session(&http, &base, &v.ep.user, &v.ep.pw).await?;
-        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", v.ep.user, v.ep.pw)));
+        let basic =
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", v.ep.user, v.ep.pw)));
         let vms: usize = arg("--vms").and_then(|s| s.parse().ok()).unwrap_or(10_000);
         vmfiles::figures(&http, &base, &sid, &basic, vms).await?;
         drop(v);
@@ -219,10 +276,18 @@ async fn main() -> anyhow::Result<()> {
     if only.is_none() || only.as_deref() == Some("vcd") {
         use base64::Engine as _;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let v = start_vtwin_with(&vtwin, &tmp.join("vcd"), 1, 1, &["--vcd-listen", &format!("127.0.0.1:{port}"), "--task-retention-count", "1000000"]).await?;
+        let v = start_vtwin_with(
+            &vtwin,
+            &tmp.join("vcd"),
+            1,
+            1,
+            &["--vcd-listen", &format!("127.0.0.1:{port}"), "--task-retention-count", "1000000"],
+        )
+        .await?;
         let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
         let base = format!("http://127.0.0.1:{port}");
-        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("administrator@System:{PW}")));
+        let basic =
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("administrator@System:{PW}")));
         let (token, tl) = vcd::login(&http, &base, &basic).await?;
         println!("\n# vCloud Director external tasks: POST (running) + PUT (success), XML (vtwin only: vcsim has no VCD API)");
         for clients in [1usize, 64] {
@@ -253,9 +318,19 @@ async fn main() -> anyhow::Result<()> {
 async fn node_figures(secs: u64, db: &str, vtwin: &str, tmp: &std::path::Path) -> anyhow::Result<()> {
     let http: Http = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
     println!("\n# Task engine on one and several nodes: extension tasks created+run+completed (vAPI), SetTaskState -> WaitForUpdatesEx wake-up");
-    println!("{:<44} {:>10} {:>10} {:>10} {:>10} {:>8}", "configuration", "tasks/s@1", "tasks/s@64", "wake p50", "wake p99", "vs SQLite");
+    println!(
+        "{:<44} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "configuration", "tasks/s@1", "tasks/s@64", "wake p50", "wake p99", "vs SQLite"
+    );
     let mut base_rate = None;
-    for (n, (label, nodes, pg)) in [("one node, SQLite", 1, false), ("one node, PostgreSQL", 1, true), ("two nodes, PostgreSQL (wait on the other)", 2, true)].into_iter().enumerate() {
+    for (n, (label, nodes, pg)) in [
+        ("one node, SQLite", 1, false),
+        ("one node, PostgreSQL", 1, true),
+        ("two nodes, PostgreSQL (wait on the other)", 2, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let dir = tmp.join(format!("nodes-{n}"));
         let _ = std::fs::remove_dir_all(&dir);
         let url = format!("{db}{}schema=bench_{}_{n}", if db.contains('?') { '&' } else { '?' }, std::process::id());
@@ -267,13 +342,30 @@ async fn node_figures(secs: u64, db: &str, vtwin: &str, tmp: &std::path::Path) -
             }
             // The second node shares the first one's data directory.
             let mut cmd = tokio::process::Command::new(vtwin);
-            cmd.args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--admin-password", PW])
-                .args(&extra)
-                .arg("--data-dir")
-                .arg(&dir)
-                .env("RUST_LOG", "warn");
+            cmd.args([
+                "serve",
+                "--plain-http",
+                "--listen",
+                "127.0.0.1:0",
+                "--nbd-listen",
+                "127.0.0.1:0",
+                "--admin-password",
+                PW,
+            ])
+            .args(&extra)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("RUST_LOG", "warn");
             let (child, u) = spawn_until(cmd, "vtwin listening on ").await?;
-            targets.push(Target { child, ep: Endpoint { name: "vtwin", sdk: format!("{u}/sdk"), user: "administrator@vsphere.local".into(), pw: PW.into() } });
+            targets.push(Target {
+                child,
+                ep: Endpoint {
+                    name: "vtwin",
+                    sdk: format!("{u}/sdk"),
+                    user: "administrator@vsphere.local".into(),
+                    pw: PW.into(),
+                },
+            });
         }
         let bases: Vec<String> = targets.iter().map(|t| t.ep.sdk.trim_end_matches("/sdk").to_string()).collect();
         let sid = tasks::vapi_session(&http, &bases[0], "administrator@vsphere.local", PW).await?;
@@ -336,7 +428,10 @@ async fn task_figures(secs: u64, kept: u64, vtwin: &str, tmp: &std::path::Path) 
     let sid = tasks::vapi_session(&http, &base, &v.ep.user, &v.ep.pw).await?;
     for clients in [1usize, 64] {
         let r = tasks::throughput(&http, &base, &sid, clients, secs).await?;
-        println!("extension tasks created+run+completed, {clients:>2} clients: {r:>8.0} tasks/s ({:.0} requests/s)", r * 3.0);
+        println!(
+            "extension tasks created+run+completed, {clients:>2} clients: {r:>8.0} tasks/s ({:.0} requests/s)",
+            r * 3.0
+        );
     }
     let mut lat = tasks::wake_latency(&http, &base, &sid, 200).await?;
     let (p50, p99) = (tasks::percentile(&mut lat, 0.5), tasks::percentile(&mut lat, 0.99));
@@ -357,7 +452,14 @@ async fn task_figures(secs: u64, kept: u64, vtwin: &str, tmp: &std::path::Path) 
     Ok(())
 }
 
-async fn soap_figures(args: &[String], secs: u64, inventory: usize, vtwin: &str, vcsim: &str, tmp: &std::path::Path) -> anyhow::Result<()> {
+async fn soap_figures(
+    args: &[String],
+    secs: u64,
+    inventory: usize,
+    vtwin: &str,
+    vcsim: &str,
+    tmp: &std::path::Path,
+) -> anyhow::Result<()> {
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     println!("# SOAP Login + RetrievePropertiesEx + Logout, {secs} s per figure, requests/s");
     println!("{:<8} {:>8} {:>12} {:>12} {:>8}", "clients", "", "vtwin", "vcsim", "ratio");

@@ -12,7 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-async fn req(http: &Http, method: &str, url: &str, headers: &[(&str, &str)], body: Option<Value>) -> anyhow::Result<(u16, Value, hyper::HeaderMap)> {
+async fn req(
+    http: &Http,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value, hyper::HeaderMap)> {
     let mut b = hyper::Request::builder().method(method).uri(url).header("Content-Type", "application/json");
     for (k, v) in headers {
         b = b.header(*k, *v);
@@ -30,7 +36,8 @@ async fn req(http: &Http, method: &str, url: &str, headers: &[(&str, &str)], bod
 pub async fn vapi_session(http: &Http, base: &str, user: &str, pw: &str) -> anyhow::Result<String> {
     use base64::Engine as _;
     let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}")));
-    let (st, v, _) = req(http, "POST", &format!("{base}/rest/com/vmware/cis/session"), &[("Authorization", &auth)], None).await?;
+    let (st, v, _) =
+        req(http, "POST", &format!("{base}/rest/com/vmware/cis/session"), &[("Authorization", &auth)], None).await?;
     anyhow::ensure!(st == 200, "session: {st} {v}");
     Ok(v["value"].as_str().unwrap_or_default().to_string())
 }
@@ -38,7 +45,14 @@ pub async fn vapi_session(http: &Http, base: &str, user: &str, pw: &str) -> anyh
 /// One extension task: create, RUNNING, SUCCEEDED (three requests).
 async fn one_task(http: &Http, base: &str, sid: &str, n: u64) -> anyhow::Result<()> {
     let h = [("vmware-api-session-id", sid)];
-    let (st, v, _) = req(http, "POST", &format!("{base}/rest/vcenter/extension/tasks"), &h, Some(json!({"spec": {"operation_id": "com.bench.task.run", "cancelable": false}}))).await?;
+    let (st, v, _) = req(
+        http,
+        "POST",
+        &format!("{base}/rest/vcenter/extension/tasks"),
+        &h,
+        Some(json!({"spec": {"operation_id": "com.bench.task.run", "cancelable": false}})),
+    )
+    .await?;
     anyhow::ensure!(st == 200, "create: {st} {v}");
     let id = v["value"].as_str().unwrap_or_default().to_string();
     let url = format!("{base}/rest/vcenter/extension/tasks/{id}");
@@ -63,7 +77,8 @@ pub async fn throughput_on(http: &Http, bases: &[String], sid: &str, clients: us
     let start = Instant::now();
     let mut all = vec![];
     for i in 0..clients {
-        let (http, stop, done, base, sid) = (http.clone(), stop.clone(), done.clone(), bases[i % bases.len()].clone(), sid.to_string());
+        let (http, stop, done, base, sid) =
+            (http.clone(), stop.clone(), done.clone(), bases[i % bases.len()].clone(), sid.to_string());
         all.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let n = done.fetch_add(1, Ordering::Relaxed);
@@ -109,14 +124,21 @@ pub async fn wake_latency(http: &Http, base: &str, sid: &str, rounds: usize) -> 
 
 /// As `wake_latency`, the task driven on node `base` and waited on at
 /// node `wait_base` (the same node, or another on the same database).
-pub async fn wake_latency_on(http: &Http, base: &str, wait_base: &str, sid: &str, rounds: usize) -> anyhow::Result<Vec<f64>> {
+pub async fn wake_latency_on(
+    http: &Http,
+    base: &str,
+    wait_base: &str,
+    sid: &str,
+    rounds: usize,
+) -> anyhow::Result<Vec<f64>> {
     let vim = format!("{base}/sdk/vim25/9.1.0.0");
     let wvim = format!("{wait_base}/sdk/vim25/9.1.0.0");
     let h = [("vmware-api-session-id", sid)];
     let ext = json!({"extension": {"_typeName": "Extension", "key": "com.bench", "version": "1",
         "description": {"_typeName": "Description", "label": "bench", "summary": "bench"},
         "taskList": [{"_typeName": "ExtensionTaskTypeInfo", "taskID": "com.bench.wake"}]}});
-    let (st, v, _) = req(http, "POST", &format!("{vim}/ExtensionManager/ExtensionManager/RegisterExtension"), &h, Some(ext)).await?;
+    let (st, v, _) =
+        req(http, "POST", &format!("{vim}/ExtensionManager/ExtensionManager/RegisterExtension"), &h, Some(ext)).await?;
     anyhow::ensure!(st == 204 || st == 200, "RegisterExtension: {st} {v}");
     let mut out = vec![];
     for _ in 0..rounds {
@@ -129,12 +151,22 @@ pub async fn wake_latency_on(http: &Http, base: &str, wait_base: &str, sid: &str
             "propSet": [{"_typeName": "PropertySpec", "type": "Task", "pathSet": ["info.state"]}],
             "objectSet": [{"_typeName": "ObjectSpec", "obj": {"_typeName": "ManagedObjectReference", "type": "Task", "value": task}}]},
             "partialUpdates": false});
-        let (st, filter, _) = req(http, "POST", &format!("{wvim}/PropertyCollector/propertyCollector/CreateFilter"), &h, Some(spec)).await?;
+        let (st, filter, _) =
+            req(http, "POST", &format!("{wvim}/PropertyCollector/propertyCollector/CreateFilter"), &h, Some(spec))
+                .await?;
         anyhow::ensure!(st == 200, "CreateFilter: {st} {filter}");
         let wait = |version: String| {
-            let (http, url, sid) = (http.clone(), format!("{wvim}/PropertyCollector/propertyCollector/WaitForUpdatesEx"), sid.to_string());
+            let (http, url, sid) =
+                (http.clone(), format!("{wvim}/PropertyCollector/propertyCollector/WaitForUpdatesEx"), sid.to_string());
             async move {
-                let (st, v, _) = req(&http, "POST", &url, &[("vmware-api-session-id", &sid)], Some(json!({"version": version, "options": {"_typeName": "WaitOptions", "maxWaitSeconds": 30}}))).await?;
+                let (st, v, _) = req(
+                    &http,
+                    "POST",
+                    &url,
+                    &[("vmware-api-session-id", &sid)],
+                    Some(json!({"version": version, "options": {"_typeName": "WaitOptions", "maxWaitSeconds": 30}})),
+                )
+                .await?;
                 anyhow::ensure!(st == 200, "WaitForUpdatesEx: {st} {v}");
                 anyhow::Ok((Instant::now(), v))
             }
@@ -153,7 +185,9 @@ pub async fn wake_latency_on(http: &Http, base: &str, wait_base: &str, sid: &str
         // Let the waiter reach the server and park.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let t0 = Instant::now();
-        let (st, v, _) = req(http, "POST", &format!("{vim}/Task/{task}/SetTaskState"), &h, Some(json!({"state": "success"}))).await?;
+        let (st, v, _) =
+            req(http, "POST", &format!("{vim}/Task/{task}/SetTaskState"), &h, Some(json!({"state": "success"})))
+                .await?;
         anyhow::ensure!(st == 204, "SetTaskState: {st} {v}");
         let (t1, upd) = waiter.await??;
         anyhow::ensure!(upd.to_string().contains("success"), "the waiter saw no success: {upd}");

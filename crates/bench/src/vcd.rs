@@ -12,7 +12,14 @@ use std::time::{Duration, Instant};
 const ACCEPT: &str = "application/*+xml;version=36.0";
 const TASK: &str = "application/vnd.vmware.vcloud.task+xml";
 
-async fn call(http: &Http, method: &str, url: &str, token: Option<&str>, basic: Option<&str>, body: Option<String>) -> anyhow::Result<(u16, hyper::HeaderMap, String)> {
+async fn call(
+    http: &Http,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    basic: Option<&str>,
+    body: Option<String>,
+) -> anyhow::Result<(u16, hyper::HeaderMap, String)> {
     let mut b = hyper::Request::builder().method(method).uri(url).header("Accept", ACCEPT);
     if let Some(t) = token {
         b = b.header("x-vcloud-authorization", t);
@@ -41,26 +48,43 @@ pub async fn login(http: &Http, base: &str, basic: &str) -> anyhow::Result<(Stri
     let (st, h, body) = call(http, "POST", &format!("{base}/api/sessions"), None, Some(basic), None).await?;
     anyhow::ensure!(st == 200, "login {st}: {body}");
     let token = h.get("x-vcloud-authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    let org = body.split("<Link ").find(|l| l.contains("vcloud.org+xml")).and_then(|l| attr(&format!(" {l}"), "href").map(str::to_string)).ok_or_else(|| anyhow::anyhow!("no org link"))?;
+    let org = body
+        .split("<Link ")
+        .find(|l| l.contains("vcloud.org+xml"))
+        .and_then(|l| attr(&format!(" {l}"), "href").map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("no org link"))?;
     let (_, _, o) = call(http, "GET", &org, Some(&token), None, None).await?;
-    let tl = o.split("<Link ").find(|l| l.contains("tasksList+xml")).and_then(|l| attr(&format!(" {l}"), "href").map(str::to_string)).ok_or_else(|| anyhow::anyhow!("no tasksList link"))?;
+    let tl = o
+        .split("<Link ")
+        .find(|l| l.contains("tasksList+xml"))
+        .and_then(|l| attr(&format!(" {l}"), "href").map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("no tasksList link"))?;
     Ok((token, tl))
 }
 
 /// One external task: posted running, then completed.
 async fn cycle(http: &Http, token: &str, tasks_list: &str, i: u64) -> anyhow::Result<()> {
-    let body = format!(r#"<Task xmlns="http://www.vmware.com/vcloud/v1.5" name="bench-{i}" status="running" operationName="jobBench" serviceNamespace="com.example.bench"><Progress>10</Progress></Task>"#);
+    let body = format!(
+        r#"<Task xmlns="http://www.vmware.com/vcloud/v1.5" name="bench-{i}" status="running" operationName="jobBench" serviceNamespace="com.example.bench"><Progress>10</Progress></Task>"#
+    );
     let (st, _, t) = call(http, "POST", tasks_list, Some(token), None, Some(body)).await?;
     anyhow::ensure!(st == 201, "post {st}: {t}");
     let href = attr(&t, "href").ok_or_else(|| anyhow::anyhow!("no href"))?.to_string();
-    let done = r#"<Task xmlns="http://www.vmware.com/vcloud/v1.5" status="success"><Progress>100</Progress></Task>"#.to_string();
+    let done = r#"<Task xmlns="http://www.vmware.com/vcloud/v1.5" status="success"><Progress>100</Progress></Task>"#
+        .to_string();
     let (st, _, t) = call(http, "PUT", &href, Some(token), None, Some(done)).await?;
     anyhow::ensure!(st == 200 && t.contains("status=\"success\""), "put {st}: {t}");
     Ok(())
 }
 
 /// (tasks/s, per-task latencies in ms)
-pub async fn throughput(http: &Http, token: &str, tasks_list: &str, clients: usize, secs: u64) -> anyhow::Result<(f64, Vec<f64>)> {
+pub async fn throughput(
+    http: &Http,
+    token: &str,
+    tasks_list: &str,
+    clients: usize,
+    secs: u64,
+) -> anyhow::Result<(f64, Vec<f64>)> {
     cycle(http, token, tasks_list, 0).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));

@@ -8,8 +8,20 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-async fn call(http: &Http, base: &str, sid: &str, method: &str, path: &str, body: Option<Value>, basic: Option<&str>) -> anyhow::Result<(u16, Value)> {
-    let mut b = hyper::Request::builder().method(method).uri(format!("{base}{path}")).header("Content-Type", "application/json").header("vmware-api-session-id", sid);
+async fn call(
+    http: &Http,
+    base: &str,
+    sid: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    basic: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("Content-Type", "application/json")
+        .header("vmware-api-session-id", sid);
     if let Some(a) = basic {
         b = b.header("Authorization", a);
     }
@@ -32,7 +44,10 @@ pub async fn figures(http: &Http, base: &str, sid: &str, basic: &str, vms: usize
         let d = format!("{old}/vm{i}");
         std::fs::create_dir_all(&d)?;
         std::fs::write(format!("{d}/vm{i}.vmx"), format!(".encoding = \"UTF-8\"\ndisplayName = \"vm{i}\"\nscsi0:0.fileName = \"vm{i}.vmdk\"\nscsi0:1.fileName = \"{old}/vm{i}/vm{i}_1.vmdk\"\nsched.swap.derivedName = \"{old}/vm{i}/vm{i}.vswp\"\n"))?;
-        std::fs::write(format!("{d}/vm{i}.vmsd"), format!(".encoding = \"UTF-8\"\nsnapshot0.disk0.fileName = \"{old}/vm{i}/vm{i}.vmdk\"\n"))?;
+        std::fs::write(
+            format!("{d}/vm{i}.vmsd"),
+            format!(".encoding = \"UTF-8\"\nsnapshot0.disk0.fileName = \"{old}/vm{i}/vm{i}.vmdk\"\n"),
+        )?;
         std::fs::write(format!("{d}/vm{i}.vmdk"), format!("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfs\"\n\n# Extent description\nRW 8 VMFS \"{old}/vm{i}/vm{i}-flat.vmdk\"\n"))?;
         std::fs::write(format!("{d}/vm{i}_1.vmdk"), format!("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentSparse\"\nparentFileNameHint=\"{old}/vm{i}/vm{i}.vmdk\"\n\n# Extent description\nRW 8 SPARSE \"vm{i}_1-s001.vmdk\"\n"))?;
     }
@@ -41,7 +56,9 @@ pub async fn figures(http: &Http, base: &str, sid: &str, basic: &str, vms: usize
     anyhow::ensure!(st == 200, "remount: {st} {r}");
     let body = json!({"mountPathDatastoreMapping": [{"_typeName": "DatastoreMountPathDatastorePair", "oldMountPath": old, "datastore": {"_typeName": "ManagedObjectReference", "type": "Datastore", "value": ds}}]});
     let t = Instant::now();
-    let (st, task) = call(http, base, sid, "POST", &format!("{V}/Datastore/{ds}/UpdateVirtualMachineFiles_Task"), Some(body), None).await?;
+    let (st, task) =
+        call(http, base, sid, "POST", &format!("{V}/Datastore/{ds}/UpdateVirtualMachineFiles_Task"), Some(body), None)
+            .await?;
     anyhow::ensure!(st == 200, "UpdateVirtualMachineFiles_Task: {st} {task}");
     let key = task["value"].as_str().unwrap_or_default().to_string();
     loop {

@@ -42,7 +42,11 @@ fn stem(p: &Path) -> String {
 /// Replace a file atomically: temp file, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
     {
         let f = File::create(&tmp).map_err(io(&tmp))?;
         f.write_all_at(text.as_bytes(), 0).map_err(io(&tmp))?;
@@ -137,7 +141,10 @@ impl Chain {
             let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, capacity as libc::off_t) };
             if rc != 0 {
                 let _ = std::fs::remove_file(&flat_path);
-                return Err(Error::Io { path: flat_path.display().to_string(), source: std::io::Error::from_raw_os_error(rc) });
+                return Err(Error::Io {
+                    path: flat_path.display().to_string(),
+                    source: std::io::Error::from_raw_os_error(rc),
+                });
             }
         }
         if prov == Provisioning::EagerZeroed {
@@ -199,7 +206,13 @@ impl Chain {
             let dir = last.desc_path.parent().unwrap_or(Path::new("."));
             let parent = Layer::open(&dir.join(&hint), false)?;
             if parent.desc.cid != last.desc.parent_cid {
-                return Err(format_err(&last.desc_path, format!("parentCID {:08x} does not match {} (CID {:08x})", last.desc.parent_cid, hint, parent.desc.cid)));
+                return Err(format_err(
+                    &last.desc_path,
+                    format!(
+                        "parentCID {:08x} does not match {} (CID {:08x})",
+                        last.desc.parent_cid, hint, parent.desc.cid
+                    ),
+                ));
             }
             layers.push(parent);
         }
@@ -340,7 +353,11 @@ impl Chain {
             match &l.data {
                 // A layer may hold grains past the chain's capacity (its
                 // own header says more than the descriptor): not the disk's.
-                Data::Sparse(s) => all.extend(s.allocated_grains().filter(|&g| g * GRAIN < self.capacity).map(|g| (g * GRAIN, GRAIN.min(self.capacity - g * GRAIN)))),
+                Data::Sparse(s) => all.extend(
+                    s.allocated_grains()
+                        .filter(|&g| g * GRAIN < self.capacity)
+                        .map(|g| (g * GRAIN, GRAIN.min(self.capacity - g * GRAIN))),
+                ),
                 Data::Flat(f) => all.extend(data_extents(f, &l.extent_path(), self.capacity)?),
             }
         }
@@ -352,7 +369,11 @@ impl Chain {
     pub fn top_allocated(&self) -> Vec<(u64, u64)> {
         match &self.layers[0].data {
             Data::Flat(_) => vec![(0, self.capacity)],
-            Data::Sparse(s) => s.allocated_grains().filter(|&g| g * GRAIN < self.capacity).map(|g| (g * GRAIN, GRAIN.min(self.capacity - g * GRAIN))).collect(),
+            Data::Sparse(s) => s
+                .allocated_grains()
+                .filter(|&g| g * GRAIN < self.capacity)
+                .map(|g| (g * GRAIN, GRAIN.min(self.capacity - g * GRAIN)))
+                .collect(),
         }
     }
 
@@ -360,9 +381,14 @@ impl Chain {
     pub fn extend(&mut self, new_capacity: u64) -> Result<()> {
         let single = self.layers.len() == 1;
         let l = &mut self.layers[0];
-        let Data::Flat(f) = &l.data else { return Err(format_err(&l.desc_path, "only a disk without snapshots can be extended")) };
+        let Data::Flat(f) = &l.data else {
+            return Err(format_err(&l.desc_path, "only a disk without snapshots can be extended"));
+        };
         if !single || new_capacity < self.capacity || !new_capacity.is_multiple_of(SECTOR) {
-            return Err(format_err(&l.desc_path, format!("cannot extend from {} to {new_capacity} bytes", self.capacity)));
+            return Err(format_err(
+                &l.desc_path,
+                format!("cannot extend from {} to {new_capacity} bytes", self.capacity),
+            ));
         }
         let ext = l.extent_path();
         f.set_len(new_capacity).map_err(io(&ext))?;

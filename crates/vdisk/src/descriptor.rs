@@ -58,7 +58,14 @@ impl Descriptor {
     pub fn parse(text: &str) -> Result<Descriptor, String> {
         // qemu pads rewritten descriptors with NULs.
         let text = text.split('\0').next().unwrap_or("");
-        let mut d = Descriptor { cid: 0, parent_cid: NO_PARENT, create_type: String::new(), parent_hint: None, extents: vec![], ddb: vec![] };
+        let mut d = Descriptor {
+            cid: 0,
+            parent_cid: NO_PARENT,
+            create_type: String::new(),
+            parent_hint: None,
+            extents: vec![],
+            ddb: vec![],
+        };
         let mut saw_cid = false;
         for raw in text.lines() {
             let line = raw.trim();
@@ -69,14 +76,19 @@ impl Descriptor {
             if matches!(first, "RW" | "RDONLY" | "NOACCESS") {
                 let rest = line[first.len()..].trim();
                 let mut it = rest.splitn(3, char::is_whitespace);
-                let sectors: u64 = it.next().and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad extent line: {line}"))?;
+                let sectors: u64 =
+                    it.next().and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad extent line: {line}"))?;
                 let kind = match it.next().unwrap_or("") {
                     "FLAT" | "VMFS" => ExtentKind::Flat,
                     "SPARSE" => ExtentKind::Sparse,
                     other => return Err(format!("extent type {other} is not supported")),
                 };
                 let tail = it.next().unwrap_or("").trim();
-                let file = tail.strip_prefix('"').and_then(|t| t.split_once('"')).map(|(f, _)| f.to_string()).ok_or_else(|| format!("bad extent file in: {line}"))?;
+                let file = tail
+                    .strip_prefix('"')
+                    .and_then(|t| t.split_once('"'))
+                    .map(|(f, _)| f.to_string())
+                    .ok_or_else(|| format!("bad extent file in: {line}"))?;
                 d.extents.push(Extent { sectors, kind, file });
                 continue;
             }
@@ -153,6 +165,9 @@ mod tests {
         assert_eq!(Descriptor::parse(&d.render()).unwrap(), d);
         let esx = "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"vmfs\"\n\n# Extent description\nRW 8 VMFS \"x-flat.vmdk\"\n\0\0\0";
         let p = Descriptor::parse(esx).unwrap();
-        assert_eq!((p.cid, p.extents[0].kind, p.extents[0].file.as_str()), (0xfffffffe, ExtentKind::Flat, "x-flat.vmdk"));
+        assert_eq!(
+            (p.cid, p.extents[0].kind, p.extents[0].file.as_str()),
+            (0xfffffffe, ExtentKind::Flat, "x-flat.vmdk")
+        );
     }
 }

@@ -130,7 +130,15 @@ impl Disk {
 
     /// As `create`, with the caller's metadata (`Meta::extra`) written in
     /// the same durable write.
-    pub fn create_with(dir: &Path, id: &str, name: &str, capacity: u64, prov: Provisioning, track: bool, extra: serde_json::Map<String, serde_json::Value>) -> Result<Disk> {
+    pub fn create_with(
+        dir: &Path,
+        id: &str,
+        name: &str,
+        capacity: u64,
+        prov: Provisioning,
+        track: bool,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Disk> {
         std::fs::create_dir_all(dir.parent().unwrap_or(Path::new("."))).map_err(io(dir))?;
         std::fs::create_dir(dir).map_err(io(dir))?;
         let top = format!("{id}.vmdk");
@@ -218,7 +226,11 @@ impl Disk {
     /// Several writes whose changes are logged with one durable append.
     pub fn write_batch(&mut self, writes: &[(u64, &[u8])]) -> Result<()> {
         let cap = self.capacity();
-        let ranges: Vec<(u64, u64)> = writes.iter().filter(|(o, d)| o.checked_add(d.len() as u64).is_some_and(|e| e <= cap)).map(|(o, d)| (*o, d.len() as u64)).collect();
+        let ranges: Vec<(u64, u64)> = writes
+            .iter()
+            .filter(|(o, d)| o.checked_add(d.len() as u64).is_some_and(|e| e <= cap))
+            .map(|(o, d)| (*o, d.len() as u64))
+            .collect();
         self.log.mark_many(&ranges)?;
         for (o, d) in writes {
             self.chain.write(*o, d)?;
@@ -280,7 +292,8 @@ impl Disk {
     fn layer_order(&self) -> Vec<String> {
         let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let dir = canon(&self.dir);
-        let mut v: Vec<String> = self.chain.descriptors().iter().map(|p| relative(&dir, &canon(p)).to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> =
+            self.chain.descriptors().iter().map(|p| relative(&dir, &canon(p)).to_string_lossy().into_owned()).collect();
         v.reverse();
         v
     }
@@ -299,9 +312,13 @@ impl Disk {
     /// Go back to a snapshot: the snapshots taken after it and every write
     /// since are dropped, and a new delta takes the writes.
     pub fn revert(&mut self, snap_id: &str) -> Result<()> {
-        let s = self.snapshot(snap_id).cloned().ok_or_else(|| format_err(&self.dir, format!("no snapshot {snap_id}")))?;
+        let s =
+            self.snapshot(snap_id).cloned().ok_or_else(|| format_err(&self.dir, format!("no snapshot {snap_id}")))?;
         let order = self.layer_order();
-        let pos = order.iter().position(|l| *l == s.layer).ok_or_else(|| format_err(&self.dir, "snapshot layer not in the chain"))?;
+        let pos = order
+            .iter()
+            .position(|l| *l == s.layer)
+            .ok_or_else(|| format_err(&self.dir, "snapshot layer not in the chain"))?;
         let doomed: Vec<String> = order[pos + 1..].to_vec();
         let next = format!("{}-{:06}.vmdk", self.meta.id, self.meta.next_layer);
         let mut chain = Chain::open(&self.dir.join(&s.layer))?;
@@ -323,10 +340,15 @@ impl Disk {
     /// Delete a snapshot: the layer above it is merged into its layer, which
     /// then stands for that layer's state. Change points are kept.
     pub fn delete_snapshot(&mut self, snap_id: &str, progress: &mut dyn FnMut(f64)) -> Result<()> {
-        let s = self.snapshot(snap_id).cloned().ok_or_else(|| format_err(&self.dir, format!("no snapshot {snap_id}")))?;
+        let s =
+            self.snapshot(snap_id).cloned().ok_or_else(|| format_err(&self.dir, format!("no snapshot {snap_id}")))?;
         let order = self.layer_order();
-        let pos = order.iter().position(|l| *l == s.layer).ok_or_else(|| format_err(&self.dir, "snapshot layer not in the chain"))?;
-        let child = order.get(pos + 1).cloned().ok_or_else(|| format_err(&self.dir, "snapshot without a child layer"))?;
+        let pos = order
+            .iter()
+            .position(|l| *l == s.layer)
+            .ok_or_else(|| format_err(&self.dir, "snapshot layer not in the chain"))?;
+        let child =
+            order.get(pos + 1).cloned().ok_or_else(|| format_err(&self.dir, "snapshot without a child layer"))?;
         let grandchild = order.get(pos + 2).cloned();
         self.chain.flush()?;
         merge_into_parent(&self.dir.join(&child), &self.dir.join(&s.layer), progress)?;
@@ -349,7 +371,12 @@ impl Disk {
 
     /// The areas of `snap_id`'s state changed since `change_id` ("*": every
     /// allocated area), in one window from `start`.
-    pub fn changed_areas(&self, snap_id: &str, start: u64, change_id: &str) -> std::result::Result<Changes, QueryError> {
+    pub fn changed_areas(
+        &self,
+        snap_id: &str,
+        start: u64,
+        change_id: &str,
+    ) -> std::result::Result<Changes, QueryError> {
         let s = self.snapshot(snap_id).ok_or(QueryError::SnapshotNotFound)?;
         let cap = self.capacity();
         if start >= cap {
@@ -393,7 +420,14 @@ impl Disk {
     }
 
     /// A full, independent copy of the current state as a new disk in `dir`.
-    pub fn clone_to(&self, dir: &Path, id: &str, name: &str, prov: Provisioning, progress: &mut dyn FnMut(f64)) -> Result<Disk> {
+    pub fn clone_to(
+        &self,
+        dir: &Path,
+        id: &str,
+        name: &str,
+        prov: Provisioning,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<Disk> {
         let mut d = Disk::create(dir, id, name, self.capacity(), prov, self.tracking())?;
         let copy = (|| {
             let ranges = self.chain.allocated()?;

@@ -66,7 +66,9 @@ impl SparseExtent {
         h[73..77].copy_from_slice(b"\n \r\n");
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(io(path))?;
         file.write_all_at(&h, 0).map_err(io(path))?;
-        let dir = |first_gt: u64| -> Vec<u8> { (0..num_gts).flat_map(|i| ((first_gt + i * GT_SECTORS) as u32).to_le_bytes()).collect() };
+        let dir = |first_gt: u64| -> Vec<u8> {
+            (0..num_gts).flat_map(|i| ((first_gt + i * GT_SECTORS) as u32).to_le_bytes()).collect()
+        };
         file.write_all_at(&dir(rgt_start), rgd_offset * SECTOR).map_err(io(path))?;
         file.write_all_at(&dir(gt_start), gd_offset * SECTOR).map_err(io(path))?;
         file.set_len(overhead * SECTOR).map_err(io(path))?;
@@ -87,7 +89,10 @@ impl SparseExtent {
         let gtes = u32::from_le_bytes(h[44..48].try_into().expect("4 bytes")) as u64;
         let flags = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
         if grain != GRAIN_SECTORS || gtes != GTES_PER_GT {
-            return Err(format_err(path, format!("grain {grain} sectors / {gtes} entries per table are not supported")));
+            return Err(format_err(
+                path,
+                format!("grain {grain} sectors / {gtes} entries per table are not supported"),
+            ));
         }
         let rgd_offset = u64_at(48);
         let gd_offset = u64_at(56);
@@ -99,8 +104,12 @@ impl SparseExtent {
         // more memory than the file holds, nor an offset that overflows.
         let len = file.metadata().map_err(io(path))?.len();
         let table_bytes = GTES_PER_GT * 4;
-        let fits = |at: u64, n: u64| at.checked_mul(SECTOR).and_then(|a| a.checked_add(n)).is_some_and(|end| end <= len);
-        if num_gts.checked_mul(table_bytes).is_none_or(|b| b > len) || !fits(gd_offset, num_gts * 4) || (flags & 2 != 0 && !fits(rgd_offset, num_gts * 4)) {
+        let fits =
+            |at: u64, n: u64| at.checked_mul(SECTOR).and_then(|a| a.checked_add(n)).is_some_and(|end| end <= len);
+        if num_gts.checked_mul(table_bytes).is_none_or(|b| b > len)
+            || !fits(gd_offset, num_gts * 4)
+            || (flags & 2 != 0 && !fits(rgd_offset, num_gts * 4))
+        {
             return Err(format_err(path, format!("the header's {capacity_sectors} sectors and grain directories do not fit in the file's {len} bytes")));
         }
         let read_dir = |at: u64| -> Result<Vec<u64>> {
@@ -125,7 +134,17 @@ impl SparseExtent {
             }
         }
         let next_free = round_up(len.div_ceil(SECTOR), GRAIN_SECTORS);
-        Ok(SparseExtent { path: path.to_path_buf(), file, capacity_sectors, gd_offset, rgd_offset, gts, rgts, entries, next_free })
+        Ok(SparseExtent {
+            path: path.to_path_buf(),
+            file,
+            capacity_sectors,
+            gd_offset,
+            rgd_offset,
+            gts,
+            rgts,
+            entries,
+            next_free,
+        })
     }
 
     /// Is grain `g` allocated in this extent?
@@ -205,7 +224,10 @@ mod tests {
             let mut b = h;
             b[at..at + 8].copy_from_slice(&value.to_le_bytes());
             std::fs::OpenOptions::new().write(true).open(&bad).unwrap().write_all_at(&b, 0).unwrap();
-            assert!(matches!(SparseExtent::open(&bad, false), Err(crate::Error::Format { .. })), "offset {at} = {value}");
+            assert!(
+                matches!(SparseExtent::open(&bad, false), Err(crate::Error::Format { .. })),
+                "offset {at} = {value}"
+            );
         }
     }
 }

@@ -161,7 +161,13 @@ pub fn metadata_files(root: &Path) -> Vec<PathBuf> {
             let p = e.path();
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(p),
-                Ok(t) if t.is_file() && kind(&p).is_some() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) => out.push(p),
+                Ok(t)
+                    if t.is_file()
+                        && kind(&p).is_some()
+                        && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) =>
+                {
+                    out.push(p)
+                }
                 _ => {}
             }
         }
@@ -241,7 +247,8 @@ mod tests {
         let vm = d.path().join("vm1");
         std::fs::create_dir(&vm).unwrap();
         std::fs::write(vm.join("vm1.vmx"), "a = \"/vmfs/volumes/old-uuid/vm1/vm1.vmdk\"\n").unwrap();
-        std::fs::write(vm.join("vm1.vmsd"), "snapshot0.disk0.fileName = \"/vmfs/volumes/old-uuid/vm1/vm1.vmdk\"\n").unwrap();
+        std::fs::write(vm.join("vm1.vmsd"), "snapshot0.disk0.fileName = \"/vmfs/volumes/old-uuid/vm1/vm1.vmdk\"\n")
+            .unwrap();
         std::fs::write(vm.join("broken.vmx"), b"a = \"/vmfs/volumes/old-uuid/\xff\xfe\"\n").unwrap();
         std::fs::write(vm.join("vm1-flat.vmdk"), vec![0u8; 100 << 10]).unwrap();
         let mut seen = 0;

@@ -83,7 +83,22 @@ fn we_read_what_qemu_writes() {
     let delta = d.path().join("q-1.vmdk");
     assert!(run("qemu-img", &["create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", p(&base), "8M"]).0);
     assert!(run("qemu-io", &["-f", "vmdk", "-c", "write -P 0x5a 0 1M", p(&base)]).0);
-    let (ok, out) = run("qemu-img", &["create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "-b", "q.vmdk", "-F", "vmdk", p(&delta)]);
+    let (ok, out) = run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=twoGbMaxExtentSparse",
+            "-b",
+            "q.vmdk",
+            "-F",
+            "vmdk",
+            p(&delta),
+        ],
+    );
     assert!(ok, "{out}");
     assert!(run("qemu-io", &["-f", "vmdk", "-c", "write -P 0x6b 512k 64k", p(&delta)]).0);
     let raw = d.path().join("q.raw");

@@ -63,7 +63,8 @@ fn decode_one(v: &J, declared: TypeId, path: &str) -> Result<Option<Value>, Deco
         let tn = o.get("_typeName").and_then(J::as_str);
         if let Some(tn) = tn {
             if let Some(elem) = crate::soap::array_elem_type(tn) {
-                let items = o.get("_value").and_then(J::as_array).ok_or_else(|| invalid(path, "array without _value"))?;
+                let items =
+                    o.get("_value").and_then(J::as_array).ok_or_else(|| invalid(path, "array without _value"))?;
                 return decode(&J::Array(items.clone()), TypeRef { ty: elem, array: true }, path);
             }
         }
@@ -148,7 +149,9 @@ fn decode_prim(v: &J, ty: TypeId, path: &str) -> Result<Value, DecodeError> {
         }
         _ => return Err(invalid(path, format!("expected a {}", ty.name()))),
     };
-    if matches!(v, J::Number(_) | J::Bool(_)) && !matches!(ty.name(), "boolean" | "byte" | "short" | "int" | "long" | "float" | "double") {
+    if matches!(v, J::Number(_) | J::Bool(_))
+        && !matches!(ty.name(), "boolean" | "byte" | "short" | "int" | "long" | "float" | "double")
+    {
         return Err(invalid(path, format!("expected a {} string", ty.name())));
     }
     parse_primitive(ty, &text).map_err(|m| invalid(path, m))
@@ -161,7 +164,9 @@ pub fn encode(v: &Value, declared: TypeRef, version: VersionId) -> J {
         Value::Array(elem, items) => {
             let arr: Vec<J> = items
                 .iter()
-                .map(|it| encode(it, TypeRef { ty: if declared.array { declared.ty } else { *elem }, array: false }, version))
+                .map(|it| {
+                    encode(it, TypeRef { ty: if declared.array { declared.ty } else { *elem }, array: false }, version)
+                })
                 .collect();
             if declared.array {
                 J::Array(arr)

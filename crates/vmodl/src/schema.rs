@@ -157,10 +157,7 @@ impl VersionId {
     }
     /// The version of namespace `ns` ("vim25", "vsan") with wire id `wire`.
     pub fn by_wire(ns: &str, wire: &str) -> Option<VersionId> {
-        VERSIONS
-            .iter()
-            .position(|v| v.ns == ns && v.wire == wire)
-            .map(|i| VersionId(i as u16))
+        VERSIONS.iter().position(|v| v.ns == ns && v.wire == wire).map(|i| VersionId(i as u16))
     }
     /// True if something introduced in `item` is visible to a client speaking `self`.
     pub fn includes(self, item: VersionId) -> bool {

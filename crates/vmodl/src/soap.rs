@@ -48,11 +48,17 @@ fn check_namespaces(input: &str) -> Result<(), DecodeError> {
         };
         match depth {
             0 | 1 if ns != NS_SOAPENV && (depth == 0 || local == "Body" || local == "Header") => {
-                return Err(bad(format!("<{local}> is not in the SOAP 1.1 envelope namespace {NS_SOAPENV} (found '{ns}')")));
+                return Err(bad(format!(
+                    "<{local}> is not in the SOAP 1.1 envelope namespace {NS_SOAPENV} (found '{ns}')"
+                )));
             }
             1 => in_body = local == "Body",
             2 if in_body => {
-                return if METHOD_NAMESPACES.contains(&ns.as_str()) { Ok(()) } else { Err(bad(format!("<{local}> is in namespace '{ns}', not urn:vim25 or urn:vsan"))) };
+                return if METHOD_NAMESPACES.contains(&ns.as_str()) {
+                    Ok(())
+                } else {
+                    Err(bad(format!("<{local}> is in namespace '{ns}', not urn:vim25 or urn:vsan")))
+                };
             }
             _ => {}
         }
@@ -68,21 +74,12 @@ pub fn parse_request(input: &str) -> Result<Request, DecodeError> {
     if env.name != "Envelope" {
         return Err(DecodeError::Malformed(format!("expected a SOAP Envelope, found <{}>", env.name)));
     }
-    let header_session = env
-        .child("Header")
-        .and_then(|h| h.child("vcSessionCookie"))
-        .map(|c| c.text.trim().to_string());
-    let body = env
-        .child("Body")
-        .ok_or_else(|| DecodeError::Malformed("SOAP Envelope has no Body".into()))?;
-    let method = body
-        .children
-        .first()
-        .ok_or_else(|| DecodeError::Malformed("SOAP Body is empty".into()))?
-        .clone();
-    let this = method
-        .child("_this")
-        .map(|t| (t.plain_attr("type").unwrap_or("").to_string(), t.text.trim().to_string()));
+    let header_session =
+        env.child("Header").and_then(|h| h.child("vcSessionCookie")).map(|c| c.text.trim().to_string());
+    let body = env.child("Body").ok_or_else(|| DecodeError::Malformed("SOAP Envelope has no Body".into()))?;
+    let method = body.children.first().ok_or_else(|| DecodeError::Malformed("SOAP Body is empty".into()))?.clone();
+    let this =
+        method.child("_this").map(|t| (t.plain_attr("type").unwrap_or("").to_string(), t.text.trim().to_string()));
     Ok(Request { method: method.name.clone(), this, body: method, header_session })
 }
 
@@ -324,7 +321,9 @@ pub fn encode_value(o: &mut String, tag: &str, v: &Value, declared: TypeRef, ver
         }
         // The WSDL types every MethodFault slot (failedVmFile[].fault,
         // faultCause, …) as LocalizedMethodFault: wrap the fault in one.
-        Value::Data(d) if declared.ty == types::MethodFault && d.ty.is_fault() && d.ty != types::LocalizedMethodFault => {
+        Value::Data(d)
+            if declared.ty == types::MethodFault && d.ty.is_fault() && d.ty != types::LocalizedMethodFault =>
+        {
             open(o, tag);
             o.push('>');
             encode_value(o, "fault", v, TypeRef { ty: types::LocalizedMethodFault, array: false }, version);
@@ -385,7 +384,11 @@ fn encode_fields(o: &mut String, d: &Data, version: VersionId) {
         if let Some(v) = d.get(p.name) {
             // LocalizedMethodFault.fault is the one MethodFault slot the
             // WSDL keeps as MethodFault: no second wrapping.
-            let declared = if d.ty == types::LocalizedMethodFault && p.name == "fault" { TypeRef { ty: types::anyType, array: false } } else { p.ty };
+            let declared = if d.ty == types::LocalizedMethodFault && p.name == "fault" {
+                TypeRef { ty: types::anyType, array: false }
+            } else {
+                p.ty
+            };
             encode_value(o, p.name, v, declared, version);
         }
     }

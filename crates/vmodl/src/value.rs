@@ -51,10 +51,7 @@ impl Data {
     /// Set a property. Names are checked against the schema: setting a
     /// property the type does not have is a programming error.
     pub fn set(&mut self, name: &str, v: impl Into<Value>) -> &mut Self {
-        let p = self
-            .ty
-            .prop(name)
-            .unwrap_or_else(|| panic!("{} has no property {}", self.ty.name(), name));
+        let p = self.ty.prop(name).unwrap_or_else(|| panic!("{} has no property {}", self.ty.name(), name));
         let v = v.into();
         if let Some(slot) = self.fields.iter_mut().find(|(n, _)| *n == p.name) {
             slot.1 = v;
@@ -245,18 +242,12 @@ pub fn parse_primitive(ty: TypeId, s: &str) -> Result<Value, String> {
         "dateTime" => Value::DateTime(
             DateTime::parse_from_rfc3339(t)
                 .map(|d| d.with_timezone(&Utc))
-                .or_else(|_| {
-                    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").map(|n| n.and_utc())
-                })
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").map(|n| n.and_utc()))
                 .map_err(|e| format!("'{t}' is not a dateTime: {e}"))?,
         ),
         "base64Binary" => {
             use base64::Engine;
-            Value::Binary(
-                base64::engine::general_purpose::STANDARD
-                    .decode(t)
-                    .map_err(|e| e.to_string())?,
-            )
+            Value::Binary(base64::engine::general_purpose::STANDARD.decode(t).map_err(|e| e.to_string())?)
         }
         _ => {
             if ty.kind() == Kind::Enum {

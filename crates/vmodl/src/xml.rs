@@ -27,10 +27,7 @@ impl Drop for Element {
 impl Element {
     /// `xsi:type` (any prefix), with its own prefix stripped.
     pub fn xsi_type(&self) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k.ends_with(":type"))
-            .map(|(_, v)| v.rsplit(':').next().unwrap_or(v))
+        self.attrs.iter().find(|(k, _)| k.ends_with(":type")).map(|(_, v)| v.rsplit(':').next().unwrap_or(v))
     }
     /// The unprefixed `type` attribute (a MoRef's type).
     pub fn plain_attr(&self, name: &str) -> Option<&str> {

@@ -68,12 +68,20 @@ fn soap_request_decodes_with_xsi_types_and_arrays() {
 fn soap_rejects_bad_input_with_typed_errors() {
     let m = find_method(types::ViewManager, "CreateContainerView").unwrap();
     let bad = |body: &str| {
-        let xml = format!(r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"#);
+        let xml = format!(
+            r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"#
+        );
         let req = soap::parse_request(&xml)?;
         soap::decode_args(&req, m)
     };
-    assert!(matches!(bad("<CreateContainerView xmlns=\"urn:vim25\"><recursive>maybe</recursive></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
-    assert!(matches!(bad("<CreateContainerView xmlns=\"urn:vim25\"><bogus>1</bogus></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
+    assert!(matches!(
+        bad("<CreateContainerView xmlns=\"urn:vim25\"><recursive>maybe</recursive></CreateContainerView>"),
+        Err(vmodl::DecodeError::InvalidValue { .. })
+    ));
+    assert!(matches!(
+        bad("<CreateContainerView xmlns=\"urn:vim25\"><bogus>1</bogus></CreateContainerView>"),
+        Err(vmodl::DecodeError::InvalidValue { .. })
+    ));
     assert!(matches!(bad("<CreateContainerView xmlns=\"urn:vim25\"><container type=\"NoSuchType\">x</container></CreateContainerView>"), Err(vmodl::DecodeError::InvalidValue { .. })));
     assert!(matches!(soap::parse_request("<notxml"), Err(vmodl::DecodeError::Malformed(_))));
     assert!(matches!(soap::parse_request("<Envelope><Body/></Envelope>"), Err(vmodl::DecodeError::Malformed(_))));
@@ -81,29 +89,50 @@ fn soap_rejects_bad_input_with_typed_errors() {
     let env = |ns: &str, method: &str| format!(r#"<e:Envelope xmlns:e="{ns}"><e:Body>{method}</e:Body></e:Envelope>"#);
     let rsc = r#"<RetrieveServiceContent xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this></RetrieveServiceContent>"#;
     assert!(soap::parse_request(&env("http://schemas.xmlsoap.org/soap/envelope/", rsc)).is_ok());
-    assert!(soap::parse_request(&env("http://schemas.xmlsoap.org/soap/envelope/", &rsc.replace("urn:vim25", "urn:vsan"))).is_ok());
+    assert!(soap::parse_request(&env(
+        "http://schemas.xmlsoap.org/soap/envelope/",
+        &rsc.replace("urn:vim25", "urn:vsan")
+    ))
+    .is_ok());
     for (ns, method) in [
         ("http://www.w3.org/2003/05/soap-envelope", rsc.to_string()),
         ("urn:nothing", rsc.to_string()),
         ("http://schemas.xmlsoap.org/soap/envelope/", rsc.replace(r#" xmlns="urn:vim25""#, "")),
         ("http://schemas.xmlsoap.org/soap/envelope/", rsc.replace("urn:vim25", "urn:evil")),
     ] {
-        assert!(matches!(soap::parse_request(&env(ns, &method)), Err(vmodl::DecodeError::Malformed(_))), "{ns} {method}");
+        assert!(
+            matches!(soap::parse_request(&env(ns, &method)), Err(vmodl::DecodeError::Malformed(_))),
+            "{ns} {method}"
+        );
     }
 }
 
 #[test]
 fn soap_reply_types_anytype_values() {
     let ver = v("9.1.0.0");
-    let arr = Value::Array(types::ManagedObjectReference, vec![Value::MoRef(MoRef::new(types::Datacenter, "datacenter-2"))]);
-    let out = soap::encode_response("Fetch", "urn:vim25", Some((&arr, TypeRef { ty: types::anyType, array: false })), ver);
+    let arr =
+        Value::Array(types::ManagedObjectReference, vec![Value::MoRef(MoRef::new(types::Datacenter, "datacenter-2"))]);
+    let out =
+        soap::encode_response("Fetch", "urn:vim25", Some((&arr, TypeRef { ty: types::anyType, array: false })), ver);
     assert!(out.contains(r#"<returnval xsi:type="ArrayOfManagedObjectReference"><ManagedObjectReference type="Datacenter">datacenter-2</ManagedObjectReference></returnval>"#), "{out}");
-    let dp = Data::new(types::DynamicProperty).with("name", Value::Typed(types::PropertyPath, "info.state".into())).with("val", Value::enum_value(types::TaskInfoState, "success"));
-    let out = soap::encode_response("X", "urn:vim25", Some((&dp.into(), TypeRef { ty: types::DynamicProperty, array: false })), ver);
+    let dp = Data::new(types::DynamicProperty)
+        .with("name", Value::Typed(types::PropertyPath, "info.state".into()))
+        .with("val", Value::enum_value(types::TaskInfoState, "success"));
+    let out = soap::encode_response(
+        "X",
+        "urn:vim25",
+        Some((&dp.into(), TypeRef { ty: types::DynamicProperty, array: false })),
+        ver,
+    );
     assert!(out.contains(r#"<name>info.state</name><val xsi:type="TaskInfoState">success</val>"#), "{out}");
     let f = Data::new(types::NotFound).with("faultMessage", Value::Array(types::LocalizableMessage, vec![]));
     let out = soap::encode_fault(&f, "x < y", "urn:vim25", ver);
-    assert!(out.contains("<faultstring>x &lt; y</faultstring><detail><NotFoundFault xmlns=\"urn:vim25\" xsi:type=\"NotFound\">"), "{out}");
+    assert!(
+        out.contains(
+            "<faultstring>x &lt; y</faultstring><detail><NotFoundFault xmlns=\"urn:vim25\" xsi:type=\"NotFound\">"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -116,13 +145,21 @@ fn json_boxes_primitives_and_flattens_localized_faults() {
         vjson::encode(&Value::MoRef(MoRef::new(types::Task, "task-1")), any, ver),
         json!({"_typeName":"ManagedObjectReference","type":"Task","value":"task-1"})
     );
-    assert_eq!(vjson::encode(&Value::array_of_strings(["a"]), any, ver), json!({"_typeName":"ArrayOfString","_value":["a"]}));
-    let lmf = Data::new(types::LocalizedMethodFault).with("fault", Data::new(types::RequestCanceled)).with("localizedMessage", "canceled");
+    assert_eq!(
+        vjson::encode(&Value::array_of_strings(["a"]), any, ver),
+        json!({"_typeName":"ArrayOfString","_value":["a"]})
+    );
+    let lmf = Data::new(types::LocalizedMethodFault)
+        .with("fault", Data::new(types::RequestCanceled))
+        .with("localizedMessage", "canceled");
     assert_eq!(vjson::encode_data(&lmf, ver)["_typeName"], "RequestCanceled");
     // Decoding: boxed primitive in anyType, plain fault where SOAP has LocalizedMethodFault.
     let d = vjson::decode(&json!({"_typeName":"int","_value":7}), any, "v").unwrap().unwrap();
     assert_eq!(d, Value::Int(7));
-    let d = vjson::decode(&json!({"_typeName":"NotFound"}), TypeRef { ty: types::LocalizedMethodFault, array: false }, "f").unwrap().unwrap();
+    let d =
+        vjson::decode(&json!({"_typeName":"NotFound"}), TypeRef { ty: types::LocalizedMethodFault, array: false }, "f")
+            .unwrap()
+            .unwrap();
     assert_eq!(d.as_data().unwrap().get("fault").unwrap().as_data().unwrap().ty, types::NotFound);
     // Wrong JSON types are errors, not guesses.
     let m = find_method(types::ViewManager, "CreateContainerView").unwrap();
@@ -138,13 +175,23 @@ fn soap_wraps_faults_in_method_fault_slots() {
     // LocalizedMethodFault in the WSDL; TaskInfo.error already holds one.
     let ver = v("9.1.0.0");
     let msg = Data::new(types::LocalizableMessage).with("key", "k").with("message", "cannot read");
-    let fault = Data::new(types::FileFault).with("file", "[ds] a.vmx").with("faultMessage", Value::Array(types::LocalizableMessage, vec![msg.into()]));
-    let info = Data::new(types::UpdateVirtualMachineFilesResultFailedVmFileInfo).with("vmFile", "[ds] a.vmx").with("fault", fault.clone());
-    let out = soap::encode_response("X", "urn:vim25", Some((&info.into(), TypeRef { ty: types::UpdateVirtualMachineFilesResultFailedVmFileInfo, array: false })), ver);
+    let fault = Data::new(types::FileFault)
+        .with("file", "[ds] a.vmx")
+        .with("faultMessage", Value::Array(types::LocalizableMessage, vec![msg.into()]));
+    let info = Data::new(types::UpdateVirtualMachineFilesResultFailedVmFileInfo)
+        .with("vmFile", "[ds] a.vmx")
+        .with("fault", fault.clone());
+    let out = soap::encode_response(
+        "X",
+        "urn:vim25",
+        Some((&info.into(), TypeRef { ty: types::UpdateVirtualMachineFilesResultFailedVmFileInfo, array: false })),
+        ver,
+    );
     assert!(out.contains("<fault><fault xsi:type=\"FileFault\">"), "{out}");
     assert!(out.contains("<localizedMessage>cannot read</localizedMessage></fault>"), "{out}");
     let lmf = Data::new(types::LocalizedMethodFault).with("fault", fault).with("localizedMessage", "m");
     let ti = Data::new(types::TaskInfo).with("error", lmf);
-    let out = soap::encode_response("X", "urn:vim25", Some((&ti.into(), TypeRef { ty: types::TaskInfo, array: false })), ver);
+    let out =
+        soap::encode_response("X", "urn:vim25", Some((&ti.into(), TypeRef { ty: types::TaskInfo, array: false })), ver);
     assert_eq!(out.matches("<fault ").count() + out.matches("<fault>").count(), 1, "not wrapped twice: {out}");
 }

@@ -197,7 +197,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::User { cmd: UserCmd::Add { name, password, role, data_dir } } => {
-            let r = authz::role_by_name(&role).ok_or_else(|| anyhow::anyhow!("unknown role '{role}': use Admin, ReadOnly or NoAccess"))?;
+            let r = authz::role_by_name(&role)
+                .ok_or_else(|| anyhow::anyhow!("unknown role '{role}': use Admin, ReadOnly or NoAccess"))?;
             let store = vtwin::store::open(&data_dir, None)?;
             vtwin::engine::add_user(store.as_ref(), &name, &password, r.id)?;
             println!("user {name} has role {} on the root folder", r.name);
@@ -230,7 +231,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Vcd { cmd: VcdCmd::UserAdd { principal, password, role, data_dir } } => {
             let (user, org) = principal.rsplit_once('@').ok_or_else(|| anyhow::anyhow!("give the user as user@org"))?;
             let store = vtwin::store::open(&data_dir, None)?;
-            vtwin::engine::vcd::add_user(store.as_ref(), org, user, &password, &role).map_err(|e| anyhow::anyhow!(e))?;
+            vtwin::engine::vcd::add_user(store.as_ref(), org, user, &password, &role)
+                .map_err(|e| anyhow::anyhow!(e))?;
             println!("user {user} of {org} added");
             Ok(())
         }
@@ -317,7 +319,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         anyhow::ensure!(a.node_lease.is_finite() && a.node_lease >= 0.05, "--node-lease must be at least 0.05 seconds");
         let node_id = engine.start_node(&node, std::time::Duration::from_secs_f64(a.node_lease))?;
         tracing::info!(node = %node_id, "node started");
-        let (nbd, nbd_addr) = api::nbd::listen(&a.nbd_listen).await.map_err(|e| anyhow::anyhow!("NBD listen on {}: {e}", a.nbd_listen))?;
+        let (nbd, nbd_addr) = api::nbd::listen(&a.nbd_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("NBD listen on {}: {e}", a.nbd_listen))?;
         println!("vtwin NBD on nbd://{nbd_addr}");
         tokio::spawn(api::nbd::serve(engine.clone(), nbd, nbd_tickets.clone(), nbd_limits));
         engine.set_vcd_task_expiry_secs(a.vcd_task_expiry);
@@ -326,7 +330,10 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             max_ms: a.session_max_lifetime.saturating_mul(1000).min(i64::MAX as u64) as i64,
         });
         engine.sessions.set_max_per_user(a.max_sessions_per_user);
-        engine.tasks.set_caps(vtwin::engine::tasks::TaskCaps { live_per_user: a.max_live_tasks_per_user, vcd_per_user: a.max_vcd_tasks_per_user });
+        engine.tasks.set_caps(vtwin::engine::tasks::TaskCaps {
+            live_per_user: a.max_live_tasks_per_user,
+            vcd_per_user: a.max_vcd_tasks_per_user,
+        });
         if let Some(v) = &a.vcd_listen {
             let listener = listen(v).await?;
             let addr = listener.local_addr()?;
@@ -355,7 +362,10 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         if let Some(m) = &a.metrics_listen {
             let listener = listen(m).await?;
             let maddr = listener.local_addr()?;
-            anyhow::ensure!(maddr.ip().is_loopback(), "--metrics-listen serves without a session: give a loopback address, not {maddr}");
+            anyhow::ensure!(
+                maddr.ip().is_loopback(),
+                "--metrics-listen serves without a session: give a loopback address, not {maddr}"
+            );
             println!("vtwin metrics on http://{maddr}/metrics");
             tokio::spawn(api::serve_metrics(state.clone(), listener));
         }
@@ -378,7 +388,11 @@ fn hostname() -> String {
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } == 0;
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    if ok && end > 0 { String::from_utf8_lossy(&buf[..end]).into_owned() } else { "localhost".into() }
+    if ok && end > 0 {
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "localhost".into()
+    }
 }
 
 async fn shutdown_signal() {

@@ -32,7 +32,8 @@ fn rename(s: &Server, sid: &str, moid: &str, name: &str) -> (u16, serde_json::Va
 }
 
 fn admin(s: &Server, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, String) {
-    let req = ureq::request(method, &s.url(path)).set("Authorization", &format!("Basic {}", base64(&format!("{ADMIN}:{PW}"))));
+    let req = ureq::request(method, &s.url(path))
+        .set("Authorization", &format!("Basic {}", base64(&format!("{ADMIN}:{PW}"))));
     let r = match body {
         Some(b) => req.send_string(&b.to_string()),
         None => req.call(),
@@ -54,13 +55,22 @@ fn rename_task_runs_and_checks_names() {
     let (st, t) = rename(&s, &sid, "datacenter-2", "Paris");
     assert_eq!(st, 200, "{t}");
     let i = wait_done(&s, &sid, t["value"].as_str().unwrap());
-    assert_eq!((i["state"].as_str(), i["name"].as_str(), i["descriptionId"].as_str()), (Some("success"), Some("Rename_Task"), Some("Datacenter.rename")));
+    assert_eq!(
+        (i["state"].as_str(), i["name"].as_str(), i["descriptionId"].as_str()),
+        (Some("success"), Some("Rename_Task"), Some("Datacenter.rename"))
+    );
     let (_, name, _) = s.json("GET", &format!("{R}/Datacenter/datacenter-2/name"), None, Some(&sid));
     assert_eq!(name, "\"Paris\"");
     // The sibling's name is taken: the task fails with DuplicateName.
     let other = {
         let (_, b, _) = s.json("GET", &format!("{R}/Folder/group-d1/childEntity"), None, Some(&sid));
-        json_value(&b).as_array().unwrap().iter().map(|m| m["value"].as_str().unwrap().to_string()).find(|m| m != "datacenter-2").unwrap()
+        json_value(&b)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["value"].as_str().unwrap().to_string())
+            .find(|m| m != "datacenter-2")
+            .unwrap()
     };
     let (_, t) = s.call(&sid, &format!("Datacenter/{other}/Rename_Task"), json!({"newName": "Paris"}));
     let i = wait_done(&s, &sid, t["value"].as_str().unwrap());
@@ -123,14 +133,24 @@ fn queued_is_observable_and_delays_fail_and_filter() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(info(&s, &sid, &t)["state"], "running");
     let i = wait_done(&s, &sid, &t);
-    assert_eq!((i["state"].as_str(), i["error"]["_typeName"].as_str(), i["error"]["reason"].as_str()), (Some("error"), Some("SystemError"), Some("disk on fire")));
+    assert_eq!(
+        (i["state"].as_str(), i["error"]["_typeName"].as_str(), i["error"]["reason"].as_str()),
+        (Some("error"), Some("SystemError"), Some("disk on fire"))
+    );
     let (_, name, _) = s.json("GET", &format!("{R}/Datacenter/datacenter-2/name"), None, Some(&sid));
     assert_eq!(name, "\"Z\"", "the failed task changed nothing");
     assert_eq!(admin(&s, "DELETE", &format!("/admin/faults/{id}"), None).0, 204);
     assert_eq!(admin(&s, "DELETE", &format!("/admin/faults/{id}"), None).0, 404);
 
     // Probability 0 never fires; bad rules are refused with a reason.
-    admin(&s, "POST", "/admin/faults", Some(json!({"method": "Rename_Task", "probability": 0.0, "fault": {"_typeName": "SystemError", "reason": "x"}})));
+    admin(
+        &s,
+        "POST",
+        "/admin/faults",
+        Some(
+            json!({"method": "Rename_Task", "probability": 0.0, "fault": {"_typeName": "SystemError", "reason": "x"}}),
+        ),
+    );
     assert_eq!(rename(&s, &sid, "datacenter-2", "W").0, 200);
     let (st, b) = admin(&s, "POST", "/admin/faults", Some(json!({"method": "X", "fault": {"_typeName": "Folder"}})));
     assert_eq!(st, 400, "{b}");
@@ -151,8 +171,13 @@ fn queued_is_observable_and_delays_fail_and_filter() {
 fn extension_task_failed_asynchronously_by_rule_file() {
     let d = tempdir();
     let file = d.path().join("rules.json");
-    std::fs::write(&file, json!([{"task_type": "com.example.backup.run", "mode": "task", "delay_ms": 200,
-        "fault": {"_typeName": "NotEnoughLicenses"}, "message": "licence expired"}]).to_string()).unwrap();
+    std::fs::write(
+        &file,
+        json!([{"task_type": "com.example.backup.run", "mode": "task", "delay_ms": 200,
+        "fault": {"_typeName": "NotEnoughLicenses"}, "message": "licence expired"}])
+        .to_string(),
+    )
+    .unwrap();
     let s = Server::start(d.path(), &["--test-control", file.to_str().unwrap()]);
     let sid = s.json_login(ADMIN, PW);
     let ext = json!({"extension": {"_typeName": "Extension", "key": "com.example.backup", "version": "1.0",
@@ -163,7 +188,10 @@ fn extension_task_failed_asynchronously_by_rule_file() {
     let t = v["key"].as_str().unwrap().to_string();
     assert_eq!(s.call(&sid, &format!("Task/{t}/SetTaskState"), json!({"state": "running"})).0, 204);
     let i = wait_done(&s, &sid, &t);
-    assert_eq!((i["error"]["_typeName"].as_str(), i["error"]["faultMessage"][0]["message"].as_str()), (Some("NotEnoughLicenses"), Some("licence expired")));
+    assert_eq!(
+        (i["error"]["_typeName"].as_str(), i["error"]["faultMessage"][0]["message"].as_str()),
+        (Some("NotEnoughLicenses"), Some("licence expired"))
+    );
     // The owner's late success does not overwrite the failure.
     let (st, v) = s.call(&sid, &format!("Task/{t}/SetTaskState"), json!({"state": "success"}));
     assert_eq!((st, v["_typeName"].as_str()), (500, Some("InvalidState")));
@@ -196,7 +224,10 @@ fn cancel_racing_completion_never_flips() {
         let i = info(&s, &sid, &t);
         if a == 204 {
             cancelled += 1;
-            assert_eq!((i["state"].as_str(), i["cancelled"].as_bool(), i["error"]["_typeName"].as_str()), (Some("error"), Some(true), Some("RequestCanceled")));
+            assert_eq!(
+                (i["state"].as_str(), i["cancelled"].as_bool(), i["error"]["_typeName"].as_str()),
+                (Some("error"), Some(true), Some("RequestCanceled"))
+            );
         } else {
             succeeded += 1;
             assert_eq!((i["state"].as_str(), i["cancelled"].as_bool()), (Some("success"), Some(false)));

@@ -10,13 +10,20 @@ use vtwin::store::Store;
 fn every_property_value_is_complete() {
     let d = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&d.path().join("db")).unwrap());
-    let eng = Engine::open(store.clone(), d.path().to_path_buf(), Shape { datacenters: 1, hosts: 1, datastores: 1 }, Some("pw".into()), Default::default())
-        .unwrap()
-        .engine;
+    let eng = Engine::open(
+        store.clone(),
+        d.path().to_path_buf(),
+        Shape { datacenters: 1, hosts: 1, datastores: 1 },
+        Some("pw".into()),
+        Default::default(),
+    )
+    .unwrap()
+    .engine;
     let admin = store.get_user("administrator@vsphere.local").unwrap().unwrap();
     let mut ctx = Ctx::new(vmodl::VersionId::by_wire("vim25", "9.1.0.0").unwrap());
     ctx.session = Some(eng.sessions.create(&admin, "en", "127.0.0.1", "test").unwrap());
-    let mut objs: Vec<vmodl::MoRef> = vtwin::engine::SINGLETONS.iter().map(|(m, t)| vmodl::MoRef::new(*t, *m)).collect();
+    let mut objs: Vec<vmodl::MoRef> =
+        vtwin::engine::SINGLETONS.iter().map(|(m, t)| vmodl::MoRef::new(*t, *m)).collect();
     objs.extend(eng.inv.read().objects.values().map(|e| e.moref.clone()));
     let mut missing = vec![];
     let mut seen = 0;
@@ -39,14 +46,26 @@ fn faults_do_not_tell_server_paths() {
     let d = tempfile::tempdir().unwrap();
     let dir = std::fs::canonicalize(d.path()).unwrap();
     let store = Arc::new(SqliteStore::open(&dir.join("db")).unwrap());
-    let eng = Engine::open(store, dir.clone(), Shape { datacenters: 1, hosts: 1, datastores: 1 }, Some("pw".into()), Default::default()).unwrap().engine;
+    let eng = Engine::open(
+        store,
+        dir.clone(),
+        Shape { datacenters: 1, hosts: 1, datastores: 1 },
+        Some("pw".into()),
+        Default::default(),
+    )
+    .unwrap()
+    .engine;
     let root = {
         let inv = eng.inv.read();
         let ds = inv.objects.values().find(|e| e.moref.ty == vmodl::types::Datastore).unwrap();
         std::fs::canonicalize(ds.attr("path").unwrap()).unwrap()
     };
     let file = root.join("fcd/abc/abc.vmdk");
-    let f = vtwin::engine::Fault::new(vmodl::types::FileFault, format!("cannot open {}: gone; lock {}", file.display(), dir.join("vtwin.db").display())).with("file", file.display().to_string());
+    let f = vtwin::engine::Fault::new(
+        vmodl::types::FileFault,
+        format!("cannot open {}: gone; lock {}", file.display(), dir.join("vtwin.db").display()),
+    )
+    .with("file", file.display().to_string());
     let f = eng.scrub(f);
     let shown = format!("{} {:?}", f.message, f.data.str("file"));
     assert!(!shown.contains(&*dir.to_string_lossy()), "{shown}");

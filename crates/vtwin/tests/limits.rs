@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 const R: &str = "/sdk/vim25/9.1.0.0";
 
 fn user_add(dir: &std::path::Path, name: &str, pw: &str, role: &str) {
-    let out = Command::new(bin()).args(["user", "add", name, "--password", pw, "--role", role, "--data-dir"]).arg(dir).output().unwrap();
+    let out = Command::new(bin())
+        .args(["user", "add", name, "--password", pw, "--role", role, "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -45,7 +49,10 @@ fn read_response(c: &mut TcpStream) -> (u16, String, Vec<u8>) {
     };
     let head = String::from_utf8_lossy(&buf[..end]).to_string();
     let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let len: usize = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())).unwrap_or(0);
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0);
     let mut body = buf[end..].to_vec();
     while body.len() < len {
         let n = c.read(&mut b).unwrap();
@@ -191,7 +198,12 @@ fn a_huge_upload_without_a_session_is_refused_unread() {
     let before = rss_kib(&s);
     let mut c = connect(&addr(&s));
     let t = Instant::now();
-    write!(c, "PUT /folder/big.bin?dcPath=DC0&dsName=LocalDS_0 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 1u64 << 30).unwrap();
+    write!(
+        c,
+        "PUT /folder/big.bin?dcPath=DC0&dsName=LocalDS_0 HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        1u64 << 30
+    )
+    .unwrap();
     c.write_all(&vec![7u8; 64 << 10]).unwrap();
     let (st, _, _) = read_response(&mut c);
     assert!(st == 401 || st == 413, "{st}");
@@ -221,10 +233,20 @@ fn a_huge_upload_without_a_session_is_refused_unread() {
 fn a_huge_content_length_without_a_session_gets_413_at_once() {
     let d = tempdir();
     let s = Server::start(d.path(), &[]);
-    for (path, style) in [("/sdk", "Fault"), ("/api/session", "error_type"), ("/sdk/vim25/9.1.0.0/SessionManager/SessionManager/Login", "_typeName"), ("/admin/faults", "larger")] {
+    for (path, style) in [
+        ("/sdk", "Fault"),
+        ("/api/session", "error_type"),
+        ("/sdk/vim25/9.1.0.0/SessionManager/SessionManager/Login", "_typeName"),
+        ("/admin/faults", "larger"),
+    ] {
         let mut c = connect(&addr(&s));
         let t = Instant::now();
-        write!(c, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n", 10u64 << 30).unwrap();
+        write!(
+            c,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+            10u64 << 30
+        )
+        .unwrap();
         let (st, head, body) = read_response(&mut c);
         assert_eq!(st, 413, "{path}");
         assert!(t.elapsed() < Duration::from_secs(2));
@@ -291,10 +313,18 @@ fn an_idle_kept_alive_connection_is_closed() {
     let spec = r#"{"spec":{"_typeName":"PropertyFilterSpec","propSet":[{"_typeName":"PropertySpec","type":"Folder","pathSet":["name"]}],"objectSet":[{"_typeName":"ObjectSpec","obj":{"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"}}]},"partialUpdates":false}"#;
     let (st, b, _) = s.json("POST", &format!("{R}/PropertyCollector/{pc}/CreateFilter"), Some(spec), Some(&sid));
     assert_eq!(st, 200, "{b}");
-    let (_, first) = s.call(&sid, &format!("PropertyCollector/{pc}/WaitForUpdatesEx"), serde_json::json!({"options": {"_typeName": "WaitOptions", "maxWaitSeconds": 0}}));
+    let (_, first) = s.call(
+        &sid,
+        &format!("PropertyCollector/{pc}/WaitForUpdatesEx"),
+        serde_json::json!({"options": {"_typeName": "WaitOptions", "maxWaitSeconds": 0}}),
+    );
     let version = first["version"].as_str().unwrap().to_string();
     let t = Instant::now();
-    let (st, _) = s.call(&sid, &format!("PropertyCollector/{pc}/WaitForUpdatesEx"), serde_json::json!({"version": version, "options": {"_typeName": "WaitOptions", "maxWaitSeconds": 3}}));
+    let (st, _) = s.call(
+        &sid,
+        &format!("PropertyCollector/{pc}/WaitForUpdatesEx"),
+        serde_json::json!({"version": version, "options": {"_typeName": "WaitOptions", "maxWaitSeconds": 3}}),
+    );
     assert!(st == 200 || st == 204, "{st}");
     assert!(t.elapsed() >= Duration::from_millis(2500), "{:?}", t.elapsed());
 }
@@ -421,7 +451,10 @@ fn an_nbd_connection_ends_with_the_session_that_made_its_ticket() {
     assert_eq!(st, 201, "{uri}");
     let mut n = Nbd::open(&uri).unwrap();
     assert_eq!(n.read(1).unwrap(), 0);
-    let (st, b, _) = s.soap(&envelope(r#"<Logout xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this></Logout>"#), Some(&cookie));
+    let (st, b, _) = s.soap(
+        &envelope(r#"<Logout xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this></Logout>"#),
+        Some(&cookie),
+    );
     assert_eq!(st, 200, "{b}");
     let t = closed_within(&mut n.c, Duration::from_secs(5)).expect("closed after Logout");
     assert!(t < Duration::from_secs(3), "{t:?}");
@@ -444,7 +477,8 @@ fn nbd_tickets_need_datastore_privileges() {
     assert_eq!(ticket(&s, &na, "no-such-disk", &ds, false).0, 403);
     assert_eq!(ticket(&s, &admin, &disk, &ds, true).0, 201);
     assert_eq!(ticket(&s, &admin, &disk, &ds, false).0, 201);
-    let (st, _, _) = s.json("POST", "/api/vtwin/nbd-tickets", Some(&format!(r#"{{"disk":"{disk}","datastore":"{ds}"}}"#)), None);
+    let (st, _, _) =
+        s.json("POST", "/api/vtwin/nbd-tickets", Some(&format!(r#"{{"disk":"{disk}","datastore":"{ds}"}}"#)), None);
     assert_eq!(st, 401);
 }
 
@@ -463,7 +497,8 @@ fn metrics_need_a_session_and_labels_stay_bounded() {
     for p in ["/sdk/vim25/9.1.0.0/Folder/group-d1/Evil%22Name%0Ax", "/sdk/vim25/9.1.0.0/Folder/group-d1/Evil%5C"] {
         let _ = s.json("POST", p, Some("{}"), Some(&sid));
     }
-    let _ = s.soap(&envelope(r#"<EvilMethod xmlns="urn:vim25"><_this type="Folder">group-d1</_this></EvilMethod>"#), None);
+    let _ =
+        s.soap(&envelope(r#"<EvilMethod xmlns="urn:vim25"><_this type="Folder">group-d1</_this></EvilMethod>"#), None);
     let (st, m, _) = resp(ureq::get(&s.url("/metrics")).set("vmware-api-session-id", &sid).call());
     assert_eq!(st, 200);
     assert!(!m.contains("Evil"), "{m}");
@@ -489,7 +524,19 @@ fn metrics_listen_serves_without_a_session_on_loopback() {
     assert_eq!(resp(ureq::get(&s.url("/metrics")).call()).0, 401);
     // Not on another address.
     let out = Command::new(bin())
-        .args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--admin-password", PW, "--metrics-listen", "0.0.0.0:0", "--data-dir"])
+        .args([
+            "serve",
+            "--plain-http",
+            "--listen",
+            "127.0.0.1:0",
+            "--nbd-listen",
+            "127.0.0.1:0",
+            "--admin-password",
+            PW,
+            "--metrics-listen",
+            "0.0.0.0:0",
+            "--data-dir",
+        ])
         .arg(tempdir().path())
         .output()
         .unwrap();
@@ -517,7 +564,11 @@ fn folder_streams_uploads_and_ranged_downloads() {
     assert!(got == data, "GET returns what PUT stored");
     eprintln!("RSS {before} KiB → {} KiB around a 20 MiB round trip", rss_kib(&s));
     // Ranges.
-    for (range, lo, hi) in [("bytes=1000-1999", 1000usize, 2000usize), ("bytes=-10", data.len() - 10, data.len()), ("bytes=20971000-", 20971000, data.len())] {
+    for (range, lo, hi) in [
+        ("bytes=1000-1999", 1000usize, 2000usize),
+        ("bytes=-10", data.len() - 10, data.len()),
+        ("bytes=20971000-", 20971000, data.len()),
+    ] {
         let r = ureq::get(&url).set("Cookie", &cookie).set("Range", range).call().unwrap();
         assert_eq!(r.status(), 206, "{range}");
         assert_eq!(r.header("content-range").unwrap(), format!("bytes {lo}-{}/{}", hi - 1, data.len()));
@@ -547,7 +598,8 @@ fn an_interrupted_upload_leaves_no_file() {
     drop(c);
     std::thread::sleep(Duration::from_millis(500));
     let dir = d.path().join("datastores/LocalDS_0/part");
-    let left: Vec<_> = std::fs::read_dir(&dir).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&dir).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
 

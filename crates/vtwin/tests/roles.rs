@@ -13,7 +13,17 @@ const READ: &[&str] = &["System.Anonymous", "System.View", "System.Read"];
 
 /// Methods left out: logging in and out (everyone may), and waits.
 fn skipped(m: &str) -> bool {
-    m.starts_with("Login") || matches!(m, "Logout" | "WaitForUpdates" | "WaitForUpdatesEx" | "CloneSession" | "ImpersonateUser" | "AcquireCloneTicket" | "AcquireGenericServiceTicket")
+    m.starts_with("Login")
+        || matches!(
+            m,
+            "Logout"
+                | "WaitForUpdates"
+                | "WaitForUpdatesEx"
+                | "CloneSession"
+                | "ImpersonateUser"
+                | "AcquireCloneTicket"
+                | "AcquireGenericServiceTicket"
+        )
 }
 
 /// What a ReadOnly user lacks to call `m` on an object of type `ty`: the
@@ -24,7 +34,12 @@ fn beyond_read(ty: TypeId, m: &vmodl::MethodDef) -> Option<&'static str> {
     if !READ.contains(&floor) {
         return Some(floor);
     }
-    privileges::rule(ty, m.name)?.needs.iter().filter(|n| matches!(n.on, On::This | On::Parent | On::Root)).map(|n| n.privilege).find(|p| !READ.contains(p))
+    privileges::rule(ty, m.name)?
+        .needs
+        .iter()
+        .filter(|n| matches!(n.on, On::This | On::Parent | On::Root))
+        .map(|n| n.privilege)
+        .find(|p| !READ.contains(p))
 }
 
 fn fault_type(body: &serde_json::Value) -> String {
@@ -36,7 +51,12 @@ fn every_method_against_the_role_table() {
     let dir = tempdir();
     let s = Server::start(dir.path(), &["--datastores", "2"]);
     for (u, role) in [("ro@vsphere.local", "ReadOnly"), ("na@vsphere.local", "NoAccess")] {
-        let st = std::process::Command::new(bin()).args(["user", "add", u, "--password", "Role-Passw0rd!", "--role", role]).arg("--data-dir").arg(dir.path()).status().unwrap();
+        let st = std::process::Command::new(bin())
+            .args(["user", "add", u, "--password", "Role-Passw0rd!", "--role", role])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .status()
+            .unwrap();
         assert!(st.success());
     }
     let admin = s.json_login(ADMIN, PW);
@@ -49,7 +69,8 @@ fn every_method_against_the_role_table() {
         assert_eq!(st, 200, "{path}: {b}");
         json_value(&b)
     };
-    let mut objects: Vec<(String, String)> = vtwin::engine::SINGLETONS.iter().map(|(m, t)| (t.name().to_string(), m.to_string())).collect();
+    let mut objects: Vec<(String, String)> =
+        vtwin::engine::SINGLETONS.iter().map(|(m, t)| (t.name().to_string(), m.to_string())).collect();
     let mut queue = vec![("Folder".to_string(), "group-d1".to_string())];
     while let Some((ty, id)) = queue.pop() {
         objects.push((ty.clone(), id.clone()));
@@ -74,7 +95,10 @@ fn every_method_against_the_role_table() {
             objects.push(("HostStorageSystem".into(), format!("storageSystem-{id}")));
         }
     }
-    assert!(objects.iter().any(|(t, _)| t == "Datastore") && objects.iter().any(|(t, _)| t == "HostSystem"), "{objects:?}");
+    assert!(
+        objects.iter().any(|(t, _)| t == "Datastore") && objects.iter().any(|(t, _)| t == "HostSystem"),
+        "{objects:?}"
+    );
 
     let mut calls = 0;
     let mut bad = vec![];
@@ -90,8 +114,17 @@ fn every_method_against_the_role_table() {
                     if skipped(m.name) || !seen.insert(m.name) || m.privilege == Some("System.Anonymous") {
                         continue;
                     }
-                    let segment = if vmodl::VersionId::by_wire("vim25", "9.1.0.0").unwrap().includes(m.version) { "" } else { "vsan/" };
-                    let (st, b, _) = s.json("POST", &format!("/sdk/vim25/9.1.0.0/{segment}{tname}/{moid}/{}", m.name), Some("{}"), Some(sid));
+                    let segment = if vmodl::VersionId::by_wire("vim25", "9.1.0.0").unwrap().includes(m.version) {
+                        ""
+                    } else {
+                        "vsan/"
+                    };
+                    let (st, b, _) = s.json(
+                        "POST",
+                        &format!("/sdk/vim25/9.1.0.0/{segment}{tname}/{moid}/{}", m.name),
+                        Some("{}"),
+                        Some(sid),
+                    );
                     let body = if b.is_empty() { json!(null) } else { serde_json::from_str(&b).unwrap_or(json!(null)) };
                     let refused = st == 500 && fault_type(&body) == "NoPermission";
                     let want_refused = match who {
@@ -104,7 +137,12 @@ fn every_method_against_the_role_table() {
                     e.0 += refused as usize;
                     e.1 += 1;
                     if refused != want_refused {
-                        bad.push(format!("{who} {tname}/{moid}.{}: {} (wanted {})", m.name, if refused { "NoPermission".to_string() } else { format!("{st} {}", fault_type(&body)) }, if want_refused { "NoPermission" } else { "no NoPermission" }));
+                        bad.push(format!(
+                            "{who} {tname}/{moid}.{}: {} (wanted {})",
+                            m.name,
+                            if refused { "NoPermission".to_string() } else { format!("{st} {}", fault_type(&body)) },
+                            if want_refused { "NoPermission" } else { "no NoPermission" }
+                        ));
                     }
                 }
                 t = cur.def().base.filter(|b| b.kind() == vmodl::Kind::Managed);

@@ -24,7 +24,12 @@ fn login(s: &Server, user: &str, pw: &str) -> (u16, serde_json::Value, Option<St
 }
 
 fn add_user(dir: &std::path::Path, user: &str, pw: &str, role: &str) {
-    let st = std::process::Command::new(bin()).args(["user", "add", user, "--password", pw, "--role", role]).arg("--data-dir").arg(dir).output().unwrap();
+    let st = std::process::Command::new(bin())
+        .args(["user", "add", user, "--password", pw, "--role", role])
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
     assert!(st.status.success());
 }
 
@@ -137,7 +142,9 @@ fn sessions_and_unfinished_tasks_per_user_are_capped() {
         "description": {"_typeName": "Description", "label": "Cap", "summary": "Cap"},
         "taskList": [{"_typeName": "ExtensionTaskTypeInfo", "taskID": "com.example.cap.run"}]}});
     assert_eq!(s.call(&sid, "ExtensionManager/ExtensionManager/RegisterExtension", ext).0, 204);
-    let create = || s.call(&sid, "TaskManager/TaskManager/CreateTask", json!({"obj": {"_typeName": "ManagedObjectReference", "type": "Folder", "value": "group-d1"}, "taskTypeId": "com.example.cap.run", "cancelable": false}));
+    let create = || {
+        s.call(&sid, "TaskManager/TaskManager/CreateTask", json!({"obj": {"_typeName": "ManagedObjectReference", "type": "Folder", "value": "group-d1"}, "taskTypeId": "com.example.cap.run", "cancelable": false}))
+    };
     let a = create();
     assert_eq!(a.0, 200, "{}", a.1);
     assert_eq!(create().0, 200);

@@ -4,7 +4,9 @@ use common::*;
 use std::io::Read;
 
 fn rsc() -> String {
-    envelope(r#"<RetrieveServiceContent xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this></RetrieveServiceContent>"#)
+    envelope(
+        r#"<RetrieveServiceContent xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this></RetrieveServiceContent>"#,
+    )
 }
 
 #[test]
@@ -12,7 +14,12 @@ fn versions_files() {
     let d = tempdir();
     let s = Server::start(d.path(), &[]);
     let v = ureq::get(&s.url("/sdk/vimServiceVersions.xml")).call().unwrap().into_string().unwrap();
-    assert!(v.contains(r#"<namespaces version="1.0">"#) && v.contains("<name>urn:vim25</name>") && v.contains("<version>9.1.0.0</version>"), "{v}");
+    assert!(
+        v.contains(r#"<namespaces version="1.0">"#)
+            && v.contains("<name>urn:vim25</name>")
+            && v.contains("<version>9.1.0.0</version>"),
+        "{v}"
+    );
     assert!(v.contains("<version>8.0.1.0</version>"));
     let v = ureq::get(&s.url("/sdk/vsanServiceVersions.xml")).call().unwrap().into_string().unwrap();
     assert!(v.contains("<name>urn:vsan</name>"), "{v}");
@@ -63,7 +70,12 @@ fn fetch_reads_properties_with_typed_reply() {
         Some(&cookie),
     );
     assert_eq!(st, 200, "{out}");
-    assert!(out.contains(r#"<returnval xsi:type="ArrayOfManagedObjectReference"><ManagedObjectReference type="Datacenter">"#), "{out}");
+    assert!(
+        out.contains(
+            r#"<returnval xsi:type="ArrayOfManagedObjectReference"><ManagedObjectReference type="Datacenter">"#
+        ),
+        "{out}"
+    );
 }
 
 #[test]
@@ -73,18 +85,32 @@ fn faults_are_typed() {
     // Unauthenticated: Fetch and RetrieveProperties are refused (unlike vcsim).
     let (st, out, _) = s.soap(&envelope(r#"<Fetch xmlns="urn:vim25"><_this type="ServiceInstance">ServiceInstance</_this><prop>content</prop></Fetch>"#), None);
     assert_eq!(st, 200, "ServiceInstance content is readable before Login: {out}");
-    let (st, out, _) = s.soap(&envelope(r#"<Fetch xmlns="urn:vim25"><_this type="Folder">group-d1</_this><prop>name</prop></Fetch>"#), None);
+    let (st, out, _) = s.soap(
+        &envelope(r#"<Fetch xmlns="urn:vim25"><_this type="Folder">group-d1</_this><prop>name</prop></Fetch>"#),
+        None,
+    );
     assert_eq!(st, 500);
     assert!(out.contains(r#"<NotAuthenticatedFault xmlns="urn:vim25" xsi:type="NotAuthenticated">"#), "{out}");
     let (_, out, _) = s.soap(&envelope(r#"<Login xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this><userName>administrator@vsphere.local</userName><password>wrong</password></Login>"#), None);
     assert!(out.contains("xsi:type=\"InvalidLogin\""), "{out}");
     let cookie = s.soap_login(ADMIN, PW);
-    let (st, out, _) = s.soap(&envelope(r#"<NoSuchMethod xmlns="urn:vim25"><_this type="Folder">group-d1</_this></NoSuchMethod>"#), Some(&cookie));
+    let (st, out, _) = s.soap(
+        &envelope(r#"<NoSuchMethod xmlns="urn:vim25"><_this type="Folder">group-d1</_this></NoSuchMethod>"#),
+        Some(&cookie),
+    );
     assert_eq!(st, 500);
     assert!(out.contains("xsi:type=\"MethodNotFound\"") && out.contains("<method>NoSuchMethod</method>"), "{out}");
-    let (_, out, _) = s.soap(&envelope(r#"<Fetch xmlns="urn:vim25"><_this type="Folder">group-nope</_this><prop>name</prop></Fetch>"#), Some(&cookie));
+    let (_, out, _) = s.soap(
+        &envelope(r#"<Fetch xmlns="urn:vim25"><_this type="Folder">group-nope</_this><prop>name</prop></Fetch>"#),
+        Some(&cookie),
+    );
     assert!(out.contains("xsi:type=\"ManagedObjectNotFound\""), "{out}");
-    let (_, out, _) = s.soap(&envelope(r#"<Fetch xmlns="urn:vim25"><_this type="Folder">group-d1</_this><prop>noSuchProperty</prop></Fetch>"#), Some(&cookie));
+    let (_, out, _) = s.soap(
+        &envelope(
+            r#"<Fetch xmlns="urn:vim25"><_this type="Folder">group-d1</_this><prop>noSuchProperty</prop></Fetch>"#,
+        ),
+        Some(&cookie),
+    );
     assert!(out.contains("xsi:type=\"InvalidProperty\""), "{out}");
     let (st, out, _) = s.soap("<soapenv:Envelope><broken", Some(&cookie));
     assert_eq!(st, 500);
@@ -95,7 +121,10 @@ fn faults_are_typed() {
         &envelope(r#"<CreateContainerView xmlns="urn:vim25"><_this type="ViewManager">ViewManager</_this><container type="Folder">group-d1</container><recursive>maybe</recursive></CreateContainerView>"#),
         Some(&cookie),
     );
-    assert!(out.contains("xsi:type=\"InvalidArgument\"") && out.contains("<invalidProperty>recursive</invalidProperty>"), "{out}");
+    assert!(
+        out.contains("xsi:type=\"InvalidArgument\"") && out.contains("<invalidProperty>recursive</invalidProperty>"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -103,7 +132,9 @@ fn vsan_endpoint_shares_sessions_with_sdk() {
     let d = tempdir();
     let s = Server::start(d.path(), &[]);
     let cookie = s.soap_login(ADMIN, PW);
-    let body = envelope(r#"<Fetch xmlns="urn:vsan"><_this type="SessionManager">SessionManager</_this><prop>currentSession</prop></Fetch>"#);
+    let body = envelope(
+        r#"<Fetch xmlns="urn:vsan"><_this type="SessionManager">SessionManager</_this><prop>currentSession</prop></Fetch>"#,
+    );
     let post = |c: Option<&str>| {
         let mut r = ureq::post(&s.url("/vsanHealth")).set("SOAPAction", "\"urn:vsan/9.1.0.0\"");
         if let Some(c) = c {

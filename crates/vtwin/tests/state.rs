@@ -37,7 +37,8 @@ fn roles_are_enforced_for_every_method() {
     assert_eq!((st, fault_type(&b)), (500, "NoPermission".to_string()), "{b}");
     // The property collector shows a NoAccess user nothing.
     let spec = r#"{"specSet":[{"_typeName":"PropertyFilterSpec","propSet":[{"_typeName":"PropertySpec","type":"Folder","pathSet":["name"]}],"objectSet":[{"_typeName":"ObjectSpec","obj":{"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"}}]}]}"#;
-    let (st, b, _) = s.json("POST", &format!("{R}/PropertyCollector/propertyCollector/RetrievePropertiesEx"), Some(spec), Some(&na));
+    let (st, b, _) =
+        s.json("POST", &format!("{R}/PropertyCollector/propertyCollector/RetrievePropertiesEx"), Some(spec), Some(&na));
     assert_eq!((st, b.as_str()), (204, ""));
 
     // An admin grants the NoAccess user ReadOnly on DC0 only.
@@ -47,22 +48,44 @@ fn roles_are_enforced_for_every_method() {
     let body = format!(
         r#"{{"entity":{{"_typeName":"ManagedObjectReference","type":"Datacenter","value":"{dc}"}},"permission":[{{"_typeName":"Permission","principal":"VSPHERE.LOCAL\\nobody","group":false,"roleId":-2,"propagate":true}}]}}"#
     );
-    let (st, b, _) = s.json("POST", &format!("{R}/AuthorizationManager/AuthorizationManager/SetEntityPermissions"), Some(&body), Some(&admin));
+    let (st, b, _) = s.json(
+        "POST",
+        &format!("{R}/AuthorizationManager/AuthorizationManager/SetEntityPermissions"),
+        Some(&body),
+        Some(&admin),
+    );
     assert_eq!(st, 204, "{b}");
     let (st, b, _) = s.json("GET", &format!("{R}/Datacenter/{dc}/name"), None, Some(&na));
     assert_eq!((st, b.as_str()), (200, "\"DC0\""));
     // Unknown principals are refused.
     let body = body.replace("nobody", "ghost");
-    let (_, b, _) = s.json("POST", &format!("{R}/AuthorizationManager/AuthorizationManager/SetEntityPermissions"), Some(&body), Some(&admin));
+    let (_, b, _) = s.json(
+        "POST",
+        &format!("{R}/AuthorizationManager/AuthorizationManager/SetEntityPermissions"),
+        Some(&body),
+        Some(&admin),
+    );
     assert_eq!(fault_type(&b), "UserNotFound");
     // The ReadOnly user may not change permissions (parameter privilege).
-    let (_, b, _) = s.json("POST", &format!("{R}/AuthorizationManager/AuthorizationManager/SetEntityPermissions"), Some(&body), Some(&ro));
+    let (_, b, _) = s.json(
+        "POST",
+        &format!("{R}/AuthorizationManager/AuthorizationManager/SetEntityPermissions"),
+        Some(&body),
+        Some(&ro),
+    );
     assert_eq!(fault_type(&b), "NoPermission");
     // HasPrivilegeOnEntity answers per privilege.
     let (_, b, _) = s.json("GET", &format!("{R}/SessionManager/SessionManager/currentSession"), None, Some(&ro));
     let key = json_value(&b)["key"].as_str().unwrap().to_string();
-    let body = format!(r#"{{"entity":{{"_typeName":"ManagedObjectReference","type":"Datacenter","value":"{dc}"}},"sessionId":"{key}","privId":["System.Read","Folder.Create"]}}"#);
-    let (st, b, _) = s.json("POST", &format!("{R}/AuthorizationManager/AuthorizationManager/HasPrivilegeOnEntity"), Some(&body), Some(&admin));
+    let body = format!(
+        r#"{{"entity":{{"_typeName":"ManagedObjectReference","type":"Datacenter","value":"{dc}"}},"sessionId":"{key}","privId":["System.Read","Folder.Create"]}}"#
+    );
+    let (st, b, _) = s.json(
+        "POST",
+        &format!("{R}/AuthorizationManager/AuthorizationManager/HasPrivilegeOnEntity"),
+        Some(&body),
+        Some(&admin),
+    );
     assert_eq!((st, json_value(&b)), (200, serde_json::json!([true, false])));
 }
 
@@ -73,7 +96,8 @@ fn restart_keeps_users_inventory_and_sessions() {
         let s = Server::start(d.path(), &[]);
         user_add(d.path(), "keeper@vsphere.local", "Keeper-1!", "Admin");
         let sid = s.json_login("keeper@vsphere.local", "Keeper-1!");
-        let (st, b, _) = s.json("POST", &format!("{R}/Folder/group-d1/CreateFolder"), Some(r#"{"name":"Projects"}"#), Some(&sid));
+        let (st, b, _) =
+            s.json("POST", &format!("{R}/Folder/group-d1/CreateFolder"), Some(r#"{"name":"Projects"}"#), Some(&sid));
         assert_eq!(st, 200, "{b}");
         (sid, json_value(&b)["value"].as_str().unwrap().to_string())
     };
@@ -112,13 +136,20 @@ fn generated_admin_password_is_printed_once() {
         lines
     };
     let first = run();
-    let pw = first[0].trim().strip_prefix("generated password for administrator@vsphere.local: ").expect("printed").to_string();
+    let pw = first[0]
+        .trim()
+        .strip_prefix("generated password for administrator@vsphere.local: ")
+        .expect("printed")
+        .to_string();
     let second = run();
     assert!(second.iter().all(|l| !l.contains("generated password")), "{second:?}");
     // Only the hash is stored, on either backend.
     let store = vtwin::store::open(d.path(), None).unwrap();
     let users = store.list_users().unwrap();
-    assert!(!users.is_empty() && users.iter().all(|u| !u.password_hash.contains(&pw) && u.password_hash.starts_with("$argon2")));
+    assert!(
+        !users.is_empty()
+            && users.iter().all(|u| !u.password_hash.contains(&pw) && u.password_hash.starts_with("$argon2"))
+    );
     if let Ok(db) = std::fs::read(d.path().join("vtwin.db")) {
         assert!(!db.windows(pw.len()).any(|w| w == pw.as_bytes()), "only the hash is stored");
     }
@@ -166,13 +197,20 @@ fn inventory_flags_shape_the_first_start() {
     let s = Server::start(d.path(), &["--datacenters", "2", "--hosts", "2", "--datastores", "2"]);
     let sid = s.json_login(ADMIN, PW);
     let body = r#"{"inventoryPath":"DC1/host/DC1_H1/DC1_H1"}"#;
-    let (st, b, _) = s.json("POST", &format!("{R}/SearchIndex/SearchIndex/FindByInventoryPath"), Some(body), Some(&sid));
+    let (st, b, _) =
+        s.json("POST", &format!("{R}/SearchIndex/SearchIndex/FindByInventoryPath"), Some(body), Some(&sid));
     assert_eq!(st, 200, "{b}");
     assert_eq!(json_value(&b)["type"], "HostSystem");
     let body = r#"{"inventoryPath":"DC1/datastore/DC1_LocalDS_1"}"#;
-    let (st, b, _) = s.json("POST", &format!("{R}/SearchIndex/SearchIndex/FindByInventoryPath"), Some(body), Some(&sid));
+    let (st, b, _) =
+        s.json("POST", &format!("{R}/SearchIndex/SearchIndex/FindByInventoryPath"), Some(body), Some(&sid));
     assert_eq!((st, json_value(&b)["type"].as_str().unwrap()), (200, "Datastore"));
     assert!(d.path().join("datastores/DC1_LocalDS_1").is_dir());
-    let (st, b, _) = s.json("POST", &format!("{R}/SearchIndex/SearchIndex/FindByInventoryPath"), Some(r#"{"inventoryPath":"DC9"}"#), Some(&sid));
+    let (st, b, _) = s.json(
+        "POST",
+        &format!("{R}/SearchIndex/SearchIndex/FindByInventoryPath"),
+        Some(r#"{"inventoryPath":"DC9"}"#),
+        Some(&sid),
+    );
     assert_eq!((st, b.as_str()), (204, ""));
 }

@@ -10,7 +10,8 @@ use vtwin::store::sqlite::SqliteStore;
 use vtwin::store::*;
 
 fn pg_url() -> String {
-    std::env::var("VTWIN_TEST_POSTGRES").expect("VTWIN_TEST_POSTGRES must name a PostgreSQL database (scripts/test.sh starts one)")
+    std::env::var("VTWIN_TEST_POSTGRES")
+        .expect("VTWIN_TEST_POSTGRES must name a PostgreSQL database (scripts/test.sh starts one)")
 }
 
 fn schema() -> String {
@@ -40,7 +41,13 @@ fn conformance(open: &dyn Fn() -> Arc<dyn Store>) {
     let v1 = other.external_version().unwrap();
     assert_ne!(v1, v0, "a user change is seen by another node");
     // objects
-    let o = |m: &str, n: &str| ObjectRecord { moid: m.into(), ty: "Folder".into(), name: n.into(), parent: None, attrs: serde_json::json!({"x": 1}) };
+    let o = |m: &str, n: &str| ObjectRecord {
+        moid: m.into(),
+        ty: "Folder".into(),
+        name: n.into(),
+        parent: None,
+        attrs: serde_json::json!({"x": 1}),
+    };
     st.put_objects(&[o("group-1", "a"), o("group-2", "b")]).unwrap();
     st.put_objects(&[o("group-1", "a2")]).unwrap();
     let mut objs = st.list_objects().unwrap();
@@ -49,7 +56,13 @@ fn conformance(open: &dyn Fn() -> Arc<dyn Store>) {
     st.delete_object("group-2").unwrap();
     assert_eq!(st.list_objects().unwrap().len(), 1);
     // permissions
-    let p = PermissionRecord { entity: "group-d1".into(), principal: "a@vsphere.local".into(), group: false, role_id: -1, propagate: true };
+    let p = PermissionRecord {
+        entity: "group-d1".into(),
+        principal: "a@vsphere.local".into(),
+        group: false,
+        role_id: -1,
+        propagate: true,
+    };
     st.put_permission(&p).unwrap();
     st.put_permission(&PermissionRecord { role_id: -2, ..p.clone() }).unwrap();
     assert_eq!(st.list_permissions().unwrap(), vec![PermissionRecord { role_id: -2, ..p.clone() }]);
@@ -59,13 +72,30 @@ fn conformance(open: &dyn Fn() -> Arc<dyn Store>) {
     assert!(other.get_user("a@vsphere.local").unwrap().is_some());
     drop(other);
     // sessions
-    let s = SessionRecord { token: "t1".into(), key: "k1".into(), user: "a".into(), login_time: 1, last_active: 2, locale: "en".into(), ip: "::1".into(), user_agent: "ua".into() };
-    st.apply_sessions(&[SessionOp::Put(s.clone()), SessionOp::Put(SessionRecord { last_active: 5, ..s.clone() })]).unwrap();
+    let s = SessionRecord {
+        token: "t1".into(),
+        key: "k1".into(),
+        user: "a".into(),
+        login_time: 1,
+        last_active: 2,
+        locale: "en".into(),
+        ip: "::1".into(),
+        user_agent: "ua".into(),
+    };
+    st.apply_sessions(&[SessionOp::Put(s.clone()), SessionOp::Put(SessionRecord { last_active: 5, ..s.clone() })])
+        .unwrap();
     assert_eq!(st.get_session("t1").unwrap().unwrap().last_active, 5);
     st.apply_sessions(&[SessionOp::Delete("t1".into())]).unwrap();
     assert!(st.get_session("t1").unwrap().is_none());
     // tasks, by sequence; versions guard every change
-    let row = |k: &str, seq: i64, owner: &str, live: bool, r: &str| TaskRow { key: k.into(), seq, version: 1, owner: owner.into(), live, record: r.into() };
+    let row = |k: &str, seq: i64, owner: &str, live: bool, r: &str| TaskRow {
+        key: k.into(),
+        seq,
+        version: 1,
+        owner: owner.into(),
+        live,
+        record: r.into(),
+    };
     st.insert_task(&row("task-2", 2, "n1#a", true, "{\"b\":1}")).unwrap();
     st.insert_task(&row("task-1", 1, "n1#a", false, "{\"a\":1}")).unwrap();
     assert!(st.insert_task(&row("task-1", 1, "n1#a", false, "{}")).is_err(), "a key is added once");
@@ -73,8 +103,17 @@ fn conformance(open: &dyn Fn() -> Arc<dyn Store>) {
     assert_eq!(st.update_task("task-1", 1, false, "{\"a\":3}").unwrap(), None, "a stale version loses");
     assert_eq!(st.update_task("task-9", 1, false, "{}").unwrap(), None);
     let t = st.list_tasks().unwrap();
-    assert_eq!(t, vec![TaskRow { version: 2, ..row("task-1", 1, "n1#a", false, "{\"a\":2}") }, row("task-2", 2, "n1#a", true, "{\"b\":1}")]);
-    assert_eq!(st.get_tasks(&["task-2".into(), "task-7".into()]).unwrap(), vec![row("task-2", 2, "n1#a", true, "{\"b\":1}")]);
+    assert_eq!(
+        t,
+        vec![
+            TaskRow { version: 2, ..row("task-1", 1, "n1#a", false, "{\"a\":2}") },
+            row("task-2", 2, "n1#a", true, "{\"b\":1}")
+        ]
+    );
+    assert_eq!(
+        st.get_tasks(&["task-2".into(), "task-7".into()]).unwrap(),
+        vec![row("task-2", 2, "n1#a", true, "{\"b\":1}")]
+    );
     // sequence blocks never overlap, and start past every kept task
     let (f1, n1) = st.task_seqs().unwrap();
     let (f2, n2) = st.task_seqs().unwrap();
@@ -86,7 +125,14 @@ fn conformance(open: &dyn Fn() -> Arc<dyn Store>) {
     // A live node also holds its life's lock (its watch connection does).
     let life = open();
     life.watch_tasks("n1#a", Box::new(|_| {})).unwrap();
-    assert_eq!(st.claim_orphans("n2#b", "n2#").unwrap(), if embedded { vec![TaskRow { version: 2, owner: "n1#a".into(), ..row("task-2", 2, "", true, "{\"b\":1}") }] } else { vec![] });
+    assert_eq!(
+        st.claim_orphans("n2#b", "n2#").unwrap(),
+        if embedded {
+            vec![TaskRow { version: 2, owner: "n1#a".into(), ..row("task-2", 2, "", true, "{\"b\":1}") }]
+        } else {
+            vec![]
+        }
+    );
     if !embedded {
         let got = st.claim_orphans("n1#c", "n1#").unwrap();
         assert_eq!(got, vec![TaskRow { version: 2, owner: "n1#a".into(), ..row("task-2", 2, "", true, "{\"b\":1}") }]);
@@ -134,10 +180,12 @@ fn postgres_store() {
 #[test]
 fn postgres_nodes_migrate_once_together() {
     let url = with_schema(&pg_url(), &schema());
-    let nodes: Vec<_> = (0..4).map(|_| {
-        let url = url.clone();
-        std::thread::spawn(move || PgStore::open(&url).map(|_| ()))
-    }).collect();
+    let nodes: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PgStore::open(&url).map(|_| ()))
+        })
+        .collect();
     for n in nodes {
         n.join().unwrap().expect("every node opens the store");
     }
@@ -172,7 +220,12 @@ fn a_session_made_on_one_node_is_valid_on_another() {
     // Inventory made on either node shows on the other, numbered from one
     // shared counter (no moId is handed out twice).
     let mk = |s: &Server, name: &str| {
-        let (st, body, _) = s.json("POST", "/sdk/vim25/9.1.0.0/Folder/group-d1/CreateFolder", Some(&format!(r#"{{"name":"{name}"}}"#)), Some(&sid));
+        let (st, body, _) = s.json(
+            "POST",
+            "/sdk/vim25/9.1.0.0/Folder/group-d1/CreateFolder",
+            Some(&format!(r#"{{"name":"{name}"}}"#)),
+            Some(&sid),
+        );
         assert_eq!(st, 200, "{body}");
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["value"].as_str().unwrap().to_string()
     };

@@ -44,15 +44,31 @@ fn extension_task_lifecycle() {
     let s = Server::start(d.path(), &[]);
     let sid = s.json_login(ADMIN, PW);
     // Unregistered task types are refused.
-    let (st, v) = call(&s, &sid, "TaskManager/TaskManager/CreateTask", json!({"obj": {"_typeName": "ManagedObjectReference", "type": "Folder", "value": "group-d1"}, "taskTypeId": "nope", "cancelable": false}));
-    assert_eq!((st, v["_typeName"].as_str().unwrap(), v["invalidProperty"].as_str().unwrap()), (500, "InvalidArgument", "taskTypeId"));
+    let (st, v) = call(
+        &s,
+        &sid,
+        "TaskManager/TaskManager/CreateTask",
+        json!({"obj": {"_typeName": "ManagedObjectReference", "type": "Folder", "value": "group-d1"}, "taskTypeId": "nope", "cancelable": false}),
+    );
+    assert_eq!(
+        (st, v["_typeName"].as_str().unwrap(), v["invalidProperty"].as_str().unwrap()),
+        (500, "InvalidArgument", "taskTypeId")
+    );
     register(&s, &sid);
-    let (_, found) = call(&s, &sid, "ExtensionManager/ExtensionManager/FindExtension", json!({"extensionKey": "com.example.backup"}));
+    let (_, found) = call(
+        &s,
+        &sid,
+        "ExtensionManager/ExtensionManager/FindExtension",
+        json!({"extensionKey": "com.example.backup"}),
+    );
     assert_eq!(found["taskList"][0]["taskID"], "com.example.backup.run");
 
     let t = create(&s, &sid, false);
     let i = info(&s, &sid, &t);
-    assert_eq!((i["state"].as_str(), i["entityName"].as_str(), i["descriptionId"].as_str()), (Some("queued"), Some("Datacenters"), Some("com.example.backup.run")));
+    assert_eq!(
+        (i["state"].as_str(), i["entityName"].as_str(), i["descriptionId"].as_str()),
+        (Some("queued"), Some("Datacenters"), Some("com.example.backup.run"))
+    );
     assert_eq!(i["reason"], json!({"_typeName": "TaskReasonUser", "userName": "backup-svc"}));
     assert!(i["activationId"].is_string() && i["eventChainId"].is_i64());
     // Progress only while running; out-of-range values are clamped.
@@ -63,15 +79,22 @@ fn extension_task_lifecycle() {
     assert_eq!(info(&s, &sid, &t)["progress"], 40);
     assert_eq!(call(&s, &sid, &format!("Task/{t}/UpdateProgress"), json!({"percentDone": 140})).0, 204);
     assert_eq!(info(&s, &sid, &t)["progress"], 100);
-    let msg = json!({"description": {"_typeName": "LocalizableMessage", "key": "com.example.step", "message": "copying"}});
+    let msg =
+        json!({"description": {"_typeName": "LocalizableMessage", "key": "com.example.step", "message": "copying"}});
     assert_eq!(call(&s, &sid, &format!("Task/{t}/SetTaskDescription"), msg).0, 204);
     assert_eq!(info(&s, &sid, &t)["description"]["message"], "copying");
     // Not cancelable.
     let (st, v) = call(&s, &sid, &format!("Task/{t}/CancelTask"), json!({}));
     assert_eq!((st, v["_typeName"].as_str().unwrap()), (500, "NotSupported"));
-    assert_eq!(state(&s, &sid, &t, json!({"state": "success", "result": {"_typeName": "string", "_value": "42 GB"}})).0, 204);
+    assert_eq!(
+        state(&s, &sid, &t, json!({"state": "success", "result": {"_typeName": "string", "_value": "42 GB"}})).0,
+        204
+    );
     let i = info(&s, &sid, &t);
-    assert_eq!((i["state"].as_str(), &i["result"]), (Some("success"), &json!({"_typeName": "string", "_value": "42 GB"})));
+    assert_eq!(
+        (i["state"].as_str(), &i["result"]),
+        (Some("success"), &json!({"_typeName": "string", "_value": "42 GB"}))
+    );
     assert!(i["completeTime"].is_string() && i["startTime"].is_string());
     // Terminal states are final.
     let (st, v) = state(&s, &sid, &t, json!({"state": "error", "fault": {"_typeName": "NotFound"}}));
@@ -101,7 +124,10 @@ fn cancel_is_cooperative_and_final() {
     let (st, _) = call(&s, &sid, &format!("Task/{t}/CancelTask"), json!({}));
     assert_eq!(st, 204);
     let i = info(&s, &sid, &t);
-    assert_eq!((i["state"].as_str(), i["cancelled"].as_bool(), i["error"]["_typeName"].as_str()), (Some("error"), Some(true), Some("RequestCanceled")));
+    assert_eq!(
+        (i["state"].as_str(), i["cancelled"].as_bool(), i["error"]["_typeName"].as_str()),
+        (Some("error"), Some(true), Some("RequestCanceled"))
+    );
     // The owner finishing later cannot overwrite the cancellation.
     let (st, v) = state(&s, &sid, &t, json!({"state": "success"}));
     assert_eq!((st, v["_typeName"].as_str().unwrap()), (500, "InvalidState"));
@@ -133,7 +159,10 @@ fn tasks_survive_restart_and_running_ones_end_in_error() {
     assert_eq!((i["state"].as_str(), i["error"]["_typeName"].as_str()), (Some("error"), Some("SystemError")));
     // The extension is still registered, and task keys keep growing.
     let t = create(&s, &sid, false);
-    assert!(t.trim_start_matches("task-").parse::<u64>().unwrap() > running.trim_start_matches("task-").parse::<u64>().unwrap());
+    assert!(
+        t.trim_start_matches("task-").parse::<u64>().unwrap()
+            > running.trim_start_matches("task-").parse::<u64>().unwrap()
+    );
 }
 
 #[test]

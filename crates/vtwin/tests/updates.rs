@@ -22,14 +22,26 @@ fn setup(s: &Server, sid: &str, n: usize) -> Vec<String> {
     assert_eq!(call(s, sid, "ExtensionManager/ExtensionManager/RegisterExtension", ext).0, 204);
     (0..n)
         .map(|_| {
-            let (st, v) = call(s, sid, "TaskManager/TaskManager/CreateTask", json!({"obj": moref("Folder", "group-d1"), "taskTypeId": "com.example.w.job", "cancelable": true}));
+            let (st, v) = call(
+                s,
+                sid,
+                "TaskManager/TaskManager/CreateTask",
+                json!({"obj": moref("Folder", "group-d1"), "taskTypeId": "com.example.w.job", "cancelable": true}),
+            );
             assert_eq!(st, 200, "{v}");
             v["key"].as_str().unwrap().to_string()
         })
         .collect()
 }
 
-fn wait(s: &Server, sid: &str, pc: &str, version: &str, max_wait: i64, max_objects: Option<i64>) -> (u16, serde_json::Value) {
+fn wait(
+    s: &Server,
+    sid: &str,
+    pc: &str,
+    version: &str,
+    max_wait: i64,
+    max_objects: Option<i64>,
+) -> (u16, serde_json::Value) {
     let mut opts = json!({"_typeName": "WaitOptions", "maxWaitSeconds": max_wait});
     if let Some(m) = max_objects {
         opts["maxObjectUpdates"] = json!(m);
@@ -55,7 +67,10 @@ fn govmomi_flow_private_collector_whole_info() {
     assert_eq!(st, 200, "{u}");
     let v1 = u["version"].as_str().unwrap().to_string();
     let ou = &u["filterSet"][0]["objectSet"][0];
-    assert_eq!((ou["kind"].as_str(), ou["changeSet"][0]["name"].as_str(), ou["changeSet"][0]["op"].as_str()), (Some("enter"), Some("info"), Some("assign")));
+    assert_eq!(
+        (ou["kind"].as_str(), ou["changeSet"][0]["name"].as_str(), ou["changeSet"][0]["op"].as_str()),
+        (Some("enter"), Some("info"), Some("assign"))
+    );
     assert_eq!(ou["changeSet"][0]["val"]["_typeName"], "TaskInfo");
     // Nothing changed: a short wait times out with no body.
     let started = Instant::now();
@@ -68,7 +83,9 @@ fn govmomi_flow_private_collector_whole_info() {
     let base = s.base.clone();
     let owner = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        let r = ureq::post(&format!("{base}{R}/Task/{t2}/SetTaskState")).set("vmware-api-session-id", &other).send_string(r#"{"state":"success"}"#);
+        let r = ureq::post(&format!("{base}{R}/Task/{t2}/SetTaskState"))
+            .set("vmware-api-session-id", &other)
+            .send_string(r#"{"state":"success"}"#);
         assert!(r.is_ok());
     });
     let started = Instant::now();
@@ -85,7 +102,10 @@ fn govmomi_flow_private_collector_whole_info() {
     assert_eq!((st, u["filterSet"][0]["objectSet"][0]["kind"].as_str()), (200, Some("modify")));
     let (st, u) = wait(&s, &sid, &pc, "999", 0, None);
     assert_eq!((st, u["_typeName"].as_str()), (500, Some("InvalidCollectorVersion")));
-    assert_eq!(call(&s, &sid, &format!("PropertyFilter/{}/DestroyPropertyFilter", f["value"].as_str().unwrap()), json!({})).0, 204);
+    assert_eq!(
+        call(&s, &sid, &format!("PropertyFilter/{}/DestroyPropertyFilter", f["value"].as_str().unwrap()), json!({})).0,
+        204
+    );
     assert_eq!(call(&s, &sid, &format!("PropertyCollector/{pc}/DestroyPropertyCollector"), json!({})).0, 204);
 }
 
@@ -111,10 +131,14 @@ fn vim_rs_flow_list_view_and_truncation() {
     assert_eq!(u2["filterSet"][0]["objectSet"].as_array().unwrap().len(), 1);
     assert!(u2["truncated"].is_null());
     // Removing a task from the list view makes it leave.
-    assert_eq!(call(&s, &sid, &format!("ListView/{lv}/ModifyListView"), json!({"remove": [moref("Task", &tasks[0])]})).0, 200);
+    assert_eq!(
+        call(&s, &sid, &format!("ListView/{lv}/ModifyListView"), json!({"remove": [moref("Task", &tasks[0])]})).0,
+        200
+    );
     s.json("POST", &format!("{R}/Task/{}/SetTaskState", tasks[1]), Some(r#"{"state":"running"}"#), Some(&sid));
     let (_, u3) = wait(&s, &sid, "propertyCollector", u2["version"].as_str().unwrap(), 9, None);
-    let kinds: Vec<&str> = u3["filterSet"][0]["objectSet"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> =
+        u3["filterSet"][0]["objectSet"].as_array().unwrap().iter().map(|o| o["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"leave") && kinds.contains(&"modify"), "{kinds:?}");
 }
 
@@ -132,7 +156,11 @@ fn cancel_wait_for_updates() {
     let (base, sid2) = (s.base.clone(), sid.clone());
     let canceller = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(400));
-        ureq::post(&format!("{base}{R}/PropertyCollector/propertyCollector/CancelWaitForUpdates")).set("vmware-api-session-id", &sid2).call().unwrap().status()
+        ureq::post(&format!("{base}{R}/PropertyCollector/propertyCollector/CancelWaitForUpdates"))
+            .set("vmware-api-session-id", &sid2)
+            .call()
+            .unwrap()
+            .status()
     });
     let (st, u) = call(&s, &sid, "PropertyCollector/propertyCollector/WaitForUpdates", json!({"version": v}));
     assert_eq!(canceller.join().unwrap(), 204);

@@ -8,17 +8,26 @@ const R: &str = "/sdk/vim25/9.1.0.0";
 fn hello_and_anonymous_content() {
     let d = tempdir();
     let s = Server::start(d.path(), &[]);
-    let (st, b, _) = s.json("POST", "/api/vcenter/system?action=hello", Some(r#"{"api_releases":["9.1.0.0","9.0.0.0","8.0.3.0","8.0.2.0","8.0.1.0"]}"#), None);
+    let (st, b, _) = s.json(
+        "POST",
+        "/api/vcenter/system?action=hello",
+        Some(r#"{"api_releases":["9.1.0.0","9.0.0.0","8.0.3.0","8.0.2.0","8.0.1.0"]}"#),
+        None,
+    );
     assert_eq!(st, 200);
     assert_eq!(json_value(&b)["api_release"], "9.1.0.0");
     let (_, b, _) = s.json("POST", "/api/vcenter/system?action=hello", Some(r#"{"api_releases":["7.0.3.0"]}"#), None);
     assert_eq!(json_value(&b)["api_release"], "");
     for rel in ["8.0.1.0", "8.0.2.0", "8.0.3.0", "9.0.0.0", "9.1.0.0"] {
-        let (st, b, _) = s.json("GET", &format!("/sdk/vim25/{rel}/ServiceInstance/ServiceInstance/content"), None, None);
+        let (st, b, _) =
+            s.json("GET", &format!("/sdk/vim25/{rel}/ServiceInstance/ServiceInstance/content"), None, None);
         assert_eq!(st, 200, "{rel}: {b}");
         let v = json_value(&b);
         assert_eq!(v["_typeName"], "ServiceContent");
-        assert_eq!(v["rootFolder"], serde_json::json!({"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"}));
+        assert_eq!(
+            v["rootFolder"],
+            serde_json::json!({"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"})
+        );
     }
 }
 
@@ -31,7 +40,12 @@ fn login_session_header_and_faults() {
     assert_eq!(st, 500);
     assert_eq!(json_value(&b)["_typeName"], "NotAuthenticated");
     // Wrong password.
-    let (st, b, _) = s.json("POST", &format!("{R}/SessionManager/SessionManager/Login"), Some(r#"{"_typeName":"Login","userName":"administrator@vsphere.local","password":"x","locale":"en_US"}"#), None);
+    let (st, b, _) = s.json(
+        "POST",
+        &format!("{R}/SessionManager/SessionManager/Login"),
+        Some(r#"{"_typeName":"Login","userName":"administrator@vsphere.local","password":"x","locale":"en_US"}"#),
+        None,
+    );
     assert_eq!(st, 500);
     assert_eq!(json_value(&b)["_typeName"], "InvalidLogin");
     let sid = s.json_login(ADMIN, PW);
@@ -52,11 +66,15 @@ fn login_session_header_and_faults() {
     assert_eq!((st, json_value(&b)["_typeName"].as_str().unwrap()), (500, "InvalidRequest"));
     let (st, b, _) = s.json("GET", &format!("{R}/Folder/group-404/name"), None, Some(&sid));
     assert_eq!((st, json_value(&b)["_typeName"].as_str().unwrap()), (500, "ManagedObjectNotFound"));
-    let (st, b, _) = s.json("POST", &format!("{R}/ViewManager/ViewManager/CreateListView"), Some("{not json"), Some(&sid));
+    let (st, b, _) =
+        s.json("POST", &format!("{R}/ViewManager/ViewManager/CreateListView"), Some("{not json"), Some(&sid));
     assert_eq!((st, json_value(&b)["_typeName"].as_str().unwrap()), (500, "InvalidRequest"));
     let (st, b, _) = s.json("POST", &format!("{R}/ViewManager/ViewManager/CreateContainerView"), Some(r#"{"container":{"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"},"type":["Datastore"],"recursive":"yes"}"#), Some(&sid));
     let v = json_value(&b);
-    assert_eq!((st, v["_typeName"].as_str().unwrap(), v["invalidProperty"].as_str().unwrap()), (500, "InvalidArgument", "recursive"));
+    assert_eq!(
+        (st, v["_typeName"].as_str().unwrap(), v["invalidProperty"].as_str().unwrap()),
+        (500, "InvalidArgument", "recursive")
+    );
     let (st, b, _) = s.json("GET", "/sdk/vim25/7.0.0.0/Folder/group-d1/name", None, Some(&sid));
     assert_eq!((st, json_value(&b)["_typeName"].as_str().unwrap()), (500, "InvalidRequest"));
     let (st, b, _) = s.json("GET", &format!("{R}/Folder/group-d1/noSuchProperty"), None, Some(&sid));
@@ -102,7 +120,12 @@ fn retrieve_properties_ex_pages_and_boxes_primitives() {
         {"_typeName":"TraversalSpec","name":"f2dc","type":"Folder","path":"childEntity","skip":true,"selectSet":[{"_typeName":"SelectionSpec","name":"dc2ds"}]},
         {"_typeName":"TraversalSpec","name":"dc2ds","type":"Datacenter","path":"datastore","skip":false}]}]}],
       "options":{"_typeName":"RetrieveOptions","maxObjects":2}}"#;
-    let (st, b, _) = s.json("POST", &format!("{R}/PropertyCollector/propertyCollector/RetrievePropertiesEx"), Some(spec), Some(&sid));
+    let (st, b, _) = s.json(
+        "POST",
+        &format!("{R}/PropertyCollector/propertyCollector/RetrievePropertiesEx"),
+        Some(spec),
+        Some(&sid),
+    );
     assert_eq!(st, 200, "{b}");
     let mut v = json_value(&b);
     let mut names = vec![];
@@ -117,7 +140,12 @@ fn retrieve_properties_ex_pages_and_boxes_primitives() {
             assert!(cap["val"]["_value"].as_i64().unwrap() > 0);
         }
         let Some(tok) = v["token"].as_str() else { break };
-        let (st, b, _) = s.json("POST", &format!("{R}/PropertyCollector/propertyCollector/ContinueRetrievePropertiesEx"), Some(&format!(r#"{{"token":"{tok}"}}"#)), Some(&sid));
+        let (st, b, _) = s.json(
+            "POST",
+            &format!("{R}/PropertyCollector/propertyCollector/ContinueRetrievePropertiesEx"),
+            Some(&format!(r#"{{"token":"{tok}"}}"#)),
+            Some(&sid),
+        );
         assert_eq!(st, 200, "{b}");
         v = json_value(&b);
     }
@@ -131,7 +159,12 @@ fn views_belong_to_their_session_and_end_with_it() {
     let s = Server::start(d.path(), &[]);
     let a = s.json_login(ADMIN, PW);
     let b = s.json_login(ADMIN, PW);
-    let (_, body, _) = s.json("POST", &format!("{R}/ViewManager/ViewManager/CreateListView"), Some(r#"{"obj":[{"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"}]}"#), Some(&a));
+    let (_, body, _) = s.json(
+        "POST",
+        &format!("{R}/ViewManager/ViewManager/CreateListView"),
+        Some(r#"{"obj":[{"_typeName":"ManagedObjectReference","type":"Folder","value":"group-d1"}]}"#),
+        Some(&a),
+    );
     let view = json_value(&body)["value"].as_str().unwrap().to_string();
     let (st, body, _) = s.json("GET", &format!("{R}/ListView/{view}/view"), None, Some(&a));
     assert_eq!(st, 200, "{body}");
@@ -160,7 +193,8 @@ fn session_manager_locale_terminate_and_is_active() {
     let s = Server::start(d.path(), &[]);
     let a = s.json_login(ADMIN, PW);
     let b = s.json_login(ADMIN, PW);
-    let (st, _, _) = s.json("POST", &format!("{R}/SessionManager/SessionManager/SetLocale"), Some(r#"{"locale":"de"}"#), Some(&a));
+    let (st, _, _) =
+        s.json("POST", &format!("{R}/SessionManager/SessionManager/SetLocale"), Some(r#"{"locale":"de"}"#), Some(&a));
     assert_eq!(st, 204);
     let (_, body, _) = s.json("GET", &format!("{R}/SessionManager/SessionManager/currentSession"), None, Some(&a));
     let cur = json_value(&body);
@@ -168,17 +202,28 @@ fn session_manager_locale_terminate_and_is_active() {
     let key_a = cur["key"].as_str().unwrap().to_string();
     let active = |user: &str| {
         let body = format!(r#"{{"sessionID":"{key_a}","userName":"{user}"}}"#);
-        let (st, b, _) = s.json("POST", &format!("{R}/SessionManager/SessionManager/SessionIsActive"), Some(&body), Some(&b));
+        let (st, b, _) =
+            s.json("POST", &format!("{R}/SessionManager/SessionManager/SessionIsActive"), Some(&body), Some(&b));
         assert_eq!(st, 200, "{b}");
         json_value(&b)
     };
     assert_eq!(active("administrator@vsphere.local"), serde_json::json!(true));
     assert_eq!(active("someone@vsphere.local"), serde_json::json!(false));
     // An unknown id terminates nothing; a known one ends that session.
-    let (st, body, _) = s.json("POST", &format!("{R}/SessionManager/SessionManager/TerminateSession"), Some(&format!(r#"{{"sessionId":["{key_a}","nope"]}}"#)), Some(&b));
+    let (st, body, _) = s.json(
+        "POST",
+        &format!("{R}/SessionManager/SessionManager/TerminateSession"),
+        Some(&format!(r#"{{"sessionId":["{key_a}","nope"]}}"#)),
+        Some(&b),
+    );
     assert_eq!((st, json_value(&body)["_typeName"].as_str().unwrap()), (500, "NotFound"));
     assert_eq!(s.json("GET", &format!("{R}/Folder/group-d1/name"), None, Some(&a)).0, 200);
-    let (st, _, _) = s.json("POST", &format!("{R}/SessionManager/SessionManager/TerminateSession"), Some(&format!(r#"{{"sessionId":["{key_a}"]}}"#)), Some(&b));
+    let (st, _, _) = s.json(
+        "POST",
+        &format!("{R}/SessionManager/SessionManager/TerminateSession"),
+        Some(&format!(r#"{{"sessionId":["{key_a}"]}}"#)),
+        Some(&b),
+    );
     assert_eq!(st, 204);
     assert_eq!(s.json("GET", &format!("{R}/Folder/group-d1/name"), None, Some(&a)).0, 500);
     assert_eq!(active("administrator@vsphere.local"), serde_json::json!(false));

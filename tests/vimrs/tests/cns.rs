@@ -11,7 +11,8 @@ use vim_rs::core::tasks::TaskTracker;
 use vim_rs::core::ClientBuilder;
 use vim_rs::mo::{CnsVolumeManager, ComputeResource, Folder};
 use vim_rs::types::structs::{
-    CnsQueryFilter, CnsSnapshotCreateSpec, CnsSyncVolumeSpec, CnsVolumeAttachDetachSpec, CnsVolumeCreateSpec, CnsVolumeExtendSpec, CnsVolumeId, ManagedObjectReference, VirtualMachineConfigSpec,
+    CnsQueryFilter, CnsSnapshotCreateSpec, CnsSyncVolumeSpec, CnsVolumeAttachDetachSpec, CnsVolumeCreateSpec,
+    CnsVolumeExtendSpec, CnsVolumeId, ManagedObjectReference, VirtualMachineConfigSpec,
 };
 use vtwin_vimrs_tests::{start, PW};
 
@@ -26,7 +27,11 @@ fn to_value<T: miniserde::Serialize>(v: &T) -> serde_json::Value {
 /// Wait for a CNS task; its batch result's entries as JSON.
 async fn results(handle: &VimClientHandle, task: ManagedObjectReference) -> Vec<serde_json::Value> {
     let tracker = TaskTracker::new(handle.clone());
-    let any = tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(task)).await.expect("in time").expect("task succeeded").expect("a result");
+    let any = tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(task))
+        .await
+        .expect("in time")
+        .expect("task succeeded")
+        .expect("a result");
     let v = to_value(&any);
     assert_eq!(v["_typeName"], "CnsVolumeOperationBatchResult", "{v}");
     v["volumeResults"].as_array().expect("volumeResults").clone()
@@ -49,7 +54,12 @@ fn vid(id: &str) -> CnsVolumeId {
 #[tokio::test(flavor = "multi_thread")]
 async fn cns_volume_story_over_vi_json() {
     let srv = start("cns", &["--datastores", "2"]).await;
-    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let client = ClientBuilder::new(&srv.addr)
+        .basic_authn("administrator@vsphere.local", PW)
+        .insecure(true)
+        .build()
+        .await
+        .expect("login");
     let handle: VimClientHandle = client.clone();
     let cvm = CnsVolumeManager::new(handle.clone(), "cns-volume-manager");
     let dc = vim_rs::mo::Datacenter::new(handle.clone(), "datacenter-2");
@@ -75,7 +85,8 @@ async fn cns_volume_story_over_vi_json() {
     let id = ids[0].clone();
 
     // A node VM, and the volume attached to it.
-    let hosts = Folder::new(handle.clone(), &dc.host_folder().await.unwrap().value).child_entity().await.unwrap().unwrap();
+    let hosts =
+        Folder::new(handle.clone(), &dc.host_folder().await.unwrap().value).child_entity().await.unwrap().unwrap();
     let pool = ComputeResource::new(handle.clone(), &hosts[0].value).resource_pool().await.unwrap().expect("root pool");
     let vm_folder = Folder::new(handle.clone(), &dc.vm_folder().await.unwrap().value);
     let spec: VirtualMachineConfigSpec = json(
@@ -89,46 +100,79 @@ async fn cns_volume_story_over_vi_json() {
     let attach: CnsVolumeAttachDetachSpec = json(&format!(
         r#"{{"_typeName":"CnsVolumeAttachDetachSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{id}"}},"vm":{{"_typeName":"ManagedObjectReference","type":"VirtualMachine","value":"{vm_id}"}}}}"#
     ));
-    let r = results(&handle, cvm.cns_attach_volume(std::slice::from_ref(&attach)).await.expect("CnsAttachVolume")).await;
+    let r =
+        results(&handle, cvm.cns_attach_volume(std::slice::from_ref(&attach)).await.expect("CnsAttachVolume")).await;
     assert_eq!(ok(&r)["_typeName"], "CnsVolumeAttachResult");
     assert_eq!(ok(&r)["diskUUID"].as_str().map(str::len), Some(36));
 
     // Query: by label, by cluster with paging, by id.
-    let by_label: CnsQueryFilter = json(r#"{"_typeName":"CnsQueryFilter","labels":[{"_typeName":"KeyValue","key":"app","value":"db"}]}"#);
+    let by_label: CnsQueryFilter =
+        json(r#"{"_typeName":"CnsQueryFilter","labels":[{"_typeName":"KeyValue","key":"app","value":"db"}]}"#);
     let q = to_value(&cvm.cns_query_volume(&by_label, None).await.expect("CnsQueryVolume"));
     let mut names: Vec<&str> = q["volumes"].as_array().unwrap().iter().map(|v| v["name"].as_str().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["rs-pv-0", "rs-pv-2"]);
-    let page: CnsQueryFilter = json(r#"{"_typeName":"CnsQueryFilter","containerClusterIds":["rs-k8s"],"cursor":{"_typeName":"CnsCursor","offset":1,"limit":1}}"#);
+    let page: CnsQueryFilter = json(
+        r#"{"_typeName":"CnsQueryFilter","containerClusterIds":["rs-k8s"],"cursor":{"_typeName":"CnsCursor","offset":1,"limit":1}}"#,
+    );
     let q = to_value(&cvm.cns_query_volume(&page, None).await.expect("page"));
     assert_eq!(q["volumes"].as_array().unwrap().len(), 1);
     assert_eq!((q["cursor"]["offset"].as_i64(), q["cursor"]["totalRecords"].as_i64()), (Some(2), Some(3)));
-    let one: CnsQueryFilter = json(&format!(r#"{{"_typeName":"CnsQueryFilter","volumeIds":[{{"_typeName":"CnsVolumeId","id":"{id}"}}]}}"#));
+    let one: CnsQueryFilter =
+        json(&format!(r#"{{"_typeName":"CnsQueryFilter","volumeIds":[{{"_typeName":"CnsVolumeId","id":"{id}"}}]}}"#));
     let backing = |q: &serde_json::Value| q["volumes"][0]["backingObjectDetails"].clone();
 
     // Write 5 MiB over NBD with qemu-io; CnsSyncVolume measures it.
     let out = Command::new("curl")
-        .args(["-sk", "-X", "POST", "-u", &format!("administrator@vsphere.local:{PW}"), &format!("https://{}/api/session", srv.addr)])
+        .args([
+            "-sk",
+            "-X",
+            "POST",
+            "-u",
+            &format!("administrator@vsphere.local:{PW}"),
+            &format!("https://{}/api/session", srv.addr),
+        ])
         .output()
         .expect("curl");
     let session: String = serde_json::from_slice(&out.stdout).expect("session id");
     let out = Command::new("curl")
-        .args(["-sk", "-X", "POST", "-H", &format!("vmware-api-session-id: {session}"), "-H", "Content-Type: application/json"])
-        .args(["-d", &format!(r#"{{"disk":"{id}","datastore":"{ds0}","write":true}}"#), &format!("https://{}/api/vtwin/nbd-tickets", srv.addr)])
+        .args([
+            "-sk",
+            "-X",
+            "POST",
+            "-H",
+            &format!("vmware-api-session-id: {session}"),
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args([
+            "-d",
+            &format!(r#"{{"disk":"{id}","datastore":"{ds0}","write":true}}"#),
+            &format!("https://{}/api/vtwin/nbd-tickets", srv.addr),
+        ])
         .output()
         .expect("curl");
     let ticket: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ticket");
-    let io = Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x9 0 5M", ticket["uri"].as_str().expect("uri")]).output().expect("qemu-io");
+    let io = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "write -P 0x9 0 5M", ticket["uri"].as_str().expect("uri")])
+        .output()
+        .expect("qemu-io");
     assert!(io.status.success(), "{}", String::from_utf8_lossy(&io.stderr));
-    let sync: CnsSyncVolumeSpec = json(&format!(r#"{{"_typeName":"CnsSyncVolumeSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{id}"}},"syncMode":["SPACE_USAGE"]}}"#));
+    let sync: CnsSyncVolumeSpec = json(&format!(
+        r#"{{"_typeName":"CnsSyncVolumeSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{id}"}},"syncMode":["SPACE_USAGE"]}}"#
+    ));
     ok(&results(&handle, cvm.cns_sync_volume(Some(std::slice::from_ref(&sync))).await.expect("CnsSyncVolume")).await);
     let b = backing(&to_value(&cvm.cns_query_volume(&one, None).await.unwrap()));
     assert_eq!(b["usedCapacityInMb"].as_i64(), Some(5), "{b}");
 
     // Extend, snapshot (its space shows after the next sync), detach, delete.
-    let extend: CnsVolumeExtendSpec = json(&format!(r#"{{"_typeName":"CnsVolumeExtendSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{id}"}},"capacityInMb":48}}"#));
+    let extend: CnsVolumeExtendSpec = json(&format!(
+        r#"{{"_typeName":"CnsVolumeExtendSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{id}"}},"capacityInMb":48}}"#
+    ));
     ok(&results(&handle, cvm.cns_extend_volume(&[extend]).await.expect("CnsExtendVolume")).await);
-    let snap: CnsSnapshotCreateSpec = json(&format!(r#"{{"_typeName":"CnsSnapshotCreateSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{id}"}},"description":"rs snap"}}"#));
+    let snap: CnsSnapshotCreateSpec = json(&format!(
+        r#"{{"_typeName":"CnsSnapshotCreateSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{id}"}},"description":"rs snap"}}"#
+    ));
     ok(&results(&handle, cvm.cns_create_snapshots(&[snap]).await.expect("CnsCreateSnapshots")).await);
     ok(&results(&handle, cvm.cns_sync_volume(Some(std::slice::from_ref(&sync))).await.unwrap()).await);
     let b = backing(&to_value(&cvm.cns_query_volume(&one, None).await.unwrap()));
@@ -140,25 +184,38 @@ async fn cns_volume_story_over_vi_json() {
     assert_eq!(fault_type(&r), "ResourceInUse");
     ok(&results(&handle, cvm.cns_detach_volume(std::slice::from_ref(&attach)).await.expect("CnsDetachVolume")).await);
     ok(&results(&handle, cvm.cns_delete_volume(&[vid(&id)], true).await.expect("CnsDeleteVolume")).await);
-    assert!(to_value(&cvm.cns_query_volume(&one, None).await.unwrap())["volumes"].as_array().is_none_or(|a| a.is_empty()));
+    assert!(to_value(&cvm.cns_query_volume(&one, None).await.unwrap())["volumes"]
+        .as_array()
+        .is_none_or(|a| a.is_empty()));
 
     // Errors. Request level: zero or two sync specs, an empty id; unknown volume NotFound.
     let e = cvm.cns_sync_volume(Some(&[])).await.expect_err("no spec");
     assert!(format!("{e:?}").contains("InvalidArgument"), "{e:?}");
-    let sync2: CnsSyncVolumeSpec = json(&format!(r#"{{"_typeName":"CnsSyncVolumeSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{}"}}}}"#, ids[1]));
-    let again: CnsSyncVolumeSpec = json(&format!(r#"{{"_typeName":"CnsSyncVolumeSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{}"}}}}"#, ids[2]));
+    let sync2: CnsSyncVolumeSpec = json(&format!(
+        r#"{{"_typeName":"CnsSyncVolumeSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{}"}}}}"#,
+        ids[1]
+    ));
+    let again: CnsSyncVolumeSpec = json(&format!(
+        r#"{{"_typeName":"CnsSyncVolumeSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{}"}}}}"#,
+        ids[2]
+    ));
     let e = cvm.cns_sync_volume(Some(&[sync2, again])).await.expect_err("two specs");
     assert!(format!("{e:?}").contains("InvalidArgument"), "{e:?}");
-    let empty: CnsSyncVolumeSpec = json(r#"{"_typeName":"CnsSyncVolumeSpec","volumeId":{"_typeName":"CnsVolumeId","id":""}}"#);
+    let empty: CnsSyncVolumeSpec =
+        json(r#"{"_typeName":"CnsSyncVolumeSpec","volumeId":{"_typeName":"CnsVolumeId","id":""}}"#);
     let e = cvm.cns_sync_volume(Some(&[empty])).await.expect_err("empty id");
     assert!(format!("{e:?}").contains("InvalidArgument"), "{e:?}");
     let e = cvm.cns_sync_volume(Some(std::slice::from_ref(&sync))).await.expect_err("deleted volume");
     assert!(format!("{e:?}").contains("NotFound"), "{e:?}");
     // Per volume: an unknown volume in a task's result, the task a success.
-    let gone: CnsVolumeExtendSpec = json(&format!(r#"{{"_typeName":"CnsVolumeExtendSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{id}"}},"capacityInMb":64}}"#));
+    let gone: CnsVolumeExtendSpec = json(&format!(
+        r#"{{"_typeName":"CnsVolumeExtendSpec","volumeId":{{"_typeName":"CnsVolumeId","id":"{id}"}},"capacityInMb":64}}"#
+    ));
     let r = results(&handle, cvm.cns_extend_volume(&[gone]).await.unwrap()).await;
     assert_eq!(fault_type(&r), "NotFound");
-    let file: CnsVolumeCreateSpec = json(r#"{"_typeName":"CnsVolumeCreateSpec","name":"f","volumeType":"FILE","backingObjectDetails":{"_typeName":"CnsBackingObjectDetails","capacityInMb":1}}"#);
+    let file: CnsVolumeCreateSpec = json(
+        r#"{"_typeName":"CnsVolumeCreateSpec","name":"f","volumeType":"FILE","backingObjectDetails":{"_typeName":"CnsBackingObjectDetails","capacityInMb":1}}"#,
+    );
     let r = results(&handle, cvm.cns_create_volume(&[file]).await.unwrap()).await;
     assert_eq!(fault_type(&r), "NotSupported");
     client.close().await.expect("Logout");

@@ -11,16 +11,27 @@ use vtwin_vimrs_tests::{start, PW};
 
 async fn wait(handle: &VimClientHandle, task: ManagedObjectReference) {
     let tracker = TaskTracker::new(handle.clone());
-    tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(task)).await.expect("woken in time").expect("task succeeded");
+    tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(task))
+        .await
+        .expect("woken in time")
+        .expect("task succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fcd_snapshots_and_changed_areas() {
     let srv = start("fcd", &[]).await;
-    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let client = ClientBuilder::new(&srv.addr)
+        .basic_authn("administrator@vsphere.local", PW)
+        .insecure(true)
+        .build()
+        .await
+        .expect("login");
     let handle: VimClientHandle = client.clone();
     let sc = client.service_content();
-    let vsom = VcenterVStorageObjectManager::new(handle.clone(), &sc.v_storage_object_manager.as_ref().expect("vStorageObjectManager").value);
+    let vsom = VcenterVStorageObjectManager::new(
+        handle.clone(),
+        &sc.v_storage_object_manager.as_ref().expect("vStorageObjectManager").value,
+    );
     let dc = vim_rs::mo::Datacenter::new(handle.clone(), "datacenter-2");
     let ds = dc.datastore().await.expect("datastores").and_then(|v| v.into_iter().next()).expect("a datastore");
     let spec: VslmCreateSpec = miniserde::json::from_str(&format!(
@@ -40,7 +51,8 @@ async fn fcd_snapshots_and_changed_areas() {
 
     wait(&handle, vsom.v_storage_object_create_snapshot_task(&id, &ds, "one").await.expect("snapshot")).await;
     wait(&handle, vsom.v_storage_object_create_snapshot_task(&id, &ds, "two").await.expect("snapshot")).await;
-    let snaps = vsom.retrieve_snapshot_info(&id, &ds).await.expect("RetrieveSnapshotInfo").snapshots.expect("snapshots");
+    let snaps =
+        vsom.retrieve_snapshot_info(&id, &ds).await.expect("RetrieveSnapshotInfo").snapshots.expect("snapshots");
     assert_eq!(snaps.len(), 2);
     let sid = |i: usize| Id { id: snaps[i].id.as_ref().expect("snapshot id").id.clone() };
     let (s1, s2) = (sid(0), sid(1));
@@ -54,12 +66,19 @@ async fn fcd_snapshots_and_changed_areas() {
     assert!(all.changed_area.unwrap_or_default().is_empty());
 
     // Faults: past the end, a bad changeId, an unknown snapshot.
-    let e = vsom.vstorage_object_v_center_query_changed_disk_areas(&id, &ds, &s2, 32 << 20, "*").await.expect_err("past the end");
+    let e = vsom
+        .vstorage_object_v_center_query_changed_disk_areas(&id, &ds, &s2, 32 << 20, "*")
+        .await
+        .expect_err("past the end");
     assert!(format!("{e:?}").contains("InvalidArgument"), "{e:?}");
-    let e = vsom.vstorage_object_v_center_query_changed_disk_areas(&id, &ds, &s2, 0, "not-a-change-id").await.expect_err("bad changeId");
+    let e = vsom
+        .vstorage_object_v_center_query_changed_disk_areas(&id, &ds, &s2, 0, "not-a-change-id")
+        .await
+        .expect_err("bad changeId");
     assert!(format!("{e:?}").contains("InvalidArgument"), "{e:?}");
     let nope = Id { id: "nope".into() };
-    let e = vsom.vstorage_object_v_center_query_changed_disk_areas(&id, &ds, &nope, 0, "*").await.expect_err("no snapshot");
+    let e =
+        vsom.vstorage_object_v_center_query_changed_disk_areas(&id, &ds, &nope, 0, "*").await.expect_err("no snapshot");
     assert!(format!("{e:?}").contains("NotFound"), "{e:?}");
 
     wait(&handle, vsom.delete_v_storage_object_task(&id, &ds).await.expect("delete")).await;

@@ -28,7 +28,10 @@ async fn login_content_datastores_logout() {
 
     let handle: VimClientHandle = client.clone();
     let vm = ViewManager::new(handle.clone(), &sc.view_manager.as_ref().unwrap().value);
-    let view = vm.create_container_view(&sc.root_folder, Some(&["Datastore".to_string()]), true).await.expect("container view");
+    let view = vm
+        .create_container_view(&sc.root_folder, Some(&["Datastore".to_string()]), true)
+        .await
+        .expect("container view");
     let spec: PropertyFilterSpec = miniserde::json::from_str(&format!(
         r#"{{"_typeName":"PropertyFilterSpec",
             "objectSet":[{{"_typeName":"ObjectSpec","obj":{{"_typeName":"ManagedObjectReference","type":"ContainerView","value":"{}"}},"skip":true,
@@ -39,7 +42,8 @@ async fn login_content_datastores_logout() {
     .expect("filter spec");
     let opts: RetrieveOptions = miniserde::json::from_str(r#"{"_typeName":"RetrieveOptions","maxObjects":2}"#).unwrap();
     let pc = PropertyCollector::new(handle.clone(), &sc.property_collector.value);
-    let mut res = pc.retrieve_properties_ex(&[spec], &opts).await.expect("RetrievePropertiesEx").expect("some datastores");
+    let mut res =
+        pc.retrieve_properties_ex(&[spec], &opts).await.expect("RetrievePropertiesEx").expect("some datastores");
     let mut objects = std::mem::take(&mut res.objects);
     let mut token = res.token.clone();
     while let Some(t) = token {

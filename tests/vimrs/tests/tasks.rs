@@ -14,7 +14,12 @@ use vtwin_vimrs_tests::{start, PW};
 #[tokio::test(flavor = "multi_thread")]
 async fn task_tracker_waits_for_extension_tasks() {
     let srv = start("tasks", &[]).await;
-    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let client = ClientBuilder::new(&srv.addr)
+        .basic_authn("administrator@vsphere.local", PW)
+        .insecure(true)
+        .build()
+        .await
+        .expect("login");
     let sc = client.service_content();
     let handle: VimClientHandle = client.clone();
     let ext: Extension = miniserde::json::from_str(
@@ -23,7 +28,10 @@ async fn task_tracker_waits_for_extension_tasks() {
             "taskList":[{"_typeName":"ExtensionTaskTypeInfo","taskID":"com.example.rs.job"}]}"#,
     )
     .expect("extension");
-    ExtensionManager::new(handle.clone(), &sc.extension_manager.as_ref().unwrap().value).register_extension(&ext).await.expect("RegisterExtension");
+    ExtensionManager::new(handle.clone(), &sc.extension_manager.as_ref().unwrap().value)
+        .register_extension(&ext)
+        .await
+        .expect("RegisterExtension");
     let tm = TaskManager::new(handle.clone(), &sc.task_manager.as_ref().unwrap().value);
     let tracker = TaskTracker::new(handle.clone());
 
@@ -36,20 +44,30 @@ async fn task_tracker_waits_for_extension_tasks() {
         let result: VimAny = miniserde::json::from_str(r#"{"_typeName":"string","_value":"done"}"#).unwrap();
         task.set_task_state(TaskInfoStateEnum::Success, Some(result), None).await.unwrap();
     });
-    let r = tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(info.task.clone())).await.expect("woken in time").expect("task succeeded");
+    let r = tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(info.task.clone()))
+        .await
+        .expect("woken in time")
+        .expect("task succeeded");
     driver.await.unwrap();
     assert!(matches!(r, Some(VimAny::Value(_))), "{r:?}");
 
-    let info = tm.create_task(&sc.root_folder, "com.example.rs.job", None, false, None, None).await.expect("CreateTask");
+    let info =
+        tm.create_task(&sc.root_folder, "com.example.rs.job", None, false, None, None).await.expect("CreateTask");
     let task = Task::new(handle.clone(), &info.task.value);
-    let fault: MethodFault = miniserde::json::from_str(r#"{"_typeName":"NotFound","faultMessage":[{"_typeName":"LocalizableMessage","key":"k","message":"gone"}]}"#).unwrap();
+    let fault: MethodFault = miniserde::json::from_str(
+        r#"{"_typeName":"NotFound","faultMessage":[{"_typeName":"LocalizableMessage","key":"k","message":"gone"}]}"#,
+    )
+    .unwrap();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
         task.set_task_state(TaskInfoStateEnum::Error, None, Some(&fault)).await.unwrap();
     });
     // A tracker per wait: vim_rs's own loop teardown between two waits is not what is under test.
     let tracker2 = TaskTracker::new(handle.clone());
-    let err = tokio::time::timeout(Duration::from_secs(60), tracker2.wait_any(info.task.clone())).await.expect("woken in time").expect_err("task failed");
+    let err = tokio::time::timeout(Duration::from_secs(60), tracker2.wait_any(info.task.clone()))
+        .await
+        .expect("woken in time")
+        .expect_err("task failed");
     assert_eq!(err.kind(), ErrorKind::TaskFailed);
     assert_eq!(format!("{:?}", err.task_fault().unwrap().type_), "Some(NotFound)");
     // Both trackers' loops end by themselves once nothing is pending.
@@ -68,18 +86,29 @@ async fn task_tracker_sees_a_task_failed_by_test_control() {
     )
     .unwrap();
     let srv = start("control", &["--test-control", rules.to_str().unwrap()]).await;
-    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let client = ClientBuilder::new(&srv.addr)
+        .basic_authn("administrator@vsphere.local", PW)
+        .insecure(true)
+        .build()
+        .await
+        .expect("login");
     let handle: VimClientHandle = client.clone();
     let dc = Datacenter::new(handle.clone(), "datacenter-2");
     let task = dc.rename_task("Oslo").await.expect("Rename_Task");
     let tracker = TaskTracker::new(handle.clone());
-    let err = tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(task)).await.expect("woken in time").expect_err("task failed");
+    let err = tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(task))
+        .await
+        .expect("woken in time")
+        .expect_err("task failed");
     assert_eq!(err.kind(), ErrorKind::TaskFailed);
     assert_eq!(format!("{:?}", err.task_fault().unwrap().type_), "Some(InvalidName)");
     // The rule is spent: the next rename succeeds.
     let task = dc.rename_task("Oslo").await.expect("Rename_Task");
     let tracker2 = TaskTracker::new(handle.clone());
-    tokio::time::timeout(Duration::from_secs(60), tracker2.wait_any(task)).await.expect("woken in time").expect("task succeeded");
+    tokio::time::timeout(Duration::from_secs(60), tracker2.wait_any(task))
+        .await
+        .expect("woken in time")
+        .expect("task succeeded");
     assert_eq!(dc.name().await.expect("name"), "Oslo");
     drop((tracker, tracker2));
     client.close().await.expect("Logout");

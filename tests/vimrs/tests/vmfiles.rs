@@ -33,7 +33,22 @@ async fn update_vm_files_after_remount_then_register() {
     let base = m1.join("vm/data.vmdk");
     sh("qemu-img", &["create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat", base.to_str().unwrap(), "4M"]);
     let delta = m0.join("vm/data-000001.vmdk");
-    sh("qemu-img", &["create", "-q", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse", "-b", base.to_str().unwrap(), "-F", "vmdk", delta.to_str().unwrap()]);
+    sh(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-o",
+            "subformat=twoGbMaxExtentSparse",
+            "-b",
+            base.to_str().unwrap(),
+            "-F",
+            "vmdk",
+            delta.to_str().unwrap(),
+        ],
+    );
     std::fs::write(m0.join("vm/vm.vmx"), format!(".encoding = \"UTF-8\"\ndisplayName = \"rs-vm\"\nscsi0:0.fileName = \"data-000001.vmdk\"\nscsi0:1.fileName = \"{}\"\n", base.display())).unwrap();
     drop(srv);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -44,10 +59,23 @@ async fn update_vm_files_after_remount_then_register() {
     }
     let (n0, n1) = (mount_of(&dir, "LocalDS_0"), mount_of(&dir, "LocalDS_1"));
     assert_ne!(n0, m0);
-    assert!(Command::new("qemu-img").args(["info", "--backing-chain", n0.join("vm/data-000001.vmdk").to_str().unwrap()]).output().unwrap().status.code() != Some(0));
+    assert!(
+        Command::new("qemu-img")
+            .args(["info", "--backing-chain", n0.join("vm/data-000001.vmdk").to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .code()
+            != Some(0)
+    );
 
     let srv = start_in(&dir, &["--datastores", "2"]).await;
-    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let client = ClientBuilder::new(&srv.addr)
+        .basic_authn("administrator@vsphere.local", PW)
+        .insecure(true)
+        .build()
+        .await
+        .expect("login");
     let handle: VimClientHandle = client.clone();
     let dc = vim_rs::mo::Datacenter::new(handle.clone(), "datacenter-2");
     let mut stores = dc.datastore().await.expect("datastores").unwrap_or_default();
@@ -72,9 +100,15 @@ async fn update_vm_files_after_remount_then_register() {
     }
     assert_eq!(pairs.len(), 2);
     for ds in &stores {
-        let task = Datastore::new(handle.clone(), &ds.value).update_virtual_machine_files_task(&pairs).await.expect("UpdateVirtualMachineFiles_Task");
+        let task = Datastore::new(handle.clone(), &ds.value)
+            .update_virtual_machine_files_task(&pairs)
+            .await
+            .expect("UpdateVirtualMachineFiles_Task");
         let tracker = TaskTracker::new(handle.clone());
-        tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(task)).await.expect("in time").expect("task succeeded");
+        tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(task))
+            .await
+            .expect("in time")
+            .expect("task succeeded");
     }
     let chain = sh("qemu-img", &["info", "--backing-chain", n0.join("vm/data-000001.vmdk").to_str().unwrap()]);
     assert_eq!(chain.matches("image:").count(), 2, "{chain}");
@@ -82,7 +116,8 @@ async fn update_vm_files_after_remount_then_register() {
 
     let vm_folder = dc.vm_folder().await.expect("vmFolder");
     let folder = Folder::new(handle.clone(), &vm_folder.value);
-    let task = folder.register_vm_task("[LocalDS_0] vm/vm.vmx", None, false, None, None).await.expect("RegisterVM_Task");
+    let task =
+        folder.register_vm_task("[LocalDS_0] vm/vm.vmx", None, false, None, None).await.expect("RegisterVM_Task");
     let tracker = TaskTracker::new(handle.clone());
     tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(task)).await.expect("in time").expect("registered");
     client.close().await.expect("Logout");
@@ -101,10 +136,16 @@ async fn full_story_create_snapshot_remount_update_register() {
     let _ = std::fs::remove_dir_all(&dir);
     let srv = start_in(&dir, &["--datastores", "2"]).await;
     let (m0, m1) = (mount_of(&dir, "LocalDS_0"), mount_of(&dir, "LocalDS_1"));
-    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let client = ClientBuilder::new(&srv.addr)
+        .basic_authn("administrator@vsphere.local", PW)
+        .insecure(true)
+        .build()
+        .await
+        .expect("login");
     let handle: VimClientHandle = client.clone();
     let dc = vim_rs::mo::Datacenter::new(handle.clone(), "datacenter-2");
-    let hosts = Folder::new(handle.clone(), &dc.host_folder().await.unwrap().value).child_entity().await.unwrap().unwrap();
+    let hosts =
+        Folder::new(handle.clone(), &dc.host_folder().await.unwrap().value).child_entity().await.unwrap().unwrap();
     let pool = ComputeResource::new(handle.clone(), &hosts[0].value).resource_pool().await.unwrap().expect("root pool");
     let vm_folder = Folder::new(handle.clone(), &dc.vm_folder().await.unwrap().value);
     let spec: VirtualMachineConfigSpec = miniserde::json::from_str(
@@ -122,11 +163,21 @@ async fn full_story_create_snapshot_remount_update_register() {
         let h = handle.clone();
         async move {
             let tracker = TaskTracker::new(h);
-            tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(t)).await.expect("in time").expect("task succeeded")
+            tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(t))
+                .await
+                .expect("in time")
+                .expect("task succeeded")
         }
     };
     wait(vm_folder.create_vm_task(&spec, &pool, None).await.expect("CreateVM_Task")).await;
-    let vm_ref = vm_folder.child_entity().await.unwrap().unwrap().into_iter().find(|m| m.r#type == vim_rs::types::enums::MoTypesEnum::VirtualMachine).expect("the VM");
+    let vm_ref = vm_folder
+        .child_entity()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.r#type == vim_rs::types::enums::MoTypesEnum::VirtualMachine)
+        .expect("the VM");
     let vm = VirtualMachine::new(handle.clone(), &vm_ref.value);
     wait(vm.create_snapshot_task("s1", Some("first"), false, false).await.expect("snapshot")).await;
     vm.unregister_vm().await.expect("UnregisterVM");
@@ -140,7 +191,12 @@ async fn full_story_create_snapshot_remount_update_register() {
     }
     let (n0, n1) = (mount_of(&dir, "LocalDS_0"), mount_of(&dir, "LocalDS_1"));
     let srv = start_in(&dir, &["--datastores", "2"]).await;
-    let client = ClientBuilder::new(&srv.addr).basic_authn("administrator@vsphere.local", PW).insecure(true).build().await.expect("login");
+    let client = ClientBuilder::new(&srv.addr)
+        .basic_authn("administrator@vsphere.local", PW)
+        .insecure(true)
+        .build()
+        .await
+        .expect("login");
     let handle: VimClientHandle = client.clone();
     let dc = vim_rs::mo::Datacenter::new(handle.clone(), "datacenter-2");
     let stores = dc.datastore().await.expect("datastores").unwrap_or_default();
@@ -158,17 +214,24 @@ async fn full_story_create_snapshot_remount_update_register() {
         );
     }
     for ds in &stores {
-        let t = Datastore::new(handle.clone(), &ds.value).update_virtual_machine_files_task(&pairs).await.expect("UpdateVirtualMachineFiles_Task");
+        let t = Datastore::new(handle.clone(), &ds.value)
+            .update_virtual_machine_files_task(&pairs)
+            .await
+            .expect("UpdateVirtualMachineFiles_Task");
         let tracker = TaskTracker::new(handle.clone());
         tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(t)).await.expect("in time").expect("updated");
     }
     let vmx = std::fs::read_to_string(n0.join("rs-story/rs-story.vmx")).unwrap();
-    let delta = vmx.lines().find(|l| l.starts_with("scsi0:1.fileName")).and_then(|l| l.split('"').nth(1)).unwrap().to_string();
+    let delta =
+        vmx.lines().find(|l| l.starts_with("scsi0:1.fileName")).and_then(|l| l.split('"').nth(1)).unwrap().to_string();
     let chain = sh("qemu-img", &["info", "--backing-chain", n0.join("rs-story").join(&delta).to_str().unwrap()]);
     assert_eq!(chain.matches("image:").count(), 2, "{chain}");
     assert!(chain.contains(n1.to_str().unwrap()), "{chain}");
     let vm_folder = Folder::new(handle.clone(), &dc.vm_folder().await.unwrap().value);
-    let t = vm_folder.register_vm_task("[LocalDS_0] rs-story/rs-story.vmx", None, false, None, None).await.expect("RegisterVM_Task");
+    let t = vm_folder
+        .register_vm_task("[LocalDS_0] rs-story/rs-story.vmx", None, false, None, None)
+        .await
+        .expect("RegisterVM_Task");
     let tracker = TaskTracker::new(handle.clone());
     tokio::time::timeout(Duration::from_secs(60), tracker.wait_any(t)).await.expect("in time").expect("registered");
     client.close().await.expect("Logout");

@@ -33,7 +33,10 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
     };
     let eng = &state.engine;
     if !eng.has_privilege(&user, &eng.inv.read().root(), "Global.Settings") {
-        return error(StatusCode::FORBIDDEN, format!("{user} may not change test-control rules (needs Global.Settings)"));
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{user} may not change test-control rules (needs Global.Settings)"),
+        );
     }
     if let Some(ds) = req.path.strip_prefix("/admin/datastores/").and_then(|r| r.strip_suffix("/copy")) {
         if req.method != Method::POST {
@@ -41,7 +44,11 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
         }
         let ds = vmodl::MoRef::new(vmodl::types::Datastore, ds);
         return match crate::engine::mo::host_datastore_system::present_copy(eng, &ds) {
-            Ok(dev) => respond(StatusCode::CREATED, "application/json", json!({"datastore": ds.value, "extentDevicePath": dev}).to_string()),
+            Ok(dev) => respond(
+                StatusCode::CREATED,
+                "application/json",
+                json!({"datastore": ds.value, "extentDevicePath": dev}).to_string(),
+            ),
             Err(f) => error(StatusCode::NOT_FOUND, f.message),
         };
     }
@@ -51,13 +58,19 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
         }
         let ds = vmodl::MoRef::new(vmodl::types::Datastore, ds);
         return match crate::engine::mo::datastore::remount(eng, &ds) {
-            Ok(path) => respond(StatusCode::OK, "application/json", json!({"datastore": ds.value, "mountPath": path}).to_string()),
+            Ok(path) => respond(
+                StatusCode::OK,
+                "application/json",
+                json!({"datastore": ds.value, "mountPath": path}).to_string(),
+            ),
             Err(f) => error(StatusCode::NOT_FOUND, f.message),
         };
     }
     let rest = req.path.strip_prefix("/admin/faults").unwrap_or("").trim_matches('/');
     match (&req.method, rest) {
-        (&Method::GET, "") => respond(StatusCode::OK, "application/json", serde_json::to_string(&eng.control.list()).unwrap_or_default()),
+        (&Method::GET, "") => {
+            respond(StatusCode::OK, "application/json", serde_json::to_string(&eng.control.list()).unwrap_or_default())
+        }
         (&Method::POST, "") => {
             let v: serde_json::Value = match serde_json::from_slice(&req.body) {
                 Ok(v) => v,

@@ -6,7 +6,9 @@ use vmodl::{find_method, DecodeError, MethodDef, MoRef, TypeId, Value};
 
 pub fn decode_fault(e: DecodeError) -> Fault {
     match e {
-        DecodeError::InvalidValue { path, msg } => Fault::invalid_argument(&path, format!("invalid value for {path}: {msg}")),
+        DecodeError::InvalidValue { path, msg } => {
+            Fault::invalid_argument(&path, format!("invalid value for {path}: {msg}"))
+        }
         other => Fault::invalid_request(other.to_string()),
     }
 }
@@ -48,10 +50,11 @@ pub async fn call(
             return Err(f);
         }
     }
-    let r = if this.ty == vmodl::types::PropertyCollector && (m.name == "WaitForUpdatesEx" || m.name == "WaitForUpdates") {
-        eng.wait_for_updates(ctx, this, m, args).await?
-    } else {
-        eng.invoke(ctx, this, m, args)?
-    };
+    let r =
+        if this.ty == vmodl::types::PropertyCollector && (m.name == "WaitForUpdatesEx" || m.name == "WaitForUpdates") {
+            eng.wait_for_updates(ctx, this, m, args).await?
+        } else {
+            eng.invoke(ctx, this, m, args)?
+        };
     Ok((r, m))
 }

@@ -137,17 +137,19 @@ pub async fn handle(state: &AppState, parts: hyper::http::request::Parts, body: 
     let Some(session) = super::header_tokens(&req.headers, false).iter().find_map(|t| eng.session_for_token(t)) else {
         return text(StatusCode::UNAUTHORIZED, "a valid session is required");
     };
-    let rel = percent_encoding::percent_decode_str(req.path.strip_prefix("/folder").unwrap_or("")).decode_utf8_lossy().into_owned();
+    let rel = percent_encoding::percent_decode_str(req.path.strip_prefix("/folder").unwrap_or(""))
+        .decode_utf8_lossy()
+        .into_owned();
     let Some(ds_name) = req.query_param("dsName") else {
         return text(StatusCode::BAD_REQUEST, "dsName is required");
     };
     let dc_path = req.query_param("dcPath").unwrap_or_else(|| "DC0".into());
     let ds = {
         let inv = eng.inv.read();
-        let dc = inv
-            .objects
-            .values()
-            .find(|e| e.moref.ty == types::Datacenter && (e.name == dc_path || e.name == dc_path.trim_matches('/').rsplit('/').next().unwrap_or("")));
+        let dc = inv.objects.values().find(|e| {
+            e.moref.ty == types::Datacenter
+                && (e.name == dc_path || e.name == dc_path.trim_matches('/').rsplit('/').next().unwrap_or(""))
+        });
         let Some(dc) = dc else { return text(StatusCode::NOT_FOUND, format!("datacenter '{dc_path}' not found")) };
         let found = inv
             .in_datacenter(&dc.moref.value, types::Datastore)
@@ -160,7 +162,11 @@ pub async fn handle(state: &AppState, parts: hyper::http::request::Parts, body: 
             None => return text(StatusCode::NOT_FOUND, format!("datastore '{ds_name}' not found in '{dc_path}'")),
         }
     };
-    let privilege = if req.method == Method::GET || req.method == Method::HEAD { "Datastore.Browse" } else { "Datastore.FileManagement" };
+    let privilege = if req.method == Method::GET || req.method == Method::HEAD {
+        "Datastore.Browse"
+    } else {
+        "Datastore.FileManagement"
+    };
     if !eng.has_privilege(&session.user, &ds.0, privilege) {
         return text(StatusCode::FORBIDDEN, format!("permission denied: {privilege} on {}", ds.0.value));
     }
@@ -197,13 +203,16 @@ pub async fn handle(state: &AppState, parts: hyper::http::request::Parts, body: 
             }
             match tokio::fs::remove_file(&path).await {
                 Ok(()) => respond(StatusCode::NO_CONTENT, "text/plain", ""),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => text(StatusCode::NOT_FOUND, format!("'{rel}' not found")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    text(StatusCode::NOT_FOUND, format!("'{rel}' not found"))
+                }
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot delete {rel}: {e}")),
             }
         }
         _ => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use GET, HEAD, PUT or DELETE");
-            r.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD, PUT, DELETE"));
+            r.headers_mut()
+                .insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD, PUT, DELETE"));
             r
         }
     }
@@ -219,10 +228,15 @@ async fn download(req: &Req, path: &Path, rel: &str) -> Resp {
         Ok(_) => return text(StatusCode::BAD_REQUEST, format!("'{rel}' is a directory")),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot read {rel}: {e}")),
     };
-    let b = hyper::Response::builder().header("Content-Type", "application/octet-stream").header("Accept-Ranges", "bytes");
+    let b =
+        hyper::Response::builder().header("Content-Type", "application/octet-stream").header("Accept-Ranges", "bytes");
     let (b, start, n) = match parse_range(req.header("range"), len) {
         Want::All => (b.status(StatusCode::OK), 0, len),
-        Want::Part(s, e) => (b.status(StatusCode::PARTIAL_CONTENT).header("Content-Range", format!("bytes {s}-{e}/{len}")), s, e - s + 1),
+        Want::Part(s, e) => (
+            b.status(StatusCode::PARTIAL_CONTENT).header("Content-Range", format!("bytes {s}-{e}/{len}")),
+            s,
+            e - s + 1,
+        ),
         Want::Unsatisfiable => {
             let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, format!("'{rel}' has {len} bytes"));
             r.headers_mut().insert("Content-Range", format!("bytes */{len}").parse().expect("header value"));
@@ -244,7 +258,9 @@ async fn download(req: &Req, path: &Path, rel: &str) -> Resp {
         }
         let mut buf = BytesMut::zeroed((left as usize).min(CHUNK));
         match f.read(&mut buf).await {
-            Ok(0) => Some((Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file got shorter")), (f, 0))),
+            Ok(0) => {
+                Some((Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file got shorter")), (f, 0)))
+            }
             Ok(k) => {
                 buf.truncate(k);
                 Some((Ok(Frame::data(buf.freeze())), (f, left - k as u64)))
@@ -275,18 +291,23 @@ async fn upload(state: &AppState, req: &Req, mut body: Incoming, root: &Path, pa
     }
     // The final component is not followed.
     let existed = match tokio::fs::symlink_metadata(path).await {
-        Ok(md) if md.file_type().is_symlink() => return closing(text(StatusCode::FORBIDDEN, format!("'{rel}' is a symbolic link"))),
+        Ok(md) if md.file_type().is_symlink() => {
+            return closing(text(StatusCode::FORBIDDEN, format!("'{rel}' is a symbolic link")))
+        }
         Ok(md) if md.is_dir() => return closing(text(StatusCode::BAD_REQUEST, format!("'{rel}' is a directory"))),
         Ok(_) => true,
         Err(_) => false,
     };
     let free = free_space(&parent).unwrap_or(u64::MAX);
-    let no_space = || closing(text(StatusCode::INSUFFICIENT_STORAGE, format!("not enough free space on the datastore for '{rel}'")));
+    let no_space = || {
+        closing(text(StatusCode::INSUFFICIENT_STORAGE, format!("not enough free space on the datastore for '{rel}'")))
+    };
     if declared.is_some_and(|n| n > free) {
         return no_space();
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut tmp = TempFile { path: parent.join(format!(".{name}.vtwin-upload-{}", uuid::Uuid::new_v4().simple())), keep: false };
+    let mut tmp =
+        TempFile { path: parent.join(format!(".{name}.vtwin-upload-{}", uuid::Uuid::new_v4().simple())), keep: false };
     let mut file = match tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp.path).await {
         Ok(f) => f,
         Err(e) => {
@@ -298,7 +319,9 @@ async fn upload(state: &AppState, req: &Req, mut body: Incoming, root: &Path, pa
     let mut written: u64 = 0;
     loop {
         let frame = match tokio::time::timeout(stall, body.frame()).await {
-            Err(_) => return closing(text(StatusCode::REQUEST_TIMEOUT, format!("no upload data for {} s", stall.as_secs()))),
+            Err(_) => {
+                return closing(text(StatusCode::REQUEST_TIMEOUT, format!("no upload data for {} s", stall.as_secs())))
+            }
             Ok(None) => break,
             Ok(Some(Err(e))) => return closing(text(StatusCode::BAD_REQUEST, format!("upload interrupted: {e}"))),
             Ok(Some(Ok(f))) => f,
@@ -306,7 +329,10 @@ async fn upload(state: &AppState, req: &Req, mut body: Incoming, root: &Path, pa
         let Ok(data) = frame.into_data() else { continue };
         written += data.len() as u64;
         if written > MAX_FILE_BODY as u64 {
-            return closing(text(StatusCode::PAYLOAD_TOO_LARGE, format!("uploads are limited to {MAX_FILE_BODY} bytes")));
+            return closing(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("uploads are limited to {MAX_FILE_BODY} bytes"),
+            ));
         }
         if written > free {
             return no_space();

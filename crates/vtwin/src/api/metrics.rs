@@ -12,18 +12,47 @@ use std::time::Duration;
 /// Labels the server itself produces (outside the registry's method names).
 const FIXED: &[&str] = &[
     // HTTP methods (/folder, /admin).
-    "GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS",
+    "GET",
+    "HEAD",
+    "PUT",
+    "POST",
+    "DELETE",
+    "PATCH",
+    "OPTIONS",
     // route() and the wire layers.
-    "vimServiceVersions", "vsanServiceVersions", "hello", "nbd-tickets", "scrape", "not_found", "invalid", "panic",
-    "body_too_large", "body_unread",
+    "vimServiceVersions",
+    "vsanServiceVersions",
+    "hello",
+    "nbd-tickets",
+    "scrape",
+    "not_found",
+    "invalid",
+    "panic",
+    "body_too_large",
+    "body_unread",
     // vAPI (/api, /rest).
-    "session.create", "session.get", "session.delete", "tasks.list", "tasks.get", "tasks.cancel",
-    "extension.tasks.create", "extension.tasks.update", "unknown", "jsonrpc.parse_error", "jsonrpc.invalid",
-    "com.vmware.cis.session.create", "com.vmware.cis.session.get", "com.vmware.cis.session.delete",
-    "com.vmware.cis.tasks.get", "com.vmware.cis.tasks.list", "com.vmware.cis.tasks.cancel",
-    "com.vmware.vcenter.extension.tasks.create", "com.vmware.vcenter.extension.tasks.update",
+    "session.create",
+    "session.get",
+    "session.delete",
+    "tasks.list",
+    "tasks.get",
+    "tasks.cancel",
+    "extension.tasks.create",
+    "extension.tasks.update",
+    "unknown",
+    "jsonrpc.parse_error",
+    "jsonrpc.invalid",
+    "com.vmware.cis.session.create",
+    "com.vmware.cis.session.get",
+    "com.vmware.cis.session.delete",
+    "com.vmware.cis.tasks.get",
+    "com.vmware.cis.tasks.list",
+    "com.vmware.cis.tasks.cancel",
+    "com.vmware.vcenter.extension.tasks.create",
+    "com.vmware.vcenter.extension.tasks.update",
     // VCD.
-    "versions", "negotiate",
+    "versions",
+    "negotiate",
 ];
 
 /// VCD routes: "METHOD path", a `{id}` segment standing for any one segment.
@@ -48,7 +77,8 @@ const VCD_ROUTES: &[&str] = &[
 fn known() -> &'static HashSet<&'static str> {
     static K: OnceLock<HashSet<&'static str>> = OnceLock::new();
     K.get_or_init(|| {
-        let mut k: HashSet<&'static str> = vmodl::schema::TYPES.iter().flat_map(|t| t.methods.iter().map(|m| m.name)).collect();
+        let mut k: HashSet<&'static str> =
+            vmodl::schema::TYPES.iter().flat_map(|t| t.methods.iter().map(|m| m.name)).collect();
         k.extend(FIXED.iter().copied());
         k
     })
@@ -143,7 +173,9 @@ impl Metrics {
         let m = self.series.lock();
         let m: Vec<((String, String), &Series)> = m.iter().map(|((a, b), s)| ((escape(a), escape(b)), s)).collect();
         let mut o = String::new();
-        o.push_str("# HELP vtwin_requests_total Requests served, by API and method.\n# TYPE vtwin_requests_total counter\n");
+        o.push_str(
+            "# HELP vtwin_requests_total Requests served, by API and method.\n# TYPE vtwin_requests_total counter\n",
+        );
         for ((api, method), s) in m.iter() {
             let _ = writeln!(o, "vtwin_requests_total{{api=\"{api}\",method=\"{method}\"}} {}", s.count);
         }
@@ -151,14 +183,25 @@ impl Metrics {
         for ((api, method), s) in m.iter() {
             let _ = writeln!(o, "vtwin_request_errors_total{{api=\"{api}\",method=\"{method}\"}} {}", s.errors);
         }
-        o.push_str("# HELP vtwin_request_duration_seconds Request latency.\n# TYPE vtwin_request_duration_seconds histogram\n");
+        o.push_str(
+            "# HELP vtwin_request_duration_seconds Request latency.\n# TYPE vtwin_request_duration_seconds histogram\n",
+        );
         for ((api, method), s) in m.iter() {
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(o, "vtwin_request_duration_seconds_bucket{{api=\"{api}\",method=\"{method}\",le=\"{b}\"}} {}", s.buckets[i]);
+                let _ = writeln!(
+                    o,
+                    "vtwin_request_duration_seconds_bucket{{api=\"{api}\",method=\"{method}\",le=\"{b}\"}} {}",
+                    s.buckets[i]
+                );
             }
-            let _ = writeln!(o, "vtwin_request_duration_seconds_bucket{{api=\"{api}\",method=\"{method}\",le=\"+Inf\"}} {}", s.count);
+            let _ = writeln!(
+                o,
+                "vtwin_request_duration_seconds_bucket{{api=\"{api}\",method=\"{method}\",le=\"+Inf\"}} {}",
+                s.count
+            );
             let _ = writeln!(o, "vtwin_request_duration_seconds_sum{{api=\"{api}\",method=\"{method}\"}} {}", s.sum);
-            let _ = writeln!(o, "vtwin_request_duration_seconds_count{{api=\"{api}\",method=\"{method}\"}} {}", s.count);
+            let _ =
+                writeln!(o, "vtwin_request_duration_seconds_count{{api=\"{api}\",method=\"{method}\"}} {}", s.count);
         }
         o
     }

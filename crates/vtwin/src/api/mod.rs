@@ -115,8 +115,15 @@ pub fn error_response(state: &AppState, path: &str, status: StatusCode, message:
     let vapi = path == "/api" || path.starts_with("/rest/") || path.starts_with("/api/");
     let mut r = if state.vcd {
         let minor = status.canonical_reason().unwrap_or("ERROR").to_ascii_uppercase().replace([' ', '-'], "_");
-        let n = vcd::tree::Node::new("Error").attr("minorErrorCode", minor).attr("message", message.to_string()).attr("majorErrorCode", status.as_u16().to_string());
-        respond(status, "application/vnd.vmware.vcloud.error+xml", vcd::tree::to_xml(&n, "http://www.vmware.com/vcloud/v1.5"))
+        let n = vcd::tree::Node::new("Error")
+            .attr("minorErrorCode", minor)
+            .attr("message", message.to_string())
+            .attr("majorErrorCode", status.as_u16().to_string());
+        respond(
+            status,
+            "application/vnd.vmware.vcloud.error+xml",
+            vcd::tree::to_xml(&n, "http://www.vmware.com/vcloud/v1.5"),
+        )
     } else if soap {
         let f = fault();
         respond(status, "text/xml; charset=utf-8", vmodl::soap::encode_fault(&f.data, &f.message, "urn:vim25", newest))
@@ -167,7 +174,8 @@ impl Req {
     pub fn query_param(&self, name: &str) -> Option<String> {
         self.query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == name).then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
+            (k == name)
+                .then(|| percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned())
         })
     }
 }
@@ -222,12 +230,19 @@ fn content_length(headers: &hyper::HeaderMap) -> Option<u64> {
 
 /// Read a whole request body of at most `limit` bytes; each piece must
 /// arrive within `stall`.
-async fn read_body(mut body: Incoming, limit: usize, stall: Duration, hint: Option<u64>) -> Result<Bytes, (StatusCode, String)> {
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    stall: Duration,
+    hint: Option<u64>,
+) -> Result<Bytes, (StatusCode, String)> {
     let mut first: Option<Bytes> = None;
     let mut buf: Vec<u8> = vec![];
     loop {
         let frame = match tokio::time::timeout(stall, body.frame()).await {
-            Err(_) => return Err((StatusCode::REQUEST_TIMEOUT, format!("no request body data for {} s", stall.as_secs()))),
+            Err(_) => {
+                return Err((StatusCode::REQUEST_TIMEOUT, format!("no request body data for {} s", stall.as_secs())))
+            }
             Ok(None) => break,
             Ok(Some(Err(e))) => return Err((StatusCode::BAD_REQUEST, format!("cannot read request body: {e}"))),
             Ok(Some(Ok(f))) => f,
@@ -258,8 +273,12 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
     }
     let path = req.path.clone();
     match (&req.method, path.as_str()) {
-        (&Method::GET, "/sdk/vimServiceVersions.xml") => (soap::service_versions("urn:vim25", RELEASES), "soap", "vimServiceVersions".into()),
-        (&Method::GET, "/sdk/vsanServiceVersions.xml") => (soap::service_versions("urn:vsan", VSAN_RELEASES), "soap", "vsanServiceVersions".into()),
+        (&Method::GET, "/sdk/vimServiceVersions.xml") => {
+            (soap::service_versions("urn:vim25", RELEASES), "soap", "vimServiceVersions".into())
+        }
+        (&Method::GET, "/sdk/vsanServiceVersions.xml") => {
+            (soap::service_versions("urn:vsan", VSAN_RELEASES), "soap", "vsanServiceVersions".into())
+        }
         (&Method::POST, "/sdk") | (&Method::POST, "/sdk/vimService") => {
             let (r, m) = soap::handle(&state, &req, "urn:vim25").await;
             (r, "soap", m)
@@ -275,7 +294,12 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
             let (r, m) = vapi::handle_jsonrpc(&state, &req);
             (r, "vapi", m)
         }
-        (_, p) if p.starts_with("/rest/") || p == "/api/session" || p.starts_with("/api/cis/") || p.starts_with("/api/vcenter/extension/") => {
+        (_, p)
+            if p.starts_with("/rest/")
+                || p == "/api/session"
+                || p.starts_with("/api/cis/")
+                || p.starts_with("/api/vcenter/extension/") =>
+        {
             let (r, m) = vapi::handle_rest(&state, &req);
             (r, "vapi", m)
         }
@@ -284,10 +308,16 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
             (r, "vijson", m)
         }
         (&Method::POST, "/api/vtwin/nbd-tickets") => (nbd::tickets(&state, &req), "vapi", "nbd-tickets".into()),
-        (_, p) if p == "/admin/faults" || p.starts_with("/admin/faults/") || p.starts_with("/admin/datastores/") => (admin::handle(&state, &req), "admin", req.method.to_string()),
+        (_, p) if p == "/admin/faults" || p.starts_with("/admin/faults/") || p.starts_with("/admin/datastores/") => {
+            (admin::handle(&state, &req), "admin", req.method.to_string())
+        }
         (&Method::GET, "/metrics") => (metrics::handle(&state, &req), "metrics", "scrape".into()),
         _ => (
-            respond(StatusCode::NOT_FOUND, "application/json", serde_json::json!({"error": "not found", "path": path}).to_string()),
+            respond(
+                StatusCode::NOT_FOUND,
+                "application/json",
+                serde_json::json!({"error": "not found", "path": path}).to_string(),
+            ),
             "other",
             "not_found".into(),
         ),
@@ -304,7 +334,11 @@ where
         Ok(r) => r,
         Err(_) => {
             tracing::error!(path, "request handler panicked");
-            (error_response(state, path, StatusCode::INTERNAL_SERVER_ERROR, "internal error (handler panicked)"), "internal", "panic".to_string())
+            (
+                error_response(state, path, StatusCode::INTERNAL_SERVER_ERROR, "internal error (handler panicked)"),
+                "internal",
+                "panic".to_string(),
+            )
         }
     }
 }
@@ -331,7 +365,8 @@ async fn serve_one(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
     // (streams) the body.
     if !state.vcd && path.starts_with("/folder") {
         let method = parts.method.to_string();
-        let (resp, api, method) = guarded(&state, &path, async { (files::handle(&state, parts, body, peer).await, "folder", method) }).await;
+        let (resp, api, method) =
+            guarded(&state, &path, async { (files::handle(&state, parts, body, peer).await, "folder", method) }).await;
         state.metrics.record(api, &method, resp.status().as_u16(), start.elapsed());
         return resp;
     }
@@ -340,7 +375,10 @@ async fn serve_one(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
     let limit = if has_session(&state, &parts.headers) { MAX_API_BODY } else { MAX_ANON_BODY };
     let declared = content_length(&parts.headers);
     let body = match declared {
-        Some(n) if n > limit as u64 => Err((StatusCode::PAYLOAD_TOO_LARGE, format!("request body of {n} bytes is larger than the {limit} accepted"))),
+        Some(n) if n > limit as u64 => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body of {n} bytes is larger than the {limit} accepted"),
+        )),
         _ => read_body(body, limit, state.limits.idle_timeout, declared).await,
     };
     let body = match body {
@@ -349,7 +387,12 @@ async fn serve_one(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
             let mut r = error_response(&state, &path, status, &msg);
             // The rest of the body is not read: the connection ends here.
             r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
-            state.metrics.record(api_of(&state, &path), if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "body_unread" }, status.as_u16(), start.elapsed());
+            state.metrics.record(
+                api_of(&state, &path),
+                if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "body_unread" },
+                status.as_u16(),
+                start.elapsed(),
+            );
             return r;
         }
     };
@@ -464,7 +507,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         }
         r
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.watch.on_write();
@@ -488,7 +535,9 @@ pub struct Slot(Arc<AtomicUsize>);
 impl Slot {
     /// A place, unless `max` are taken.
     pub fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok().map(|_| Slot(open.clone()))
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Slot(open.clone()))
     }
 }
 
@@ -512,7 +561,9 @@ impl RefusalLog {
         let n = self.since.fetch_add(1, Ordering::Relaxed) + 1;
         let now = now_ms() + 1;
         let last = self.last_ms.load(Ordering::Relaxed);
-        if (last == 0 || now >= last + 10_000) && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if (last == 0 || now >= last + 10_000)
+            && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
             self.since.store(0, Ordering::Relaxed);
             tracing::warn!(refused = n, max, "{what}: connection limit reached, new connections are closed");
         }
@@ -550,7 +601,8 @@ where
             })
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(Watched { io, watch: watch.clone() }), svc);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(Watched { io, watch: watch.clone() }), svc);
     tokio::pin!(conn);
     loop {
         let Some(left) = watch.left(&state.limits) else {
@@ -570,7 +622,11 @@ where
 }
 
 /// Accept connections until the process ends.
-pub async fn serve(state: Arc<AppState>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> anyhow::Result<()> {
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> anyhow::Result<()> {
     accept_loop(state, listener, tls, Mode::Api).await
 }
 
@@ -579,7 +635,12 @@ pub async fn serve_metrics(state: Arc<AppState>, listener: TcpListener) -> anyho
     accept_loop(state, listener, None, Mode::Metrics).await
 }
 
-async fn accept_loop(state: Arc<AppState>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, mode: Mode) -> anyhow::Result<()> {
+async fn accept_loop(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mode: Mode,
+) -> anyhow::Result<()> {
     static REFUSED: RefusalLog = RefusalLog::new();
     loop {
         let (stream, peer) = match listener.accept().await {

@@ -34,7 +34,11 @@ pub struct NbdLimits {
 
 impl Default for NbdLimits {
     fn default() -> NbdLimits {
-        NbdLimits { handshake_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(300), max_connections: 1024 }
+        NbdLimits {
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 1024,
+        }
     }
 }
 
@@ -150,7 +154,11 @@ pub fn tickets(state: &AppState, req: &Req) -> Resp {
     };
     let eng = &state.engine;
     let Some(session) = super::header_tokens(&req.headers, false).iter().find_map(|t| eng.session_for_token(t)) else {
-        return err(StatusCode::UNAUTHORIZED, "unauthenticated", "send vmware-api-session-id or the SOAP session cookie".into());
+        return err(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "send vmware-api-session-id or the SOAP session cookie".into(),
+        );
     };
     let Some(nbd) = state.nbd_addr else {
         return err(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "the NBD server is not running".into());
@@ -184,15 +192,25 @@ pub fn tickets(state: &AppState, req: &Req) -> Resp {
     let expires_ms = chrono::Utc::now().timestamp_millis() + TICKET_TTL_MS;
     let name = eng.disks.issue_ticket(Ticket { disk: disk.into(), datastore: ds.into(), snapshot, write, expires_ms });
     state.nbd_tickets.bind(&name, &session.token, expires_ms);
-    let expires = chrono::DateTime::from_timestamp_millis(expires_ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    respond(StatusCode::CREATED, "application/json", json!({"uri": format!("nbd://{nbd}/{name}"), "expires": expires}).to_string())
+    let expires = chrono::DateTime::from_timestamp_millis(expires_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    respond(
+        StatusCode::CREATED,
+        "application/json",
+        json!({"uri": format!("nbd://{nbd}/{name}"), "expires": expires}).to_string(),
+    )
 }
 
 /// What a connection serves.
 enum Export {
     /// The size is taken when the export is opened, so answering it never
     /// waits for the disk's lock.
-    Live { disk: DiskRef, write: bool, size: u64 },
+    Live {
+        disk: DiskRef,
+        write: bool,
+        size: u64,
+    },
     Snapshot(Arc<vdisk::Chain>),
 }
 
@@ -301,7 +319,12 @@ struct Negotiated {
     meta: bool,
 }
 
-async fn connection(eng: Arc<Engine>, bindings: Arc<Bindings>, limits: &NbdLimits, stream: TcpStream) -> std::io::Result<()> {
+async fn connection(
+    eng: Arc<Engine>,
+    bindings: Arc<Bindings>,
+    limits: &NbdLimits,
+    stream: TcpStream,
+) -> std::io::Result<()> {
     let (r, w) = stream.into_split();
     let (mut r, mut w): (Rd, Wr) = (BufReader::with_capacity(READ_BUF, r), BufWriter::with_capacity(WRITE_BUF, w));
     let n = match tokio::time::timeout(limits.handshake_timeout, negotiate(&eng, &bindings, &mut r, &mut w)).await {
@@ -312,7 +335,12 @@ async fn connection(eng: Arc<Engine>, bindings: Arc<Bindings>, limits: &NbdLimit
     transmission(&eng, n, r, w, limits.idle_timeout).await
 }
 
-async fn negotiate(eng: &Arc<Engine>, bindings: &Arc<Bindings>, r: &mut Rd, w: &mut Wr) -> std::io::Result<Option<Negotiated>> {
+async fn negotiate(
+    eng: &Arc<Engine>,
+    bindings: &Arc<Bindings>,
+    r: &mut Rd,
+    w: &mut Wr,
+) -> std::io::Result<Option<Negotiated>> {
     w.write_u64(NBDMAGIC).await?;
     w.write_u64(IHAVEOPT).await?;
     w.write_u16(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).await?;
@@ -338,7 +366,11 @@ async fn negotiate(eng: &Arc<Engine>, bindings: &Arc<Bindings>, r: &mut Rd, w: &
                 let name = String::from_utf8_lossy(&data).into_owned();
                 let (eng2, b2) = (eng.clone(), bindings.clone());
                 // Old-style: no way to say no but to hang up.
-                let Some((ex, token)) = tokio::task::spawn_blocking(move || open_export(&eng2, &b2, &name)).await.ok().flatten() else { return Ok(None) };
+                let Some((ex, token)) =
+                    tokio::task::spawn_blocking(move || open_export(&eng2, &b2, &name)).await.ok().flatten()
+                else {
+                    return Ok(None);
+                };
                 w.write_u64(ex.size()).await?;
                 w.write_u16(ex.flags()).await?;
                 if !no_zeroes {
@@ -361,7 +393,10 @@ async fn negotiate(eng: &Arc<Engine>, bindings: &Arc<Bindings>, r: &mut Rd, w: &
             }
             OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
                 let mut at = 0;
-                let (Some(_name), Some(n)) = (be_string(&data, &mut at), data.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")))) else {
+                let (Some(_name), Some(n)) = (
+                    be_string(&data, &mut at),
+                    data.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes"))),
+                ) else {
                     opt_reply(w, opt, REP_ERR_INVALID, b"malformed meta context request").await?;
                     continue;
                 };
@@ -373,7 +408,12 @@ async fn negotiate(eng: &Arc<Engine>, bindings: &Arc<Bindings>, r: &mut Rd, w: &
                 let mut wants = n == 0 && opt == OPT_LIST_META_CONTEXT;
                 for _ in 0..n {
                     match be_string(&data, &mut at) {
-                        Some(q) if q == "base:allocation" || (opt == OPT_LIST_META_CONTEXT && (q == "base:" || q == "base")) => wants = true,
+                        Some(q)
+                            if q == "base:allocation"
+                                || (opt == OPT_LIST_META_CONTEXT && (q == "base:" || q == "base")) =>
+                        {
+                            wants = true
+                        }
                         Some(_) => {}
                         None => break,
                     }
@@ -609,7 +649,14 @@ async fn transmission(eng: &Arc<Engine>, n: Negotiated, mut r: Rd, mut w: Wr, id
         if writes && !ex.writable() {
             error_reply(&mut w, handle, structured, EPERM, "the export is read-only").await?;
         } else if !in_range && cmd != CMD_FLUSH {
-            error_reply(&mut w, handle, structured, if cmd == CMD_WRITE { ENOSPC } else { EINVAL }, "beyond the end of the export").await?;
+            error_reply(
+                &mut w,
+                handle,
+                structured,
+                if cmd == CMD_WRITE { ENOSPC } else { EINVAL },
+                "beyond the end of the export",
+            )
+            .await?;
         } else {
             match cmd {
                 CMD_READ => {
@@ -628,7 +675,16 @@ async fn transmission(eng: &Arc<Engine>, n: Negotiated, mut r: Rd, mut w: Wr, id
                         .await
                         .map_err(|e| std::io::Error::other(e.to_string()))?;
                         match res {
-                            Ok(buf) if structured => chunk(&mut w, handle, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, &[&offset.to_be_bytes(), &buf]).await?,
+                            Ok(buf) if structured => {
+                                chunk(
+                                    &mut w,
+                                    handle,
+                                    REPLY_FLAG_DONE,
+                                    REPLY_TYPE_OFFSET_DATA,
+                                    &[&offset.to_be_bytes(), &buf],
+                                )
+                                .await?
+                            }
                             Ok(buf) => simple_reply(&mut w, handle, 0, &buf).await?,
                             Err(e) => error_reply(&mut w, handle, structured, errno(&e), &e.to_string()).await?,
                         }
@@ -709,7 +765,16 @@ async fn transmission(eng: &Arc<Engine>, n: Negotiated, mut r: Rd, mut w: Wr, id
                         Err(e) => error_reply(&mut w, handle, structured, errno(&e), &e.to_string()).await?,
                     }
                 }
-                _ => error_reply(&mut w, handle, structured, if cmd == CMD_BLOCK_STATUS { EINVAL } else { ENOTSUP }, "command not supported").await?,
+                _ => {
+                    error_reply(
+                        &mut w,
+                        handle,
+                        structured,
+                        if cmd == CMD_BLOCK_STATUS { EINVAL } else { ENOTSUP },
+                        "command not supported",
+                    )
+                    .await?
+                }
             }
         }
         // Reply now unless more requests are already waiting (pipelining).

@@ -8,8 +8,12 @@ use vmodl::{soap, types, TypeRef, VersionId};
 pub const COOKIE: &str = "vmware_soap_session";
 
 pub fn service_versions(ns: &str, releases: &[&str]) -> Resp {
-    let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<namespaces version=\"1.0\">\n <namespace>\n");
-    o.push_str(&format!("  <name>{ns}</name>\n  <version>{}</version>\n  <priorVersions>\n", releases[releases.len() - 1]));
+    let mut o =
+        String::from("<?xml version=\"1.0\" encoding=\"UTF-8\" ?>\n<namespaces version=\"1.0\">\n <namespace>\n");
+    o.push_str(&format!(
+        "  <name>{ns}</name>\n  <version>{}</version>\n  <priorVersions>\n",
+        releases[releases.len() - 1]
+    ));
     for r in releases[..releases.len() - 1].iter().rev() {
         o.push_str(&format!("   <version>{r}</version>\n"));
     }
@@ -51,7 +55,10 @@ pub async fn handle(state: &AppState, req: &Req, ns: &str) -> (Resp, String) {
     let mut ctx = Ctx::new(version);
     ctx.ip = req.peer.ip().to_string();
     ctx.user_agent = req.header("user-agent").unwrap_or("").to_string();
-    let token = req.cookie(COOKIE).or_else(|| parsed.header_session.clone()).or_else(|| req.header("vmware-api-session-id").map(str::to_string));
+    let token = req
+        .cookie(COOKIE)
+        .or_else(|| parsed.header_session.clone())
+        .or_else(|| req.header("vmware-api-session-id").map(str::to_string));
     let had_token = token.is_some();
     ctx.session = token.as_deref().and_then(|t| eng.session_for_token(t));
 

@@ -7,7 +7,11 @@ pub fn acceptor(data_dir: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     let cert_path = data_dir.join("server.crt");
     let key_path = data_dir.join("server.key");
     if !cert_path.exists() || !key_path.exists() {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])?;
+        let ck = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ])?;
         std::fs::write(&cert_path, ck.cert.pem())?;
         std::fs::write(&key_path, ck.key_pair.serialize_pem())?;
         #[cfg(unix)]
@@ -16,7 +20,8 @@ pub fn acceptor(data_dir: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
             std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
         }
     }
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(&cert_path)?)).collect::<Result<Vec<_>, _>>()?;
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(&cert_path)?))
+        .collect::<Result<Vec<_>, _>>()?;
     let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(&key_path)?))?
         .ok_or_else(|| anyhow::anyhow!("no private key in {}", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());

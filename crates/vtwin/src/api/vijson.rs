@@ -19,21 +19,26 @@ pub fn fault_resp(f: &Fault, version: VersionId) -> Resp {
 /// sides speak, or "" when there is none.
 pub fn hello(req: &Req) -> Resp {
     let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or(serde_json::Value::Null);
-    let offered: Vec<&str> = body.get("api_releases").and_then(|a| a.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+    let offered: Vec<&str> = body
+        .get("api_releases")
+        .and_then(|a| a.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
     let best = super::RELEASES.iter().rev().find(|r| offered.contains(r)).copied().unwrap_or("");
     json_resp(StatusCode::OK, &serde_json::json!({ "api_release": best }))
 }
 
 pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
     let rest = &req.path["/sdk/vim25/".len()..];
-    let mut segs: Vec<String> = rest
-        .split('/')
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
+    let mut segs: Vec<String> =
+        rest.split('/').map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()).collect();
     let newest = VersionId::by_wire("vim25", super::newest_release()).expect("newest release");
     let release = segs.first().cloned().unwrap_or_default();
     if !super::RELEASES.contains(&release.as_str()) {
-        let f = Fault::invalid_request(format!("API release '{release}' is not served; this server speaks {}", super::RELEASES.join(", ")));
+        let f = Fault::invalid_request(format!(
+            "API release '{release}' is not served; this server speaks {}",
+            super::RELEASES.join(", ")
+        ));
         return (fault_resp(&f, newest), "invalid".into());
     }
     if segs.get(1).map(String::as_str) == Some("vsan") {
@@ -43,9 +48,13 @@ pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
     // client type model): speak the release's vSAN version where there is
     // one, whose lineage includes the vim25 release, so a CNS task's result
     // read through /sdk/vim25/{release}/Task/... is whole.
-    let version = VersionId::by_wire("vsan", &release).or_else(|| VersionId::by_wire("vim25", &release)).expect("served release");
+    let version =
+        VersionId::by_wire("vsan", &release).or_else(|| VersionId::by_wire("vim25", &release)).expect("served release");
     if segs.len() != 4 || segs[3].is_empty() {
-        let f = Fault::invalid_request(format!("expected /sdk/vim25/{{release}}/{{Type}}/{{moId}}/{{method}}, got {}", req.path));
+        let f = Fault::invalid_request(format!(
+            "expected /sdk/vim25/{{release}}/{{Type}}/{{moId}}/{{method}}, got {}",
+            req.path
+        ));
         return (fault_resp(&f, version), "invalid".into());
     }
     let (tname, moid, name) = (&segs[1], &segs[2], &segs[3]);
@@ -53,7 +62,11 @@ pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
     let mut ctx = Ctx::new(version);
     ctx.ip = req.peer.ip().to_string();
     ctx.user_agent = req.header("user-agent").unwrap_or("").to_string();
-    ctx.session = req.header(SESSION_HEADER).map(str::to_string).or_else(|| req.cookie(super::soap::COOKIE)).and_then(|t| eng.session_for_token(&t));
+    ctx.session = req
+        .header(SESSION_HEADER)
+        .map(str::to_string)
+        .or_else(|| req.cookie(super::soap::COOKIE))
+        .and_then(|t| eng.session_for_token(&t));
 
     let this = match resolve_target(eng, tname, moid) {
         Ok(t) => t,
@@ -78,7 +91,9 @@ pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
     } else {
         match serde_json::from_slice(&req.body) {
             Ok(v) => v,
-            Err(e) => return (fault_resp(&Fault::invalid_request(format!("malformed JSON: {e}")), version), name.clone()),
+            Err(e) => {
+                return (fault_resp(&Fault::invalid_request(format!("malformed JSON: {e}")), version), name.clone())
+            }
         }
     };
     let resp = match call(eng, &mut ctx, &this, name, |m| json::decode_args(&body, m)).await {

@@ -90,8 +90,11 @@ impl Rule {
     fn build_fault(&self) -> Result<Fault, String> {
         let j = self.fault.as_ref().ok_or("no fault")?;
         let name = j.get("_typeName").and_then(|v| v.as_str()).ok_or("fault needs a _typeName")?;
-        let ty = vmodl::TypeId::by_name(name).filter(|t| t.is_fault()).ok_or_else(|| format!("{name} is not a fault type"))?;
-        let message = self.message.clone().unwrap_or_else(|| format!("{name} injected by the vtwin test-control surface"));
+        let ty = vmodl::TypeId::by_name(name)
+            .filter(|t| t.is_fault())
+            .ok_or_else(|| format!("{name} is not a fault type"))?;
+        let message =
+            self.message.clone().unwrap_or_else(|| format!("{name} injected by the vtwin test-control surface"));
         let mut f = Fault::new(ty, message);
         match json::decode(j, TypeRef { ty, array: false }, "fault") {
             Ok(Some(vmodl::Value::Data(d))) => {

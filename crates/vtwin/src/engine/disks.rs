@@ -85,7 +85,13 @@ impl DiskCell {
         let io = |source: std::io::Error| vdisk::Error::Io { path: path.display().to_string(), source };
         let lockf = match g.as_mut().and_then(|o| o.lockf.take()) {
             Some(f) => f,
-            None => std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?,
+            None => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io)?,
         };
         loop {
             // SAFETY: flock on a descriptor we own.
@@ -140,8 +146,16 @@ impl DiskCell {
             None => {
                 let p = self.dir.join(vdisk::disk::META);
                 std::fs::read(&p)
-                    .map_err(|e| Fault::new(types::FileFault, format!("{}: {e}", p.display())).with("file", p.display().to_string()))
-                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| Fault::new(types::FileFault, format!("{}: {e}", p.display())).with("file", p.display().to_string())))
+                    .map_err(|e| {
+                        Fault::new(types::FileFault, format!("{}: {e}", p.display()))
+                            .with("file", p.display().to_string())
+                    })
+                    .and_then(|b| {
+                        serde_json::from_slice(&b).map_err(|e| {
+                            Fault::new(types::FileFault, format!("{}: {e}", p.display()))
+                                .with("file", p.display().to_string())
+                        })
+                    })
             }
         })
     }
@@ -228,7 +242,13 @@ impl Disks {
             self.open.fetch_add(1, Ordering::Relaxed);
         }
         let slot = disk.map(|disk| Opened { disk, lockf: None });
-        Arc::new(DiskCell { dir, slot: Mutex::new(slot), used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)), open: self.open.clone(), clock: self.clock.clone() })
+        Arc::new(DiskCell {
+            dir,
+            slot: Mutex::new(slot),
+            used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
+            open: self.open.clone(),
+            clock: self.clock.clone(),
+        })
     }
 
     /// Add the disks found under one datastore; the number added. Only
@@ -240,7 +260,10 @@ impl Disks {
         for ent in rd.flatten() {
             let dir = ent.path();
             let meta = dir.join(vdisk::disk::META);
-            let id = match std::fs::read(&meta).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<vdisk::disk::Meta>(&b).map_err(|e| e.to_string())) {
+            let id = match std::fs::read(&meta)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<vdisk::disk::Meta>(&b).map_err(|e| e.to_string()))
+            {
                 Ok(m) => m.id,
                 Err(_) if !meta.exists() => continue,
                 Err(e) => {
@@ -292,7 +315,10 @@ impl Disks {
             match std::fs::remove_file(f) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Fault::new(types::FileFault, format!("cannot delete a file of disk {id}: {e}")).with("file", f.display().to_string())),
+                Err(e) => {
+                    return Err(Fault::new(types::FileFault, format!("cannot delete a file of disk {id}: {e}"))
+                        .with("file", f.display().to_string()))
+                }
             }
         }
         drop(d);
@@ -310,7 +336,13 @@ impl Disks {
         if !super::paths::plausible_disk_id(id) {
             return None;
         }
-        let roots: Vec<(String, PathBuf)> = self.roots.read().iter().filter(|(d, _)| only.is_none_or(|o| o == d.as_str())).map(|(d, p)| (d.clone(), p.clone())).collect();
+        let roots: Vec<(String, PathBuf)> = self
+            .roots
+            .read()
+            .iter()
+            .filter(|(d, _)| only.is_none_or(|o| o == d.as_str()))
+            .map(|(d, p)| (d.clone(), p.clone()))
+            .collect();
         for (ds, root) in roots {
             let dir = fcd_dir(&root).join(id);
             let Ok(b) = std::fs::read(dir.join(vdisk::disk::META)) else { continue };
@@ -329,7 +361,9 @@ impl Disks {
         let found = self.map.read().get(id).cloned();
         match found.or_else(|| self.discover(id, Some(ds))) {
             Some((d, r)) if d == ds => Ok(r),
-            _ => Err(Fault::plain_not_found(format!("The object or item referred to could not be found: virtual storage object {id} on datastore {ds}"))),
+            _ => Err(Fault::plain_not_found(format!(
+                "The object or item referred to could not be found: virtual storage object {id} on datastore {ds}"
+            ))),
         }
     }
 
@@ -368,7 +402,13 @@ impl Disks {
         if self.open.load(Ordering::Relaxed) <= MAX_OPEN {
             return;
         }
-        let mut open: Vec<(u64, DiskRef)> = self.map.read().values().filter(|(_, r)| r.is_open()).map(|(_, r)| (r.used.load(Ordering::Relaxed), r.clone())).collect();
+        let mut open: Vec<(u64, DiskRef)> = self
+            .map
+            .read()
+            .values()
+            .filter(|(_, r)| r.is_open())
+            .map(|(_, r)| (r.used.load(Ordering::Relaxed), r.clone()))
+            .collect();
         open.sort_by_key(|(t, _)| *t);
         for (_, r) in open {
             if self.open.load(Ordering::Relaxed) <= MAX_OPEN * 3 / 4 {
@@ -432,7 +472,8 @@ mod tests {
         let n = MAX_OPEN + 300;
         for i in 0..n {
             let id = format!("d{i:05}");
-            let d = vdisk::Disk::create(&fcd.join(&id), &id, &id, 1 << 20, vdisk::chain::Provisioning::Thin, true).expect("create");
+            let d = vdisk::Disk::create(&fcd.join(&id), &id, &id, 1 << 20, vdisk::chain::Provisioning::Thin, true)
+                .expect("create");
             disks.insert("ds", d);
             assert!(disks.open_count() <= MAX_OPEN + 1, "{} open", disks.open_count());
         }

@@ -45,7 +45,11 @@ impl Fault {
     pub fn not_found(obj: &MoRef) -> Fault {
         Fault::new(
             types::ManagedObjectNotFound,
-            format!("The object '{}:{}' has already been deleted or has not been completely created", obj.ty.name(), obj.value),
+            format!(
+                "The object '{}:{}' has already been deleted or has not been completely created",
+                obj.ty.name(),
+                obj.value
+            ),
         )
         .with("obj", obj.clone())
     }

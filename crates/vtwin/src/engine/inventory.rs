@@ -132,14 +132,25 @@ impl Inventory {
             .order
             .iter()
             .filter(|m| self.objects.get(*m).is_some_and(|e| e.moref.ty.is_a(types::ComputeResource)))
-            .filter(|m| !self.objects[*m].children.iter().any(|c| self.objects.get(c).is_some_and(|x| x.moref.ty == types::ResourcePool)))
+            .filter(|m| {
+                !self.objects[*m]
+                    .children
+                    .iter()
+                    .any(|c| self.objects.get(c).is_some_and(|x| x.moref.ty == types::ResourcePool))
+            })
             .cloned()
             .collect();
         let mut out = vec![];
         for cr in crs {
             let moid = self.add(types::ResourcePool, "resgroup", "Resources", Some(&cr), serde_json::json!({}));
             let e = &self.objects[&moid];
-            out.push(ObjectRecord { moid, ty: "ResourcePool".into(), name: e.name.clone(), parent: e.parent.clone(), attrs: e.attrs.clone() });
+            out.push(ObjectRecord {
+                moid,
+                ty: "ResourcePool".into(),
+                name: e.name.clone(),
+                parent: e.parent.clone(),
+                attrs: e.attrs.clone(),
+            });
         }
         out
     }
@@ -153,14 +164,22 @@ impl Inventory {
         // Creation order (the number in the moId), whatever order the
         // backend returns rows in: listings are the same on every backend
         // and after every restart.
-        recs.sort_by_key(|r| (r.moid.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX), r.moid.clone()));
+        recs.sort_by_key(|r| {
+            (r.moid.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(u64::MAX), r.moid.clone())
+        });
         let mut inv = Inventory::default();
         for r in recs {
             let Some(ty) = TypeId::by_name(&r.ty) else { continue };
             if let Some(n) = r.moid.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()) {
                 inv.next_id = inv.next_id.max(n);
             }
-            inv.insert(Entity { moref: MoRef::new(ty, r.moid), name: r.name, parent: r.parent, children: vec![], attrs: r.attrs });
+            inv.insert(Entity {
+                moref: MoRef::new(ty, r.moid),
+                name: r.name,
+                parent: r.parent,
+                children: vec![],
+                attrs: r.attrs,
+            });
         }
         // Children are linked by insert() only when the parent came first; relink all.
         let links: Vec<(String, String)> = inv
@@ -183,22 +202,58 @@ impl Inventory {
     /// `DIR/datastores/LocalDS_0`.
     pub fn bootstrap(shape: Shape, data_dir: &Path) -> std::io::Result<Inventory> {
         let mut inv = Inventory::default();
-        let root = inv.add(types::Folder, "group-d", "Datacenters", None, serde_json::json!({"childType": ["Folder", "Datacenter"]}));
+        let root = inv.add(
+            types::Folder,
+            "group-d",
+            "Datacenters",
+            None,
+            serde_json::json!({"childType": ["Folder", "Datacenter"]}),
+        );
         inv.next_id = 1;
         for d in 0..shape.datacenters {
             let dc_name = format!("DC{d}");
             let dc = inv.add(types::Datacenter, "datacenter", &dc_name, Some(&root), serde_json::json!({}));
-            let vm = inv.add(types::Folder, "group-v", "vm", Some(&dc), serde_json::json!({"childType": ["Folder", "VirtualMachine", "VirtualApp"]}));
-            let host = inv.add(types::Folder, "group-h", "host", Some(&dc), serde_json::json!({"childType": ["Folder", "ComputeResource"]}));
-            let ds = inv.add(types::Folder, "group-s", "datastore", Some(&dc), serde_json::json!({"childType": ["Folder", "Datastore", "StoragePod"]}));
-            let net = inv.add(types::Folder, "group-n", "network", Some(&dc), serde_json::json!({"childType": ["Folder", "Network", "DistributedVirtualSwitch"]}));
+            let vm = inv.add(
+                types::Folder,
+                "group-v",
+                "vm",
+                Some(&dc),
+                serde_json::json!({"childType": ["Folder", "VirtualMachine", "VirtualApp"]}),
+            );
+            let host = inv.add(
+                types::Folder,
+                "group-h",
+                "host",
+                Some(&dc),
+                serde_json::json!({"childType": ["Folder", "ComputeResource"]}),
+            );
+            let ds = inv.add(
+                types::Folder,
+                "group-s",
+                "datastore",
+                Some(&dc),
+                serde_json::json!({"childType": ["Folder", "Datastore", "StoragePod"]}),
+            );
+            let net = inv.add(
+                types::Folder,
+                "group-n",
+                "network",
+                Some(&dc),
+                serde_json::json!({"childType": ["Folder", "Network", "DistributedVirtualSwitch"]}),
+            );
             if let Some(e) = inv.objects.get_mut(&dc) {
                 e.attrs = serde_json::json!({"vmFolder": vm, "hostFolder": host, "datastoreFolder": ds, "networkFolder": net});
             }
             for h in 0..shape.hosts {
                 let name = format!("{dc_name}_H{h}");
                 let cr = inv.add(types::ComputeResource, "domain-s", &name, Some(&host), serde_json::json!({}));
-                inv.add(types::HostSystem, "host", &name, Some(&cr), serde_json::json!({"uuid": uuid::Uuid::new_v4().to_string()}));
+                inv.add(
+                    types::HostSystem,
+                    "host",
+                    &name,
+                    Some(&cr),
+                    serde_json::json!({"uuid": uuid::Uuid::new_v4().to_string()}),
+                );
             }
             for s in 0..shape.datastores {
                 let name = if d == 0 { format!("LocalDS_{s}") } else { format!("{dc_name}_LocalDS_{s}") };

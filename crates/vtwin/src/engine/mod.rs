@@ -244,11 +244,16 @@ impl Engine {
         if let Some(c) = self.history.lock().get(moid) {
             return Some(c.ty);
         }
-        if moid.starts_with(mo::virtual_machine_snapshot::PREFIX) && mo::virtual_machine_snapshot::exists(&self.inv.read(), moid) {
+        if moid.starts_with(mo::virtual_machine_snapshot::PREFIX)
+            && mo::virtual_machine_snapshot::exists(&self.inv.read(), moid)
+        {
             return Some(types::VirtualMachineSnapshot);
         }
         // Per-host system objects: `datastoreSystem-<host>`, `storageSystem-<host>`.
-        for (prefix, ty) in [(mo::host_datastore_system::PREFIX, types::HostDatastoreSystem), (mo::host_storage_system::PREFIX, types::HostStorageSystem)] {
+        for (prefix, ty) in [
+            (mo::host_datastore_system::PREFIX, types::HostDatastoreSystem),
+            (mo::host_storage_system::PREFIX, types::HostStorageSystem),
+        ] {
             if let Some(h) = moid.strip_prefix(prefix) {
                 if self.inv.read().get(h).is_some_and(|e| e.moref.ty == types::HostSystem) {
                     return Some(ty);
@@ -303,7 +308,9 @@ impl Engine {
         let Some(mut fresh) = Inventory::load(self.store.as_ref())? else { return Ok(()) };
         fresh.keep_ids_of(&inv);
         let same = fresh.order == inv.order
-            && fresh.objects.iter().all(|(k, e)| inv.objects.get(k).is_some_and(|o| o.name == e.name && o.parent == e.parent && o.attrs == e.attrs));
+            && fresh.objects.iter().all(|(k, e)| {
+                inv.objects.get(k).is_some_and(|o| o.name == e.name && o.parent == e.parent && o.attrs == e.attrs)
+            });
         if same {
             return Ok(());
         }
@@ -410,7 +417,8 @@ impl Engine {
     }
 
     fn anonymous_ok(this: &MoRef, m: &MethodDef) -> bool {
-        m.privilege == Some("System.Anonymous") && (this.ty == types::ServiceInstance || this.ty == types::SessionManager)
+        m.privilege == Some("System.Anonymous")
+            && (this.ty == types::ServiceInstance || this.ty == types::SessionManager)
     }
 
     /// May `m` on `this` be called without a session? The wire layers ask
@@ -488,7 +496,9 @@ impl Engine {
             let mut out = s.to_string();
             for (root, name) in roots {
                 if !root.is_empty() && out.contains(root.as_str()) {
-                    out = out.replace(&format!("{root}/"), &format!("[{name}] ")).replace(root.as_str(), &format!("[{name}]"));
+                    out = out
+                        .replace(&format!("{root}/"), &format!("[{name}] "))
+                        .replace(root.as_str(), &format!("[{name}]"));
                 }
             }
             if !data.is_empty() && data != "/" {
@@ -574,7 +584,11 @@ impl Engine {
                 On::This => vec![this.clone()],
                 On::Parent => {
                     let inv = self.inv.read();
-                    inv.get(&this.value).and_then(|e| e.parent.clone()).and_then(|p| inv.get(&p).map(|e| e.moref.clone())).into_iter().collect()
+                    inv.get(&this.value)
+                        .and_then(|e| e.parent.clone())
+                        .and_then(|p| inv.get(&p).map(|e| e.moref.clone()))
+                        .into_iter()
+                        .collect()
                 }
                 On::Root => vec![MoRef::new(types::Folder, ROOT_FOLDER)],
                 On::Arg(path) => {
@@ -658,10 +672,12 @@ fn args_at<'a>(args: &'a Args, path: &str) -> Vec<&'a Value> {
         }
         cur = next;
     }
-    cur.into_iter().flat_map(|v| match v {
-        Value::Array(_, items) => items.iter().collect::<Vec<_>>(),
-        other => vec![other],
-    }).collect()
+    cur.into_iter()
+        .flat_map(|v| match v {
+            Value::Array(_, items) => items.iter().collect::<Vec<_>>(),
+            other => vec![other],
+        })
+        .collect()
 }
 
 /// The session key in a session-scoped moId (`session[<key>]pc-3`).
@@ -682,16 +698,22 @@ pub fn add_user(store: &dyn Store, name: &str, password: &str, role: i32) -> cra
     let name = session::normalize_user(name);
     let full_name = name.split('@').next().unwrap_or(&name).to_string();
     store.put_user(&UserRecord { name: name.clone(), password_hash: session::hash_password(password), full_name })?;
-    store.put_permission(&PermissionRecord { entity: ROOT_FOLDER.into(), principal: name, group: false, role_id: role, propagate: true })
+    store.put_permission(&PermissionRecord {
+        entity: ROOT_FOLDER.into(),
+        principal: name,
+        group: false,
+        role_id: role,
+        propagate: true,
+    })
 }
 
 /// The registered extensions kept in the store, by key.
 fn load_extensions(store: &dyn Store) -> crate::store::Result<std::collections::BTreeMap<String, vmodl::Data>> {
     let mut extensions = std::collections::BTreeMap::new();
     for (key, rec) in store.list_extensions()? {
-        let decoded = serde_json::from_str::<serde_json::Value>(&rec)
-            .ok()
-            .and_then(|v| vmodl::json::decode(&v, vmodl::TypeRef { ty: types::Extension, array: false }, "extension").ok());
+        let decoded = serde_json::from_str::<serde_json::Value>(&rec).ok().and_then(|v| {
+            vmodl::json::decode(&v, vmodl::TypeRef { ty: types::Extension, array: false }, "extension").ok()
+        });
         match decoded {
             Some(Some(vmodl::Value::Data(d))) => {
                 extensions.insert(key, *d);

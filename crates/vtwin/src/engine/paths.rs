@@ -118,7 +118,11 @@ pub fn disk_id(id: &str, param: &str) -> Result<String, Fault> {
 /// that cannot be one answers NotFound, not a path.) Ids of disks made
 /// before ids were checked are plain names too.
 pub fn plausible_disk_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') && id != "." && id != ".."
+    !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && id != "."
+        && id != ".."
 }
 
 #[cfg(test)]
@@ -151,7 +155,10 @@ mod tests {
         assert!(disk_id("../../..", "id").is_err());
         assert!(disk_id("", "id").is_err());
         assert!(disk_id("6f1b5c2e0f6a4e7b9c1d2e3f4a5b6c7d", "id").is_err());
-        assert_eq!(disk_id("6F1B5C2E-0F6A-4E7B-9C1D-2E3F4A5B6C7D", "id").unwrap(), "6F1B5C2E-0F6A-4E7B-9C1D-2E3F4A5B6C7D");
+        assert_eq!(
+            disk_id("6F1B5C2E-0F6A-4E7B-9C1D-2E3F4A5B6C7D", "id").unwrap(),
+            "6F1B5C2E-0F6A-4E7B-9C1D-2E3F4A5B6C7D"
+        );
         assert!(!plausible_disk_id("/tmp/x") && !plausible_disk_id("..") && plausible_disk_id("abc-1"));
     }
 }

@@ -60,53 +60,169 @@ macro_rules! rule {
 /// the object is and whose method matches is used.
 pub static RULES: &[Rule] = &[
     // ---- VcenterVStorageObjectManager (JSON prose: FM on the datastore) ----
-    rule!("VcenterVStorageObjectManager", "CreateDisk_Task", [n(On::Arg("spec.backingSpec.datastore"), FM)], "JSON prose"),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "CreateDisk_Task",
+        [n(On::Arg("spec.backingSpec.datastore"), FM)],
+        "JSON prose"
+    ),
     rule!("VcenterVStorageObjectManager", "RegisterDisk", [n(On::DsPath("path"), FM)], "JSON prose"),
     rule!("VcenterVStorageObjectManager", "DeleteVStorageObject_Task", [n(On::Arg("datastore"), FM)], "JSON, PY param"),
     rule!("VcenterVStorageObjectManager", "DeleteVStorageObjectEx_Task", [n(On::Arg("datastore"), FM)], "JSON prose"),
     rule!("VcenterVStorageObjectManager", "InflateDisk_Task", [n(On::Arg("datastore"), FM)], "JSON prose"),
-    rule!("VcenterVStorageObjectManager", "ExtendDisk_Task", [n(On::Arg("datastore"), FM)], "PY (VStorageObjectExtendDiskEx_Task datastore: FM); JSON silent"),
-    rule!("VcenterVStorageObjectManager", "RenameVStorageObject", [n(On::Arg("datastore"), FM)], "PY (RenameVStorageObjectEx datastore: FM); JSON silent"),
-    rule!("VcenterVStorageObjectManager", "CloneVStorageObject_Task", [n(On::Arg("datastore"), FM), n(On::Arg("spec.backingSpec.datastore"), FM)], "JSON prose: source and destination"),
-    rule!("VcenterVStorageObjectManager", "RelocateVStorageObject_Task", [n(On::Arg("datastore"), FM), n(On::Arg("spec.backingSpec.datastore"), FM)], "JSON prose: source and destination"),
-    rule!("VcenterVStorageObjectManager", "VStorageObjectCreateSnapshot_Task", [n(On::Arg("datastore"), FM)], "JSON prose"),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "ExtendDisk_Task",
+        [n(On::Arg("datastore"), FM)],
+        "PY (VStorageObjectExtendDiskEx_Task datastore: FM); JSON silent"
+    ),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "RenameVStorageObject",
+        [n(On::Arg("datastore"), FM)],
+        "PY (RenameVStorageObjectEx datastore: FM); JSON silent"
+    ),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "CloneVStorageObject_Task",
+        [n(On::Arg("datastore"), FM), n(On::Arg("spec.backingSpec.datastore"), FM)],
+        "JSON prose: source and destination"
+    ),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "RelocateVStorageObject_Task",
+        [n(On::Arg("datastore"), FM), n(On::Arg("spec.backingSpec.datastore"), FM)],
+        "JSON prose: source and destination"
+    ),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "VStorageObjectCreateSnapshot_Task",
+        [n(On::Arg("datastore"), FM)],
+        "JSON prose"
+    ),
     rule!("VcenterVStorageObjectManager", "DeleteSnapshot_Task", [n(On::Arg("datastore"), FM)], "JSON prose"),
     rule!("VcenterVStorageObjectManager", "RevertVStorageObject_Task", [n(On::Arg("datastore"), FM)], "JSON prose"),
     rule!("VcenterVStorageObjectManager", "RetrieveSnapshotInfo", [n(On::Arg("datastore"), FM)], "JSON prose"),
-    rule!("VcenterVStorageObjectManager", "RetrieveSnapshotDetails", [n(On::Arg("datastore"), FM)], "PY param (JSON: System.View only; the registry's floor kept)"),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "RetrieveSnapshotDetails",
+        [n(On::Arg("datastore"), FM)],
+        "PY param (JSON: System.View only; the registry's floor kept)"
+    ),
     rule!("VcenterVStorageObjectManager", "RetrieveVStorageObject", [n(On::Arg("datastore"), FM)], "JSON prose"),
     rule!("VcenterVStorageObjectManager", "RetrieveVStorageObjectState", [n(On::Arg("datastore"), FM)], "JSON prose"),
     rule!("VcenterVStorageObjectManager", "ListVStorageObject", [n(On::Arg("datastore"), FM)], "JSON prose"),
-    rule!("VcenterVStorageObjectManager", "VCenterUpdateVStorageObjectMetadataEx_Task", [n(On::Arg("datastore"), FM)], "JSON, PY param"),
-    rule!("VcenterVStorageObjectManager", "ReconcileDatastoreInventory_Task", [n(On::Arg("datastore"), FM)], "JSON prose"),
-    rule!("VcenterVStorageObjectManager", "SetVStorageObjectControlFlags", [n(On::Arg("datastore"), FM)], "JSON, PY param"),
-    rule!("VcenterVStorageObjectManager", "ClearVStorageObjectControlFlags", [n(On::Arg("datastore"), FM)], "JSON, PY param"),
-    rule!("VcenterVStorageObjectManager", "AttachTagToVStorageObject", [n(On::Root, "InventoryService.Tagging.AttachTag")], "JSON prose"),
-    rule!("VcenterVStorageObjectManager", "DetachTagFromVStorageObject", [n(On::Root, "InventoryService.Tagging.AttachTag")], "JSON prose"),
-    rule!("VcenterVStorageObjectManager", "VstorageObjectVCenterQueryChangedDiskAreas", [], "JSON, PY: System.View only (the floor)"),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "VCenterUpdateVStorageObjectMetadataEx_Task",
+        [n(On::Arg("datastore"), FM)],
+        "JSON, PY param"
+    ),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "ReconcileDatastoreInventory_Task",
+        [n(On::Arg("datastore"), FM)],
+        "JSON prose"
+    ),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "SetVStorageObjectControlFlags",
+        [n(On::Arg("datastore"), FM)],
+        "JSON, PY param"
+    ),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "ClearVStorageObjectControlFlags",
+        [n(On::Arg("datastore"), FM)],
+        "JSON, PY param"
+    ),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "AttachTagToVStorageObject",
+        [n(On::Root, "InventoryService.Tagging.AttachTag")],
+        "JSON prose"
+    ),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "DetachTagFromVStorageObject",
+        [n(On::Root, "InventoryService.Tagging.AttachTag")],
+        "JSON prose"
+    ),
+    rule!(
+        "VcenterVStorageObjectManager",
+        "VstorageObjectVCenterQueryChangedDiskAreas",
+        [],
+        "JSON, PY: System.View only (the floor)"
+    ),
     // ---- CnsVolumeManager (JSON prose; block volumes) ----
-    rule!("CnsVolumeManager", "CnsCreateVolume", [n(On::Arg("createSpecs.datastores"), FM)], "JSON prose (FM on the input datastores)"),
+    rule!(
+        "CnsVolumeManager",
+        "CnsCreateVolume",
+        [n(On::Arg("createSpecs.datastores"), FM)],
+        "JSON prose (FM on the input datastores)"
+    ),
     rule!("CnsVolumeManager", "CnsDeleteVolume", [n(On::DiskDatastore("volumeIds.id"), FM)], "JSON prose"),
     rule!("CnsVolumeManager", "CnsExtendVolume", [n(On::DiskDatastore("extendSpecs.volumeId.id"), FM)], "JSON prose"),
-    rule!("CnsVolumeManager", "CnsUpdateVolumeMetadata", [n(On::DiskDatastore("updateSpecs.volumeId.id"), FM)], "JSON prose"),
+    rule!(
+        "CnsVolumeManager",
+        "CnsUpdateVolumeMetadata",
+        [n(On::DiskDatastore("updateSpecs.volumeId.id"), FM)],
+        "JSON prose"
+    ),
     rule!(
         "CnsVolumeManager",
         "CnsAttachVolume",
-        [n(On::DiskDatastore("attachSpecs.volumeId.id"), FM), n(On::Arg("attachSpecs.vm"), "VirtualMachine.Config.AddExistingDisk"), n(On::Arg("attachSpecs.vm"), "VirtualMachine.Config.AddRemoveDevice")],
+        [
+            n(On::DiskDatastore("attachSpecs.volumeId.id"), FM),
+            n(On::Arg("attachSpecs.vm"), "VirtualMachine.Config.AddExistingDisk"),
+            n(On::Arg("attachSpecs.vm"), "VirtualMachine.Config.AddRemoveDevice")
+        ],
         "JSON prose"
     ),
-    rule!("CnsVolumeManager", "CnsDetachVolume", [n(On::DiskDatastore("detachSpecs.volumeId.id"), FM), n(On::Arg("detachSpecs.vm"), "VirtualMachine.Config.RemoveDisk")], "JSON prose"),
-    rule!("CnsVolumeManager", "CnsCreateSnapshots", [n(On::DiskDatastore("snapshotSpecs.volumeId.id"), FM)], "JSON prose"),
-    rule!("CnsVolumeManager", "CnsDeleteSnapshots", [n(On::DiskDatastore("snapshotDeleteSpecs.volumeId.id"), FM)], "JSON prose"),
+    rule!(
+        "CnsVolumeManager",
+        "CnsDetachVolume",
+        [
+            n(On::DiskDatastore("detachSpecs.volumeId.id"), FM),
+            n(On::Arg("detachSpecs.vm"), "VirtualMachine.Config.RemoveDisk")
+        ],
+        "JSON prose"
+    ),
+    rule!(
+        "CnsVolumeManager",
+        "CnsCreateSnapshots",
+        [n(On::DiskDatastore("snapshotSpecs.volumeId.id"), FM)],
+        "JSON prose"
+    ),
+    rule!(
+        "CnsVolumeManager",
+        "CnsDeleteSnapshots",
+        [n(On::DiskDatastore("snapshotDeleteSpecs.volumeId.id"), FM)],
+        "JSON prose"
+    ),
     rule!(
         "CnsVolumeManager",
         "CnsRelocateVolume",
-        [n(On::DiskDatastore("relocateSpecs.volumeId.id"), FM), n(On::Arg("relocateSpecs.datastore"), FM), n(On::Arg("relocateSpecs.datastore"), "Datastore.AllocateSpace")],
+        [
+            n(On::DiskDatastore("relocateSpecs.volumeId.id"), FM),
+            n(On::Arg("relocateSpecs.datastore"), FM),
+            n(On::Arg("relocateSpecs.datastore"), "Datastore.AllocateSpace")
+        ],
         "JSON prose"
     ),
-    rule!("CnsVolumeManager", "CnsReconfigVolumePolicy", [n(On::DiskDatastore("volumePolicyReconfigSpecs.volumeId.id"), FM)], "JSON prose"),
+    rule!(
+        "CnsVolumeManager",
+        "CnsReconfigVolumePolicy",
+        [n(On::DiskDatastore("volumePolicyReconfigSpecs.volumeId.id"), FM)],
+        "JSON prose"
+    ),
     // Not documented; it recomputes and records the volume's usage.
-    rule!("CnsVolumeManager", "CnsSyncVolume", [n(On::DiskDatastore("syncSpecs.volumeId.id"), FM)], "not found: FM as for the other volume changes"),
+    rule!(
+        "CnsVolumeManager",
+        "CnsSyncVolume",
+        [n(On::DiskDatastore("syncSpecs.volumeId.id"), FM)],
+        "not found: FM as for the other volume changes"
+    ),
     rule!("CnsVolumeManager", "CnsQueryVolume", [n(On::Root, "Cns.Searchable")], "JSON, PY"),
     rule!("CnsVolumeManager", "CnsQueryAsync", [n(On::Root, "Cns.Searchable")], "JSON, PY"),
     rule!("CnsVolumeManager", "CnsQueryAllVolume", [n(On::Root, "Cns.Searchable")], "not found: as CnsQueryVolume"),
@@ -115,20 +231,45 @@ pub static RULES: &[Rule] = &[
     rule!("Task", "CancelTask", [n(On::This, "Global.CancelTask")], "SEC 8.0"),
     // ---- Inventory: Rename_Task / Destroy_Task per subtype (JSON) ----
     rule!("VirtualMachine", "Rename_Task", [n(On::This, "VirtualMachine.Config.Rename")], "JSON"),
-    rule!("VirtualMachine", "Destroy_Task", [n(On::This, "VirtualMachine.Inventory.Delete"), n(On::Parent, "VirtualMachine.Inventory.Delete")], "JSON (also on the parent)"),
+    rule!(
+        "VirtualMachine",
+        "Destroy_Task",
+        [n(On::This, "VirtualMachine.Inventory.Delete"), n(On::Parent, "VirtualMachine.Inventory.Delete")],
+        "JSON (also on the parent)"
+    ),
     rule!("Folder", "Rename_Task", [n(On::This, "Folder.Rename")], "JSON"),
     rule!("Folder", "Destroy_Task", [n(On::This, "Folder.Delete"), n(On::Parent, "Folder.Delete")], "JSON"),
     rule!("Datacenter", "Rename_Task", [n(On::This, "Datacenter.Rename")], "JSON"),
     rule!("Datacenter", "Destroy_Task", [n(On::This, "Datacenter.Delete"), n(On::Parent, "Datacenter.Delete")], "JSON"),
     rule!("Datastore", "Rename_Task", [n(On::This, "Datastore.Rename")], "JSON"),
-    rule!("Datastore", "Destroy_Task", [n(On::This, "Datastore.Delete"), n(On::Parent, "Datastore.Delete")], "SEC (JSON prints System.Read)"),
+    rule!(
+        "Datastore",
+        "Destroy_Task",
+        [n(On::This, "Datastore.Delete"), n(On::Parent, "Datastore.Delete")],
+        "SEC (JSON prints System.Read)"
+    ),
     rule!("ResourcePool", "Rename_Task", [n(On::This, "Resource.RenamePool")], "JSON"),
-    rule!("ResourcePool", "Destroy_Task", [n(On::This, "Resource.DeletePool"), n(On::Parent, "Resource.DeletePool")], "JSON"),
+    rule!(
+        "ResourcePool",
+        "Destroy_Task",
+        [n(On::This, "Resource.DeletePool"), n(On::Parent, "Resource.DeletePool")],
+        "JSON"
+    ),
     rule!("ClusterComputeResource", "Rename_Task", [n(On::This, "Host.Inventory.RenameCluster")], "JSON"),
-    rule!("ClusterComputeResource", "Destroy_Task", [n(On::This, "Host.Inventory.DeleteCluster"), n(On::Parent, "Host.Inventory.DeleteCluster")], "JSON"),
+    rule!(
+        "ClusterComputeResource",
+        "Destroy_Task",
+        [n(On::This, "Host.Inventory.DeleteCluster"), n(On::Parent, "Host.Inventory.DeleteCluster")],
+        "JSON"
+    ),
     rule!("HostSystem", "Rename_Task", [n(On::This, "Host.Config.Settings")], "JSON"),
     rule!("HostSystem", "Destroy_Task", [n(On::This, "Host.Inventory.RemoveHostFromCluster")], "JSON"),
-    rule!("ComputeResource", "Rename_Task", [n(On::This, "Host.Inventory.RenameCluster")], "JSON says none; the cluster's privilege"),
+    rule!(
+        "ComputeResource",
+        "Rename_Task",
+        [n(On::This, "Host.Inventory.RenameCluster")],
+        "JSON says none; the cluster's privilege"
+    ),
     rule!("ComputeResource", "Destroy_Task", [n(On::This, "Host.Inventory.RemoveHostFromCluster")], "JSON"),
     rule!("Network", "Rename_Task", [n(On::This, "System.Read")], "JSON"),
     rule!("Network", "Destroy_Task", [n(On::This, "System.Read")], "JSON"),
@@ -136,10 +277,18 @@ pub static RULES: &[Rule] = &[
     rule!(
         "Folder",
         "CreateVM_Task",
-        [n(On::DsPath("config.files.vmPathName"), "Datastore.AllocateSpace"), n(On::DsPath("config.deviceChange.device.backing.fileName"), "Datastore.AllocateSpace")],
+        [
+            n(On::DsPath("config.files.vmPathName"), "Datastore.AllocateSpace"),
+            n(On::DsPath("config.deviceChange.device.backing.fileName"), "Datastore.AllocateSpace")
+        ],
         "JSON (AllocateSpace on every datastore used)"
     ),
-    rule!("Folder", "RegisterVM_Task", [n(On::DsPath("path"), "System.Read")], "JSON (System.Read on the VM's datastore)"),
+    rule!(
+        "Folder",
+        "RegisterVM_Task",
+        [n(On::DsPath("path"), "System.Read")],
+        "JSON (System.Read on the VM's datastore)"
+    ),
     // ---- VirtualMachine ----
     rule!("VirtualMachine", "UnregisterVM", [], "PY: VirtualMachine.Inventory.Unregister (the floor)"),
 ];
@@ -163,10 +312,18 @@ mod tests {
     fn every_rule_names_a_real_type_and_method() {
         for r in RULES {
             let t = TypeId::by_name(r.ty).unwrap_or_else(|| panic!("{} is no type", r.ty));
-            assert!(vmodl::find_method(t, r.method).is_some() || r.method == "Destroy_Task", "{}.{} is no method", r.ty, r.method);
+            assert!(
+                vmodl::find_method(t, r.method).is_some() || r.method == "Destroy_Task",
+                "{}.{} is no method",
+                r.ty,
+                r.method
+            );
             for need in r.needs {
                 let p = need.privilege;
-                assert!(p.split('.').count() >= 2 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'), "{p} is not a privilege id");
+                assert!(
+                    p.split('.').count() >= 2 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'),
+                    "{p} is not a privilege id"
+                );
                 assert!(crate::engine::authz::all_privileges().contains(&p));
             }
         }

@@ -117,8 +117,14 @@ impl Engine {
             return Err(f);
         }
         let eng = self.shared().ok_or_else(|| Fault::system_error("the engine is not running tasks"))?;
-        let rt = tokio::runtime::Handle::try_current().map_err(|_| Fault::system_error("no runtime to run tasks on"))?;
-        let entity_name = self.inv.read().get(&spec.entity.value).map(|e| e.name.clone()).unwrap_or_else(|| spec.entity.value.clone());
+        let rt =
+            tokio::runtime::Handle::try_current().map_err(|_| Fault::system_error("no runtime to run tasks on"))?;
+        let entity_name = self
+            .inv
+            .read()
+            .get(&spec.entity.value)
+            .map(|e| e.name.clone())
+            .unwrap_or_else(|| spec.entity.value.clone());
         let session_user = ctx.session()?.user.clone();
         let user = super::mo::session_manager::display_user(&session_user);
         let t = self.tasks.create(NewTask {

@@ -1,14 +1,14 @@
 //! Users, password hashes and login sessions.
 use crate::store::{SessionOp, SessionRecord, Store, UserRecord};
-use std::collections::HashSet;
-use std::sync::mpsc;
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use chrono::{DateTime, TimeZone, Utc};
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
 pub const ADMIN_USER: &str = "administrator@vsphere.local";
@@ -41,7 +41,9 @@ fn heavy<T>(f: impl FnOnce() -> T) -> T {
         out
     };
     match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(bounded),
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(bounded)
+        }
         _ => bounded(),
     }
 }
@@ -99,7 +101,9 @@ impl Throttle {
     /// The time (ms since the epoch) before which `key` may not try again.
     fn blocked_until(&self, key: &str) -> i64 {
         match self.failures.lock().get(key) {
-            Some(&(n, last)) if n >= FREE_FAILURES => last + (1000i64 << (n - FREE_FAILURES).min(6)).min(MAX_BACKOFF_MS),
+            Some(&(n, last)) if n >= FREE_FAILURES => {
+                last + (1000i64 << (n - FREE_FAILURES).min(6)).min(MAX_BACKOFF_MS)
+            }
             _ => 0,
         }
     }
@@ -177,7 +181,8 @@ impl Session {
     }
     /// Has the session run out (idle too long, or lived too long)?
     pub fn expired(&self, l: &Lifetimes, now_ms: i64) -> bool {
-        now_ms - self.last_active.load(Ordering::Relaxed) > l.idle_ms || now_ms - self.login_time.timestamp_millis() > l.max_ms
+        now_ms - self.last_active.load(Ordering::Relaxed) > l.idle_ms
+            || now_ms - self.login_time.timestamp_millis() > l.max_ms
     }
     pub fn last_active(&self) -> DateTime<Utc> {
         Utc.timestamp_millis_opt(self.last_active.load(Ordering::Relaxed)).single().unwrap_or(self.login_time)
@@ -259,7 +264,11 @@ impl Sessions {
                 }
             })
             .expect("spawn session writer");
-        Sessions { by_token: Default::default(), removed, writer: parking_lot::Mutex::new(tx), lifetimes: Default::default(),
+        Sessions {
+            by_token: Default::default(),
+            removed,
+            writer: parking_lot::Mutex::new(tx),
+            lifetimes: Default::default(),
             throttle: Default::default(),
             per_user: Default::default(),
             max_per_user: AtomicI64::new(DEFAULT_MAX_SESSIONS_PER_USER as i64),
@@ -307,7 +316,11 @@ impl Sessions {
                 self.remove(&t);
             }
             if self.per_user.lock().get(&user.name).copied().unwrap_or(0) >= cap {
-                return Err(super::Fault::limit_exceeded("session", cap, format!("user {} already holds {cap} sessions; log some out first", user.name)));
+                return Err(super::Fault::limit_exceeded(
+                    "session",
+                    cap,
+                    format!("user {} already holds {cap} sessions; log some out first", user.name),
+                ));
             }
         }
         let now = Utc::now();

@@ -218,12 +218,18 @@ fn apply_vapi(t: &mut TaskRecord, u: &VapiUpdate, now: i64) -> Result<(), Fault>
             return Err(not_allowed(t, "percent_done can only be set on a RUNNING task"));
         }
         if total < 0 || completed < 0 || completed > total {
-            return Err(Fault::invalid_argument("percent_done", format!("completed {completed} must be between 0 and total {total}")));
+            return Err(Fault::invalid_argument(
+                "percent_done",
+                format!("completed {completed} must be between 0 and total {total}"),
+            ));
         }
         if let (Some(ot), Some(oc)) = (t.progress_total, t.progress_completed) {
             // Compare fractions, so a changed total is judged fairly.
             if (completed as i128) * (ot as i128) < (oc as i128) * (total as i128) {
-                return Err(Fault::invalid_argument("percent_done", format!("completed can only grow (was {oc} of {ot}, now {completed} of {total})")));
+                return Err(Fault::invalid_argument(
+                    "percent_done",
+                    format!("completed can only grow (was {oc} of {ot}, now {completed} of {total})"),
+                ));
             }
         }
     }
@@ -321,7 +327,9 @@ impl Default for Retention {
 /// Records are kept in the widest release: vSAN 9.1 includes vim25 9.1, so
 /// CNS results (vSAN types) keep every field.
 pub fn storage_version() -> VersionId {
-    VersionId::by_wire("vsan", "9.1.0.0").or_else(|| VersionId::by_wire("vim25", "9.1.0.0")).expect("9.1.0.0 in the registry")
+    VersionId::by_wire("vsan", "9.1.0.0")
+        .or_else(|| VersionId::by_wire("vim25", "9.1.0.0"))
+        .expect("9.1.0.0 in the registry")
 }
 
 fn index(by_vcd: &mut HashMap<String, String>, by_parent: &mut HashMap<String, Vec<String>>, t: &TaskRecord) {
@@ -439,7 +447,11 @@ impl Tasks {
     /// Load the tasks kept in the store. Tasks that other nodes (or an
     /// earlier life of this one) held stay as they are until the node that
     /// holds them is known to be gone: see `claim_orphans`.
-    pub fn load(store: Arc<dyn Store>, retention: Retention, changes: tokio::sync::watch::Sender<u64>) -> crate::store::Result<Tasks> {
+    pub fn load(
+        store: Arc<dyn Store>,
+        retention: Retention,
+        changes: tokio::sync::watch::Sender<u64>,
+    ) -> crate::store::Result<Tasks> {
         let mut map = HashMap::new();
         let mut completed = BTreeMap::new();
         for row in store.list_tasks()? {
@@ -489,7 +501,8 @@ impl Tasks {
         let node = self.node();
         let rows = self.store.claim_orphans(&node, previous)?;
         for row in rows {
-            let gone = if row.owner.is_empty() { "an earlier vtwin".to_string() } else { format!("node {}", row.owner) };
+            let gone =
+                if row.owner.is_empty() { "an earlier vtwin".to_string() } else { format!("node {}", row.owner) };
             if let Some(t) = parse_row(&row) {
                 self.install(t);
             }
@@ -548,7 +561,8 @@ impl Tasks {
             TaskNote::Resync => {
                 let rows = self.store.list_tasks()?;
                 let kept: std::collections::HashSet<&str> = rows.iter().map(|r| r.key.as_str()).collect();
-                let missing: Vec<String> = self.map.read().keys().filter(|k| !kept.contains(k.as_str())).cloned().collect();
+                let missing: Vec<String> =
+                    self.map.read().keys().filter(|k| !kept.contains(k.as_str())).cloned().collect();
                 for row in &rows {
                     if let Some(t) = parse_row(row) {
                         self.install(t);
@@ -607,7 +621,11 @@ impl Tasks {
         let q = self.quotas.lock();
         let over = |m: &HashMap<String, usize>, cap: usize, what: &str| -> Result<(), Fault> {
             if m.get(t.quota_user()).copied().unwrap_or(0) >= cap {
-                return Err(Fault::limit_exceeded("task", cap, format!("user {} already has {cap} {what}; end some first", t.quota_user())));
+                return Err(Fault::limit_exceeded(
+                    "task",
+                    cap,
+                    format!("user {} already has {cap} {what}; end some first", t.quota_user()),
+                ));
             }
             Ok(())
         };
@@ -701,7 +719,11 @@ impl Tasks {
     }
 
     /// Create a task whose first state `init` sets; nothing is kept when it fails.
-    pub fn create_with(&self, n: NewTask, init: impl FnOnce(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
+    pub fn create_with(
+        &self,
+        n: NewTask,
+        init: impl FnOnce(&mut TaskRecord) -> Result<(), Fault>,
+    ) -> Result<TaskRecord, Fault> {
         let mut t = self.new_record(n)?;
         init(&mut t)?;
         self.insert_new(t)
@@ -722,7 +744,10 @@ impl Tasks {
     fn new_record(&self, n: NewTask) -> Result<TaskRecord, Fault> {
         let seq = self.next_seq()?;
         let key = format!("task-{seq}");
-        let root_key = n.parent_key.as_ref().map(|p| self.get(p).and_then(|t| t.root_key.or(Some(t.key))).unwrap_or_else(|| p.clone()));
+        let root_key = n
+            .parent_key
+            .as_ref()
+            .map(|p| self.get(p).and_then(|t| t.root_key.or(Some(t.key))).unwrap_or_else(|| p.clone()));
         Ok(TaskRecord {
             key,
             seq,
@@ -763,7 +788,14 @@ impl Tasks {
         self.admit(&t)?;
         t.version = 1;
         let record = serde_json::to_string(&t).map_err(|e| Fault::system_error(e.to_string()))?;
-        self.store.insert_task(&crate::store::TaskRow { key: t.key.clone(), seq: t.seq, version: 1, owner: self.node(), live: t.is_live(), record })?;
+        self.store.insert_task(&crate::store::TaskRow {
+            key: t.key.clone(),
+            seq: t.seq,
+            version: 1,
+            owner: self.node(),
+            live: t.is_live(),
+            record,
+        })?;
         self.install(t.clone());
         self.changes.send_modify(|v| *v += 1);
         self.prune()?;
@@ -771,7 +803,11 @@ impl Tasks {
     }
 
     /// Apply `f` to a task and persist the result (`f` judges the state).
-    pub fn update_with(&self, key: &str, f: impl FnMut(&mut TaskRecord) -> Result<(), Fault>) -> Result<TaskRecord, Fault> {
+    pub fn update_with(
+        &self,
+        key: &str,
+        f: impl FnMut(&mut TaskRecord) -> Result<(), Fault>,
+    ) -> Result<TaskRecord, Fault> {
         self.update(key, f)
     }
 
@@ -790,7 +826,8 @@ impl Tasks {
 
     /// The VCD tasks `pred` accepts, oldest first.
     pub fn vcd_tasks(&self, pred: impl Fn(&super::vcd::VcdTask) -> bool) -> Vec<TaskRecord> {
-        let mut v: Vec<TaskRecord> = self.map.read().values().filter(|t| t.vcd.as_ref().is_some_and(&pred)).cloned().collect();
+        let mut v: Vec<TaskRecord> =
+            self.map.read().values().filter(|t| t.vcd.as_ref().is_some_and(&pred)).cloned().collect();
         v.sort_by_key(|t| t.seq);
         v
     }
@@ -838,12 +875,21 @@ impl Tasks {
     }
 
     fn invalid_state(t: &TaskRecord, what: &str) -> Fault {
-        Fault::new(types::InvalidState, format!("{what}: task {} is {}{}", t.key, t.state.as_str(), if t.cancelled { " (cancelled)" } else { "" }))
+        Fault::new(
+            types::InvalidState,
+            format!("{what}: task {} is {}{}", t.key, t.state.as_str(), if t.cancelled { " (cancelled)" } else { "" }),
+        )
     }
 
     /// SetTaskState: queued → running → success | error; a finished task
     /// never changes again.
-    pub fn set_state(&self, key: &str, state: TaskState, result: Option<&Value>, fault: Option<&Fault>) -> Result<TaskRecord, Fault> {
+    pub fn set_state(
+        &self,
+        key: &str,
+        state: TaskState,
+        result: Option<&Value>,
+        fault: Option<&Fault>,
+    ) -> Result<TaskRecord, Fault> {
         self.update(key, |t| {
             if t.state.is_final() {
                 return Err(Self::invalid_state(t, "the task has already completed"));
@@ -944,7 +990,10 @@ impl Tasks {
     pub fn recent(&self, visible: impl Fn(&TaskRecord) -> bool) -> Vec<String> {
         let horizon = ms(Utc::now()) - 10 * 60 * 1000;
         let map = self.map.read();
-        let mut v: Vec<&TaskRecord> = map.values().filter(|t| (!t.state.is_final() || t.complete_time.unwrap_or(0) >= horizon) && visible(t)).collect();
+        let mut v: Vec<&TaskRecord> = map
+            .values()
+            .filter(|t| (!t.state.is_final() || t.complete_time.unwrap_or(0) >= horizon) && visible(t))
+            .collect();
         v.sort_by_key(|t| t.seq);
         let skip = v.len().saturating_sub(200);
         v.into_iter().skip(skip).map(|t| t.key.clone()).collect()
@@ -958,7 +1007,13 @@ impl Tasks {
         // VCD tasks live until their expiryTime, whatever their state
         // (looked for at most once a second).
         if now - self.vcd_pruned.swap(now, Ordering::Relaxed) >= 1000 {
-            drop.extend(self.map.read().values().filter(|t| t.vcd.as_ref().is_some_and(|v| v.expiry.is_some_and(|e| e <= now))).map(|t| t.key.clone()));
+            drop.extend(
+                self.map
+                    .read()
+                    .values()
+                    .filter(|t| t.vcd.as_ref().is_some_and(|v| v.expiry.is_some_and(|e| e <= now)))
+                    .map(|t| t.key.clone()),
+            );
         }
         {
             let mut done = self.completed.write();
@@ -1016,7 +1071,9 @@ impl Tasks {
             // SOAP carries a LocalizedMethodFault here; VI/JSON flattens it.
             d.set(
                 "error",
-                Data::new(types::LocalizedMethodFault).with("fault", Value::Data(fault)).with_opt("localizedMessage", t.error_message.clone()),
+                Data::new(types::LocalizedMethodFault)
+                    .with("fault", Value::Data(fault))
+                    .with_opt("localizedMessage", t.error_message.clone()),
             );
         }
         d

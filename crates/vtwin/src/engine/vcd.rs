@@ -50,11 +50,19 @@ impl Directory {
         static LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
         let _g = LOCK.lock();
         let mut d: Directory = match store.get_meta(DIRECTORY_KEY)? {
-            Some(t) => serde_json::from_str(&t).map_err(|e| crate::store::StoreError::Backend(format!("the VCD directory is unreadable: {e}")))?,
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|e| crate::store::StoreError::Backend(format!("the VCD directory is unreadable: {e}")))?,
             None => Directory::default(),
         };
         if !d.orgs.iter().any(|o| o.name == SYSTEM) {
-            d.orgs.insert(0, Org { id: uuid::Uuid::new_v4().to_string(), name: SYSTEM.into(), full_name: "System Organization".into() });
+            d.orgs.insert(
+                0,
+                Org {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    name: SYSTEM.into(),
+                    full_name: "System Organization".into(),
+                },
+            );
             d.save(store)?;
         }
         Ok(d)
@@ -79,7 +87,11 @@ pub fn add_org(store: &dyn Store, name: &str, full_name: &str) -> Result<Org, St
     if d.org_by_name(name).is_some() {
         return Err(format!("organization {name} exists"));
     }
-    let o = Org { id: uuid::Uuid::new_v4().to_string(), name: name.into(), full_name: if full_name.is_empty() { name.into() } else { full_name.into() } };
+    let o = Org {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.into(),
+        full_name: if full_name.is_empty() { name.into() } else { full_name.into() },
+    };
     d.orgs.push(o.clone());
     d.save(store).map_err(|e| e.to_string())?;
     Ok(o)
@@ -96,7 +108,13 @@ pub fn add_user(store: &dyn Store, org: &str, name: &str, password: &str, role: 
         (false, r) => return Err(format!("role '{r}' is not admin or user")),
     };
     d.users.retain(|u| !(u.org == o.id && u.name == name));
-    d.users.push(User { id: uuid::Uuid::new_v4().to_string(), name: name.into(), org: o.id, password_hash: hash_password(password), role: role.into() });
+    d.users.push(User {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: name.into(),
+        org: o.id,
+        password_hash: hash_password(password),
+        role: role.into(),
+    });
     d.save(store).map_err(|e| e.to_string())
 }
 
@@ -161,7 +179,14 @@ impl From<Fault> for VcdError {
 
 /// Log in `user@org` (the System org's `administrator` is the vSphere
 /// administrator, with the same password). `provider`: only System users.
-pub fn login(eng: &Engine, principal: &str, password: &str, provider: Option<bool>, ip: &str, ua: &str) -> Result<Who, VcdError> {
+pub fn login(
+    eng: &Engine,
+    principal: &str,
+    password: &str,
+    provider: Option<bool>,
+    ip: &str,
+    ua: &str,
+) -> Result<Who, VcdError> {
     let bad = || VcdError::unauthorized();
     let (user, org) = principal.rsplit_once('@').ok_or_else(bad)?;
     let d = shared_directory(eng);
@@ -172,7 +197,8 @@ pub fn login(eng: &Engine, principal: &str, password: &str, provider: Option<boo
         _ => {}
     }
     let (user_id, role) = if o.name == SYSTEM && user.eq_ignore_ascii_case("administrator") {
-        super::mo::session_manager::authenticate(eng, "administrator@vsphere.local", password, ip).map_err(|_| bad())?;
+        super::mo::session_manager::authenticate(eng, "administrator@vsphere.local", password, ip)
+            .map_err(|_| bad())?;
         (admin_id(&o), "System Administrator".to_string())
     } else {
         // Throttled and timed as vSphere logins are (`authenticate`).
@@ -187,7 +213,8 @@ pub fn login(eng: &Engine, principal: &str, password: &str, provider: Option<boo
             throttle.failed(&keys);
             return Err(bad());
         };
-        let rec = UserRecord { name: u.name.clone(), password_hash: u.password_hash.clone(), full_name: u.name.clone() };
+        let rec =
+            UserRecord { name: u.name.clone(), password_hash: u.password_hash.clone(), full_name: u.name.clone() };
         if !verify_password(&rec, password) {
             throttle.failed(&keys);
             return Err(bad());
@@ -195,8 +222,16 @@ pub fn login(eng: &Engine, principal: &str, password: &str, provider: Option<boo
         throttle.succeeded(&user_key);
         (u.id.clone(), u.role.clone())
     };
-    let name = if o.name == SYSTEM && user.eq_ignore_ascii_case("administrator") { "administrator".to_string() } else { user.to_string() };
-    let rec = UserRecord { name: format!("vcd:{}:{}:{}", o.id, user_id, name), password_hash: String::new(), full_name: name.clone() };
+    let name = if o.name == SYSTEM && user.eq_ignore_ascii_case("administrator") {
+        "administrator".to_string()
+    } else {
+        user.to_string()
+    };
+    let rec = UserRecord {
+        name: format!("vcd:{}:{}:{}", o.id, user_id, name),
+        password_hash: String::new(),
+        full_name: name.clone(),
+    };
     let s = eng.sessions.create(&rec, "en", ip, ua).map_err(VcdError::from)?;
     Ok(Who { token: s.token.clone(), org: o, user: name, user_id, role })
 }
@@ -216,7 +251,11 @@ pub fn session(eng: &Engine, token: &str) -> Option<Who> {
     let (org, user_id, user) = (it.next()?, it.next()?, it.next()?);
     let d = shared_directory(eng);
     let o = d.org(org)?.clone();
-    let role = if o.name == SYSTEM { "System Administrator".to_string() } else { d.users.iter().find(|u| u.id == user_id).map(|u| u.role.clone())? };
+    let role = if o.name == SYSTEM {
+        "System Administrator".to_string()
+    } else {
+        d.users.iter().find(|u| u.id == user_id).map(|u| u.role.clone())?
+    };
     Some(Who { token: token.to_string(), org: o, user: user.to_string(), user_id: user_id.to_string(), role })
 }
 
@@ -318,7 +357,11 @@ pub fn parse_status(s: &str) -> Result<&'static str, VcdError> {
     if k == "canceled" || k == "cancelled" {
         return Ok("aborted");
     }
-    STATUSES.iter().copied().find(|x| x.eq_ignore_ascii_case(&k)).ok_or_else(|| VcdError::bad_request(format!("'{s}' is not a task status ({})", STATUSES.join(", "))))
+    STATUSES
+        .iter()
+        .copied()
+        .find(|x| x.eq_ignore_ascii_case(&k))
+        .ok_or_else(|| VcdError::bad_request(format!("'{s}' is not a task status ({})", STATUSES.join(", "))))
 }
 
 fn is_final(status: &str) -> bool {
@@ -365,7 +408,9 @@ fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Resul
     if creating {
         if let Some(ns) = &spec.service_namespace {
             if ns.is_empty() || ns.chars().count() > 128 || ns.starts_with("com.vmware.vcloud") {
-                return Err(VcdError::bad_request(format!("serviceNamespace '{ns}' must be 1 to 128 characters and not start with com.vmware.vcloud")));
+                return Err(VcdError::bad_request(format!(
+                    "serviceNamespace '{ns}' must be 1 to 128 characters and not start with com.vmware.vcloud"
+                )));
             }
         }
         v.service_namespace = spec.service_namespace.clone();
@@ -381,7 +426,13 @@ fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Resul
         }
         v.name = n.clone();
     }
-    for (dst, src) in [(&mut v.operation, &spec.operation), (&mut v.description, &spec.description), (&mut v.details, &spec.details), (&mut v.params, &spec.params), (&mut v.result, &spec.result)] {
+    for (dst, src) in [
+        (&mut v.operation, &spec.operation),
+        (&mut v.description, &spec.description),
+        (&mut v.details, &spec.details),
+        (&mut v.params, &spec.params),
+        (&mut v.result, &spec.result),
+    ] {
         if src.is_some() {
             *dst = src.clone();
         }
@@ -390,7 +441,13 @@ fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Resul
         v.error = spec.error.clone();
     }
     if status == "error" && v.error.is_none() {
-        v.error = Some(TaskError { major: 500, minor: "INTERNAL_SERVER_ERROR".into(), message: v.details.clone().unwrap_or_else(|| "The task failed.".into()), vendor: None, stack: None });
+        v.error = Some(TaskError {
+            major: 500,
+            minor: "INTERNAL_SERVER_ERROR".into(),
+            message: v.details.clone().unwrap_or_else(|| "The task failed.".into()),
+            vendor: None,
+            stack: None,
+        });
     }
     v.status = status.to_string();
     if let Some(p) = spec.progress {
@@ -406,7 +463,11 @@ fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Resul
             t.progress = Some(100);
         } else {
             let msg = v.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| "The task was aborted.".into());
-            let f = if status == "aborted" { Fault::new(types::RequestCanceled, msg.clone()) } else { Fault::system_error(msg.clone()) };
+            let f = if status == "aborted" {
+                Fault::new(types::RequestCanceled, msg.clone())
+            } else {
+                Fault::system_error(msg.clone())
+            };
             t.error = Some(vmodl::json::encode_data(&f.data, super::tasks::storage_version()));
             t.error_message = Some(msg);
             t.cancelled = status == "aborted";
@@ -437,19 +498,32 @@ pub fn follow_engine(t: &mut TaskRecord) {
         v.cancel_requested = true;
     }
     if state == TaskState::Error && v.error.is_none() {
-        v.error = Some(TaskError { major: 500, minor: "INTERNAL_SERVER_ERROR".into(), message: msg.unwrap_or_else(|| "The task failed.".into()), vendor: None, stack: None });
+        v.error = Some(TaskError {
+            major: 500,
+            minor: "INTERNAL_SERVER_ERROR".into(),
+            message: msg.unwrap_or_else(|| "The task failed.".into()),
+            vendor: None,
+            stack: None,
+        });
     }
 }
 
 /// POST /api/tasksList/{org}: an external task of the caller's org.
-pub fn create_task(eng: &Engine, who: &Who, org_id: &str, spec: &TaskSpec, expiry_secs: i64) -> Result<TaskRecord, VcdError> {
+pub fn create_task(
+    eng: &Engine,
+    who: &Who,
+    org_id: &str,
+    spec: &TaskSpec,
+    expiry_secs: i64,
+) -> Result<TaskRecord, VcdError> {
     let d = shared_directory(eng);
     let org = d.org(org_id).ok_or_else(|| VcdError::not_found(format!("no organization {org_id}")))?;
     if !who.is_system() && org.id != who.org.id {
         return Err(VcdError::not_found(format!("no organization {org_id}")));
     }
     let now = Utc::now().timestamp_millis();
-    let name = spec.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| VcdError::bad_request("a task needs a name"))?;
+    let name =
+        spec.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| VcdError::bad_request("a task needs a name"))?;
     let id = uuid::Uuid::new_v4().to_string();
     let vcd = VcdTask {
         id: id.clone(),
@@ -462,7 +536,10 @@ pub fn create_task(eng: &Engine, who: &Who, org_id: &str, spec: &TaskSpec, expir
     };
     let n = NewTask {
         name: None,
-        description_id: format!("com.vmware.vcloud.{}", spec.operation_name.clone().unwrap_or_else(|| "jobExternal".into())),
+        description_id: format!(
+            "com.vmware.vcloud.{}",
+            spec.operation_name.clone().unwrap_or_else(|| "jobExternal".into())
+        ),
         entity: None,
         cancelable: true,
         user: format!("{}@{}", who.user, who.org.name),
@@ -472,11 +549,12 @@ pub fn create_task(eng: &Engine, who: &Who, org_id: &str, spec: &TaskSpec, expir
         target: None,
     };
     let spec = spec.clone();
-    eng.tasks.create_with(n, move |t| {
-        t.vcd = Some(vcd);
-        apply(t, &spec, now, true).map_err(|e| Fault::invalid_argument("task", e.message))
-    })
-    .map_err(VcdError::from)
+    eng.tasks
+        .create_with(n, move |t| {
+            t.vcd = Some(vcd);
+            apply(t, &spec, now, true).map_err(|e| Fault::invalid_argument("task", e.message))
+        })
+        .map_err(VcdError::from)
 }
 
 /// The task with VCD id `id`, if the caller may see it and it has not expired.
@@ -538,7 +616,9 @@ pub fn cancel_task(eng: &Engine, who: &Who, id: &str) -> Result<TaskRecord, VcdE
 /// unexpired, oldest first; `org`: only that org's.
 pub fn list_tasks(eng: &Engine, who: &Who, org: Option<&str>) -> Vec<TaskRecord> {
     let now = Utc::now().timestamp_millis();
-    eng.tasks.vcd_tasks(|v| v.expiry.is_none_or(|e| e > now) && (who.is_system() || v.org == who.org.id) && org.is_none_or(|o| v.org == o))
+    eng.tasks.vcd_tasks(|v| {
+        v.expiry.is_none_or(|e| e > now) && (who.is_system() || v.org == who.org.id) && org.is_none_or(|o| v.org == o)
+    })
 }
 
 /// The vim25 tasks started on behalf of a VCD task (their parent).

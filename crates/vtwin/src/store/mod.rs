@@ -77,7 +77,9 @@ pub fn open(data_dir: &std::path::Path, database: Option<&str>) -> anyhow::Resul
             };
             Ok(std::sync::Arc::new(postgres::PgStore::open(&url).map_err(|e| anyhow::anyhow!("PostgreSQL: {e}"))?))
         }
-        Some(other) => anyhow::bail!("--database must be a postgres:// URL (SQLite, the default, needs none), not {other}"),
+        Some(other) => {
+            anyhow::bail!("--database must be a postgres:// URL (SQLite, the default, needs none), not {other}")
+        }
         None => {
             let db = data_dir.join("vtwin.db");
             let store = sqlite::SqliteStore::open(&db)?;

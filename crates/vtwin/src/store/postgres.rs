@@ -45,7 +45,8 @@ fn err(e: ::postgres::Error) -> StoreError {
 /// Schema migrations, applied in order at open; `vtwin_schema` records how
 /// many have run. Changes to users, permissions, objects and extensions
 /// bump `vtwin_version`, which other nodes watch.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE users (name TEXT PRIMARY KEY, password_hash TEXT NOT NULL, full_name TEXT NOT NULL);
 CREATE TABLE objects (moid TEXT PRIMARY KEY, ty TEXT NOT NULL, name TEXT NOT NULL, parent TEXT, attrs TEXT NOT NULL);
@@ -57,7 +58,8 @@ CREATE TABLE tasks (key TEXT PRIMARY KEY, seq BIGINT NOT NULL, record TEXT NOT N
 CREATE TABLE extensions (key TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE vtwin_version (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
 INSERT INTO vtwin_version VALUES (1, 0);
-"#, r#"
+"#,
+    r#"
 ALTER TABLE tasks ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT '';
 ALTER TABLE tasks ADD COLUMN live BOOLEAN NOT NULL DEFAULT FALSE;
@@ -70,7 +72,8 @@ CREATE TABLE nodes (id TEXT PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL, lock_
 CREATE SEQUENCE task_seq INCREMENT BY 64;
 CREATE SEQUENCE object_seq;
 SELECT setval('task_seq', (SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks), false);
-"#];
+"#,
+];
 
 /// Task sequence numbers per `nextval` (the sequence's increment).
 const SEQ_BLOCK: i64 = 64;
@@ -127,7 +130,8 @@ impl PgStore {
         let channel = channel(schema.as_deref());
         let store = PgStore { jobs: tx, url, channel, me: Default::default(), own: Default::default() };
         // Changes made before this handle opened are not news to it.
-        store.own.lock().last = store.run(|c| Ok(c.query_one("SELECT n FROM vtwin_version WHERE id=1", &[])?.get(0)))?;
+        store.own.lock().last =
+            store.run(|c| Ok(c.query_one("SELECT n FROM vtwin_version WHERE id=1", &[])?.get(0)))?;
         Ok(store)
     }
 
@@ -137,7 +141,10 @@ impl PgStore {
     }
 
     /// Run `f` on a connection and wait for its answer.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Client) -> std::result::Result<T, ::postgres::Error> + Send + 'static) -> Result<T> {
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> std::result::Result<T, ::postgres::Error> + Send + 'static,
+    ) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.jobs
             .send(Box::new(move |c| {
@@ -182,7 +189,11 @@ fn watch(first: Client, url: &str, chan: &str, node: &str, on: Box<dyn Fn(TaskNo
             };
             // Wake now and then to see that the connection still stands: a
             // connection that died silently would otherwise wait for ever.
-            let first = c.notifications().timeout_iter(std::time::Duration::from_secs(5)).next().map(|m| m.map(|m| m.payload().to_string()));
+            let first = c
+                .notifications()
+                .timeout_iter(std::time::Duration::from_secs(5))
+                .next()
+                .map(|m| m.map(|m| m.payload().to_string()));
             match first {
                 Ok(Some(p)) => take(&p),
                 Ok(None) => {
@@ -275,7 +286,11 @@ impl Store for PgStore {
     fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         let (key, value) = (key.to_string(), value.to_string());
         self.run(move |c| {
-            c.execute("INSERT INTO meta(key,value) VALUES($1,$2) ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value", &[&key, &value]).map(|_| ())
+            c.execute(
+                "INSERT INTO meta(key,value) VALUES($1,$2) ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value",
+                &[&key, &value],
+            )
+            .map(|_| ())
         })
     }
     fn put_user(&self, u: &UserRecord) -> Result<()> {
@@ -301,7 +316,12 @@ impl Store for PgStore {
         })
     }
     fn list_users(&self) -> Result<Vec<UserRecord>> {
-        self.run(|c| Ok(c.query("SELECT name,password_hash,full_name FROM users ORDER BY name", &[])?.iter().map(|r| UserRecord { name: r.get(0), password_hash: r.get(1), full_name: r.get(2) }).collect()))
+        self.run(|c| {
+            Ok(c.query("SELECT name,password_hash,full_name FROM users ORDER BY name", &[])?
+                .iter()
+                .map(|r| UserRecord { name: r.get(0), password_hash: r.get(1), full_name: r.get(2) })
+                .collect())
+        })
     }
     fn put_objects(&self, objs: &[ObjectRecord]) -> Result<()> {
         let objs = objs.to_vec();
@@ -366,7 +386,10 @@ impl Store for PgStore {
         let own = self.own.clone();
         self.run(move |c| {
             let mut tx = c.transaction()?;
-            let n = tx.execute("DELETE FROM permissions WHERE entity=$1 AND principal=$2 AND is_group=$3", &[&entity, &principal, &group])?;
+            let n = tx.execute(
+                "DELETE FROM permissions WHERE entity=$1 AND principal=$2 AND is_group=$3",
+                &[&entity, &principal, &group],
+            )?;
             let bumped: i64 = tx.query_one(BUMP, &[])?.get(0);
             tx.commit()?;
             own.lock().mine.insert(bumped);
@@ -377,14 +400,24 @@ impl Store for PgStore {
         self.run(|c| {
             Ok(c.query("SELECT entity,principal,is_group,role_id,propagate FROM permissions", &[])?
                 .iter()
-                .map(|r| PermissionRecord { entity: r.get(0), principal: r.get(1), group: r.get(2), role_id: r.get(3), propagate: r.get(4) })
+                .map(|r| PermissionRecord {
+                    entity: r.get(0),
+                    principal: r.get(1),
+                    group: r.get(2),
+                    role_id: r.get(3),
+                    propagate: r.get(4),
+                })
                 .collect())
         })
     }
     fn get_session(&self, token: &str) -> Result<Option<SessionRecord>> {
         let token = token.to_string();
         self.run(move |c| {
-            Ok(c.query_opt("SELECT token,key,user_name,login_time,last_active,locale,ip,user_agent FROM sessions WHERE token=$1", &[&token])?.map(|r| SessionRecord {
+            Ok(c.query_opt(
+                "SELECT token,key,user_name,login_time,last_active,locale,ip,user_agent FROM sessions WHERE token=$1",
+                &[&token],
+            )?
+            .map(|r| SessionRecord {
                 token: r.get(0),
                 key: r.get(1),
                 user: r.get(2),
@@ -441,14 +474,21 @@ impl Store for PgStore {
     }
     fn get_tasks(&self, keys: &[String]) -> Result<Vec<TaskRow>> {
         let keys = keys.to_vec();
-        self.run(move |c| Ok(c.query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE key = ANY($1)"), &[&keys])?.iter().map(task_row).collect()))
+        self.run(move |c| {
+            Ok(c.query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE key = ANY($1)"), &[&keys])?
+                .iter()
+                .map(task_row)
+                .collect())
+        })
     }
     fn delete_tasks(&self, keys: &[String]) -> Result<()> {
         let (keys, chan, me) = (keys.to_vec(), self.channel.clone(), self.note(""));
         self.run(move |c| c.execute("WITH d AS (DELETE FROM tasks WHERE key = ANY($1) RETURNING key) SELECT pg_notify($2, $3 || key) FROM d", &[&keys, &chan, &me]).map(|_| ()))
     }
     fn list_tasks(&self) -> Result<Vec<TaskRow>> {
-        self.run(|c| Ok(c.query(&format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY seq"), &[])?.iter().map(task_row).collect()))
+        self.run(|c| {
+            Ok(c.query(&format!("SELECT {TASK_COLUMNS} FROM tasks ORDER BY seq"), &[])?.iter().map(task_row).collect())
+        })
     }
     fn task_seqs(&self) -> Result<(i64, i64)> {
         self.run(|c| Ok((c.query_one("SELECT nextval('task_seq')", &[])?.get(0), SEQ_BLOCK)))
@@ -505,10 +545,12 @@ impl Store for PgStore {
         // LISTEN before returning: changes from now on are heard.
         let (u, ch) = (url.clone(), chan.clone());
         let me = node.clone();
-        let first = std::thread::spawn(move || Client::connect(&u, NoTls).and_then(|mut c| listen(&mut c, &ch, &me).map(|_| c)))
-            .join()
-            .map_err(|_| StoreError::Backend("connecting the task watch failed".into()))?
-            .map_err(err)?;
+        let first = std::thread::spawn(move || {
+            Client::connect(&u, NoTls).and_then(|mut c| listen(&mut c, &ch, &me).map(|_| c))
+        })
+        .join()
+        .map_err(|_| StoreError::Backend("connecting the task watch failed".into()))?
+        .map_err(err)?;
         std::thread::Builder::new()
             .name("vtwin-pg-watch".into())
             .spawn(move || watch(first, &url, &chan, &node, on))
@@ -540,7 +582,12 @@ impl Store for PgStore {
         })
     }
     fn list_extensions(&self) -> Result<Vec<(String, String)>> {
-        self.run(|c| Ok(c.query("SELECT key,record FROM extensions ORDER BY key", &[])?.iter().map(|r| (r.get(0), r.get(1))).collect()))
+        self.run(|c| {
+            Ok(c.query("SELECT key,record FROM extensions ORDER BY key", &[])?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+        })
     }
     /// How many of the counter's steps were other handles' changes. An own
     /// change whose step is read before it is recorded counts as news (a
@@ -568,7 +615,10 @@ impl Store for PgStore {
         // Only ever forward, and only when behind (the first node's
         // bootstrap): a node opening while others number objects leaves the
         // counter alone.
-        self.run(move |c| c.execute("SELECT setval('object_seq', $1) WHERE (SELECT last_value FROM object_seq) < $1", &[&at_least]).map(|_| ()))?;
+        self.run(move |c| {
+            c.execute("SELECT setval('object_seq', $1) WHERE (SELECT last_value FROM object_seq) < $1", &[&at_least])
+                .map(|_| ())
+        })?;
         Ok(true)
     }
     fn next_object_id(&self) -> Result<i64> {

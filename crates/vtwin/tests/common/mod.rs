@@ -33,7 +33,16 @@ impl Server {
     #[allow(clippy::zombie_processes)]
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(bin())
-            .args(["serve", "--plain-http", "--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0", "--admin-password", PW])
+            .args([
+                "serve",
+                "--plain-http",
+                "--listen",
+                "127.0.0.1:0",
+                "--nbd-listen",
+                "127.0.0.1:0",
+                "--admin-password",
+                PW,
+            ])
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
@@ -63,14 +72,22 @@ impl Server {
 
     /// POST a SOAP body to /sdk; returns (status, body, set-cookie).
     pub fn soap(&self, body: &str, cookie: Option<&str>) -> (u16, String, Option<String>) {
-        let mut r = ureq::post(&self.url("/sdk")).set("Content-Type", "text/xml; charset=UTF-8").set("SOAPAction", "\"urn:vim25/9.1.0.0\"");
+        let mut r = ureq::post(&self.url("/sdk"))
+            .set("Content-Type", "text/xml; charset=UTF-8")
+            .set("SOAPAction", "\"urn:vim25/9.1.0.0\"");
         if let Some(c) = cookie {
             r = r.set("Cookie", c);
         }
         resp(r.send_string(body))
     }
 
-    pub fn json(&self, method: &str, path: &str, body: Option<&str>, session: Option<&str>) -> (u16, String, Option<String>) {
+    pub fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        session: Option<&str>,
+    ) -> (u16, String, Option<String>) {
         let mut r = ureq::request(method, &self.url(path));
         if let Some(s) = session {
             r = r.set("vmware-api-session-id", s);
@@ -100,7 +117,8 @@ impl Server {
     /// Log in over VI/JSON; returns the session id.
     pub fn json_login(&self, user: &str, pw: &str) -> String {
         let body = format!(r#"{{"_typeName":"LoginRequestType","userName":"{user}","password":"{pw}"}}"#);
-        let (st, b, sid) = self.json("POST", "/sdk/vim25/9.1.0.0/SessionManager/SessionManager/Login", Some(&body), None);
+        let (st, b, sid) =
+            self.json("POST", "/sdk/vim25/9.1.0.0/SessionManager/SessionManager/Login", Some(&body), None);
         assert_eq!(st, 200, "{b}");
         sid.expect("vmware-api-session-id header")
     }

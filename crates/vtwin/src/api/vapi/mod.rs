@@ -49,7 +49,10 @@ impl VapiError {
         V::Error(
             format!("com.vmware.vapi.std.errors.{}", self.kind),
             vec![
-                ("messages".into(), V::List(vec![message(&format!("com.vmware.vtwin.{}", self.kind), &self.message, &[])])),
+                (
+                    "messages".into(),
+                    V::List(vec![message(&format!("com.vmware.vtwin.{}", self.kind), &self.message, &[])]),
+                ),
                 ("data".into(), V::Opt(None)),
                 ("error_type".into(), V::some(V::str(self.kind.to_uppercase()))),
             ],
@@ -97,7 +100,11 @@ fn ctx_for(eng: &Engine, req: &Req) -> Ctx {
     let mut ctx = Ctx::new(vmodl::VersionId::by_wire("vim25", super::newest_release()).expect("newest release"));
     ctx.ip = req.peer.ip().to_string();
     ctx.user_agent = req.header("user-agent").unwrap_or("").to_string();
-    ctx.session = req.header(SESSION_HEADER).map(str::to_string).or_else(|| req.cookie(SESSION_HEADER)).and_then(|t| eng.session_for_token(&t));
+    ctx.session = req
+        .header(SESSION_HEADER)
+        .map(str::to_string)
+        .or_else(|| req.cookie(SESSION_HEADER))
+        .and_then(|t| eng.session_for_token(&t));
     ctx
 }
 
@@ -111,7 +118,8 @@ pub fn basic_auth(req: &Req) -> Option<(String, String)> {
 }
 
 fn login(eng: &Engine, ctx: &Ctx, user: &str, pw: &str) -> Result<Arc<Session>, VapiError> {
-    let rec = crate::engine::mo::session_manager::authenticate(eng, user, pw, &ctx.ip).map_err(|_| VapiError::new("unauthenticated", "Authentication required."))?;
+    let rec = crate::engine::mo::session_manager::authenticate(eng, user, pw, &ctx.ip)
+        .map_err(|_| VapiError::new("unauthenticated", "Authentication required."))?;
     Ok(eng.sessions.create(&rec, "en", &ctx.ip, &ctx.user_agent)?)
 }
 
@@ -133,7 +141,11 @@ fn query_list(req: &Req, name: &str) -> Option<Vec<String>> {
     for kv in req.query.split('&') {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
-        if k == name || k.strip_prefix(name).map(|r| r.starts_with('.') && r[1..].chars().all(|c| c.is_ascii_digit())).unwrap_or(false) {
+        if k == name
+            || k.strip_prefix(name)
+                .map(|r| r.starts_with('.') && r[1..].chars().all(|c| c.is_ascii_digit()))
+                .unwrap_or(false)
+        {
             let v = percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
             out.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_string));
         }
@@ -149,7 +161,8 @@ fn body_json(req: &Req) -> Result<J, VapiError> {
     if req.body.is_empty() {
         return Ok(J::Null);
     }
-    serde_json::from_slice(&req.body).map_err(|e| VapiError::invalid_argument(format!("the request body is not JSON: {e}")))
+    serde_json::from_slice(&req.body)
+        .map_err(|e| VapiError::invalid_argument(format!("the request body is not JSON: {e}")))
 }
 
 fn require_session(ctx: &Ctx) -> Result<(), VapiError> {
@@ -171,7 +184,9 @@ pub fn handle_rest(state: &AppState, req: &Req) -> (Resp, String) {
     let created = if style == Style::Api { StatusCode::CREATED } else { StatusCode::OK };
     let (name, status, out): (&str, StatusCode, Out) = match (m, seg.as_slice()) {
         // Sessions.
-        (&Method::POST, ["session"]) | (&Method::POST, ["com", "vmware", "cis", "session"]) if action.as_deref() != Some("get") => {
+        (&Method::POST, ["session"]) | (&Method::POST, ["com", "vmware", "cis", "session"])
+            if action.as_deref() != Some("get") =>
+        {
             let out = match basic_auth(req) {
                 Some((u, p)) => login(eng, &ctx, &u, &p).map(|s| {
                     ctx.new_session = Some(s.clone());
@@ -185,7 +200,9 @@ pub fn handle_rest(state: &AppState, req: &Req) -> (Resp, String) {
             };
             ("session.create", created, out)
         }
-        (&Method::GET, ["session"]) | (&Method::GET, ["com", "vmware", "cis", "session"]) | (&Method::POST, ["com", "vmware", "cis", "session"]) => {
+        (&Method::GET, ["session"])
+        | (&Method::GET, ["com", "vmware", "cis", "session"])
+        | (&Method::POST, ["com", "vmware", "cis", "session"]) => {
             let out = ctx.session.as_ref().map(|s| Some(session_info(s))).ok_or_else(VapiError::unauthenticated);
             ("session.get", StatusCode::OK, out)
         }
@@ -215,15 +232,21 @@ pub fn handle_rest(state: &AppState, req: &Req) -> (Resp, String) {
                 targets: None,
             };
             let excl = query_bool(req, &["result_spec.exclude_result", "exclude_result"]);
-            ("tasks.list", StatusCode::OK, require_session(&ctx).and_then(|_| tasks::list(eng, &ctx, &f, excl).map(Some)))
+            (
+                "tasks.list",
+                StatusCode::OK,
+                require_session(&ctx).and_then(|_| tasks::list(eng, &ctx, &f, excl).map(Some)),
+            )
         }
         (&Method::GET, ["cis", "tasks", id]) => {
             let excl = query_bool(req, &["spec.exclude_result", "exclude_result"]);
             ("tasks.get", StatusCode::OK, require_session(&ctx).and_then(|_| tasks::get(eng, &ctx, id, excl).map(Some)))
         }
-        (&Method::POST, ["cis", "tasks", id]) if action.as_deref() == Some("cancel") => {
-            ("tasks.cancel", StatusCode::OK, require_session(&ctx).and_then(|_| tasks::cancel(eng, &ctx, id).map(|_| None)))
-        }
+        (&Method::POST, ["cis", "tasks", id]) if action.as_deref() == Some("cancel") => (
+            "tasks.cancel",
+            StatusCode::OK,
+            require_session(&ctx).and_then(|_| tasks::cancel(eng, &ctx, id).map(|_| None)),
+        ),
         // Extension tasks.
         (&Method::POST, ["vcenter", "extension", "tasks"]) => {
             let out = require_session(&ctx).and_then(|_| body_json(req)).and_then(|b| {
@@ -304,9 +327,13 @@ pub fn handle_jsonrpc(state: &AppState, req: &Req) -> (Resp, String) {
     let out: Out = auth.and_then(|_| match (service.as_str(), operation.as_str()) {
         ("com.vmware.cis.session", "create") => match transient.take() {
             Some(s) => Ok(Some(V::Secret(s.token.clone()))),
-            None => ctx.session.as_ref().map(|s| Some(V::Secret(s.token.clone()))).ok_or_else(VapiError::unauthenticated),
+            None => {
+                ctx.session.as_ref().map(|s| Some(V::Secret(s.token.clone()))).ok_or_else(VapiError::unauthenticated)
+            }
         },
-        ("com.vmware.cis.session", "get") => ctx.session.as_ref().map(|s| Some(session_info(s))).ok_or_else(VapiError::unauthenticated),
+        ("com.vmware.cis.session", "get") => {
+            ctx.session.as_ref().map(|s| Some(session_info(s))).ok_or_else(VapiError::unauthenticated)
+        }
         ("com.vmware.cis.session", "delete") => match &ctx.session {
             Some(s) => {
                 eng.end_session(&s.token);
@@ -328,14 +355,18 @@ pub fn handle_jsonrpc(state: &AppState, req: &Req) -> (Resp, String) {
             let task = input["task"].as_str().unwrap_or("");
             require_session(&ctx).and_then(|_| tasks::cancel(eng, &ctx, task).map(|_| Some(V::Void)))
         }
-        ("com.vmware.vcenter.extension.tasks", "create") => {
-            require_session(&ctx).and_then(|_| tasks::create(eng, &ctx, &input["spec"], error_name_in(raw_input)).map(|id| Some(V::Str(id))))
-        }
+        ("com.vmware.vcenter.extension.tasks", "create") => require_session(&ctx).and_then(|_| {
+            tasks::create(eng, &ctx, &input["spec"], error_name_in(raw_input)).map(|id| Some(V::Str(id)))
+        }),
         ("com.vmware.vcenter.extension.tasks", "update") => {
             let task = input["task_id"].as_str().unwrap_or("");
-            require_session(&ctx).and_then(|_| tasks::update(eng, &ctx, task, &input["spec"], error_name_in(raw_input)).map(|_| Some(V::Void)))
+            require_session(&ctx).and_then(|_| {
+                tasks::update(eng, &ctx, task, &input["spec"], error_name_in(raw_input)).map(|_| Some(V::Void))
+            })
         }
-        _ => Err(VapiError::new("operation_not_found", format!("operation {operation} of service {service} not found"))),
+        _ => {
+            Err(VapiError::new("operation_not_found", format!("operation {operation} of service {service} not found")))
+        }
     });
     // A user_pass call outside session.create leaves no session behind.
     if let Some(s) = transient {

@@ -57,7 +57,11 @@ pub fn error_kind(f: &Fault) -> &'static str {
         "timed_out"
     } else if is(types::LimitExceeded) {
         "unable_to_allocate_resource"
-    } else if is(types::InvalidArgument) || is(types::InvalidRequest) || is(types::InvalidType) || is(types::InvalidProperty) {
+    } else if is(types::InvalidArgument)
+        || is(types::InvalidRequest)
+        || is(types::InvalidType)
+        || is(types::InvalidProperty)
+    {
         "invalid_argument"
     } else {
         "error"
@@ -96,7 +100,10 @@ fn render_error(kind: &str, messages: &[J]) -> V {
     let msgs = messages
         .iter()
         .map(|m| {
-            let args: Vec<String> = m["args"].as_array().map(|a| a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect()).unwrap_or_default();
+            let args: Vec<String> = m["args"]
+                .as_array()
+                .map(|a| a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect())
+                .unwrap_or_default();
             message(m["id"].as_str().unwrap_or(""), m["default_message"].as_str().unwrap_or(""), &args)
         })
         .collect();
@@ -114,19 +121,30 @@ fn render_error(kind: &str, messages: &[J]) -> V {
 /// `error_type` or, over JSON-RPC, its name says which) or a bare string.
 fn parse_error(j: &J, name_hint: Option<&str>) -> Result<(Fault, J), VapiError> {
     let (kind, messages) = match j {
-        J::String(s) => ("error".to_string(), vec![json!({"id": "com.vmware.vtwin.task.error", "default_message": s, "args": []})]),
+        J::String(s) => {
+            ("error".to_string(), vec![json!({"id": "com.vmware.vtwin.task.error", "default_message": s, "args": []})])
+        }
         J::Object(o) => {
             let kind = name_hint
                 .and_then(|n| n.strip_prefix("com.vmware.vapi.std.errors."))
                 .map(str::to_string)
                 .or_else(|| o.get("error_type").and_then(J::as_str).map(str::to_lowercase))
                 .unwrap_or_else(|| "error".into());
-            let messages = o.get("messages").and_then(J::as_array).map(|a| a.iter().map(stored_message).collect()).unwrap_or_default();
+            let messages = o
+                .get("messages")
+                .and_then(J::as_array)
+                .map(|a| a.iter().map(stored_message).collect())
+                .unwrap_or_default();
             (kind, messages)
         }
         _ => return Err(VapiError::invalid_argument("error must be an error value")),
     };
-    let text = messages.first().and_then(|m| m["default_message"].as_str()).filter(|s| !s.is_empty()).unwrap_or("The operation failed.").to_string();
+    let text = messages
+        .first()
+        .and_then(|m| m["default_message"].as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("The operation failed.")
+        .to_string();
     let ty = fault_type(&kind);
     let fault = if ty == types::SystemError { Fault::system_error(text) } else { Fault::new(ty, text) };
     Ok((fault, stored_error(&kind, messages)))
@@ -134,7 +152,10 @@ fn parse_error(j: &J, name_hint: Option<&str>) -> Result<(Fault, J), VapiError> 
 
 /// A vAPI LocalizableMessage as a vim25 one.
 fn vim_message(j: &J) -> Result<Data, VapiError> {
-    let id = j.get("id").and_then(J::as_str).ok_or_else(|| VapiError::invalid_argument("a localizable message needs an id"))?;
+    let id = j
+        .get("id")
+        .and_then(J::as_str)
+        .ok_or_else(|| VapiError::invalid_argument("a localizable message needs an id"))?;
     let text = j.get("default_message").and_then(J::as_str).unwrap_or("");
     Ok(Data::new(types::LocalizableMessage).with("key", id).with("message", text))
 }
@@ -147,7 +168,11 @@ pub fn parse_update(spec: &J, error_name: Option<&str>) -> Result<VapiUpdate, Va
     }
     let mut u = VapiUpdate::default();
     if let Some(s) = spec.get("status").filter(|v| !v.is_null()) {
-        let st = s.as_str().and_then(VapiStatus::parse).ok_or_else(|| VapiError::invalid_argument(format!("status {s} is not one of PENDING, RUNNING, BLOCKED, SUCCEEDED, FAILED")))?;
+        let st = s.as_str().and_then(VapiStatus::parse).ok_or_else(|| {
+            VapiError::invalid_argument(format!(
+                "status {s} is not one of PENDING, RUNNING, BLOCKED, SUCCEEDED, FAILED"
+            ))
+        })?;
         u.status = Some(st);
     }
     if let Some(p) = spec.get("percent_done").filter(|v| !v.is_null()) {
@@ -178,17 +203,29 @@ pub fn parse_update(spec: &J, error_name: Option<&str>) -> Result<VapiUpdate, Va
 
 /// `com.vmware.vcenter.extension.tasks.create`: the new task's id.
 pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Result<String, VapiError> {
-    let op = spec.get("operation_id").and_then(J::as_str).filter(|s| !s.is_empty()).ok_or_else(|| VapiError::invalid_argument("spec.operation_id is required"))?;
-    let cancelable = spec.get("cancelable").and_then(J::as_bool).ok_or_else(|| VapiError::invalid_argument("spec.cancelable is required"))?;
+    let op = spec
+        .get("operation_id")
+        .and_then(J::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| VapiError::invalid_argument("spec.operation_id is required"))?;
+    let cancelable = spec
+        .get("cancelable")
+        .and_then(J::as_bool)
+        .ok_or_else(|| VapiError::invalid_argument("spec.cancelable is required"))?;
     let initial = parse_update(spec, error_name)?;
     // The target: an inventory object, or else the root folder (keeping the
     // target as given).
     let mut target = None;
     let entity = match spec.get("target").filter(|v| !v.is_null()) {
         Some(t) => {
-            let ty = t.get("type").and_then(J::as_str).ok_or_else(|| VapiError::invalid_argument("target.type is required"))?;
-            let id = t.get("id").and_then(J::as_str).ok_or_else(|| VapiError::invalid_argument("target.id is required"))?;
-            let found = eng.inv.read().get(id).filter(|e| e.moref.ty.name() == ty).map(|e| (e.moref.clone(), e.name.clone()));
+            let ty = t
+                .get("type")
+                .and_then(J::as_str)
+                .ok_or_else(|| VapiError::invalid_argument("target.type is required"))?;
+            let id =
+                t.get("id").and_then(J::as_str).ok_or_else(|| VapiError::invalid_argument("target.id is required"))?;
+            let found =
+                eng.inv.read().get(id).filter(|e| e.moref.ty.name() == ty).map(|e| (e.moref.clone(), e.name.clone()));
             if found.is_none() {
                 target = Some((ty.to_string(), id.to_string()));
             }
@@ -214,12 +251,27 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
         Some(u) => u.to_string(),
         None => crate::engine::mo::session_manager::display_user(&ctx.session()?.user),
     };
-    let eff = eng.control.fire(Some("com.vmware.vcenter.extension.tasks.create"), Some(op), entity.as_ref().map(|(m, _)| m.value.as_str()), true);
+    let eff = eng.control.fire(
+        Some("com.vmware.vcenter.extension.tasks.create"),
+        Some(op),
+        entity.as_ref().map(|(m, _)| m.value.as_str()),
+        true,
+    );
     if let Some(f) = eff.sync_fault {
         return Err(f.into());
     }
     let t = eng.tasks.create_vapi(
-        NewTask { name: None, description_id: op.to_string(), entity, cancelable, user, creator: Some(ctx.session()?.user.clone()), parent_key, activation_id: None, target },
+        NewTask {
+            name: None,
+            description_id: op.to_string(),
+            entity,
+            cancelable,
+            user,
+            creator: Some(ctx.session()?.user.clone()),
+            parent_key,
+            activation_id: None,
+            target,
+        },
         &initial,
     )?;
     if let Some(f) = eff.task_fault {
@@ -227,7 +279,6 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
     }
     Ok(task_id(eng, &t.key))
 }
-
 
 fn existing(eng: &Engine, id: &str) -> Result<TaskRecord, VapiError> {
     eng.tasks.get(task_key(id)).ok_or_else(|| VapiError::new("not_found", format!("task {id} not found")))
@@ -263,7 +314,11 @@ pub fn info(eng: &Engine, t: &TaskRecord, exclude_result: bool) -> V {
     let (service, operation) = t.service_operation();
     let status = t.vapi_status();
     let description = match t.description.as_ref() {
-        Some(d) => message(d.get("key").and_then(J::as_str).unwrap_or(&t.description_id), d.get("message").and_then(J::as_str).unwrap_or(""), &[]),
+        Some(d) => message(
+            d.get("key").and_then(J::as_str).unwrap_or(&t.description_id),
+            d.get("message").and_then(J::as_str).unwrap_or(""),
+            &[],
+        ),
         None => message(&t.description_id, "", &[]),
     };
     // The runtime's union rule: every started task has a progress.
@@ -282,14 +337,22 @@ pub fn info(eng: &Engine, t: &TaskRecord, exclude_result: bool) -> V {
     let result = if exclude_result {
         None
     } else {
-        t.vapi_result.as_ref().map(V::from_json).or_else(|| t.result.as_ref().and_then(|r| r.get("_value")).and_then(J::as_str).map(V::str))
+        t.vapi_result
+            .as_ref()
+            .map(V::from_json)
+            .or_else(|| t.result.as_ref().and_then(|r| r.get("_value")).and_then(J::as_str).map(V::str))
     };
     let error = if t.state == crate::engine::tasks::TaskState::Error {
         Some(match &t.vapi_error {
-            Some(e) => render_error(e["type"].as_str().unwrap_or("error"), e["messages"].as_array().map(Vec::as_slice).unwrap_or(&[])),
+            Some(e) => render_error(
+                e["type"].as_str().unwrap_or("error"),
+                e["messages"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+            ),
             None => {
                 let ty = t.error.as_ref().and_then(|e| e.get("_typeName")).and_then(J::as_str).unwrap_or("SystemError");
-                let kind = TypeId::by_name(ty).map(|ty| error_kind(&Fault { data: Data::new(ty), message: String::new() })).unwrap_or("error");
+                let kind = TypeId::by_name(ty)
+                    .map(|ty| error_kind(&Fault { data: Data::new(ty), message: String::new() }))
+                    .unwrap_or("error");
                 let text = t.error_message.clone().unwrap_or_default();
                 render_error(kind, &[json!({"id": format!("vim.fault.{ty}"), "default_message": text, "args": []})])
             }
@@ -298,9 +361,10 @@ pub fn info(eng: &Engine, t: &TaskRecord, exclude_result: bool) -> V {
         None
     };
     let target = match (&t.entity, &t.target) {
-        (_, Some((ty, id))) | (Some((ty, id)), None) => {
-            Some(V::structure("com.vmware.vapi.std.dynamic_ID", vec![("type", V::str(ty.clone())), ("id", V::str(id.clone()))]))
-        }
+        (_, Some((ty, id))) | (Some((ty, id)), None) => Some(V::structure(
+            "com.vmware.vapi.std.dynamic_ID",
+            vec![("type", V::str(ty.clone())), ("id", V::str(id.clone()))],
+        )),
         _ => None,
     };
     V::structure(
@@ -397,8 +461,7 @@ pub fn list(eng: &Engine, ctx: &Ctx, f: &Filter, exclude_result: bool) -> Result
                 && f.operations.as_ref().map(|s| s.contains(op)).unwrap_or(true)
                 && f.status.as_ref().map(|s| s.contains(t.vapi_status().as_str())).unwrap_or(true)
                 && f.users.as_ref().map(|s| s.contains(&t.user)).unwrap_or(true)
-                && f
-                    .targets
+                && f.targets
                     .as_ref()
                     .map(|s| t.target.as_ref().or(t.entity.as_ref()).map(|x| s.contains(x)).unwrap_or(false))
                     .unwrap_or(true)

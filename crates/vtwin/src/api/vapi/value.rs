@@ -48,7 +48,10 @@ impl V {
             J::Number(n) => V::Int(n.as_i64().unwrap_or_else(|| n.as_f64().unwrap_or(0.0) as i64)),
             J::String(s) => V::Str(s.clone()),
             J::Array(a) => V::List(a.iter().map(V::from_json).collect()),
-            J::Object(o) => V::Struct("vmware.vapi.dynamic_struct".into(), o.iter().map(|(k, v)| (k.clone(), V::from_json(v))).collect()),
+            J::Object(o) => V::Struct(
+                "vmware.vapi.dynamic_struct".into(),
+                o.iter().map(|(k, v)| (k.clone(), V::from_json(v))).collect(),
+            ),
         }
     }
 
@@ -81,11 +84,19 @@ impl V {
             V::List(items) => J::Array(items.iter().map(|v| v.render(style)).collect()),
             V::Map(entries) => match style {
                 Style::Api => J::Object(entries.iter().map(|(k, v)| (k.clone(), v.render(style))).collect()),
-                Style::Rest => J::Array(entries.iter().map(|(k, v)| json!({"key": k, "value": v.render(style)})).collect()),
+                Style::Rest => {
+                    J::Array(entries.iter().map(|(k, v)| json!({"key": k, "value": v.render(style)})).collect())
+                }
                 Style::JsonRpc => J::Array(
                     entries
                         .iter()
-                        .map(|(k, v)| V::Struct("map-entry".into(), vec![("key".into(), V::Str(k.clone())), ("value".into(), v.clone())]).render(style))
+                        .map(|(k, v)| {
+                            V::Struct(
+                                "map-entry".into(),
+                                vec![("key".into(), V::Str(k.clone())), ("value".into(), v.clone())],
+                            )
+                            .render(style)
+                        })
                         .collect(),
                 ),
             },
@@ -117,7 +128,9 @@ pub fn untag(j: &J) -> J {
                     J::Object(named) if named.len() == 1 => {
                         let (_, fields) = named.iter().next().expect("one entry");
                         match fields {
-                            J::Object(f) => J::Object(f.iter().map(|(k, v)| (k.clone(), untag(v))).filter(|(_, v)| !v.is_null()).collect()),
+                            J::Object(f) => J::Object(
+                                f.iter().map(|(k, v)| (k.clone(), untag(v))).filter(|(_, v)| !v.is_null()).collect(),
+                            ),
                             other => other.clone(),
                         }
                     }
@@ -160,7 +173,10 @@ mod tests {
 
     #[test]
     fn jsonrpc_round_trip_through_untag() {
-        let v = V::structure("s", vec![("a", V::some(V::Int(1))), ("b", V::Opt(None)), ("m", V::Map(vec![("k".into(), V::Bool(true))]))]);
+        let v = V::structure(
+            "s",
+            vec![("a", V::some(V::Int(1))), ("b", V::Opt(None)), ("m", V::Map(vec![("k".into(), V::Bool(true))]))],
+        );
         let tagged = v.render(Style::JsonRpc);
         assert_eq!(tagged["STRUCTURE"]["s"]["b"], json!({"OPTIONAL": null}));
         assert_eq!(untag(&tagged), json!({"a": 1, "m": [{"key": "k", "value": true}]}));

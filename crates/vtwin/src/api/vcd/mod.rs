@@ -43,7 +43,10 @@ impl Ctx {
 }
 
 fn error_node(e: &VcdError) -> Node {
-    Node::new("Error").attr("minorErrorCode", e.minor).attr("message", e.message.clone()).attr("majorErrorCode", e.status.to_string())
+    Node::new("Error")
+        .attr("minorErrorCode", e.minor)
+        .attr("message", e.message.clone())
+        .attr("majorErrorCode", e.status.to_string())
 }
 
 fn error_resp(ctx: Option<&Ctx>, e: &VcdError) -> Resp {
@@ -58,13 +61,24 @@ fn error_resp(ctx: Option<&Ctx>, e: &VcdError) -> Resp {
 fn negotiate(req: &Req, base: String) -> Result<Ctx, VcdError> {
     let accept = req.header("accept").unwrap_or("").to_string();
     let json = accept.contains("json");
-    let version = accept.split(';').find_map(|p| p.trim().strip_prefix("version=")).map(|v| v.trim_matches('"').to_string());
+    let version =
+        accept.split(';').find_map(|p| p.trim().strip_prefix("version=")).map(|v| v.trim_matches('"').to_string());
     let version = match version {
         Some(v) if VERSIONS.contains(&v.as_str()) => v,
         Some(v) => {
-            return Err(VcdError::new(406, "NOT_ACCEPTABLE", format!("API version {v} is not supported; this server speaks {}", VERSIONS.join(", "))));
+            return Err(VcdError::new(
+                406,
+                "NOT_ACCEPTABLE",
+                format!("API version {v} is not supported; this server speaks {}", VERSIONS.join(", ")),
+            ));
         }
-        None => return Err(VcdError::new(406, "NOT_ACCEPTABLE", "The request has an invalid accept header: give an API version (application/*+xml;version=36.0)")),
+        None => {
+            return Err(VcdError::new(
+                406,
+                "NOT_ACCEPTABLE",
+                "The request has an invalid accept header: give an API version (application/*+xml;version=36.0)",
+            ))
+        }
     };
     Ok(Ctx { base, json, version })
 }
@@ -75,7 +89,9 @@ fn negotiate(req: &Req, base: String) -> Result<Ctx, VcdError> {
 /// port, so nothing a client sends can be injected into a document.
 fn base_of(state: &AppState, req: &Req) -> String {
     let plain = |h: &&str| {
-        !h.is_empty() && h.len() <= 255 && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
+        !h.is_empty()
+            && h.len() <= 255
+            && h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_'))
     };
     let host = req.header("host").filter(plain).unwrap_or("localhost");
     format!("{}://{host}", if state.tls { "https" } else { "http" })
@@ -118,7 +134,9 @@ fn dispatch(eng: &Engine, ctx: &Ctx, req: &Req, path: &str) -> Result<Resp, VcdE
     let ip = req.peer.ip().to_string();
     let ua = req.header("user-agent").unwrap_or("").to_string();
     match (&req.method, path) {
-        (&Method::POST, "/cloudapi/1.0.0/sessions/provider") | (&Method::POST, "/cloudapi/1.0.0/sessions") | (&Method::POST, "/api/sessions") => {
+        (&Method::POST, "/cloudapi/1.0.0/sessions/provider")
+        | (&Method::POST, "/cloudapi/1.0.0/sessions")
+        | (&Method::POST, "/api/sessions") => {
             let (user, pw) = super::vapi::basic_auth(req).ok_or_else(VcdError::unauthorized)?;
             let provider = match path {
                 "/cloudapi/1.0.0/sessions/provider" => Some(true),
@@ -148,10 +166,14 @@ fn authed(eng: &Engine, ctx: &Ctx, req: &Req, path: &str, who: &Who) -> Result<R
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let expiry = eng.vcd_task_expiry_secs();
     match (&req.method, segs.as_slice()) {
-        (&Method::GET, ["api", "session"]) => Ok(ctx.reply(StatusCode::OK, "application/vnd.vmware.vcloud.session+xml", &session_node(ctx, who))),
-        (&Method::GET, ["cloudapi", "1.0.0", "sessions", "current"]) => {
-            Ok(respond(StatusCode::OK, &format!("application/json;version={}", ctx.version), cloudapi_session(ctx, who).to_string()))
+        (&Method::GET, ["api", "session"]) => {
+            Ok(ctx.reply(StatusCode::OK, "application/vnd.vmware.vcloud.session+xml", &session_node(ctx, who)))
         }
+        (&Method::GET, ["cloudapi", "1.0.0", "sessions", "current"]) => Ok(respond(
+            StatusCode::OK,
+            &format!("application/json;version={}", ctx.version),
+            cloudapi_session(ctx, who).to_string(),
+        )),
         (&Method::DELETE, ["api", "session"]) | (&Method::DELETE, ["cloudapi", "1.0.0", "sessions", "current"]) => {
             vcd::logout(eng, who);
             Ok(respond(StatusCode::NO_CONTENT, "text/plain", ""))
@@ -159,9 +181,15 @@ fn authed(eng: &Engine, ctx: &Ctx, req: &Req, path: &str, who: &Who) -> Result<R
         (&Method::GET, ["api", "org"]) => {
             let d = vcd::shared_directory(eng);
             let orgs = d.orgs.iter().filter(|o| who.is_system() || o.id == who.org.id).map(|o| {
-                Node::new("Org").attr("href", ctx.href(&format!("/api/org/{}", o.id))).attr("type", "application/vnd.vmware.vcloud.org+xml").attr("name", o.name.clone())
+                Node::new("Org")
+                    .attr("href", ctx.href(&format!("/api/org/{}", o.id)))
+                    .attr("type", "application/vnd.vmware.vcloud.org+xml")
+                    .attr("name", o.name.clone())
             });
-            let n = Node::new("OrgList").attr("href", ctx.href("/api/org/")).attr("type", "application/vnd.vmware.vcloud.orgList+xml").children(orgs);
+            let n = Node::new("OrgList")
+                .attr("href", ctx.href("/api/org/"))
+                .attr("type", "application/vnd.vmware.vcloud.orgList+xml")
+                .children(orgs);
             Ok(ctx.reply(StatusCode::OK, "application/vnd.vmware.vcloud.orgList+xml", &n))
         }
         (&Method::GET, ["api", "org", id]) => {
@@ -218,7 +246,10 @@ fn visible_org(eng: &Engine, who: &Who, id: &str) -> Result<vcd::Org, VcdError> 
 fn versions(base: &str, json: bool) -> Resp {
     let infos = VERSIONS.iter().map(|v| {
         let login = if v.parse::<f64>().unwrap_or(0.0) >= 33.0 { "/cloudapi/1.0.0/sessions" } else { "/api/sessions" };
-        Node::new("VersionInfo").attr("deprecated", "false").child(Node::new("Version").text(*v)).child(Node::new("LoginUrl").text(format!("{base}{login}")))
+        Node::new("VersionInfo")
+            .attr("deprecated", "false")
+            .child(Node::new("Version").text(*v))
+            .child(Node::new("LoginUrl").text(format!("{base}{login}")))
     });
     let n = Node::new("SupportedVersions").children(infos);
     if json {
@@ -234,13 +265,28 @@ fn user_href(ctx: &Ctx, id: &str) -> String {
 
 fn session_node(ctx: &Ctx, who: &Who) -> Node {
     let mut links = vec![
-        Node::new("Link").attr("rel", "down").attr("type", "application/vnd.vmware.vcloud.orgList+xml").attr("href", ctx.href("/api/org/")),
+        Node::new("Link")
+            .attr("rel", "down")
+            .attr("type", "application/vnd.vmware.vcloud.orgList+xml")
+            .attr("href", ctx.href("/api/org/")),
         Node::new("Link").attr("rel", "remove").attr("href", ctx.href("/api/session/")),
-        Node::new("Link").attr("rel", "down").attr("type", "application/vnd.vmware.vcloud.org+xml").attr("name", who.org.name.clone()).attr("href", ctx.href(&format!("/api/org/{}", who.org.id))),
-        Node::new("Link").attr("rel", "down").attr("type", "application/vnd.vmware.vcloud.query.queryList+xml").attr("href", ctx.href("/api/query")),
+        Node::new("Link")
+            .attr("rel", "down")
+            .attr("type", "application/vnd.vmware.vcloud.org+xml")
+            .attr("name", who.org.name.clone())
+            .attr("href", ctx.href(&format!("/api/org/{}", who.org.id))),
+        Node::new("Link")
+            .attr("rel", "down")
+            .attr("type", "application/vnd.vmware.vcloud.query.queryList+xml")
+            .attr("href", ctx.href("/api/query")),
     ];
     if who.is_system() {
-        links.push(Node::new("Link").attr("rel", "down").attr("type", "application/vnd.vmware.admin.vcloud+xml").attr("href", ctx.href("/api/admin/")));
+        links.push(
+            Node::new("Link")
+                .attr("rel", "down")
+                .attr("type", "application/vnd.vmware.admin.vcloud+xml")
+                .attr("href", ctx.href("/api/admin/")),
+        );
     }
     Node::new("Session")
         .attr("user", who.user.clone())
@@ -275,16 +321,35 @@ fn org_node(ctx: &Ctx, o: &vcd::Org) -> Node {
         .attr("type", "application/vnd.vmware.vcloud.org+xml")
         .attr("id", format!("urn:vcloud:org:{}", o.id))
         .attr("name", o.name.clone())
-        .child(Node::new("Link").attr("rel", "down").attr("type", "application/vnd.vmware.vcloud.tasksList+xml").attr("href", ctx.href(&format!("/api/tasksList/{}", o.id))))
-        .child(Node::new("Link").attr("rel", "up").attr("type", "application/vnd.vmware.vcloud.orgList+xml").attr("href", ctx.href("/api/org/")))
-        .child(Node::new("Link").attr("rel", "down").attr("type", "application/vnd.vmware.vcloud.query.records+xml").attr("href", ctx.href(&format!("/api/query?type=orgVdc&format=records&filter=orgName=={}", o.name))))
+        .child(
+            Node::new("Link")
+                .attr("rel", "down")
+                .attr("type", "application/vnd.vmware.vcloud.tasksList+xml")
+                .attr("href", ctx.href(&format!("/api/tasksList/{}", o.id))),
+        )
+        .child(
+            Node::new("Link")
+                .attr("rel", "up")
+                .attr("type", "application/vnd.vmware.vcloud.orgList+xml")
+                .attr("href", ctx.href("/api/org/")),
+        )
+        .child(
+            Node::new("Link")
+                .attr("rel", "down")
+                .attr("type", "application/vnd.vmware.vcloud.query.records+xml")
+                .attr("href", ctx.href(&format!("/api/query?type=orgVdc&format=records&filter=orgName=={}", o.name))),
+        )
         .child(Node::new("Description").text(o.full_name.clone()))
         .child(Node::new("FullName").text(o.full_name.clone()))
         .child(Node::new("IsEnabled").text("true"))
 }
 
 fn reference(name: &str, r: &Ref) -> Node {
-    Node::new(name).attr("href", r.href.clone()).attr_opt("id", r.id.clone()).attr_opt("type", r.ty.clone()).attr_opt("name", r.name.clone())
+    Node::new(name)
+        .attr("href", r.href.clone())
+        .attr_opt("id", r.id.clone())
+        .attr_opt("type", r.ty.clone())
+        .attr_opt("name", r.name.clone())
 }
 
 fn task_node(eng: &Engine, ctx: &Ctx, t: &TaskRecord) -> Node {
@@ -297,7 +362,13 @@ fn task_node(eng: &Engine, ctx: &Ctx, t: &TaskRecord) -> Node {
         links.push(Node::new("Link").attr("rel", "task:cancel").attr("href", format!("{href}/action/cancel")));
     }
     if let Some(o) = &org {
-        links.push(Node::new("Link").attr("rel", "up").attr("type", "application/vnd.vmware.vcloud.org+xml").attr("name", o.name.clone()).attr("href", ctx.href(&format!("/api/org/{}", o.id))));
+        links.push(
+            Node::new("Link")
+                .attr("rel", "up")
+                .attr("type", "application/vnd.vmware.vcloud.org+xml")
+                .attr("name", o.name.clone())
+                .attr("href", ctx.href(&format!("/api/org/{}", o.id))),
+        );
     }
     let mut n = Node::new("Task")
         .attr("cancelRequested", v.cancel_requested.to_string())
@@ -331,10 +402,20 @@ fn task_node(eng: &Engine, ctx: &Ctx, t: &TaskRecord) -> Node {
         );
     }
     if let Some((id, name)) = &v.user {
-        n = n.child(Node::new("User").attr("href", user_href(ctx, id)).attr("name", name.clone()).attr("type", "application/vnd.vmware.admin.user+xml"));
+        n = n.child(
+            Node::new("User")
+                .attr("href", user_href(ctx, id))
+                .attr("name", name.clone())
+                .attr("type", "application/vnd.vmware.admin.user+xml"),
+        );
     }
     if let Some(o) = &org {
-        n = n.child(Node::new("Organization").attr("href", ctx.href(&format!("/api/org/{}", o.id))).attr("name", o.name.clone()).attr("type", "application/vnd.vmware.vcloud.org+xml"));
+        n = n.child(
+            Node::new("Organization")
+                .attr("href", ctx.href(&format!("/api/org/{}", o.id)))
+                .attr("name", o.name.clone())
+                .attr("type", "application/vnd.vmware.vcloud.org+xml"),
+        );
     }
     if let Some(p) = t.progress {
         n = n.child(Node::new("Progress").text(p.to_string()));
@@ -381,7 +462,9 @@ fn text_of(v: &serde_json::Value, k: &str) -> Result<Option<String>, VcdError> {
 /// Control characters XML cannot carry are refused in JSON input too.
 fn check_text(v: &serde_json::Value) -> Result<(), VcdError> {
     match v {
-        serde_json::Value::String(s) if s.chars().any(tree::forbidden) => Err(VcdError::bad_request("control characters are not allowed")),
+        serde_json::Value::String(s) if s.chars().any(tree::forbidden) => {
+            Err(VcdError::bad_request("control characters are not allowed"))
+        }
         serde_json::Value::Array(a) => a.iter().try_for_each(check_text),
         serde_json::Value::Object(m) => m.values().try_for_each(check_text),
         _ => Ok(()),
@@ -392,7 +475,8 @@ fn check_text(v: &serde_json::Value) -> Result<(), VcdError> {
 fn task_spec(ctx: &Ctx, req: &Req) -> Result<TaskSpec, VcdError> {
     let ct = req.header("content-type").unwrap_or("").to_ascii_lowercase();
     if ct.contains("task+json") || ct.starts_with("application/json") {
-        let v: serde_json::Value = serde_json::from_slice(&req.body).map_err(|e| VcdError::bad_request(format!("malformed JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&req.body).map_err(|e| VcdError::bad_request(format!("malformed JSON: {e}")))?;
         check_text(&v)?;
         let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         let r = |k: &str| {
@@ -431,7 +515,11 @@ fn task_spec(ctx: &Ctx, req: &Req) -> Result<TaskSpec, VcdError> {
         });
     }
     if !ct.is_empty() && !ct.contains("task+xml") && !ct.starts_with("application/xml") && !ct.starts_with("text/xml") {
-        return Err(VcdError::new(415, "UNSUPPORTED_MEDIA_TYPE", format!("content type {ct} is not a task ({TASK_XML} or +json)")));
+        return Err(VcdError::new(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            format!("content type {ct} is not a task ({TASK_XML} or +json)"),
+        ));
     }
     let _ = ctx;
     let n = tree::parse_xml(&req.body, &["Params", "Result"]).map_err(VcdError::bad_request)?;
@@ -449,7 +537,9 @@ fn task_spec(ctx: &Ctx, req: &Req) -> Result<TaskSpec, VcdError> {
     };
     let progress = match n.child_text("Progress") {
         None => None,
-        Some(p) => Some(p.trim().parse::<i64>().map_err(|_| VcdError::bad_request(format!("progress '{p}' is not an integer")))?),
+        Some(p) => Some(
+            p.trim().parse::<i64>().map_err(|_| VcdError::bad_request(format!("progress '{p}' is not an integer")))?,
+        ),
     };
     let error = n.find("Error").map(|e| TaskError {
         major: e.get_attr("majorErrorCode").and_then(|x| x.parse().ok()).unwrap_or(500),
@@ -518,7 +608,13 @@ fn term_matches(attrs: &[(String, String)], term: &str) -> Result<bool, VcdError
         if let Some((k, val)) = term.split_once(op) {
             // Values compare without regard to case; status names also as
             // vcd-cli spells them (RUNNING, PRE_RUNNING).
-            let norm = |x: &str| if k == "status" { vcd::parse_status(x).map(str::to_string).unwrap_or_else(|_| x.to_string()).to_lowercase() } else { x.to_lowercase() };
+            let norm = |x: &str| {
+                if k == "status" {
+                    vcd::parse_status(x).map(str::to_string).unwrap_or_else(|_| x.to_string()).to_lowercase()
+                } else {
+                    x.to_lowercase()
+                }
+            };
             let have_owned = attrs.iter().find(|(a, _)| a == k).map(|(_, v)| norm(v));
             let have = have_owned.as_deref();
             let val_owned = norm(val);
@@ -595,7 +691,10 @@ fn query(eng: &Engine, ctx: &Ctx, req: &Req, who: &Who) -> Result<Resp, VcdError
                 );
             }
         }
-        let n = Node::new("QueryList").attr("href", ctx.href("/api/query")).attr("type", "application/vnd.vmware.vcloud.query.queryList+xml").children(links);
+        let n = Node::new("QueryList")
+            .attr("href", ctx.href("/api/query"))
+            .attr("type", "application/vnd.vmware.vcloud.query.queryList+xml")
+            .children(links);
         return Ok(ctx.reply(StatusCode::OK, "application/vnd.vmware.vcloud.query.queryList+xml", &n));
     };
     if ty == "orgVdc" || ty == "vdc" {
@@ -619,13 +718,25 @@ fn query(eng: &Engine, ctx: &Ctx, req: &Req, who: &Who) -> Result<Resp, VcdError
     if !matches!(format.as_str(), "records" | "idrecords" | "references") {
         return Err(VcdError::bad_request(format!("format '{format}' is not records, idrecords or references")));
     }
-    let page: usize = q("page").map(|p| p.parse().map_err(|_| VcdError::bad_request(format!("page '{p}' is not a number")))).transpose()?.unwrap_or(1);
-    let page_size: usize = q("pageSize").map(|p| p.parse().map_err(|_| VcdError::bad_request(format!("pageSize '{p}' is not a number")))).transpose()?.unwrap_or(25);
+    let page: usize = q("page")
+        .map(|p| p.parse().map_err(|_| VcdError::bad_request(format!("page '{p}' is not a number"))))
+        .transpose()?
+        .unwrap_or(1);
+    let page_size: usize = q("pageSize")
+        .map(|p| p.parse().map_err(|_| VcdError::bad_request(format!("pageSize '{p}' is not a number"))))
+        .transpose()?
+        .unwrap_or(25);
     if page == 0 || page > 1_000_000_000 || page_size == 0 || page_size > 128 {
         return Err(VcdError::bad_request("page is 1 to 1,000,000,000 and pageSize 1 to 128"));
     }
     // Before 33.0 pyvcloud encodes the filter twice and says so.
-    let filter = q("filter").map(|f| if q("filterEncoded").as_deref() == Some("true") { percent_encoding::percent_decode_str(&f).decode_utf8_lossy().into_owned() } else { f });
+    let filter = q("filter").map(|f| {
+        if q("filterEncoded").as_deref() == Some("true") {
+            percent_encoding::percent_decode_str(&f).decode_utf8_lossy().into_owned()
+        } else {
+            f
+        }
+    });
     // A tenant's task query shows its own org's tasks; adminTask every org's.
     let own = if admin { None } else { Some(who.org.id.clone()) };
     let mut rows: Vec<(TaskRecord, Vec<(String, String)>)> = vec![];
@@ -638,7 +749,8 @@ fn query(eng: &Engine, ctx: &Ctx, req: &Req, who: &Who) -> Result<Resp, VcdError
         }
         rows.push((t, a));
     }
-    let key = |a: &[(String, String)], k: &str| a.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let key =
+        |a: &[(String, String)], k: &str| a.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone()).unwrap_or_default();
     let cmp = |a: &str, b: &str| match (a.parse::<f64>(), b.parse::<f64>()) {
         (Ok(x), Ok(y)) => x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal),
         _ => a.cmp(b),
@@ -652,15 +764,26 @@ fn query(eng: &Engine, ctx: &Ctx, req: &Req, who: &Who) -> Result<Resp, VcdError
     let record = if admin { "AdminTaskRecord" } else { "TaskRecord" };
     let mut links = vec![];
     let page_href = |p: usize| {
-        let mut qs: Vec<String> = req.query.split('&').filter(|kv| !kv.starts_with("page=") && !kv.is_empty()).map(str::to_string).collect();
+        let mut qs: Vec<String> =
+            req.query.split('&').filter(|kv| !kv.starts_with("page=") && !kv.is_empty()).map(str::to_string).collect();
         qs.push(format!("page={p}"));
         ctx.href(&format!("/api/query?{}", qs.join("&")))
     };
     if page > 1 {
-        links.push(Node::new("Link").attr("rel", "previousPage").attr("type", "application/vnd.vmware.vcloud.query.records+xml").attr("href", page_href(page - 1)));
+        links.push(
+            Node::new("Link")
+                .attr("rel", "previousPage")
+                .attr("type", "application/vnd.vmware.vcloud.query.records+xml")
+                .attr("href", page_href(page - 1)),
+        );
     }
     if page * page_size < total {
-        links.push(Node::new("Link").attr("rel", "nextPage").attr("type", "application/vnd.vmware.vcloud.query.records+xml").attr("href", page_href(page + 1)));
+        links.push(
+            Node::new("Link")
+                .attr("rel", "nextPage")
+                .attr("type", "application/vnd.vmware.vcloud.query.records+xml")
+                .attr("href", page_href(page + 1)),
+        );
     }
     let items = rows.into_iter().skip((page - 1) * page_size).take(page_size).map(|(_, a)| {
         let mut n = Node::new(if format == "references" { "TaskReference" } else { record });
@@ -671,7 +794,11 @@ fn query(eng: &Engine, ctx: &Ctx, req: &Req, who: &Who) -> Result<Resp, VcdError
         }
         n
     });
-    let (root, media) = if format == "references" { ("References", "application/vnd.vmware.vcloud.query.references+xml") } else { ("QueryResultRecords", "application/vnd.vmware.vcloud.query.records+xml") };
+    let (root, media) = if format == "references" {
+        ("References", "application/vnd.vmware.vcloud.query.references+xml")
+    } else {
+        ("QueryResultRecords", "application/vnd.vmware.vcloud.query.records+xml")
+    };
     let n = Node::new(root)
         .attr("href", ctx.href(&format!("/api/query?{}", req.query)))
         .attr("type", media)

@@ -128,7 +128,19 @@ fn camel(s: &str) -> String {
 }
 
 /// Elements that repeat, rendered as arrays in JSON.
-const LISTS: &[&str] = &["Link", "Org", "Task", "VersionInfo", "TaskRecord", "AdminTaskRecord", "OrgRecord", "Record", "VcTask", "Location", "TaskReference"];
+const LISTS: &[&str] = &[
+    "Link",
+    "Org",
+    "Task",
+    "VersionInfo",
+    "TaskRecord",
+    "AdminTaskRecord",
+    "OrgRecord",
+    "Record",
+    "VcTask",
+    "Location",
+    "TaskReference",
+];
 const NUMBERS: &[&str] = &["Progress", "progress", "page", "pageSize", "total", "majorErrorCode"];
 const BOOLS: &[&str] = &["cancelRequested", "deprecated", "IsEnabled"];
 
@@ -257,7 +269,9 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
         let ev = r.read_event().map_err(|e| format!("malformed XML at byte {}: {e}", r.buffer_position()))?;
         if let Some((start, open)) = raw_depth {
             match &ev {
-                Event::Start(_) if stack.len() + open + 1 > MAX_DEPTH => return Err(format!("elements nested deeper than {MAX_DEPTH} levels")),
+                Event::Start(_) if stack.len() + open + 1 > MAX_DEPTH => {
+                    return Err(format!("elements nested deeper than {MAX_DEPTH} levels"))
+                }
                 Event::Start(e) => {
                     check_element(e)?;
                     raw_depth = Some((start, open + 1));
@@ -275,7 +289,9 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
                     }
                 }
                 Event::Eof => return Err("unexpected end of XML".into()),
-                Event::Text(t) if t.iter().any(|b| forbidden(*b as char)) => return Err("control characters are not allowed in XML".into()),
+                Event::Text(t) if t.iter().any(|b| forbidden(*b as char)) => {
+                    return Err("control characters are not allowed in XML".into())
+                }
                 Event::Text(t) => {
                     t.unescape().map_err(|e| format!("bad text: {e}"))?;
                 }
@@ -284,7 +300,9 @@ pub fn parse_xml(body: &[u8], keep_raw: &[&str]) -> Result<Node, String> {
             continue;
         }
         match ev {
-            Event::Start(_) if stack.len() + 1 > MAX_DEPTH => return Err(format!("elements nested deeper than {MAX_DEPTH} levels")),
+            Event::Start(_) if stack.len() + 1 > MAX_DEPTH => {
+                return Err(format!("elements nested deeper than {MAX_DEPTH} levels"))
+            }
             Event::Start(e) => {
                 let n = element(&e)?;
                 let keep = keep_raw.contains(&n.name.as_str());
@@ -344,11 +362,20 @@ mod tests {
 
     #[test]
     fn kept_xml_is_well_formed_and_in_place() {
-        for doc in ["\u{feff}<Task><Params><a x=\"1\">y</a></Params></Task>", "\u{feff}\u{feff}<Task><Params><a x=\"1\">y</a></Params></Task>"] {
+        for doc in [
+            "\u{feff}<Task><Params><a x=\"1\">y</a></Params></Task>",
+            "\u{feff}\u{feff}<Task><Params><a x=\"1\">y</a></Params></Task>",
+        ] {
             let n = parse_xml(doc.as_bytes(), &["Params"]).unwrap();
             assert_eq!(n.children[0].raw.as_deref(), Some("<a x=\"1\">y</a>"));
         }
-        for bad in ["<Task><Params><x%y=\"1\"/></Params></Task>", "<Task><Params><1a/></Params></Task>", "<Task><Params><a b%=\"1\">x</a></Params></Task>", "<Task><Params>&nope;</Params></Task>", "<T%ask/>"] {
+        for bad in [
+            "<Task><Params><x%y=\"1\"/></Params></Task>",
+            "<Task><Params><1a/></Params></Task>",
+            "<Task><Params><a b%=\"1\">x</a></Params></Task>",
+            "<Task><Params>&nope;</Params></Task>",
+            "<T%ask/>",
+        ] {
             assert!(parse_xml(bad.as_bytes(), &["Params"]).is_err(), "{bad} accepted");
         }
     }

@@ -38,13 +38,21 @@ pub fn property(_eng: &Engine, _ctx: &Ctx, name: &str) -> Option<Value> {
                 })
                 .collect(),
         ),
-        "roleList" => Value::Array(types::AuthorizationRole, SYSTEM_ROLES.iter().filter_map(|r| role(r.id)).map(Value::from).collect()),
+        "roleList" => Value::Array(
+            types::AuthorizationRole,
+            SYSTEM_ROLES.iter().filter_map(|r| role(r.id)).map(Value::from).collect(),
+        ),
         "description" => {
-            let el = |k: &str| Value::from(Data::new(types::ElementDescription).with("key", k).with("label", k).with("summary", k));
+            let el = |k: &str| {
+                Value::from(Data::new(types::ElementDescription).with("key", k).with("label", k).with("summary", k))
+            };
             let mut groups: Vec<&str> = all_privileges().iter().map(|p| group_of(p)).collect();
             groups.dedup();
             Data::new(types::AuthorizationDescription)
-                .with("privilege", Value::Array(types::ElementDescription, all_privileges().iter().map(|p| el(p)).collect()))
+                .with(
+                    "privilege",
+                    Value::Array(types::ElementDescription, all_privileges().iter().map(|p| el(p)).collect()),
+                )
                 .with("privilegeGroup", Value::Array(types::ElementDescription, groups.iter().map(|g| el(g)).collect()))
                 .into()
         }
@@ -53,7 +61,10 @@ pub fn property(_eng: &Engine, _ctx: &Ctx, name: &str) -> Option<Value> {
 }
 
 fn entity_arg(eng: &Engine, args: &Args, name: &str) -> Result<MoRef, Fault> {
-    let r = args.get(name).and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument(name, format!("{name} is required")))?;
+    let r = args
+        .get(name)
+        .and_then(Value::as_moref)
+        .ok_or_else(|| Fault::invalid_argument(name, format!("{name} is required")))?;
     eng.resolve(r)
 }
 
@@ -109,7 +120,13 @@ pub fn invoke(eng: &Engine, _ctx: &mut Ctx, _this: &MoRef, method: &str, args: A
         }
         "SetEntityPermissions" | "ResetEntityPermissions" => (|| {
             let e = entity_arg(eng, &args, "entity")?;
-            let perms: Vec<&Data> = args.get("permission").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data).collect();
+            let perms: Vec<&Data> = args
+                .get("permission")
+                .and_then(Value::as_array)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(Value::as_data)
+                .collect();
             let mut recs = vec![];
             for p in perms {
                 let principal = normalize_principal(p.str("principal").unwrap_or(""));
@@ -163,15 +180,22 @@ pub fn invoke(eng: &Engine, _ctx: &mut Ctx, _this: &MoRef, method: &str, args: A
                 Ok(Some(Value::Array(types::boolean, check(&e).into_iter().map(Value::Bool).collect())))
             } else {
                 let mut out = vec![];
-                for r in args.get("entity").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_moref) {
+                for r in args.get("entity").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_moref)
+                {
                     let e = eng.resolve(r)?;
                     let avail = privs
                         .iter()
                         .zip(check(&e))
-                        .map(|(p, g)| Value::from(Data::new(types::PrivilegeAvailability).with("privId", p.clone()).with("isGranted", g)))
+                        .map(|(p, g)| {
+                            Value::from(
+                                Data::new(types::PrivilegeAvailability).with("privId", p.clone()).with("isGranted", g),
+                            )
+                        })
                         .collect();
                     out.push(Value::from(
-                        Data::new(types::EntityPrivilege).with("entity", e).with("privAvailability", Value::Array(types::PrivilegeAvailability, avail)),
+                        Data::new(types::EntityPrivilege)
+                            .with("entity", e)
+                            .with("privAvailability", Value::Array(types::PrivilegeAvailability, avail)),
                     ));
                 }
                 Ok(Some(Value::Array(types::EntityPrivilege, out)))
@@ -185,10 +209,18 @@ pub fn invoke(eng: &Engine, _ctx: &mut Ctx, _this: &MoRef, method: &str, args: A
                 let e = eng.resolve(r)?;
                 let avail = privs
                     .iter()
-                    .map(|p| Value::from(Data::new(types::PrivilegeAvailability).with("privId", p.clone()).with("isGranted", eng.has_privilege(&user, &e, p))))
+                    .map(|p| {
+                        Value::from(
+                            Data::new(types::PrivilegeAvailability)
+                                .with("privId", p.clone())
+                                .with("isGranted", eng.has_privilege(&user, &e, p)),
+                        )
+                    })
                     .collect();
                 out.push(Value::from(
-                    Data::new(types::EntityPrivilege).with("entity", e).with("privAvailability", Value::Array(types::PrivilegeAvailability, avail)),
+                    Data::new(types::EntityPrivilege)
+                        .with("entity", e)
+                        .with("privAvailability", Value::Array(types::PrivilegeAvailability, avail)),
                 ));
             }
             Ok(Some(Value::Array(types::EntityPrivilege, out)))

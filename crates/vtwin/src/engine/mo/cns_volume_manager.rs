@@ -10,6 +10,7 @@
 //! own fault: a partial failure is not a task error.
 use crate::engine::disks::{datastore_path, disk_fault, fcd_dir, DiskRef};
 use crate::engine::runner::TaskSpec;
+use crate::engine::tasks::storage_version;
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
@@ -17,7 +18,6 @@ use std::path::{Path, PathBuf};
 use vdisk::chain::Provisioning;
 use vdisk::disk::Disk;
 use vmodl::value::Args;
-use crate::engine::tasks::storage_version;
 use vmodl::{json, types, Data, MoRef, TypeRef, Value};
 
 const MB: u64 = 1 << 20;
@@ -46,7 +46,12 @@ fn not_registered(id: &str) -> Fault {
 }
 
 fn ids(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data).filter_map(|d| d.str("id").map(str::to_string)).collect()
+    v.and_then(Value::as_array)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(Value::as_data)
+        .filter_map(|d| d.str("id").map(str::to_string))
+        .collect()
 }
 
 fn id_of(spec: &Data) -> String {
@@ -54,7 +59,9 @@ fn id_of(spec: &Data) -> String {
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 fn result(ty: vmodl::TypeId, id: Option<&str>, fault: Option<Fault>) -> Data {
@@ -70,7 +77,9 @@ fn result(ty: vmodl::TypeId, id: Option<&str>, fault: Option<Fault>) -> Data {
 
 fn batch(results: Vec<Data>) -> Value {
     let v = results.into_iter().map(Value::from).collect();
-    Data::new(types::CnsVolumeOperationBatchResult).with("volumeResults", Value::Array(types::CnsVolumeOperationResult, v)).into()
+    Data::new(types::CnsVolumeOperationBatchResult)
+        .with("volumeResults", Value::Array(types::CnsVolumeOperationResult, v))
+        .into()
 }
 
 // ---- the index ----------------------------------------------------------
@@ -151,7 +160,9 @@ fn rec_of_meta(meta: &vdisk::disk::Meta) -> Option<Rec> {
         if let Some(c) = m.get("containerCluster").and_then(Value::as_data).and_then(|c| c.str("clusterId")) {
             clusters.push(c.to_string());
         }
-        for c in m.get("containerClusterArray").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data) {
+        for c in
+            m.get("containerClusterArray").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data)
+        {
             if let Some(id) = c.str("clusterId") {
                 clusters.push(id.to_string());
             }
@@ -218,14 +229,19 @@ fn labels_of(m: &Data) -> Vec<(String, String)> {
         .iter()
         .filter_map(Value::as_data)
         .flat_map(|e| e.get("labels").and_then(Value::as_array).map(<[Value]>::to_vec).unwrap_or_default())
-        .filter_map(|kv| kv.as_data().map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string())))
+        .filter_map(|kv| {
+            kv.as_data().map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string()))
+        })
         .collect()
 }
 
 /// Whether the datastore is mounted (its volumes are reachable).
 fn accessible(eng: &Engine, ds: &str) -> bool {
     let inv = eng.inv.read();
-    inv.get(ds).is_some_and(|e| e.attrs.get("mounted").and_then(|m| m.as_bool()).unwrap_or(true) && e.attr("path").is_some_and(|p| Path::new(p).is_dir()))
+    inv.get(ds).is_some_and(|e| {
+        e.attrs.get("mounted").and_then(|m| m.as_bool()).unwrap_or(true)
+            && e.attr("path").is_some_and(|p| Path::new(p).is_dir())
+    })
 }
 
 /// The space of the disk's frozen (snapshot) layers, in MB.
@@ -305,9 +321,22 @@ fn volume(eng: &Engine, ds: &str, dir: &Path, meta: &vdisk::disk::Meta, select: 
 
 /// A task on the volume manager, queued behind other work on `key` (a
 /// volume's disk, so CNS and first-class-disk calls on it take turns).
-fn cns_task(eng: &Engine, ctx: &Ctx, method: &'static str, vmodl: &str, key: String, work: impl FnOnce(&Engine) -> Value + Send + 'static) -> Reply {
+fn cns_task(
+    eng: &Engine,
+    ctx: &Ctx,
+    method: &'static str,
+    vmodl: &str,
+    key: String,
+    work: impl FnOnce(&Engine) -> Value + Send + 'static,
+) -> Reply {
     let root = eng.inv.read().root();
-    let spec = TaskSpec { method, description_id: format!("CnsVolumeManager.{vmodl}"), entity: root, cancelable: false, queue: Some(key) };
+    let spec = TaskSpec {
+        method,
+        description_id: format!("CnsVolumeManager.{vmodl}"),
+        entity: root,
+        cancelable: false,
+        queue: Some(key),
+    };
     eng.run_task(ctx, spec, Box::new(move |eng, _| Ok(Some(work(eng)))))
 }
 
@@ -344,11 +373,20 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     }
     match spec.str("volumeType").unwrap_or("") {
         "BLOCK" => {}
-        "FILE" => return Err(Fault::not_supported("FILE volumes (vSAN file shares) are not supported; create BLOCK volumes")),
-        other => return Err(Fault::invalid_argument("createSpecs.volumeType", format!("volume type '{other}' is not BLOCK or FILE"))),
+        "FILE" => {
+            return Err(Fault::not_supported("FILE volumes (vSAN file shares) are not supported; create BLOCK volumes"))
+        }
+        other => {
+            return Err(Fault::invalid_argument(
+                "createSpecs.volumeType",
+                format!("volume type '{other}' is not BLOCK or FILE"),
+            ))
+        }
     }
     let backing = spec.get("backingObjectDetails").and_then(Value::as_data);
-    let md = spec.get("metadata").map(|m| json::encode(m, TypeRef { ty: types::CnsVolumeMetadata, array: false }, storage_version()));
+    let md = spec
+        .get("metadata")
+        .map(|m| json::encode(m, TypeRef { ty: types::CnsVolumeMetadata, array: false }, storage_version()));
     let policy = spec
         .get("profile")
         .and_then(Value::as_array)
@@ -356,12 +394,18 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     let state = serde_json::json!({"type": "BLOCK", "metadata": md, "storagePolicyId": policy, "createTime": chrono::Utc::now().to_rfc3339()});
     // Static provisioning: an existing first-class disk becomes a volume.
     if let Some(existing) = backing.and_then(|b| b.str("backingDiskId")).filter(|s| !s.is_empty()) {
-        let (_, r) = eng.disks.find(existing).ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {existing} not found")))?;
+        let (_, r) = eng
+            .disks
+            .find(existing)
+            .ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {existing} not found")))?;
         let mut d = r.lock()?;
         if is_volume(&d) {
-            return Err(Fault::new(types::CnsAlreadyRegisteredFault, format!("virtual storage object {existing} is already a CNS volume"))
-                .with("reason", "the disk is already registered as a CNS volume")
-                .with("volumeId", volume_id(existing)));
+            return Err(Fault::new(
+                types::CnsAlreadyRegisteredFault,
+                format!("virtual storage object {existing} is already a CNS volume"),
+            )
+            .with("reason", "the disk is already registered as a CNS volume")
+            .with("volumeId", volume_id(existing)));
         }
         d.meta.name = name;
         d.meta.extra.insert("cns".into(), state);
@@ -371,7 +415,10 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     }
     let mb = backing.and_then(|b| b.get("capacityInMb")).and_then(Value::as_i64).unwrap_or(0);
     if mb <= 0 {
-        return Err(Fault::invalid_argument("createSpecs.backingObjectDetails.capacityInMb", format!("capacity {mb} MB is not positive")));
+        return Err(Fault::invalid_argument(
+            "createSpecs.backingObjectDetails.capacityInMb",
+            format!("capacity {mb} MB is not positive"),
+        ));
     }
     let ds = spec
         .get("datastores")
@@ -382,12 +429,23 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
             if asked {
                 return None;
             }
-            let mut all: Vec<String> = eng.inv.read().objects.values().filter(|e| e.moref.ty == types::Datastore).map(|e| e.moref.value.clone()).collect();
+            let mut all: Vec<String> = eng
+                .inv
+                .read()
+                .objects
+                .values()
+                .filter(|e| e.moref.ty == types::Datastore)
+                .map(|e| e.moref.value.clone())
+                .collect();
             all.sort();
             all.into_iter().find(|d| accessible(eng, d))
         })
-        .ok_or_else(|| Fault::new(types::CnsPlacementFault, "none of the given datastores is accessible").with("reason", "no accessible datastore to place the volume on"))?;
-    let root = datastore_path(&eng.inv.read(), &ds).ok_or_else(|| Fault::new(types::InvalidDatastore, format!("{ds} is not a datastore")))?;
+        .ok_or_else(|| {
+            Fault::new(types::CnsPlacementFault, "none of the given datastores is accessible")
+                .with("reason", "no accessible datastore to place the volume on")
+        })?;
+    let root = datastore_path(&eng.inv.read(), &ds)
+        .ok_or_else(|| Fault::new(types::InvalidDatastore, format!("{ds} is not a datastore")))?;
     let chosen = match spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")) {
         Some(i) => Some(crate::engine::paths::disk_id(i, "createSpecs.volumeId")?),
         None => None,
@@ -424,7 +482,8 @@ fn update_metadata(d: &mut Disk, update: Option<&Data>) -> Result<(), Fault> {
         md.set("containerClusterArray", c.clone());
     }
     let key = |e: &Data| (e.str("entityName").unwrap_or("").to_string(), e.str("entityType").unwrap_or("").to_string());
-    let mut entities: Vec<Value> = md.get("entityMetadata").and_then(Value::as_array).map(<[Value]>::to_vec).unwrap_or_default();
+    let mut entities: Vec<Value> =
+        md.get("entityMetadata").and_then(Value::as_array).map(<[Value]>::to_vec).unwrap_or_default();
     for e in update.get("entityMetadata").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data) {
         entities.retain(|x| x.as_data().map(key) != Some(key(e)));
         if e.get("delete").and_then(Value::as_bool) != Some(true) {
@@ -432,7 +491,11 @@ fn update_metadata(d: &mut Disk, update: Option<&Data>) -> Result<(), Fault> {
         }
     }
     md.set("entityMetadata", Value::Array(types::CnsEntityMetadata, entities));
-    let j = json::encode(&Value::Data(Box::new(md)), TypeRef { ty: types::CnsVolumeMetadata, array: false }, storage_version());
+    let j = json::encode(
+        &Value::Data(Box::new(md)),
+        TypeRef { ty: types::CnsVolumeMetadata, array: false },
+        storage_version(),
+    );
     set_cns(d, "metadata", j);
     d.save_meta().map_err(disk_fault)
 }
@@ -445,7 +508,11 @@ fn sync_space(d: &mut Disk) -> Result<(), Fault> {
     let used: u64 = d.allocated().map_err(disk_fault)?.iter().map(|r| r.1).sum();
     set_cns(d, "usedCapacityInMb", (used.div_ceil(MB) as i64).into());
     let snap = snapshot_mb(d);
-    set_cns(d, "aggregatedSnapshotCapacityInMb", if d.meta.snapshots.is_empty() { serde_json::Value::Null } else { snap.into() });
+    set_cns(
+        d,
+        "aggregatedSnapshotCapacityInMb",
+        if d.meta.snapshots.is_empty() { serde_json::Value::Null } else { snap.into() },
+    );
     d.save_meta().map_err(disk_fault)
 }
 
@@ -485,27 +552,57 @@ fn attach_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     with_volume(eng, &id, |_, d| {
         if let Some(other) = attached_vm(eng, d) {
             if other != vm {
-                return Err(Fault::new(types::ResourceInUse, format!("volume {id} is attached to {}", other.value)).with("type", "VirtualMachine").with("name", other.value.clone()));
+                return Err(Fault::new(types::ResourceInUse, format!("volume {id} is attached to {}", other.value))
+                    .with("type", "VirtualMachine")
+                    .with("name", other.value.clone()));
             }
             // Attached here already: the same answer again.
             return Ok(dashed_uuid(&d.ddb_uuid()));
         }
         let mut kv = super::virtual_machine::read_vmx(&vmx)?;
-        let get = |kv: &[(String, String)], k: &str| kv.iter().rev().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
-        let present = |kv: &[(String, String)], bus: i64| get(kv, &format!("scsi{bus}.present")).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let get = |kv: &[(String, String)], k: &str| {
+            kv.iter().rev().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone())
+        };
+        let present = |kv: &[(String, String)], bus: i64| {
+            get(kv, &format!("scsi{bus}.present")).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        };
         let bus = match spec.get("controllerKey").and_then(Value::as_i64) {
             Some(k) if (1000..1004).contains(&k) && present(&kv, k - 1000) => k - 1000,
-            Some(k) => return Err(Fault::invalid_argument("attachSpecs.controllerKey", format!("VM {} has no SCSI controller with key {k}", vm.value))),
+            Some(k) => {
+                return Err(Fault::invalid_argument(
+                    "attachSpecs.controllerKey",
+                    format!("VM {} has no SCSI controller with key {k}", vm.value),
+                ))
+            }
             None => (0..4).find(|b| present(&kv, *b)).ok_or_else(|| {
-                Fault::new(types::CnsMissingControllerFault, format!("VM {} has no SCSI controller to attach the volume to", vm.value)).with("reason", "no SCSI controller")
+                Fault::new(
+                    types::CnsMissingControllerFault,
+                    format!("VM {} has no SCSI controller to attach the volume to", vm.value),
+                )
+                .with("reason", "no SCSI controller")
             })?,
         };
-        let used = |kv: &[(String, String)], u: i64| get(kv, &format!("scsi{bus}:{u}.present")).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let used = |kv: &[(String, String)], u: i64| {
+            get(kv, &format!("scsi{bus}:{u}.present")).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        };
         let unit = match spec.get("unitNumber").and_then(Value::as_i64) {
-            Some(u) if !(0..16).contains(&u) || u == 7 => return Err(Fault::invalid_argument("attachSpecs.unitNumber", format!("unit {u} is not a disk slot (0-15 but 7)"))),
-            Some(u) if used(&kv, u) => return Err(Fault::invalid_argument("attachSpecs.unitNumber", format!("unit {u} of SCSI controller {bus} is taken"))),
+            Some(u) if !(0..16).contains(&u) || u == 7 => {
+                return Err(Fault::invalid_argument(
+                    "attachSpecs.unitNumber",
+                    format!("unit {u} is not a disk slot (0-15 but 7)"),
+                ))
+            }
+            Some(u) if used(&kv, u) => {
+                return Err(Fault::invalid_argument(
+                    "attachSpecs.unitNumber",
+                    format!("unit {u} of SCSI controller {bus} is taken"),
+                ))
+            }
             Some(u) => u,
-            None => (0..16).filter(|u| *u != 7).find(|u| !used(&kv, *u)).ok_or_else(|| cns_fault(format!("SCSI controller {bus} of VM {} is full", vm.value)))?,
+            None => (0..16)
+                .filter(|u| *u != 7)
+                .find(|u| !used(&kv, *u))
+                .ok_or_else(|| cns_fault(format!("SCSI controller {bus} of VM {} is full", vm.value)))?,
         };
         let slot = format!("scsi{bus}:{unit}");
         kv.retain(|(k, _)| !k.to_ascii_lowercase().starts_with(&format!("{slot}.")));
@@ -534,7 +631,9 @@ fn detach_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
                 kv.retain(|(k, _)| !k.to_ascii_lowercase().starts_with(&prefix));
                 write_vmx(&vmx, &kv)?;
             }
-            (None, Some(other)) if other != vm => return Err(cns_fault(format!("volume {id} is attached to {}, not to {}", other.value, vm.value))),
+            (None, Some(other)) if other != vm => {
+                return Err(cns_fault(format!("volume {id} is attached to {}, not to {}", other.value, vm.value)))
+            }
             (None, _) => {}
         }
         set_cns(d, "attachedVm", serde_json::Value::Null);
@@ -572,7 +671,12 @@ fn snapshot_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
         if d.meta.snapshots.len() >= MAX_SNAPSHOTS {
             return Err(cns_fault(format!("volume {id} already has {MAX_SNAPSHOTS} snapshots")));
         }
-        let sid = spec.get("snapshotId").and_then(Value::as_data).and_then(|s| s.str("id")).map(str::to_string).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let sid = spec
+            .get("snapshotId")
+            .and_then(Value::as_data)
+            .and_then(|s| s.str("id"))
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         if sid.is_empty() || sid.contains('/') {
             return Err(Fault::invalid_argument("snapshotSpecs.snapshotId", format!("'{sid}' is not a snapshot id")));
         }
@@ -591,14 +695,21 @@ fn delete_snapshot_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
     let sid = spec.get("snapshotId").and_then(Value::as_data).and_then(|s| s.str("id")).unwrap_or("").to_string();
     with_volume(eng, &id, |_, d| {
         if d.snapshot(&sid).is_none() {
-            return Err(Fault::new(types::CnsSnapshotNotFoundFault, format!("snapshot {sid} of volume {id} not found"))
-                .with("reason", "snapshot not found")
-                .with("volumeId", volume_id(&id))
-                .with("SnapshotId", Data::new(types::CnsSnapshotId).with("id", sid.clone())));
+            return Err(Fault::new(
+                types::CnsSnapshotNotFoundFault,
+                format!("snapshot {sid} of volume {id} not found"),
+            )
+            .with("reason", "snapshot not found")
+            .with("volumeId", volume_id(&id))
+            .with("SnapshotId", Data::new(types::CnsSnapshotId).with("id", sid.clone())));
         }
         d.delete_snapshot(&sid, &mut |_| {}).map_err(disk_fault)?;
         let snap = snapshot_mb(d);
-        set_cns(d, "aggregatedSnapshotCapacityInMb", if d.meta.snapshots.is_empty() { serde_json::Value::Null } else { snap.into() });
+        set_cns(
+            d,
+            "aggregatedSnapshotCapacityInMb",
+            if d.meta.snapshots.is_empty() { serde_json::Value::Null } else { snap.into() },
+        );
         d.save_meta().map_err(disk_fault)?;
         repoint_vm(eng, d)
     })
@@ -626,10 +737,21 @@ fn check_ids(specs: &[Data], field: &str, one: bool) -> Result<String, Fault> {
 }
 
 /// A task running `each` over `specs`, one plain result per volume.
-fn per_volume(eng: &Engine, ctx: &Ctx, method: &'static str, vmodl: &str, field: &str, specs: Vec<Data>, each: fn(&Engine, &Data) -> Result<(), Fault>) -> Reply {
+fn per_volume(
+    eng: &Engine,
+    ctx: &Ctx,
+    method: &'static str,
+    vmodl: &str,
+    field: &str,
+    specs: Vec<Data>,
+    each: fn(&Engine, &Data) -> Result<(), Fault>,
+) -> Reply {
     let key = check_ids(&specs, field, true)?;
     cns_task(eng, ctx, method, vmodl, key, move |eng| {
-        let results = specs.iter().map(|s| result(types::CnsVolumeOperationResult, Some(&id_of(s)), each(eng, s).err())).collect();
+        let results = specs
+            .iter()
+            .map(|s| result(types::CnsVolumeOperationResult, Some(&id_of(s)), each(eng, s).err()))
+            .collect();
         eng.changed();
         batch(results)
     })
@@ -640,15 +762,20 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "CnsCreateVolume" => (|| {
             let specs = specs(&args, "createSpecs");
             if specs.len() != 1 {
-                return Err(Fault::invalid_argument("createSpecs", format!("exactly one create spec is accepted, not {}", specs.len())));
+                return Err(Fault::invalid_argument(
+                    "createSpecs",
+                    format!("exactly one create spec is accepted, not {}", specs.len()),
+                ));
             }
             let key = format!("cns-create:{}", specs[0].str("name").unwrap_or(""));
             cns_task(eng, ctx, "CnsCreateVolume", "create", key, move |eng| {
                 let results = specs
                     .iter()
                     .map(|s| match create_one(eng, s) {
-                        Ok(id) => result(types::CnsVolumeCreateResult, Some(&id), None).with("name", s.str("name").unwrap_or("").to_string()),
-                        Err(f) => result(types::CnsVolumeCreateResult, None, Some(f)).with("name", s.str("name").unwrap_or("").to_string()),
+                        Ok(id) => result(types::CnsVolumeCreateResult, Some(&id), None)
+                            .with("name", s.str("name").unwrap_or("").to_string()),
+                        Err(f) => result(types::CnsVolumeCreateResult, None, Some(f))
+                            .with("name", s.str("name").unwrap_or("").to_string()),
                     })
                     .collect();
                 eng.changed();
@@ -657,32 +784,48 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         })(),
         "CnsDeleteVolume" => (|| {
             let vols = ids(args.get("volumeIds"));
-            let specs: Vec<Data> = vols.iter().map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i))).collect();
+            let specs: Vec<Data> = vols
+                .iter()
+                .map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i)))
+                .collect();
             let delete_disk = args.get("deleteDisk").and_then(Value::as_bool).unwrap_or(false);
             let key = check_ids(&specs, "volumeIds", true)?;
             cns_task(eng, ctx, "CnsDeleteVolume", "delete", key, move |eng| {
-                let results = vols.iter().map(|id| result(types::CnsVolumeOperationResult, Some(id), delete_one(eng, id, delete_disk).err())).collect();
+                let results = vols
+                    .iter()
+                    .map(|id| result(types::CnsVolumeOperationResult, Some(id), delete_one(eng, id, delete_disk).err()))
+                    .collect();
                 eng.changed();
                 batch(results)
             })
         })(),
-        "CnsExtendVolume" => per_volume(eng, ctx, "CnsExtendVolume", "extend", "extendSpecs", specs(&args, "extendSpecs"), |eng, s| {
-            let id = id_of(s);
-            let mb = s.get("capacityInMb").and_then(Value::as_i64).unwrap_or(0);
-            with_volume(eng, &id, |_, d| {
-                if mb <= 0 || (mb as u64) * MB < d.capacity() {
-                    return Err(Fault::invalid_argument("extendSpecs.capacityInMb", format!("{mb} MB is smaller than the volume's {} MB", d.capacity() / MB)));
-                }
-                if !d.meta.snapshots.is_empty() {
-                    return Err(cns_fault(format!("volume {id} has snapshots; a volume with snapshots cannot be extended")));
-                }
-                d.extend(mb as u64 * MB).map_err(disk_fault)
+        "CnsExtendVolume" => {
+            per_volume(eng, ctx, "CnsExtendVolume", "extend", "extendSpecs", specs(&args, "extendSpecs"), |eng, s| {
+                let id = id_of(s);
+                let mb = s.get("capacityInMb").and_then(Value::as_i64).unwrap_or(0);
+                with_volume(eng, &id, |_, d| {
+                    if mb <= 0 || (mb as u64) * MB < d.capacity() {
+                        return Err(Fault::invalid_argument(
+                            "extendSpecs.capacityInMb",
+                            format!("{mb} MB is smaller than the volume's {} MB", d.capacity() / MB),
+                        ));
+                    }
+                    if !d.meta.snapshots.is_empty() {
+                        return Err(cns_fault(format!(
+                            "volume {id} has snapshots; a volume with snapshots cannot be extended"
+                        )));
+                    }
+                    d.extend(mb as u64 * MB).map_err(disk_fault)
+                })
             })
-        }),
+        }
         "CnsSyncVolume" => (|| {
             let specs = specs(&args, "syncSpecs");
             if specs.len() != 1 {
-                return Err(Fault::invalid_argument("syncSpecs", format!("exactly one sync spec is accepted, not {}", specs.len())));
+                return Err(Fault::invalid_argument(
+                    "syncSpecs",
+                    format!("exactly one sync spec is accepted, not {}", specs.len()),
+                ));
             }
             let spec = specs.into_iter().next().expect("one spec");
             let id = id_of(&spec);
@@ -691,7 +834,10 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             }
             let modes = strings(spec.get("syncMode"));
             if let Some(m) = modes.iter().find(|m| *m != "SPACE_USAGE") {
-                return Err(Fault::invalid_argument("syncSpecs.syncMode", format!("sync mode '{m}' is not SPACE_USAGE")));
+                return Err(Fault::invalid_argument(
+                    "syncSpecs.syncMode",
+                    format!("sync mode '{m}' is not SPACE_USAGE"),
+                ));
             }
             let (ds, r) = eng.disks.find(&id).ok_or_else(|| not_found(&id))?;
             if let Some(want) = spec.get("datastore").and_then(Value::as_moref) {
@@ -709,9 +855,15 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 batch(vec![result(types::CnsVolumeOperationResult, Some(&id), r.err())])
             })
         })(),
-        "CnsUpdateVolumeMetadata" => per_volume(eng, ctx, "CnsUpdateVolumeMetadata", "updateVolumeMetadata", "updateSpecs", specs(&args, "updateSpecs"), |eng, s| {
-            with_volume(eng, &id_of(s), |_, d| update_metadata(d, s.get("metadata").and_then(Value::as_data)))
-        }),
+        "CnsUpdateVolumeMetadata" => per_volume(
+            eng,
+            ctx,
+            "CnsUpdateVolumeMetadata",
+            "updateVolumeMetadata",
+            "updateSpecs",
+            specs(&args, "updateSpecs"),
+            |eng, s| with_volume(eng, &id_of(s), |_, d| update_metadata(d, s.get("metadata").and_then(Value::as_data))),
+        ),
         "CnsAttachVolume" => (|| {
             let specs = specs(&args, "attachSpecs");
             let key = check_ids(&specs, "attachSpecs", true)?;
@@ -727,47 +879,100 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 batch(results)
             })
         })(),
-        "CnsDetachVolume" => per_volume(eng, ctx, "CnsDetachVolume", "detach", "detachSpecs", specs(&args, "detachSpecs"), detach_one),
-        "CnsCreateSnapshots" => per_volume(eng, ctx, "CnsCreateSnapshots", "createSnapshots", "snapshotSpecs", specs(&args, "snapshotSpecs"), snapshot_one),
-        "CnsDeleteSnapshots" => per_volume(eng, ctx, "CnsDeleteSnapshots", "deleteSnapshots", "snapshotDeleteSpecs", specs(&args, "snapshotDeleteSpecs"), delete_snapshot_one),
+        "CnsDetachVolume" => {
+            per_volume(eng, ctx, "CnsDetachVolume", "detach", "detachSpecs", specs(&args, "detachSpecs"), detach_one)
+        }
+        "CnsCreateSnapshots" => per_volume(
+            eng,
+            ctx,
+            "CnsCreateSnapshots",
+            "createSnapshots",
+            "snapshotSpecs",
+            specs(&args, "snapshotSpecs"),
+            snapshot_one,
+        ),
+        "CnsDeleteSnapshots" => per_volume(
+            eng,
+            ctx,
+            "CnsDeleteSnapshots",
+            "deleteSnapshots",
+            "snapshotDeleteSpecs",
+            specs(&args, "snapshotDeleteSpecs"),
+            delete_snapshot_one,
+        ),
         "CnsRelocateVolume" => (|| {
             let specs = specs(&args, "relocateSpecs");
             check_ids(&specs, "relocateSpecs", true)?;
             let id = id_of(&specs[0]);
-            let target = specs[0].get("datastore").and_then(Value::as_moref).map(|m| m.value.clone()).unwrap_or_default();
+            let target =
+                specs[0].get("datastore").and_then(Value::as_moref).map(|m| m.value.clone()).unwrap_or_default();
             if eng.disks.datastore_of(&id).is_some_and(|ds| ds == target) {
-                return Err(Fault::new(types::AlreadyExists, format!("volume {id} is on datastore {target} already")).with("name", id));
+                return Err(Fault::new(types::AlreadyExists, format!("volume {id} is on datastore {target} already"))
+                    .with("name", id));
             }
             relocate(eng, ctx, specs)
         })(),
-        "CnsReconfigVolumePolicy" => per_volume(eng, ctx, "CnsReconfigVolumePolicy", "reconfigPolicy", "volumePolicyReconfigSpecs", specs(&args, "volumePolicyReconfigSpecs"), |eng, s| {
-            let profile = s.get("profile").and_then(Value::as_array).and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string)));
-            let profile = profile.ok_or_else(|| Fault::invalid_argument("volumePolicyReconfigSpecs.profile", "a profile with a profileId is required"))?;
-            with_volume(eng, &id_of(s), |_, d| {
-                set_cns(d, "storagePolicyId", profile.into());
-                d.save_meta().map_err(disk_fault)
-            })
-        }),
+        "CnsReconfigVolumePolicy" => per_volume(
+            eng,
+            ctx,
+            "CnsReconfigVolumePolicy",
+            "reconfigPolicy",
+            "volumePolicyReconfigSpecs",
+            specs(&args, "volumePolicyReconfigSpecs"),
+            |eng, s| {
+                let profile = s.get("profile").and_then(Value::as_array).and_then(|a| {
+                    a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string))
+                });
+                let profile = profile.ok_or_else(|| {
+                    Fault::invalid_argument(
+                        "volumePolicyReconfigSpecs.profile",
+                        "a profile with a profileId is required",
+                    )
+                })?;
+                with_volume(eng, &id_of(s), |_, d| {
+                    set_cns(d, "storagePolicyId", profile.into());
+                    d.save_meta().map_err(disk_fault)
+                })
+            },
+        ),
         "CnsQueryVolumeInfo" => (|| {
             let vols = ids(args.get("volumes"));
-            let specs: Vec<Data> = vols.iter().map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i))).collect();
+            let specs: Vec<Data> = vols
+                .iter()
+                .map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i)))
+                .collect();
             let key = check_ids(&specs, "volumes", false)?;
             cns_task(eng, ctx, "CnsQueryVolumeInfo", "queryVolumeInfo", key, move |eng| {
                 let results = vols
                     .iter()
-                    .map(|id| match with_volume(eng, id, |ds, d| Ok(super::vstorage_object_manager::vstorage_object(eng, ds, d))) {
-                        Ok(obj) => result(types::CnsQueryVolumeInfoResult, Some(id), None).with("volumeInfo", Data::new(types::CnsBlockVolumeInfo).with("vStorageObject", obj)),
-                        Err(f) => result(types::CnsQueryVolumeInfoResult, Some(id), Some(f)),
+                    .map(|id| {
+                        match with_volume(eng, id, |ds, d| {
+                            Ok(super::vstorage_object_manager::vstorage_object(eng, ds, d))
+                        }) {
+                            Ok(obj) => result(types::CnsQueryVolumeInfoResult, Some(id), None)
+                                .with("volumeInfo", Data::new(types::CnsBlockVolumeInfo).with("vStorageObject", obj)),
+                            Err(f) => result(types::CnsQueryVolumeInfoResult, Some(id), Some(f)),
+                        }
                     })
                     .collect();
                 batch(results)
             })
         })(),
         "CnsQueryAsync" => (|| {
-            let filter = args.get("filter").and_then(Value::as_data).cloned().unwrap_or_else(|| Data::new(types::CnsQueryFilter));
+            let filter = args
+                .get("filter")
+                .and_then(Value::as_data)
+                .cloned()
+                .unwrap_or_else(|| Data::new(types::CnsQueryFilter));
             let select = selection(&args)?;
             let root = eng.inv.read().root();
-            let spec = TaskSpec { method: "CnsQueryAsync", description_id: "CnsVolumeManager.queryAsync".into(), entity: root, cancelable: false, queue: None };
+            let spec = TaskSpec {
+                method: "CnsQueryAsync",
+                description_id: "CnsVolumeManager.queryAsync".into(),
+                entity: root,
+                cancelable: false,
+                queue: None,
+            };
             eng.run_task(
                 ctx,
                 spec,
@@ -779,7 +984,11 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             )
         })(),
         "CnsQueryVolume" | "CnsQueryAllVolume" => (|| {
-            let filter = args.get("filter").and_then(Value::as_data).cloned().unwrap_or_else(|| Data::new(types::CnsQueryFilter));
+            let filter = args
+                .get("filter")
+                .and_then(Value::as_data)
+                .cloned()
+                .unwrap_or_else(|| Data::new(types::CnsQueryFilter));
             let select = selection(&args)?;
             // CnsQueryAllVolume answers every match at once.
             Ok(Some(query(eng, &filter, select.as_deref(), method == "CnsQueryVolume")?.into()))
@@ -791,17 +1000,25 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
 fn relocate(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
     per_volume(eng, ctx, "CnsRelocateVolume", "relocate", "relocateSpecs", specs, |eng, s| {
         let id = id_of(s);
-        let target = s.get("datastore").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("relocateSpecs.datastore", "datastore is required"))?;
+        let target = s
+            .get("datastore")
+            .and_then(Value::as_moref)
+            .ok_or_else(|| Fault::invalid_argument("relocateSpecs.datastore", "datastore is required"))?;
         let target = eng.resolve(target)?;
         if !accessible(eng, &target.value) {
-            return Err(Fault::new(types::InvalidDatastore, format!("datastore {} is not accessible", target.value)).with("datastore", target.clone()));
+            return Err(Fault::new(types::InvalidDatastore, format!("datastore {} is not accessible", target.value))
+                .with("datastore", target.clone()));
         }
         let (ds, r) = find(eng, &id)?;
         if !is_volume(&*r.lock()?) {
             return Err(not_registered(&id));
         }
         super::vstorage_object_manager::move_disk(eng, &r, &id, &ds, &target.value, &mut |_| {})?;
-        if let Some(p) = s.get("profile").and_then(Value::as_array).and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string))) {
+        if let Some(p) = s
+            .get("profile")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string)))
+        {
             with_volume(eng, &id, |_, d| {
                 set_cns(d, "storagePolicyId", p.into());
                 d.save_meta().map_err(disk_fault)
@@ -814,10 +1031,23 @@ fn relocate(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
 
 /// The fields a CnsQuerySelection names (None: every field).
 fn selection(args: &Args) -> Result<Option<Vec<String>>, Fault> {
-    const NAMES: &[&str] = &["VOLUME_NAME", "VOLUME_TYPE", "BACKING_OBJECT_DETAILS", "COMPLIANCE_STATUS", "DATASTORE_ACCESSIBILITY_STATUS", "HEALTH_STATUS", "DATASTORE_URL", "POLICY_ID"];
-    let select = args.get("selection").and_then(Value::as_data).map(|s| strings(s.get("names"))).filter(|s| !s.is_empty());
+    const NAMES: &[&str] = &[
+        "VOLUME_NAME",
+        "VOLUME_TYPE",
+        "BACKING_OBJECT_DETAILS",
+        "COMPLIANCE_STATUS",
+        "DATASTORE_ACCESSIBILITY_STATUS",
+        "HEALTH_STATUS",
+        "DATASTORE_URL",
+        "POLICY_ID",
+    ];
+    let select =
+        args.get("selection").and_then(Value::as_data).map(|s| strings(s.get("names"))).filter(|s| !s.is_empty());
     if let Some(bad) = select.iter().flatten().find(|n| !NAMES.contains(&n.as_str())) {
-        return Err(Fault::invalid_argument("selection.names", format!("'{bad}' is not a field to select ({})", NAMES.join(", "))));
+        return Err(Fault::invalid_argument(
+            "selection.names",
+            format!("'{bad}' is not a field to select ({})", NAMES.join(", ")),
+        ));
     }
     Ok(select)
 }
@@ -829,7 +1059,12 @@ fn delete_one(eng: &Engine, id: &str, delete_disk: bool) -> Result<(), Fault> {
         return Err(not_registered(id));
     }
     if let Some(vm) = attached_vm(eng, &d) {
-        return Err(Fault::new(types::ResourceInUse, format!("volume {id} is attached to VM {}; detach it first", vm.value)).with("type", "VirtualMachine").with("name", vm.value));
+        return Err(Fault::new(
+            types::ResourceInUse,
+            format!("volume {id} is attached to VM {}; detach it first", vm.value),
+        )
+        .with("type", "VirtualMachine")
+        .with("name", vm.value));
     }
     if delete_disk {
         drop(d);
@@ -847,15 +1082,27 @@ fn delete_one(eng: &Engine, id: &str, delete_disk: bool) -> Result<(), Fault> {
 fn query(eng: &Engine, f: &Data, select: Option<&[String]>, paged: bool) -> Result<Data, Fault> {
     let want_ids = ids(f.get("volumeIds"));
     if want_ids.len() > 1000 {
-        return Err(Fault::invalid_argument("filter.volumeIds", format!("at most 1000 volume ids can be given, not {}", want_ids.len())));
+        return Err(Fault::invalid_argument(
+            "filter.volumeIds",
+            format!("at most 1000 volume ids can be given, not {}", want_ids.len()),
+        ));
     }
     let names = strings(f.get("names"));
-    let stores: Vec<String> = f.get("datastores").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_moref().map(|m| m.value.clone())).collect()).unwrap_or_default();
+    let stores: Vec<String> = f
+        .get("datastores")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_moref().map(|m| m.value.clone())).collect())
+        .unwrap_or_default();
     let clusters = strings(f.get("containerClusterIds"));
     let labels: Vec<(String, String)> = f
         .get("labels")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_data).map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string())).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_data)
+                .map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default();
     let policy = f.str("storagePolicyId").filter(|s| !s.is_empty());
     let health = f.str("healthStatus").filter(|s| !s.is_empty());
@@ -865,7 +1112,10 @@ fn query(eng: &Engine, f: &Data, select: Option<&[String]>, paged: bool) -> Resu
     let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_i64).unwrap_or(0);
     let limit = cursor.and_then(|c| c.get("limit")).and_then(Value::as_i64).unwrap_or(MAX_PAGE);
     if offset < 0 || limit <= 0 {
-        return Err(Fault::invalid_argument("filter.cursor", format!("offset {offset} and limit {limit}: the offset cannot be negative and the limit must be positive")));
+        return Err(Fault::invalid_argument(
+            "filter.cursor",
+            format!("offset {offset} and limit {limit}: the offset cannot be negative and the limit must be positive"),
+        ));
     }
     let limit = if paged { limit.min(MAX_PAGE) } else { i64::MAX };
     // Filter in the index; only the page's disks are read.
@@ -894,7 +1144,9 @@ fn query(eng: &Engine, f: &Data, select: Option<&[String]>, paged: bool) -> Resu
             }
             if health.is_some() || access.is_some() {
                 let ok = *acc.entry(ds.clone()).or_insert_with(|| accessible(eng, &ds));
-                if health.is_some_and(|h| h != if ok { "green" } else { "red" }) || access.is_some_and(|a| a != if ok { "accessible" } else { "notAccessible" }) {
+                if health.is_some_and(|h| h != if ok { "green" } else { "red" })
+                    || access.is_some_and(|a| a != if ok { "accessible" } else { "notAccessible" })
+                {
                     return None;
                 }
             }
@@ -935,7 +1187,8 @@ fn query(eng: &Engine, f: &Data, select: Option<&[String]>, paged: bool) -> Resu
     }
     let next = (offset + page.len() as i64).min(total.max(offset));
     let shown_limit = if paged { limit } else { total };
-    Ok(Data::new(types::CnsQueryResult)
-        .with("volumes", Value::Array(types::CnsVolume, page))
-        .with("cursor", Data::new(types::CnsCursor).with("offset", next).with("limit", shown_limit).with("totalRecords", total)))
+    Ok(Data::new(types::CnsQueryResult).with("volumes", Value::Array(types::CnsVolume, page)).with(
+        "cursor",
+        Data::new(types::CnsCursor).with("offset", next).with("limit", shown_limit).with("totalRecords", total),
+    ))
 }

@@ -4,10 +4,21 @@ use crate::engine::inventory::{Entity, Inventory};
 use vmodl::{types, Data, Value};
 
 pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
-    let hosts: Vec<_> = e.children.iter().filter_map(|c| inv.get(c)).filter(|c| c.moref.ty == types::HostSystem).map(|c| c.moref.clone()).collect();
+    let hosts: Vec<_> = e
+        .children
+        .iter()
+        .filter_map(|c| inv.get(c))
+        .filter(|c| c.moref.ty == types::HostSystem)
+        .map(|c| c.moref.clone())
+        .collect();
     match name {
         "host" => Some(refs(hosts)),
-        "resourcePool" => e.children.iter().filter_map(|c| inv.get(c)).find(|c| c.moref.ty == types::ResourcePool).map(|c| Value::MoRef(c.moref.clone())),
+        "resourcePool" => e
+            .children
+            .iter()
+            .filter_map(|c| inv.get(c))
+            .find(|c| c.moref.ty == types::ResourcePool)
+            .map(|c| Value::MoRef(c.moref.clone())),
         "datastore" => {
             let dc = inv.datacenter_of(&e.moref.value)?;
             Some(refs(inv.in_datacenter(&dc.moref.value, types::Datastore)))
@@ -30,7 +41,9 @@ pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
                     .into(),
             )
         }
-        "configurationEx" => Some(Data::new(types::ComputeResourceConfigInfo).with("vmSwapPlacement", "vmDirectory").into()),
+        "configurationEx" => {
+            Some(Data::new(types::ComputeResourceConfigInfo).with("vmSwapPlacement", "vmDirectory").into())
+        }
         _ => None,
     }
 }

@@ -40,7 +40,13 @@ pub fn remount(eng: &Engine, ds: &MoRef) -> Result<String, Fault> {
         attrs["uuid"] = uuid.clone().into();
         attrs["path"] = new.to_string_lossy().into_owned().into();
         attrs["url"] = format!("ds:///vmfs/volumes/{uuid}/").into();
-        eng.store.put_objects(&[ObjectRecord { moid: e.moref.value.clone(), ty: e.moref.ty.name().into(), name: e.name.clone(), parent: e.parent.clone(), attrs: attrs.clone() }])?;
+        eng.store.put_objects(&[ObjectRecord {
+            moid: e.moref.value.clone(),
+            ty: e.moref.ty.name().into(),
+            name: e.name.clone(),
+            parent: e.parent.clone(),
+            attrs: attrs.clone(),
+        }])?;
         e.attrs = attrs;
     }
     // The disks of the datastore live under the new path now.
@@ -64,24 +70,43 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
         .unwrap_or(&[])
         .iter()
         .filter_map(Value::as_data)
-        .map(|d| (d.str("oldMountPath").unwrap_or("").to_string(), d.get("datastore").and_then(Value::as_moref).cloned().unwrap_or_else(|| MoRef::new(types::Datastore, ""))))
+        .map(|d| {
+            (
+                d.str("oldMountPath").unwrap_or("").to_string(),
+                d.get("datastore")
+                    .and_then(Value::as_moref)
+                    .cloned()
+                    .unwrap_or_else(|| MoRef::new(types::Datastore, "")),
+            )
+        })
         .collect();
     // Each old path names one datastore that exists.
     let mut maps = vec![];
     for (old, ds) in &pairs {
         if old.trim().is_empty() {
-            return Err(Fault::invalid_argument("mountPathDatastoreMapping.oldMountPath", "oldMountPath must not be empty"));
+            return Err(Fault::invalid_argument(
+                "mountPathDatastoreMapping.oldMountPath",
+                "oldMountPath must not be empty",
+            ));
         }
         let new = {
             let inv = eng.inv.read();
             match inv.get(&ds.value).filter(|e| e.moref.ty == types::Datastore) {
                 Some(e) => mount_path(e),
-                None => return Err(Fault::invalid_argument("mountPathDatastoreMapping.datastore", format!("datastore {} does not exist", ds.value))),
+                None => {
+                    return Err(Fault::invalid_argument(
+                        "mountPathDatastoreMapping.datastore",
+                        format!("datastore {} does not exist", ds.value),
+                    ))
+                }
             }
         };
         let norm = |p: &str| p.trim_end_matches('/').to_string();
         if pairs.iter().any(|(o, d)| norm(o) == norm(old) && d.value != ds.value) {
-            return Err(Fault::invalid_argument("mountPathDatastoreMapping", format!("old mount path {old} is mapped to more than one datastore")));
+            return Err(Fault::invalid_argument(
+                "mountPathDatastoreMapping",
+                format!("old mount path {old} is mapped to more than one datastore"),
+            ));
         }
         eng.check(ctx, ds, "Datastore.UpdateVirtualMachineFiles")?;
         maps.push(Mapping { old: norm(old), new });
@@ -94,27 +119,37 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
     // A registered VM with files on the volume would read them mid-update.
     {
         let inv = eng.inv.read();
-        let involved: Vec<&str> = std::iter::once(this.value.as_str()).chain(pairs.iter().map(|(_, d)| d.value.as_str())).collect();
-        if let Some(vm) = inv
-            .objects
-            .values()
-            .filter(|v| v.moref.ty == types::VirtualMachine)
-            .find(|v| super::virtual_machine::datastores(&inv, v).iter().any(|d| involved.contains(&d.value.as_str())))
+        let involved: Vec<&str> =
+            std::iter::once(this.value.as_str()).chain(pairs.iter().map(|(_, d)| d.value.as_str())).collect();
+        if let Some(vm) =
+            inv.objects.values().filter(|v| v.moref.ty == types::VirtualMachine).find(|v| {
+                super::virtual_machine::datastores(&inv, v).iter().any(|d| involved.contains(&d.value.as_str()))
+            })
         {
-            return Err(Fault::new(types::ResourceInUse, format!("virtual machine {} has files on the datastore; unregister it first", vm.name))
-                .with("type", "VirtualMachine")
-                .with("name", vm.name.clone()));
+            return Err(Fault::new(
+                types::ResourceInUse,
+                format!("virtual machine {} has files on the datastore; unregister it first", vm.name),
+            )
+            .with("type", "VirtualMachine")
+            .with("name", vm.name.clone()));
         }
     }
-    let mounted = eng.inv.read().get(&this.value).and_then(|e| e.attrs.get("mounted").and_then(|m| m.as_bool())).unwrap_or(true);
+    let mounted =
+        eng.inv.read().get(&this.value).and_then(|e| e.attrs.get("mounted").and_then(|m| m.as_bool())).unwrap_or(true);
     if !root.is_dir() || !mounted {
-        return Err(Fault::new(types::InvalidDatastore, format!("datastore {name} is not accessible")).with("datastore", this.clone()).with("name", name));
+        return Err(Fault::new(types::InvalidDatastore, format!("datastore {name} is not accessible"))
+            .with("datastore", this.clone())
+            .with("name", name));
     }
     // One update per datastore at a time: reserve it before the task exists.
     {
         let mut busy = eng.busy_datastores.lock();
         if let Some(running) = busy.get(&this.value) {
-            return Err(Fault::new(types::TaskInProgress, format!("an update of the files on {name} is already running")).with("task", MoRef::new(types::Task, running.clone())));
+            return Err(Fault::new(
+                types::TaskInProgress,
+                format!("an update of the files on {name} is already running"),
+            )
+            .with("task", MoRef::new(types::Task, running.clone())));
         }
         busy.insert(this.value.clone(), String::new());
     }
@@ -144,16 +179,25 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
                 .iter()
                 .take(MAX_FAILED_LISTED)
                 .map(|f| {
-                    let rel = f.path.strip_prefix(&root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| f.path.to_string_lossy().into_owned());
+                    let rel = f
+                        .path
+                        .strip_prefix(&root)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_else(|_| f.path.to_string_lossy().into_owned());
                     let file = format!("[{name}] {rel}");
-                    let fault = Fault::new(types::FileFault, format!("{file}: {}", f.reason)).with("file", file.clone());
+                    let fault =
+                        Fault::new(types::FileFault, format!("{file}: {}", f.reason)).with("file", file.clone());
                     Data::new(types::UpdateVirtualMachineFilesResultFailedVmFileInfo)
                         .with("vmFile", file)
                         .with("fault", fault.data)
                         .into()
                 })
                 .collect();
-            Ok(Some(Data::new(types::UpdateVirtualMachineFilesResult).with("failedVmFile", Value::Array(types::UpdateVirtualMachineFilesResultFailedVmFileInfo, failed)).into()))
+            Ok(Some(
+                Data::new(types::UpdateVirtualMachineFilesResult)
+                    .with("failedVmFile", Value::Array(types::UpdateVirtualMachineFilesResultFailedVmFileInfo, failed))
+                    .into(),
+            ))
         }),
     );
     let mut busy = eng.busy_datastores.lock();
@@ -218,16 +262,16 @@ pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
         "info" => {
             let (_, (capacity, free)) = space();
             Data::new(types::LocalDatastoreInfo)
-            .with("name", e.name.clone())
-            .with("url", url)
-            .with("freeSpace", free)
-            .with("maxFileSize", capacity)
-            .with("maxVirtualDiskCapacity", capacity)
-            .with("maxMemoryFileSize", capacity)
-            .with("timestamp", chrono::Utc::now())
-            .with("containerId", e.attr("uuid").unwrap_or_default().to_string())
-            .with("path", path.to_string())
-            .into()
+                .with("name", e.name.clone())
+                .with("url", url)
+                .with("freeSpace", free)
+                .with("maxFileSize", capacity)
+                .with("maxVirtualDiskCapacity", capacity)
+                .with("maxMemoryFileSize", capacity)
+                .with("timestamp", chrono::Utc::now())
+                .with("containerId", e.attr("uuid").unwrap_or_default().to_string())
+                .with("path", path.to_string())
+                .into()
         }
         "host" => {
             let (accessible, _) = space();

@@ -33,10 +33,16 @@ fn task_event(eng: &Engine, inv: &Inventory, t: &TaskRecord) -> Data {
         if let Some(ent) = inv.get(moid) {
             msg = format!("Task: {what} on {}", ent.name);
             if let Some(dc) = inv.datacenter_of(moid) {
-                e.set("datacenter", Data::new(types::DatacenterEventArgument).with("name", dc.name.clone()).with("datacenter", dc.moref.clone()));
+                e.set(
+                    "datacenter",
+                    Data::new(types::DatacenterEventArgument)
+                        .with("name", dc.name.clone())
+                        .with("datacenter", dc.moref.clone()),
+                );
             }
             let ty = ent.moref.ty;
-            let arg = |aty: TypeId, field: &str| Data::new(aty).with("name", ent.name.clone()).with(field, ent.moref.clone());
+            let arg =
+                |aty: TypeId, field: &str| Data::new(aty).with("name", ent.name.clone()).with(field, ent.moref.clone());
             if ty == types::HostSystem {
                 e.set("host", arg(types::HostEventArgument, "host"));
             } else if ty.is_a(types::ComputeResource) {
@@ -71,9 +77,16 @@ fn matches(inv: &Inventory, f: &Data, t: &TaskRecord) -> bool {
             return false;
         }
     }
-    let names = |n: &str| -> Vec<String> { f.get(n).and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default() };
+    let names = |n: &str| -> Vec<String> {
+        f.get(n)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
     let types_wanted = names("type");
-    if !types_wanted.is_empty() && !types_wanted.iter().any(|n| TypeId::by_name(n).is_some_and(|ty| types::TaskEvent.is_a(ty))) {
+    if !types_wanted.is_empty()
+        && !types_wanted.iter().any(|n| TypeId::by_name(n).is_some_and(|ty| types::TaskEvent.is_a(ty)))
+    {
         return false;
     }
     let ids = names("eventTypeId");
@@ -108,7 +121,8 @@ fn array(v: Vec<Value>) -> Value {
 }
 
 fn description() -> Data {
-    let cat = |k: &str| Value::from(Data::new(types::ElementDescription).with("key", k).with("label", k).with("summary", k));
+    let cat =
+        |k: &str| Value::from(Data::new(types::ElementDescription).with("key", k).with("label", k).with("summary", k));
     let detail = Data::new(types::EventDescriptionEventDetail)
         .with("key", Value::Typed(types::TypeName, "TaskEvent".into()))
         .with("description", "Task event")
@@ -119,7 +133,10 @@ fn description() -> Data {
         .with("formatOnVm", "Task: {info.descriptionId}")
         .with("fullFormat", "Task: {info.descriptionId}");
     Data::new(types::EventDescription)
-        .with("category", Value::Array(types::ElementDescription, vec![cat("info"), cat("warning"), cat("error"), cat("user")]))
+        .with(
+            "category",
+            Value::Array(types::ElementDescription, vec![cat("info"), cat("warning"), cat("error"), cat("user")]),
+        )
         .with("eventInfo", Value::Array(types::EventDescriptionEventDetail, vec![detail.into()]))
 }
 
@@ -133,7 +150,8 @@ pub fn property(eng: &Engine, ctx: &Ctx, name: &str) -> Option<Value> {
 }
 
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
-    let filter = || args.get("filter").and_then(Value::as_data).cloned().unwrap_or_else(|| Data::new(types::EventFilterSpec));
+    let filter =
+        || args.get("filter").and_then(Value::as_data).cloned().unwrap_or_else(|| Data::new(types::EventFilterSpec));
     Some(match method {
         "QueryEvents" => {
             let items = items(eng, ctx, &filter());
@@ -142,7 +160,9 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         }
         "CreateCollectorForEvents" => {
             let f = filter();
-            if let Some(m) = f.get("entity").and_then(Value::as_data).and_then(|d| d.get("entity")).and_then(Value::as_moref) {
+            if let Some(m) =
+                f.get("entity").and_then(Value::as_data).and_then(|d| d.get("entity")).and_then(Value::as_moref)
+            {
                 if let Err(e) = eng.resolve(m) {
                     return Some(Err(e));
                 }
@@ -152,4 +172,3 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         _ => return None,
     })
 }
-

@@ -8,7 +8,9 @@ pub fn property(eng: &Engine, name: &str) -> Option<Value> {
     // Extensions other nodes registered.
     let _ = eng.refresh_external(false);
     match name {
-        "extensionList" => Some(Value::Array(types::Extension, eng.extensions.read().values().cloned().map(Value::from).collect())),
+        "extensionList" => {
+            Some(Value::Array(types::Extension, eng.extensions.read().values().cloned().map(Value::from).collect()))
+        }
         _ => None,
     }
 }
@@ -34,7 +36,11 @@ pub fn invoke(eng: &Engine, _ctx: &mut Ctx, _this: &MoRef, method: &str, args: A
     let _ = eng.refresh_external(false);
     Some(match method {
         "RegisterExtension" | "UpdateExtension" => (|| {
-            let ext = args.get("extension").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("extension", "extension is required"))?.clone();
+            let ext = args
+                .get("extension")
+                .and_then(Value::as_data)
+                .ok_or_else(|| Fault::invalid_argument("extension", "extension is required"))?
+                .clone();
             let k = ext.str("key").unwrap_or("").to_string();
             if method == "UpdateExtension" && !eng.extensions.read().contains_key(&k) {
                 return Err(missing(&k));

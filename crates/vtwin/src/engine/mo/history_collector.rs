@@ -59,7 +59,13 @@ pub fn reset(c: &mut Collector, items: &Items) {
 }
 
 /// `filter` and `latestPage` (an array of `ty`).
-pub fn property(eng: &Engine, this: &MoRef, name: &str, ty: TypeId, items: impl FnOnce(&Data) -> Items) -> Option<Value> {
+pub fn property(
+    eng: &Engine,
+    this: &MoRef,
+    name: &str,
+    ty: TypeId,
+    items: impl FnOnce(&Data) -> Items,
+) -> Option<Value> {
     let (filter, page) = {
         let h = eng.history.lock();
         let c = h.get(&this.value)?;
@@ -73,7 +79,14 @@ pub fn property(eng: &Engine, this: &MoRef, name: &str, ty: TypeId, items: impl 
 }
 
 /// ReadNext… (`next`) or ReadPrevious…: up to maxCount items of type `ty`.
-pub fn read(eng: &Engine, this: &MoRef, args: &Args, next: bool, ty: TypeId, items: impl FnOnce(&Data) -> Items) -> Reply {
+pub fn read(
+    eng: &Engine,
+    this: &MoRef,
+    args: &Args,
+    next: bool,
+    ty: TypeId,
+    items: impl FnOnce(&Data) -> Items,
+) -> Reply {
     let n = check_count(args)?;
     let filter = eng.history.lock().get(&this.value).ok_or_else(|| Fault::not_found(this))?.filter.clone();
     let items = items(&filter);
@@ -103,7 +116,11 @@ pub fn entity_selected(inv: &crate::engine::inventory::Inventory, f: &Data, enti
 /// started by a user, so `systemUser` adds none.
 pub fn user_selected(f: &Data, u: &str) -> bool {
     let Some(by) = f.get("userName").and_then(Value::as_data) else { return true };
-    let list: Vec<String> = by.get("userList").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+    let list: Vec<String> = by
+        .get("userList")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
     // Names compare without case and in either form (`DOM\u`, `u@dom`).
     let norm = |s: &str| {
         crate::engine::session::normalize_user(&match s.split_once('\\') {
@@ -119,12 +136,20 @@ pub fn user_selected(f: &Data, u: &str) -> bool {
 pub fn create(eng: &Engine, ctx: &Ctx, ty: TypeId, prefix: &str, filter: Data) -> Reply {
     let s = ctx.session()?;
     let moid = format!("session[{}]{prefix}-{}", s.key, eng.next_seq());
-    eng.history.lock().insert(moid.clone(), Collector { ty, session_key: s.key.clone(), filter, page_size: DEFAULT_PAGE, cursor: 0 });
+    eng.history
+        .lock()
+        .insert(moid.clone(), Collector { ty, session_key: s.key.clone(), filter, page_size: DEFAULT_PAGE, cursor: 0 });
     Ok(Some(Value::MoRef(MoRef::new(ty, moid))))
 }
 
 /// The methods every history collector has. `items` computes the list.
-pub fn invoke(eng: &Engine, this: &MoRef, method: &str, args: &Args, items: impl FnOnce(&Data) -> Items) -> Option<Reply> {
+pub fn invoke(
+    eng: &Engine,
+    this: &MoRef,
+    method: &str,
+    args: &Args,
+    items: impl FnOnce(&Data) -> Items,
+) -> Option<Reply> {
     let filter = eng.history.lock().get(&this.value)?.filter.clone();
     Some(match method {
         "DestroyCollector" => {
@@ -148,7 +173,10 @@ pub fn invoke(eng: &Engine, this: &MoRef, method: &str, args: &Args, items: impl
         "SetCollectorPageSize" => {
             let n = args.get("maxCount").and_then(Value::as_i64).unwrap_or(-1);
             if !(0..=MAX_PAGE).contains(&n) {
-                return Some(Err(Fault::invalid_argument("maxCount", format!("page size {n} must be between 0 and {MAX_PAGE}"))));
+                return Some(Err(Fault::invalid_argument(
+                    "maxCount",
+                    format!("page size {n} must be between 0 and {MAX_PAGE}"),
+                )));
             }
             if let Some(c) = eng.history.lock().get_mut(&this.value) {
                 c.page_size = n as usize;

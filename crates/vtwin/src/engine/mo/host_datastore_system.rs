@@ -36,7 +36,10 @@ fn copies(data_dir: &Path) -> Vec<(PathBuf, String, String)> {
 }
 
 fn device_path(dir: &Path) -> String {
-    format!("/vmfs/devices/disks/vtwin.{}:1", dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())
+    format!(
+        "/vmfs/devices/disks/vtwin.{}:1",
+        dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+    )
 }
 
 /// Present a copy of datastore `ds` as an unresolved volume.
@@ -57,14 +60,20 @@ pub fn present_copy(eng: &Engine, ds: &MoRef) -> Result<String, Fault> {
     if !out.status.success() && !dir.exists() {
         return Err(Fault::system_error(format!("copy: {}", String::from_utf8_lossy(&out.stderr))));
     }
-    std::fs::write(dir.join(MARKER), serde_json::json!({"label": label, "uuid": uuid}).to_string()).map_err(|e| Fault::system_error(e.to_string()))?;
+    std::fs::write(dir.join(MARKER), serde_json::json!({"label": label, "uuid": uuid}).to_string())
+        .map_err(|e| Fault::system_error(e.to_string()))?;
     Ok(device_path(&dir))
 }
 
 fn volume(dir: &Path, label: &str, uuid: &str, others: usize) -> Data {
     let blocks = std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0) as i32 + 1;
     let extent = Data::new(types::HostUnresolvedVmfsExtent)
-        .with("device", Data::new(types::HostScsiDiskPartition).with("diskName", device_path(dir).trim_end_matches(":1").rsplit('/').next().unwrap_or("").to_string()).with("partition", 1))
+        .with(
+            "device",
+            Data::new(types::HostScsiDiskPartition)
+                .with("diskName", device_path(dir).trim_end_matches(":1").rsplit('/').next().unwrap_or("").to_string())
+                .with("partition", 1),
+        )
         .with("devicePath", device_path(dir))
         .with("vmfsUuid", uuid.to_string())
         .with("isHeadExtent", true)
@@ -77,7 +86,13 @@ fn volume(dir: &Path, label: &str, uuid: &str, others: usize) -> Data {
         .with("vmfsLabel", label.to_string())
         .with("vmfsUuid", uuid.to_string())
         .with("totalBlocks", blocks)
-        .with("resolveStatus", Data::new(types::HostUnresolvedVmfsVolumeResolveStatus).with("resolvable", true).with("incompleteExtents", false).with("multipleCopies", others > 1))
+        .with(
+            "resolveStatus",
+            Data::new(types::HostUnresolvedVmfsVolumeResolveStatus)
+                .with("resolvable", true)
+                .with("incompleteExtents", false)
+                .with("multipleCopies", others > 1),
+        )
 }
 
 pub fn unresolved(eng: &Engine) -> Value {
@@ -98,14 +113,34 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Arg
     Some(match method {
         "QueryUnresolvedVmfsVolumes" => Ok(Some(unresolved(eng))),
         "ResignatureUnresolvedVmfsVolume_Task" => (|| {
-            let spec = args.get("resolutionSpec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("resolutionSpec", "resolutionSpec is required"))?;
-            let paths: Vec<String> = spec.get("extentDevicePath").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+            let spec = args
+                .get("resolutionSpec")
+                .and_then(Value::as_data)
+                .ok_or_else(|| Fault::invalid_argument("resolutionSpec", "resolutionSpec is required"))?;
+            let paths: Vec<String> = spec
+                .get("extentDevicePath")
+                .and_then(Value::as_array)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
             let (dir, label, _) = copies(&eng.data_dir)
                 .into_iter()
                 .find(|(d, _, _)| paths.contains(&device_path(d)))
-                .ok_or_else(|| Fault::invalid_argument("resolutionSpec.extentDevicePath", format!("no unresolved volume has the extent {paths:?}")))?;
+                .ok_or_else(|| {
+                Fault::invalid_argument(
+                    "resolutionSpec.extentDevicePath",
+                    format!("no unresolved volume has the extent {paths:?}"),
+                )
+            })?;
             let host = MoRef::new(types::HostSystem, host_of(this));
-            let spec = TaskSpec { method: "ResignatureUnresolvedVmfsVolume_Task", description_id: "HostDatastoreSystem.resignatureUnresolvedVmfsVolume".into(), entity: host.clone(), cancelable: false, queue: None };
+            let spec = TaskSpec {
+                method: "ResignatureUnresolvedVmfsVolume_Task",
+                description_id: "HostDatastoreSystem.resignatureUnresolvedVmfsVolume".into(),
+                entity: host.clone(),
+                cancelable: false,
+                queue: None,
+            };
             eng.run_task(
                 ctx,
                 spec,

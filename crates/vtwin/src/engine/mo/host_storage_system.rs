@@ -3,8 +3,8 @@
 //! but is inaccessible), and QueryUnresolvedVmfsVolume.
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use crate::store::ObjectRecord;
-use vmodl::value::Args;
 use vmodl::types;
+use vmodl::value::Args;
 
 pub const PREFIX: &str = "storageSystem-";
 
@@ -18,12 +18,21 @@ fn set_mounted(eng: &Engine, uuid: &str, mounted: bool) -> Reply {
             .ok_or_else(|| Fault::plain_not_found(format!("no VMFS volume with uuid {uuid}")))?;
         let now = e.attrs.get("mounted").and_then(|m| m.as_bool()).unwrap_or(true);
         if now == mounted {
-            return Err(Fault::new(types::InvalidState, format!("volume {uuid} is already {}", if mounted { "mounted" } else { "unmounted" })));
+            return Err(Fault::new(
+                types::InvalidState,
+                format!("volume {uuid} is already {}", if mounted { "mounted" } else { "unmounted" }),
+            ));
         }
         let mut attrs = e.attrs.clone();
         attrs["mounted"] = mounted.into();
         // Written under the inventory's lock, as everywhere.
-        eng.store.put_objects(&[ObjectRecord { moid: e.moref.value.clone(), ty: "Datastore".into(), name: e.name.clone(), parent: e.parent.clone(), attrs: attrs.clone() }])?;
+        eng.store.put_objects(&[ObjectRecord {
+            moid: e.moref.value.clone(),
+            ty: "Datastore".into(),
+            name: e.name.clone(),
+            parent: e.parent.clone(),
+            attrs: attrs.clone(),
+        }])?;
         e.attrs = attrs;
     }
     eng.changed();
@@ -39,4 +48,3 @@ pub fn invoke(eng: &Engine, _ctx: &mut Ctx, _this: &vmodl::MoRef, method: &str, 
         _ => return None,
     })
 }
-

@@ -79,14 +79,30 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
                     "resource",
                     Value::Array(
                         types::KeyAnyValue,
-                        vec![kv("numCpuPackages", Value::Int(1)), kv("numCpuCores", Value::Int(hw.cores as i32)), kv("memorySize", Value::Long(hw.memory))],
+                        vec![
+                            kv("numCpuPackages", Value::Int(1)),
+                            kv("numCpuCores", Value::Int(hw.cores as i32)),
+                            kv("memorySize", Value::Long(hw.memory)),
+                        ],
                     ),
                 )
                 .into()
         }
         "configManager" => Data::new(types::HostConfigManager)
-            .with("datastoreSystem", MoRef::new(types::HostDatastoreSystem, format!("{}{}", super::host_datastore_system::PREFIX, e.moref.value)))
-            .with("storageSystem", MoRef::new(types::HostStorageSystem, format!("{}{}", super::host_storage_system::PREFIX, e.moref.value)))
+            .with(
+                "datastoreSystem",
+                MoRef::new(
+                    types::HostDatastoreSystem,
+                    format!("{}{}", super::host_datastore_system::PREFIX, e.moref.value),
+                ),
+            )
+            .with(
+                "storageSystem",
+                MoRef::new(
+                    types::HostStorageSystem,
+                    format!("{}{}", super::host_storage_system::PREFIX, e.moref.value),
+                ),
+            )
             .into(),
         _ => return None,
     })

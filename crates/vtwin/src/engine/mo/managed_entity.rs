@@ -18,14 +18,20 @@ pub fn property(eng: &Engine, ctx: &Ctx, inv: &Inventory, e: &Entity, name: &str
         "alarmActionsEnabled" => Value::Bool(true),
         "effectiveRole" => {
             let user = &ctx.session.as_ref()?.user;
-            let role = eng.perms.effective_role(user, &inv.path_to_root(&e.moref.value)).unwrap_or(authz::ROLE_NOACCESS);
+            let role =
+                eng.perms.effective_role(user, &inv.path_to_root(&e.moref.value)).unwrap_or(authz::ROLE_NOACCESS);
             Value::Array(types::int, vec![Value::Int(role)])
         }
         "permission" => Value::Array(
             types::Permission,
             eng.perms.on_entity(&e.moref.value).iter().map(|p| permission(e.moref.clone(), p).into()).collect(),
         ),
-        "recentTask" | "declaredAlarmState" | "triggeredAlarmState" | "disabledMethod" | "configIssue" | "customValue"
+        "recentTask"
+        | "declaredAlarmState"
+        | "triggeredAlarmState"
+        | "disabledMethod"
+        | "configIssue"
+        | "customValue"
         | "tag" => return None,
         _ => return None,
     })
@@ -45,7 +51,9 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Arg
     Some(match method {
         "Rename_Task" => rename(eng, ctx, this, args.str("newName").unwrap_or("").to_string()),
         // What destroying means depends on the type.
-        "Destroy_Task" if this.ty == types::VirtualMachine => return super::virtual_machine::invoke(eng, ctx, this, method, args),
+        "Destroy_Task" if this.ty == types::VirtualMachine => {
+            return super::virtual_machine::invoke(eng, ctx, this, method, args)
+        }
         _ => return None,
     })
 }
@@ -55,7 +63,9 @@ fn rename(eng: &Engine, ctx: &Ctx, this: &MoRef, new_name: String) -> Reply {
         return Err(Fault::not_supported("the root folder cannot be renamed"));
     }
     if new_name.trim().is_empty() || new_name.chars().count() > 80 {
-        return Err(Fault::new(types::InvalidName, format!("'{new_name}' is not a valid name")).with("name", new_name.clone()));
+        return Err(
+            Fault::new(types::InvalidName, format!("'{new_name}' is not a valid name")).with("name", new_name.clone())
+        );
     }
     let kind = |t: vmodl::TypeId| if t == types::Folder { "folder" } else { t.name() };
     let spec = TaskSpec {
@@ -75,7 +85,12 @@ fn rename(eng: &Engine, ctx: &Ctx, this: &MoRef, new_name: String) -> Reply {
             let mut inv = eng.inv.write();
             let e = inv.get(&this.value).ok_or_else(|| Fault::not_found(&this))?;
             if let Some(p) = e.parent.as_deref().and_then(|p| inv.get(p)) {
-                let clash = p.children.iter().filter(|c| **c != this.value).filter_map(|c| inv.get(c)).any(|c| c.name == new_name && kind(c.moref.ty) == kind(this.ty));
+                let clash = p
+                    .children
+                    .iter()
+                    .filter(|c| **c != this.value)
+                    .filter_map(|c| inv.get(c))
+                    .any(|c| c.name == new_name && kind(c.moref.ty) == kind(this.ty));
                 if clash {
                     return Err(Fault::new(types::DuplicateName, format!("The name '{new_name}' already exists."))
                         .with("name", new_name.clone())

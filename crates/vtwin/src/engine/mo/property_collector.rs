@@ -97,11 +97,14 @@ impl<'a> Walker<'a> {
                 let name = sel.str("name").unwrap_or("");
                 match self.named.get(name) {
                     Some(t) => t,
-                    None => return Err(Fault::invalid_argument("selectSet", format!("no TraversalSpec is named '{name}'"))),
+                    None => {
+                        return Err(Fault::invalid_argument("selectSet", format!("no TraversalSpec is named '{name}'")))
+                    }
                 }
             };
             let tname = ts.str("type").unwrap_or("");
-            let tty = TypeId::by_name(tname).ok_or_else(|| Fault::invalid_type("type", format!("unknown type {tname}")))?;
+            let tty =
+                TypeId::by_name(tname).ok_or_else(|| Fault::invalid_type("type", format!("unknown type {tname}")))?;
             if !obj.ty.is_a(tty) {
                 continue;
             }
@@ -172,7 +175,10 @@ pub fn retrieve(eng: &Engine, ctx: &Ctx, specs: &[&Data]) -> Result<Vec<Value>, 
         collect_named(&all_sels, &mut named);
         let mut w = Walker { eng, ctx, named, seen: HashSet::new(), out: vec![], included: HashSet::new() };
         for os in &objsets {
-            let r = os.get("obj").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("obj", "ObjectSpec.obj is required"))?;
+            let r = os
+                .get("obj")
+                .and_then(Value::as_moref)
+                .ok_or_else(|| Fault::invalid_argument("obj", "ObjectSpec.obj is required"))?;
             let r = eng.resolve(r)?;
             if !os.get("skip").and_then(Value::as_bool).unwrap_or(false) {
                 w.include(r.clone());
@@ -221,7 +227,11 @@ fn object_content(eng: &Engine, ctx: &Ctx, obj: &MoRef, paths: &[String]) -> Res
         let pdef = obj.ty.prop(top).ok_or_else(|| Fault::invalid_property(path))?;
         if let Some(privilege) = pdef.privilege {
             if let Err(f) = eng.check(ctx, obj, privilege) {
-                missing.push(Value::from(Data::new(types::MissingProperty).with("path", Value::Typed(types::PropertyPath, path.clone())).with("fault", f.data)));
+                missing.push(Value::from(
+                    Data::new(types::MissingProperty)
+                        .with("path", Value::Typed(types::PropertyPath, path.clone()))
+                        .with("fault", f.data),
+                ));
                 continue;
             }
         }
@@ -238,7 +248,11 @@ fn object_content(eng: &Engine, ctx: &Ctx, obj: &MoRef, paths: &[String]) -> Res
             None => v,
         };
         if let Some(v) = v {
-            set.push(Value::from(Data::new(types::DynamicProperty).with("name", Value::Typed(types::PropertyPath, path.clone())).with("val", v)));
+            set.push(Value::from(
+                Data::new(types::DynamicProperty)
+                    .with("name", Value::Typed(types::PropertyPath, path.clone()))
+                    .with("val", v),
+            ));
         }
     }
     let mut oc = Data::new(types::ObjectContent).with("obj", obj.clone());
@@ -383,7 +397,11 @@ pub fn filters_property(eng: &Engine, ctx: &Ctx, this: &MoRef) -> Option<Value> 
 }
 
 fn create_filter(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply {
-    let spec = args.get("spec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?.clone();
+    let spec = args
+        .get("spec")
+        .and_then(Value::as_data)
+        .ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?
+        .clone();
     // The spec must be valid now (types, paths, objects), as vCenter checks.
     retrieve(eng, ctx, &[&spec])?;
     let key = collector_key(ctx, this)?;
@@ -429,7 +447,9 @@ fn change(name: &str, op: &str, val: Option<&Value>) -> Value {
 }
 
 fn object_update(kind: &str, obj: &MoRef, changes: Vec<Value>) -> Value {
-    let mut d = Data::new(types::ObjectUpdate).with("kind", Value::enum_value(types::ObjectUpdateKind, kind)).with("obj", obj.clone());
+    let mut d = Data::new(types::ObjectUpdate)
+        .with("kind", Value::enum_value(types::ObjectUpdateKind, kind))
+        .with("obj", obj.clone());
     if !changes.is_empty() {
         d.set("changeSet", Value::Array(types::PropertyChange, changes));
     }
@@ -443,17 +463,26 @@ pub fn poll(eng: &Engine, ctx: &Ctx, this: &MoRef, version: &str, max_objects: O
     let (filters, base) = {
         let mut pc = eng.pc.lock();
         let filters: Vec<(String, Data)> = match pc.collectors.get(&key) {
-            Some(c) => c.filters.iter().filter_map(|f| pc.filters.get(f).map(|x| (f.clone(), x.spec.clone()))).collect(),
+            Some(c) => {
+                c.filters.iter().filter_map(|f| pc.filters.get(f).map(|x| (f.clone(), x.spec.clone()))).collect()
+            }
             None => vec![],
         };
         let c = pc.collectors.entry(key.clone()).or_default();
         let base = if version.is_empty() {
             HashMap::new()
         } else {
-            let v: u64 = version.parse().map_err(|_| Fault::new(types::InvalidCollectorVersion, format!("'{version}' is not a version of this collector")))?;
+            let v: u64 = version.parse().map_err(|_| {
+                Fault::new(types::InvalidCollectorVersion, format!("'{version}' is not a version of this collector"))
+            })?;
             match c.history.iter().find(|(n, _)| *n == v) {
                 Some((_, s)) => s.clone(),
-                None => return Err(Fault::new(types::InvalidCollectorVersion, format!("version {version} is unknown or too old"))),
+                None => {
+                    return Err(Fault::new(
+                        types::InvalidCollectorVersion,
+                        format!("version {version} is unknown or too old"),
+                    ))
+                }
             }
         };
         (filters, base)
@@ -471,7 +500,11 @@ pub fn poll(eng: &Engine, ctx: &Ctx, this: &MoRef, version: &str, max_objects: O
             let ups = match old.get(moid) {
                 None => Some(("enter", props.iter().map(|(n, v)| change(n, "assign", Some(v))).collect::<Vec<_>>())),
                 Some((_, before)) => {
-                    let mut cs: Vec<Value> = props.iter().filter(|(n, v)| before.get(*n) != Some(*v)).map(|(n, v)| change(n, "assign", Some(v))).collect();
+                    let mut cs: Vec<Value> = props
+                        .iter()
+                        .filter(|(n, v)| before.get(*n) != Some(*v))
+                        .map(|(n, v)| change(n, "assign", Some(v)))
+                        .collect();
                     cs.extend(before.keys().filter(|n| !props.contains_key(*n)).map(|n| change(n, "remove", None)));
                     (!cs.is_empty()).then_some(("modify", cs))
                 }
@@ -517,7 +550,9 @@ pub fn poll(eng: &Engine, ctx: &Ctx, this: &MoRef, version: &str, max_objects: O
     while c.history.len() > HISTORY {
         c.history.pop_front();
     }
-    let mut us = Data::new(types::UpdateSet).with("version", v.to_string()).with("filterSet", Value::Array(types::PropertyFilterUpdate, filter_updates));
+    let mut us = Data::new(types::UpdateSet)
+        .with("version", v.to_string())
+        .with("filterSet", Value::Array(types::PropertyFilterUpdate, filter_updates));
     if truncated {
         us.set("truncated", true);
     }
@@ -531,7 +566,8 @@ pub async fn wait(eng: &Engine, ctx: &Ctx, this: &MoRef, legacy: bool, args: &Ar
     let version = args.str("version").unwrap_or("").to_string();
     let opts = if legacy { None } else { args.get("options").and_then(Value::as_data) };
     let max_wait = opts.and_then(|o| o.get("maxWaitSeconds")).and_then(Value::as_i64);
-    let max_objects = opts.and_then(|o| o.get("maxObjectUpdates")).and_then(Value::as_i64).filter(|n| *n > 0).map(|n| n as usize);
+    let max_objects =
+        opts.and_then(|o| o.get("maxObjectUpdates")).and_then(Value::as_i64).filter(|n| *n > 0).map(|n| n as usize);
     let key = collector_key(ctx, this)?;
     let cancel = eng.pc.lock().collectors.entry(key).or_default().cancel.clone();
     let mut rx = eng.changes.subscribe();

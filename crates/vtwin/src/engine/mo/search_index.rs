@@ -28,7 +28,10 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             Ok(found.map(Value::MoRef))
         }
         "FindChild" => (|| {
-            let e = args.get("entity").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("entity", "entity is required"))?;
+            let e = args
+                .get("entity")
+                .and_then(Value::as_moref)
+                .ok_or_else(|| Fault::invalid_argument("entity", "entity is required"))?;
             let e = eng.resolve(e)?;
             let name = args.str("name").unwrap_or("");
             let found = find_child(&eng.inv.read(), &e.value, name).filter(|r| eng.can_view(ctx, r));

@@ -38,7 +38,8 @@ pub fn invoke(eng: &Engine, _ctx: &mut Ctx, this: &MoRef, method: &str, args: Ar
         "CancelTask" => eng.tasks.cancel(key).map(|_| None),
         "SetTaskState" => (|| {
             let s = args.str("state").unwrap_or("");
-            let state = TaskState::parse(s).ok_or_else(|| Fault::invalid_argument("state", format!("'{s}' is not a task state")))?;
+            let state = TaskState::parse(s)
+                .ok_or_else(|| Fault::invalid_argument("state", format!("'{s}' is not a task state")))?;
             let fault = args.get("fault").and_then(fault_arg);
             if state == TaskState::Error && fault.is_none() {
                 return Err(Fault::invalid_argument("fault", "a task set to error needs a fault"));

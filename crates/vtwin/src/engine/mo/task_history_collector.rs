@@ -47,7 +47,10 @@ pub fn matches(inv: &Inventory, f: &Data, t: &TaskRecord) -> bool {
         Some(l) if !l.is_empty() => v.is_some_and(|v| l.contains(v)),
         _ => true,
     };
-    if !any_of("activationId", t.activation_id.as_ref()) || !any_of("parentTaskKey", t.parent_key.as_ref()) || !any_of("rootTaskKey", t.root_key.as_ref()) {
+    if !any_of("activationId", t.activation_id.as_ref())
+        || !any_of("parentTaskKey", t.parent_key.as_ref())
+        || !any_of("rootTaskKey", t.root_key.as_ref())
+    {
         return false;
     }
     if let Some(ids) = f.get("eventChainId").and_then(Value::as_array) {
@@ -98,4 +101,3 @@ pub fn create(eng: &Engine, ctx: &Ctx, filter: Option<&Data>) -> Reply {
     }
     hc::create(eng, ctx, types::TaskHistoryCollector, "taskcollector", f)
 }
-

@@ -27,7 +27,9 @@ pub fn property(eng: &Engine, ctx: &Ctx, name: &str) -> Option<Value> {
         "viewList" => {
             let key = &ctx.session.as_ref()?.key;
             let views = eng.views.lock();
-            Some(super::refs(views.iter().filter(|(_, v)| &v.session_key == key).map(|(m, v)| MoRef::new(v.ty(), m.clone()))))
+            Some(super::refs(
+                views.iter().filter(|(_, v)| &v.session_key == key).map(|(m, v)| MoRef::new(v.ty(), m.clone())),
+            ))
         }
         _ => None,
     }
@@ -45,12 +47,17 @@ fn new_view(eng: &Engine, ctx: &Ctx, kind: ViewKind) -> Reply {
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
     Some(match method {
         "CreateContainerView" => (|| {
-            let c = args.get("container").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("container", "container is required"))?;
+            let c = args
+                .get("container")
+                .and_then(Value::as_moref)
+                .ok_or_else(|| Fault::invalid_argument("container", "container is required"))?;
             let container = eng.resolve(c)?;
             let mut tys = vec![];
             for t in args.get("type").and_then(Value::as_array).unwrap_or(&[]) {
                 let n = t.as_str().unwrap_or("");
-                tys.push(TypeId::by_name(n).ok_or_else(|| Fault::invalid_argument("type", format!("unknown type {n}")))?);
+                tys.push(
+                    TypeId::by_name(n).ok_or_else(|| Fault::invalid_argument("type", format!("unknown type {n}")))?,
+                );
             }
             let recursive = args.get("recursive").and_then(Value::as_bool).unwrap_or(false);
             new_view(eng, ctx, ViewKind::Container { container, types: tys, recursive })
@@ -67,7 +74,10 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             new_view(eng, ctx, ViewKind::List { objs })
         }
         "CreateListViewFromView" => (|| {
-            let v = args.get("view").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("view", "view is required"))?;
+            let v = args
+                .get("view")
+                .and_then(Value::as_moref)
+                .ok_or_else(|| Fault::invalid_argument("view", "view is required"))?;
             let v = eng.resolve(v)?;
             let objs = view_objects(eng, ctx, &v.value);
             new_view(eng, ctx, ViewKind::List { objs })

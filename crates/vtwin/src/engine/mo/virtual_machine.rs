@@ -38,7 +38,9 @@ pub(super) fn vmx_path(inv: &Inventory, e: &Entity) -> PathBuf {
 }
 
 pub(super) fn read_vmx(path: &Path) -> Result<Vec<(String, String)>, Fault> {
-    let text = std::fs::read_to_string(path).map_err(|e| Fault::new(types::FileFault, format!("{}: {e}", path.display())).with("file", path.display().to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Fault::new(types::FileFault, format!("{}: {e}", path.display())).with("file", path.display().to_string())
+    })?;
     Ok(parse_kv(&text))
 }
 
@@ -74,7 +76,9 @@ fn vm_files(inv: &Inventory, e: &Entity, own_only: bool) -> Vec<(PathBuf, &'stat
                 "log" => "log",
                 "vswp" => "swap",
                 "vmsn" => "snapshotData",
-                "vmdk" if name.ends_with("-flat.vmdk") || name.ends_with("-delta.vmdk") || name.contains("-s00") => "diskExtent",
+                "vmdk" if name.ends_with("-flat.vmdk") || name.ends_with("-delta.vmdk") || name.contains("-s00") => {
+                    "diskExtent"
+                }
                 "vmdk" => "diskDescriptor",
                 _ => continue,
             };
@@ -94,8 +98,12 @@ fn vm_files(inv: &Inventory, e: &Entity, own_only: bool) -> Vec<(PathBuf, &'stat
                 let own_name = dir.file_name().map(|n| n.to_os_string());
                 let owned = |f: &PathBuf| f.parent().and_then(|d| d.file_name()).map(|n| n.to_os_string()) == own_name;
                 // First-class disks (attached volumes) outlive the VM.
-                let fcd = |f: &PathBuf| f.parent().and_then(Path::parent).and_then(Path::file_name).is_some_and(|n| n == "fcd");
-                for (i, f) in c.files().into_iter().enumerate().filter(|(i, f)| !own_only || ((*i < 2 || owned(f)) && !fcd(f))) {
+                let fcd = |f: &PathBuf| {
+                    f.parent().and_then(Path::parent).and_then(Path::file_name).is_some_and(|n| n == "fcd")
+                };
+                for (i, f) in
+                    c.files().into_iter().enumerate().filter(|(i, f)| !own_only || ((*i < 2 || owned(f)) && !fcd(f)))
+                {
                     out.push((f, if i % 2 == 0 { "diskDescriptor" } else { "diskExtent" }));
                 }
             }
@@ -123,7 +131,11 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
     let num = |k: &str, d: i32| get(&kv, k).and_then(|v| v.parse().ok()).unwrap_or(d);
     let guest = get(&kv, "guestOS").unwrap_or("otherGuest").to_string();
     let uuid = get(&kv, "uuid.bios").map(|u| u.replace([' ', '-'], "")).unwrap_or_default();
-    let uuid = if uuid.len() == 32 { format!("{}-{}-{}-{}-{}", &uuid[0..8], &uuid[8..12], &uuid[12..16], &uuid[16..20], &uuid[20..32]) } else { e.moref.value.clone() };
+    let uuid = if uuid.len() == 32 {
+        format!("{}-{}-{}-{}-{}", &uuid[0..8], &uuid[8..12], &uuid[12..16], &uuid[16..20], &uuid[20..32])
+    } else {
+        e.moref.value.clone()
+    };
     let template = e.attr("template") == Some("true");
     let runtime = || {
         Data::new(types::VirtualMachineRuntimeInfo)
@@ -143,7 +155,10 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
                 .with("snapshotDirectory", vm_path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default())
                 .with("logDirectory", vm_path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default());
             Data::new(types::VirtualMachineConfigInfo)
-                .with("changeVersion", std::fs::metadata(&vmx).and_then(|m| m.modified()).map(|t| format!("{:?}", t)).unwrap_or_default())
+                .with(
+                    "changeVersion",
+                    std::fs::metadata(&vmx).and_then(|m| m.modified()).map(|t| format!("{:?}", t)).unwrap_or_default(),
+                )
                 .with("modified", chrono::Utc::now())
                 .with("name", e.name.clone())
                 .with("guestFullName", guest.clone())
@@ -190,10 +205,18 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
                 .map(|(i, (p, ty))| {
                     let size = std::fs::metadata(&p).map(|m| m.len() as i64).unwrap_or(0);
                     let name = to_ds_path(inv, &p).map(|x| x.1).unwrap_or_else(|| p.display().to_string());
-                    Data::new(types::VirtualMachineFileLayoutExFileInfo).with("key", i as i32).with("name", name).with("type", ty).with("size", size).into()
+                    Data::new(types::VirtualMachineFileLayoutExFileInfo)
+                        .with("key", i as i32)
+                        .with("name", name)
+                        .with("type", ty)
+                        .with("size", size)
+                        .into()
                 })
                 .collect();
-            Data::new(types::VirtualMachineFileLayoutEx).with("file", Value::Array(types::VirtualMachineFileLayoutExFileInfo, list)).with("timestamp", chrono::Utc::now()).into()
+            Data::new(types::VirtualMachineFileLayoutEx)
+                .with("file", Value::Array(types::VirtualMachineFileLayoutExFileInfo, list))
+                .with("timestamp", chrono::Utc::now())
+                .into()
         }
         "resourcePool" => return e.attr("pool").and_then(|p| inv.get(p)).map(|p| Value::MoRef(p.moref.clone())),
         "snapshot" | "rootSnapshot" => return super::virtual_machine_snapshot::vm_property(inv, &e.moref.value, name),
@@ -221,7 +244,8 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
             continue;
         }
         let kind = get(kv, &format!("scsi{bus}.virtualDev")).unwrap_or("lsilogic");
-        let ty = SCSI_KINDS.iter().find(|(k, _)| *k == kind).map(|(_, t)| *t).unwrap_or(types::VirtualLsiLogicController);
+        let ty =
+            SCSI_KINDS.iter().find(|(k, _)| *k == kind).map(|(_, t)| *t).unwrap_or(types::VirtualLsiLogicController);
         let mut units = vec![];
         for unit in 0..16 {
             let Some(file) = get(kv, &format!("scsi{bus}:{unit}.fileName")) else { continue };
@@ -232,7 +256,10 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
             let thin = chain.as_ref().is_some_and(|c| c.top().ddb("thinProvisioned") != Some("0"));
             let key = 2000 + bus * 16 + unit;
             units.push(Value::Int(key));
-            let mut backing = Data::new(types::VirtualDiskFlatVer2BackingInfo).with("fileName", name).with("diskMode", "persistent").with("thinProvisioned", thin);
+            let mut backing = Data::new(types::VirtualDiskFlatVer2BackingInfo)
+                .with("fileName", name)
+                .with("diskMode", "persistent")
+                .with("thinProvisioned", thin);
             if !ds.is_empty() {
                 backing.set("datastore", MoRef::new(types::Datastore, ds));
             }
@@ -243,11 +270,20 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
                 backing.set("uuid", u);
             }
             // A first-class disk (`…/fcd/<id>/…`) attached to the VM.
-            let fcd = path.parent().filter(|d| d.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "fcd")).and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned());
+            let fcd = path
+                .parent()
+                .filter(|d| d.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "fcd"))
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned());
             out.push(
                 Data::new(types::VirtualDisk)
                     .with("key", key)
-                    .with("deviceInfo", Data::new(types::Description).with("label", format!("Hard disk {}", out.len() + 1)).with("summary", format!("{} KB", cap / 1024)))
+                    .with(
+                        "deviceInfo",
+                        Data::new(types::Description)
+                            .with("label", format!("Hard disk {}", out.len() + 1))
+                            .with("summary", format!("{} KB", cap / 1024)),
+                    )
                     .with("backing", backing)
                     .with("controllerKey", 1000 + bus)
                     .with("unitNumber", unit)
@@ -260,7 +296,12 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
         out.push(
             Data::new(ty)
                 .with("key", 1000 + bus)
-                .with("deviceInfo", Data::new(types::Description).with("label", format!("SCSI controller {bus}")).with("summary", kind.to_string()))
+                .with(
+                    "deviceInfo",
+                    Data::new(types::Description)
+                        .with("label", format!("SCSI controller {bus}"))
+                        .with("summary", kind.to_string()),
+                )
                 .with("busNumber", bus)
                 .with("device", Value::Array(types::int, units))
                 .with("hotAddRemove", true)
@@ -285,26 +326,44 @@ pub fn dashed_uuid(ddb: &str) -> String {
 /// Folder.CreateVM_Task: write the `.vmx`, the disks (on any datastore)
 /// and the other files, then register the VM.
 pub fn create(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
-    let spec = args.get("config").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("config", "config is required"))?.clone();
+    let spec = args
+        .get("config")
+        .and_then(Value::as_data)
+        .ok_or_else(|| Fault::invalid_argument("config", "config is required"))?
+        .clone();
     let name = spec.str("name").unwrap_or("").trim().to_string();
     if name.is_empty() || name.contains('/') || name.chars().count() > 80 {
-        return Err(Fault::new(types::InvalidName, format!("'{name}' is not a valid virtual machine name")).with("name", name));
+        return Err(
+            Fault::new(types::InvalidName, format!("'{name}' is not a valid virtual machine name")).with("name", name)
+        );
     }
-    let pool = args.get("pool").and_then(Value::as_moref).cloned().ok_or_else(|| Fault::invalid_argument("pool", "pool is required"))?;
-    let vm_path = spec.get("files").and_then(Value::as_data).and_then(|f| f.str("vmPathName")).unwrap_or("").to_string();
+    let pool = args
+        .get("pool")
+        .and_then(Value::as_moref)
+        .cloned()
+        .ok_or_else(|| Fault::invalid_argument("pool", "pool is required"))?;
+    let vm_path =
+        spec.get("files").and_then(Value::as_data).and_then(|f| f.str("vmPathName")).unwrap_or("").to_string();
     let inv = eng.inv.read();
     let f = inv.get(&folder.value).ok_or_else(|| Fault::not_found(folder))?;
     if !f.attrs.get("childType").and_then(|c| c.as_array()).is_some_and(|a| a.iter().any(|t| t == "VirtualMachine")) {
         return Err(Fault::not_supported(format!("folder {} does not hold virtual machines", f.name)));
     }
     if f.children.iter().filter_map(|c| inv.get(c)).any(|c| c.moref.ty == types::VirtualMachine && c.name == name) {
-        return Err(Fault::new(types::DuplicateName, format!("The name '{name}' already exists.")).with("name", name.clone()).with("object", folder.clone()));
+        return Err(Fault::new(types::DuplicateName, format!("The name '{name}' already exists."))
+            .with("name", name.clone())
+            .with("object", folder.clone()));
     }
     // "[ds]" or "[ds] dir/name.vmx".
     let (ds, target) = resolve_ds_path(&inv, &vm_path)?;
-    let vmx = if vm_path.trim_end().ends_with(']') || target.extension().is_none() { target.join(&name).join(format!("{name}.vmx")) } else { target };
+    let vmx = if vm_path.trim_end().ends_with(']') || target.extension().is_none() {
+        target.join(&name).join(format!("{name}.vmx"))
+    } else {
+        target
+    };
     if vmx.exists() {
-        return Err(Fault::new(types::FileAlreadyExists, format!("{vm_path} already exists")).with("file", vmx.display().to_string()));
+        return Err(Fault::new(types::FileAlreadyExists, format!("{vm_path} already exists"))
+            .with("file", vmx.display().to_string()));
     }
     let vmdir = vmx.parent().map(Path::to_path_buf).unwrap_or_default();
     // Controllers by key, then disks.
@@ -316,18 +375,35 @@ pub fn create(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
         if let Some((kind, _)) = SCSI_KINDS.iter().find(|(_, t)| dev.ty.is_a(*t)) {
             buses.push((key, dev.get("busNumber").and_then(Value::as_i64).unwrap_or(buses.len() as i64), kind));
         } else if dev.ty.is_a(types::VirtualDisk) {
-            let cap = dev.get("capacityInBytes").and_then(Value::as_i64).filter(|c| *c > 0).or_else(|| dev.get("capacityInKB").and_then(Value::as_i64).map(|k| k * 1024)).unwrap_or(0);
+            let cap = dev
+                .get("capacityInBytes")
+                .and_then(Value::as_i64)
+                .filter(|c| *c > 0)
+                .or_else(|| dev.get("capacityInKB").and_then(Value::as_i64).map(|k| k * 1024))
+                .unwrap_or(0);
             if cap <= 0 || cap % 512 != 0 {
-                return Err(Fault::invalid_argument("config.deviceChange.device.capacityInKB", format!("disk capacity {cap} bytes is not a positive multiple of 512")));
+                return Err(Fault::invalid_argument(
+                    "config.deviceChange.device.capacityInKB",
+                    format!("disk capacity {cap} bytes is not a positive multiple of 512"),
+                ));
             }
             let b = dev.get("backing").and_then(Value::as_data);
-            let prov = match (b.and_then(|b| b.get("thinProvisioned")).and_then(Value::as_bool), b.and_then(|b| b.get("eagerlyScrub")).and_then(Value::as_bool)) {
+            let prov = match (
+                b.and_then(|b| b.get("thinProvisioned")).and_then(Value::as_bool),
+                b.and_then(|b| b.get("eagerlyScrub")).and_then(Value::as_bool),
+            ) {
                 (Some(true), _) => vdisk::chain::Provisioning::Thin,
                 (_, Some(true)) => vdisk::chain::Provisioning::EagerZeroed,
                 _ => vdisk::chain::Provisioning::LazyZeroed,
             };
             let file = b.and_then(|b| b.str("fileName")).unwrap_or("").to_string();
-            disks.push((dev.get("controllerKey").and_then(Value::as_i64).unwrap_or(1000), dev.get("unitNumber").and_then(Value::as_i64).unwrap_or(disks.len() as i64), cap as u64, prov, file));
+            disks.push((
+                dev.get("controllerKey").and_then(Value::as_i64).unwrap_or(1000),
+                dev.get("unitNumber").and_then(Value::as_i64).unwrap_or(disks.len() as i64),
+                cap as u64,
+                prov,
+                file,
+            ));
         }
     }
     // Where each disk goes: the VM's directory, or the datastore its
@@ -339,7 +415,11 @@ pub fn create(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
             vmdir.join(format!("{stem}.vmdk"))
         } else {
             let (_, p) = resolve_ds_path(&inv, &file)?;
-            if file.trim_end().ends_with(']') || p.extension().is_none() { p.join(&name).join(format!("{stem}.vmdk")) } else { p }
+            if file.trim_end().ends_with(']') || p.extension().is_none() {
+                p.join(&name).join(format!("{stem}.vmdk"))
+            } else {
+                p
+            }
         };
         let bus = buses.iter().find(|b| b.0 == ck).map(|b| b.1).unwrap_or(0);
         placed.push((bus, unit, cap, prov, path));
@@ -352,7 +432,13 @@ pub fn create(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
     let cpus = spec.get("numCPUs").and_then(Value::as_i64).unwrap_or(1);
     let mem = spec.get("memoryMB").and_then(Value::as_i64).unwrap_or(128);
     let folder2 = folder.clone();
-    let task = TaskSpec { method: "CreateVM_Task", description_id: "Folder.createVm".into(), entity: folder.clone(), cancelable: false, queue: None };
+    let task = TaskSpec {
+        method: "CreateVM_Task",
+        description_id: "Folder.createVm".into(),
+        entity: folder.clone(),
+        cancelable: false,
+        queue: None,
+    };
     eng.run_task(
         ctx,
         task,
@@ -421,19 +507,32 @@ pub fn register(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
     {
         let inv = eng.inv.read();
         let f = inv.get(&folder.value).ok_or_else(|| Fault::not_found(folder))?;
-        let holds_vms = f.attrs.get("childType").and_then(|c| c.as_array()).is_some_and(|a| a.iter().any(|t| t == "VirtualMachine"));
+        let holds_vms = f
+            .attrs
+            .get("childType")
+            .and_then(|c| c.as_array())
+            .is_some_and(|a| a.iter().any(|t| t == "VirtualMachine"));
         if !holds_vms {
             return Err(Fault::not_supported(format!("folder {} does not hold virtual machines", f.name)));
         }
         let canon = std::fs::canonicalize(&file).unwrap_or(file.clone());
-        if inv.objects.values().any(|e| e.moref.ty == types::VirtualMachine && std::fs::canonicalize(vmx_path(&inv, e)).ok().as_ref() == Some(&canon)) {
+        if inv.objects.values().any(|e| {
+            e.moref.ty == types::VirtualMachine
+                && std::fs::canonicalize(vmx_path(&inv, e)).ok().as_ref() == Some(&canon)
+        }) {
             return Err(Fault::already_exists(&path));
         }
     }
     let as_template = args.get("asTemplate").and_then(Value::as_bool).unwrap_or(false);
     let name_arg = args.str("name").map(str::to_string);
     let folder2 = folder.clone();
-    let spec = TaskSpec { method: "RegisterVM_Task", description_id: "Folder.registerVm".into(), entity: folder.clone(), cancelable: false, queue: None };
+    let spec = TaskSpec {
+        method: "RegisterVM_Task",
+        description_id: "Folder.registerVm".into(),
+        entity: folder.clone(),
+        cancelable: false,
+        queue: None,
+    };
     eng.run_task(
         ctx,
         spec,
@@ -457,7 +556,8 @@ fn unregister(eng: &Engine, this: &MoRef) -> Result<Entity, Fault> {
     let mut inv = eng.inv.write();
     let e = inv.get(&this.value).ok_or_else(|| Fault::not_found(this))?;
     if e.attr("powerState") == Some("poweredOn") {
-        return Err(Fault::new(types::InvalidPowerState, "the virtual machine is powered on").with("existingState", Value::enum_value(types::VirtualMachinePowerState, "poweredOn")));
+        return Err(Fault::new(types::InvalidPowerState, "the virtual machine is powered on")
+            .with("existingState", Value::enum_value(types::VirtualMachinePowerState, "poweredOn")));
     }
     eng.store.delete_object(&this.value)?;
     let e = inv.remove(&this.value).expect("checked above");
@@ -473,7 +573,13 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Arg
     Some(match method {
         "UnregisterVM" => unregister(eng, this).map(|_| None),
         "Destroy_Task" => {
-            let spec = TaskSpec { method: "Destroy_Task", description_id: "VirtualMachine.destroy".into(), entity: this.clone(), cancelable: false, queue: None };
+            let spec = TaskSpec {
+                method: "Destroy_Task",
+                description_id: "VirtualMachine.destroy".into(),
+                entity: this.clone(),
+                cancelable: false,
+                queue: None,
+            };
             let this = this.clone();
             eng.run_task(
                 ctx,

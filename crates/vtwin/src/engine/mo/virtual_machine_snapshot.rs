@@ -41,13 +41,19 @@ impl Vmsd {
     fn parse(text: &str) -> Vmsd {
         let kv = parse_kv(text);
         let get = |k: &str| kv.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
-        let mut v = Vmsd { last_uid: get("snapshot.lastUID").and_then(|x| x.parse().ok()).unwrap_or(0), current: get("snapshot.current").and_then(|x| x.parse().ok()), snaps: vec![] };
+        let mut v = Vmsd {
+            last_uid: get("snapshot.lastUID").and_then(|x| x.parse().ok()).unwrap_or(0),
+            current: get("snapshot.current").and_then(|x| x.parse().ok()),
+            snaps: vec![],
+        };
         let n: usize = get("snapshot.numSnapshots").and_then(|x| x.parse().ok()).unwrap_or(0);
         for i in 0..n {
             let p = |k: &str| get(&format!("snapshot{i}.{k}"));
             let Some(uid) = p("uid").and_then(|x| x.parse().ok()) else { continue };
             let nd: usize = p("numDisks").and_then(|x| x.parse().ok()).unwrap_or(0);
-            let disks = (0..nd).filter_map(|d| Some((p(&format!("disk{d}.node"))?, p(&format!("disk{d}.fileName"))?))).collect();
+            let disks = (0..nd)
+                .filter_map(|d| Some((p(&format!("disk{d}.node"))?, p(&format!("disk{d}.fileName"))?)))
+                .collect();
             let hi: i64 = p("createTimeHigh").and_then(|x| x.parse().ok()).unwrap_or(0);
             let lo: i64 = p("createTimeLow").and_then(|x| x.parse::<i64>().ok()).unwrap_or(0);
             v.snaps.push(Snap {
@@ -64,7 +70,10 @@ impl Vmsd {
     }
 
     fn render(&self) -> String {
-        let mut kv: Vec<(String, String)> = vec![("snapshot.lastUID".into(), self.last_uid.to_string()), ("snapshot.numSnapshots".into(), self.snaps.len().to_string())];
+        let mut kv: Vec<(String, String)> = vec![
+            ("snapshot.lastUID".into(), self.last_uid.to_string()),
+            ("snapshot.numSnapshots".into(), self.snaps.len().to_string()),
+        ];
         if let Some(c) = self.current {
             kv.push(("snapshot.current".into(), c.to_string()));
         }
@@ -104,7 +113,10 @@ fn fault_io(p: &Path, e: impl std::fmt::Display) -> Fault {
 
 impl Vm {
     fn load(inv: &Inventory, moid: &str) -> Result<Vm, Fault> {
-        let e = inv.get(moid).filter(|e| e.moref.ty == types::VirtualMachine).ok_or_else(|| Fault::not_found(&MoRef::new(types::VirtualMachine, moid)))?;
+        let e = inv
+            .get(moid)
+            .filter(|e| e.moref.ty == types::VirtualMachine)
+            .ok_or_else(|| Fault::not_found(&MoRef::new(types::VirtualMachine, moid)))?;
         let vmx = vmx_path(inv, e);
         let dir = vmx.parent().map(Path::to_path_buf).unwrap_or_default();
         let kv = read_vmx(&vmx)?;
@@ -202,7 +214,9 @@ pub fn vm_property(inv: &Inventory, moid: &str, name: &str) -> Option<Value> {
                 .with("rootSnapshotList", Value::Array(types::VirtualMachineSnapshotTree, tree(&vm, None)))
                 .into(),
         ),
-        "rootSnapshot" => Some(super::refs(vm.vmsd.snaps.iter().filter(|s| s.parent.is_none()).map(|s| vm.snapshot_ref(s.uid)))),
+        "rootSnapshot" => {
+            Some(super::refs(vm.vmsd.snaps.iter().filter(|s| s.parent.is_none()).map(|s| vm.snapshot_ref(s.uid))))
+        }
         _ => None,
     }
 }
@@ -212,7 +226,9 @@ pub fn property(inv: &Inventory, this: &MoRef, name: &str) -> Option<Value> {
     let vm = Vm::load(inv, vmid).ok()?;
     match name {
         "vm" => Some(Value::MoRef(MoRef::new(types::VirtualMachine, vmid))),
-        "childSnapshot" => Some(super::refs(vm.vmsd.snaps.iter().filter(|s| s.parent == Some(uid)).map(|s| vm.snapshot_ref(s.uid)))),
+        "childSnapshot" => {
+            Some(super::refs(vm.vmsd.snaps.iter().filter(|s| s.parent == Some(uid)).map(|s| vm.snapshot_ref(s.uid))))
+        }
         _ => None,
     }
 }
@@ -246,7 +262,9 @@ fn create(eng: &Engine, vmid: &str, name: &str, description: &str) -> Result<MoR
         // disk engine, so the disk's own metadata and change log follow.
         if let Some((id, r)) = fcd_of(eng, &vm.path(&file)) {
             let mut d = r.lock()?;
-            let snap = d.create_snapshot(&fcd_snapshot_id(vmid, uid), description).map_err(crate::engine::disks::disk_fault)?;
+            let snap = d
+                .create_snapshot(&fcd_snapshot_id(vmid, uid), description)
+                .map_err(crate::engine::disks::disk_fault)?;
             frozen.push((node.clone(), d.dir().join(&snap.layer).display().to_string()));
             vm.set_disk(&node, &d.top_path().display().to_string());
             volumes.push(id);
@@ -296,7 +314,13 @@ fn drop_live(vm: &Vm, old: &[(String, String)]) {
 
 fn revert(eng: &Engine, vmid: &str, uid: u32) -> Result<(), Fault> {
     let mut vm = Vm::load(&eng.inv.read(), vmid)?;
-    let s = vm.vmsd.snaps.iter().find(|s| s.uid == uid).cloned().ok_or_else(|| Fault::plain_not_found(format!("snapshot {uid} not found")))?;
+    let s = vm
+        .vmsd
+        .snaps
+        .iter()
+        .find(|s| s.uid == uid)
+        .cloned()
+        .ok_or_else(|| Fault::plain_not_found(format!("snapshot {uid} not found")))?;
     let old = vm.disks();
     // A first-class disk's snapshots are a line: reverting drops the later
     // ones, which later VM snapshots would still name. Refuse that first.
@@ -341,10 +365,18 @@ fn revert(eng: &Engine, vmid: &str, uid: u32) -> Result<(), Fault> {
 /// child snapshot's frozen file, or the live delta) is merged into it.
 fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> Result<(), Fault> {
     let mut vm = Vm::load(&eng.inv.read(), vmid)?;
-    let s = vm.vmsd.snaps.iter().find(|s| s.uid == uid).cloned().ok_or_else(|| Fault::plain_not_found(format!("snapshot {uid} not found")))?;
+    let s = vm
+        .vmsd
+        .snaps
+        .iter()
+        .find(|s| s.uid == uid)
+        .cloned()
+        .ok_or_else(|| Fault::plain_not_found(format!("snapshot {uid} not found")))?;
     let children: Vec<u32> = vm.vmsd.snaps.iter().filter(|c| c.parent == Some(uid)).map(|c| c.uid).collect();
     if children.len() > 1 {
-        return Err(Fault::not_supported("removing a snapshot with more than one child is not supported; remove its children first"));
+        return Err(Fault::not_supported(
+            "removing a snapshot with more than one child is not supported; remove its children first",
+        ));
     }
     let live = vm.disks();
     let n = s.disks.len().max(1);
@@ -357,9 +389,11 @@ fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> 
             let mut d = r.lock()?;
             let sid = fcd_snapshot_id(vmid, uid);
             if d.snapshot(&sid).is_some() {
-                d.delete_snapshot(&sid, &mut |f| progress(((i as f64 + f) * 100.0 / n as f64) as i32)).map_err(crate::engine::disks::disk_fault)?;
+                d.delete_snapshot(&sid, &mut |f| progress(((i as f64 + f) * 100.0 / n as f64) as i32))
+                    .map_err(crate::engine::disks::disk_fault)?;
             }
-            let layers: std::collections::HashMap<String, String> = d.meta.snapshots.iter().map(|x| (x.id.clone(), d.dir().join(&x.layer).display().to_string())).collect();
+            let layers: std::collections::HashMap<String, String> =
+                d.meta.snapshots.iter().map(|x| (x.id.clone(), d.dir().join(&x.layer).display().to_string())).collect();
             for x in vm.vmsd.snaps.iter_mut().filter(|x| x.uid != uid) {
                 if let Some(l) = layers.get(&fcd_snapshot_id(vmid, x.uid)) {
                     for dk in x.disks.iter_mut().filter(|(nd, _)| nd == node) {
@@ -388,10 +422,13 @@ fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> 
         if descs.get(1) != Some(&canon(&fp)) {
             // Not directly above (a branch a revert left): nothing to merge.
             // A frozen file nothing else stands on goes with its snapshot.
-            let others = vm.vmsd.snaps.iter().filter(|x| x.uid != uid).flat_map(|x| x.disks.clone()).chain(live.clone());
+            let others =
+                vm.vmsd.snaps.iter().filter(|x| x.uid != uid).flat_map(|x| x.disks.clone()).chain(live.clone());
             let used = others.filter(|(nd, _)| nd == node).any(|(_, f)| {
                 let p = vm.path(&f);
-                canon(&p) == canon(&fp) || vdisk::Chain::open_readonly(&p).is_ok_and(|c| c.descriptors().iter().skip(1).any(|d| canon(d) == canon(&fp)))
+                canon(&p) == canon(&fp)
+                    || vdisk::Chain::open_readonly(&p)
+                        .is_ok_and(|c| c.descriptors().iter().skip(1).any(|d| canon(d) == canon(&fp)))
             });
             if children.is_empty() && !used {
                 for f in chain_files_of(&fp) {
@@ -401,14 +438,20 @@ fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> 
             continue;
         }
         drop(chain);
-        vdisk::chain::merge_into_parent(&cp, &fp, &mut |f| progress(((i as f64 + f) * 100.0 / n as f64) as i32)).map_err(|e| fault_io(&cp, e))?;
+        vdisk::chain::merge_into_parent(&cp, &fp, &mut |f| progress(((i as f64 + f) * 100.0 / n as f64) as i32))
+            .map_err(|e| fault_io(&cp, e))?;
         // Whatever sat on the child now sits on the frozen file.
-        let all: Vec<(String, String)> = vm.vmsd.snaps.iter().flat_map(|x| x.disks.clone()).chain(live.clone()).collect();
+        let all: Vec<(String, String)> =
+            vm.vmsd.snaps.iter().flat_map(|x| x.disks.clone()).chain(live.clone()).collect();
         for (_, f) in all.iter().filter(|(nd, _)| nd == node) {
             let p = vm.path(f);
             if let Ok(c) = vdisk::Chain::open_readonly(&p) {
                 if c.descriptors().get(1).map(|d| canon(d)) == Some(canon(&cp)) {
-                    let hint = if fp.parent() == p.parent() { fp.file_name().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default() } else { frozen.clone() };
+                    let hint = if fp.parent() == p.parent() {
+                        fp.file_name().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default()
+                    } else {
+                        frozen.clone()
+                    };
                     vdisk::chain::repoint(&p, &hint, &fp).map_err(|e| fault_io(&p, e))?;
                 }
             }
@@ -452,8 +495,21 @@ fn chain_files_of(desc: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn task(eng: &Engine, ctx: &Ctx, method: &'static str, vmodl: &str, vm: &str, work: impl FnOnce(&Engine, &crate::engine::runner::TaskCtl) -> Result<Option<Value>, Fault> + Send + 'static) -> Reply {
-    let spec = TaskSpec { method, description_id: vmodl.into(), entity: MoRef::new(types::VirtualMachine, vm), cancelable: false, queue: None };
+fn task(
+    eng: &Engine,
+    ctx: &Ctx,
+    method: &'static str,
+    vmodl: &str,
+    vm: &str,
+    work: impl FnOnce(&Engine, &crate::engine::runner::TaskCtl) -> Result<Option<Value>, Fault> + Send + 'static,
+) -> Reply {
+    let spec = TaskSpec {
+        method,
+        description_id: vmodl.into(),
+        entity: MoRef::new(types::VirtualMachine, vm),
+        cancelable: false,
+        queue: None,
+    };
     eng.run_task(ctx, spec, Box::new(work))
 }
 
@@ -467,22 +523,40 @@ pub fn vm_invoke(eng: &Engine, ctx: &Ctx, this: &MoRef, method: &str, args: &Arg
             if args.get("memory").and_then(Value::as_bool) == Some(true) {
                 return Some(Err(Fault::not_supported("memory snapshots need a powered-on virtual machine")));
             }
-            task(eng, ctx, "CreateSnapshot_Task", "VirtualMachine.createSnapshot", &vmid.clone(), move |eng, _| create(eng, &vmid, &name, &description).map(|r| Some(Value::MoRef(r))))
+            task(eng, ctx, "CreateSnapshot_Task", "VirtualMachine.createSnapshot", &vmid.clone(), move |eng, _| {
+                create(eng, &vmid, &name, &description).map(|r| Some(Value::MoRef(r)))
+            })
         }
         "RevertToCurrentSnapshot_Task" => {
             let current = Vm::load(&eng.inv.read(), &vmid).ok().and_then(|v| v.vmsd.current);
-            let Some(uid) = current else { return Some(Err(Fault::new(types::NotFound, "the virtual machine has no current snapshot"))) };
-            task(eng, ctx, "RevertToCurrentSnapshot_Task", "VirtualMachine.revertToCurrentSnapshot", &vmid.clone(), move |eng, _| revert(eng, &vmid, uid).map(|_| None))
+            let Some(uid) = current else {
+                return Some(Err(Fault::new(types::NotFound, "the virtual machine has no current snapshot")));
+            };
+            task(
+                eng,
+                ctx,
+                "RevertToCurrentSnapshot_Task",
+                "VirtualMachine.revertToCurrentSnapshot",
+                &vmid.clone(),
+                move |eng, _| revert(eng, &vmid, uid).map(|_| None),
+            )
         }
-        "RemoveAllSnapshots_Task" => task(eng, ctx, "RemoveAllSnapshots_Task", "VirtualMachine.removeAllSnapshots", &vmid.clone(), move |eng, ctl| {
-            // Newest first keeps every removal a single-child merge.
-            loop {
-                let vm = Vm::load(&eng.inv.read(), &vmid)?;
-                let Some(uid) = vm.vmsd.snaps.iter().map(|s| s.uid).max() else { break };
-                remove(eng, &vmid, uid, &mut |p| ctl.progress(p))?;
-            }
-            Ok(None)
-        }),
+        "RemoveAllSnapshots_Task" => task(
+            eng,
+            ctx,
+            "RemoveAllSnapshots_Task",
+            "VirtualMachine.removeAllSnapshots",
+            &vmid.clone(),
+            move |eng, ctl| {
+                // Newest first keeps every removal a single-child merge.
+                loop {
+                    let vm = Vm::load(&eng.inv.read(), &vmid)?;
+                    let Some(uid) = vm.vmsd.snaps.iter().map(|s| s.uid).max() else { break };
+                    remove(eng, &vmid, uid, &mut |p| ctl.progress(p))?;
+                }
+                Ok(None)
+            },
+        ),
         _ => return None,
     })
 }
@@ -491,7 +565,11 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Arg
     let (vmid, uid) = parse_ref(&this.value)?;
     let vmid = vmid.to_string();
     Some(match method {
-        "RevertToSnapshot_Task" => task(eng, ctx, "RevertToSnapshot_Task", "vm.Snapshot.revert", &vmid.clone(), move |eng, _| revert(eng, &vmid, uid).map(|_| None)),
+        "RevertToSnapshot_Task" => {
+            task(eng, ctx, "RevertToSnapshot_Task", "vm.Snapshot.revert", &vmid.clone(), move |eng, _| {
+                revert(eng, &vmid, uid).map(|_| None)
+            })
+        }
         "RemoveSnapshot_Task" => {
             let children = args.get("removeChildren").and_then(Value::as_bool).unwrap_or(false);
             task(eng, ctx, "RemoveSnapshot_Task", "vm.Snapshot.remove", &vmid.clone(), move |eng, ctl| {

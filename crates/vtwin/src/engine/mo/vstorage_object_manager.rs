@@ -26,7 +26,10 @@ fn id_arg(args: &Args, name: &str) -> Result<String, Fault> {
 }
 
 fn ds_arg(args: &Args, name: &str) -> Result<MoRef, Fault> {
-    args.get(name).and_then(Value::as_moref).cloned().ok_or_else(|| Fault::invalid_argument(name, format!("{name} is required")))
+    args.get(name)
+        .and_then(Value::as_moref)
+        .cloned()
+        .ok_or_else(|| Fault::invalid_argument(name, format!("{name} is required")))
 }
 
 fn ms_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
@@ -43,7 +46,10 @@ fn ds_path(eng: &Engine, ds: &str, disk: &Disk, file: &str) -> String {
     let full = disk.dir().join(file);
     let full = std::fs::canonicalize(&full).unwrap_or(full);
     let root = std::fs::canonicalize(&root).unwrap_or(root);
-    let rel = full.strip_prefix(&root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| full.to_string_lossy().into_owned());
+    let rel = full
+        .strip_prefix(&root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| full.to_string_lossy().into_owned());
     format!("[{}] {rel}", ds_name(eng, ds))
 }
 
@@ -55,7 +61,6 @@ fn file_fault(file: String, key: &str, msg: impl Into<String>) -> Fault {
     f
 }
 
-
 fn flag(disk: &Disk, name: &str) -> bool {
     disk.meta.extra.get(name).and_then(|v| v.as_bool()).unwrap_or(false)
 }
@@ -65,7 +70,16 @@ fn key_values(disk: &Disk) -> Vec<Value> {
         .extra
         .get("metadata")
         .and_then(|m| m.as_object())
-        .map(|m| m.iter().map(|(k, v)| Data::new(types::KeyValue).with("key", k.clone()).with("value", v.as_str().unwrap_or("").to_string()).into()).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    Data::new(types::KeyValue)
+                        .with("key", k.clone())
+                        .with("value", v.as_str().unwrap_or("").to_string())
+                        .into()
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -109,14 +123,24 @@ fn set_metadata(disk: &mut Disk, add: &[(String, String)], delete: &[String]) {
 fn kv_arg(args: &Args, name: &str) -> Vec<(String, String)> {
     args.get(name)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_data).map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string())).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_data)
+                .map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn kv_data(d: &Data, name: &str) -> Vec<(String, String)> {
     d.get(name)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_data).map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string())).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_data)
+                .map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -125,7 +149,10 @@ fn provisioning(backing: &Data) -> Result<Provisioning, Fault> {
         "thin" => Ok(Provisioning::Thin),
         "lazyZeroedThick" => Ok(Provisioning::LazyZeroed),
         "eagerZeroedThick" => Ok(Provisioning::EagerZeroed),
-        other => Err(Fault::invalid_argument("backingSpec.provisioningType", format!("'{other}' is not a provisioning type"))),
+        other => Err(Fault::invalid_argument(
+            "backingSpec.provisioningType",
+            format!("'{other}' is not a provisioning type"),
+        )),
     }
 }
 
@@ -135,9 +162,12 @@ fn ds_dir(eng: &Engine, ds: &MoRef) -> Result<std::path::PathBuf, Fault> {
         Fault::new(types::InvalidDatastore, format!("{} is not a datastore", ds.value)).with("datastore", ds.clone())
     })?;
     if !p.is_dir() {
-        return Err(Fault::new(types::InvalidDatastore, format!("datastore {} is not accessible", ds_name(eng, &ds.value)))
-            .with("datastore", ds.clone())
-            .with("name", ds_name(eng, &ds.value)));
+        return Err(Fault::new(
+            types::InvalidDatastore,
+            format!("datastore {} is not accessible", ds_name(eng, &ds.value)),
+        )
+        .with("datastore", ds.clone())
+        .with("name", ds_name(eng, &ds.value)));
     }
     Ok(p)
 }
@@ -176,8 +206,9 @@ fn with_disk_now<T>(r: &DiskRef, f: impl FnOnce(&mut Disk) -> Result<T, Fault>) 
 /// (a consolidation, a clone) is reported as such instead of holding the
 /// caller, and a server thread, for the operation's length.
 fn lock_now(r: &DiskRef) -> Result<DiskGuard<'_>, Fault> {
-    r.try_lock_for(std::time::Duration::from_secs(2))
-        .ok_or_else(|| Fault::new(types::InvalidState, "the disk is busy with another operation; try again when its task has finished"))?
+    r.try_lock_for(std::time::Duration::from_secs(2)).ok_or_else(|| {
+        Fault::new(types::InvalidState, "the disk is busy with another operation; try again when its task has finished")
+    })?
 }
 
 fn snapshot_missing(id: &str) -> Fault {
@@ -219,7 +250,11 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "SetVStorageObjectControlFlags" | "ClearVStorageObjectControlFlags" => (|| {
             let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
             let on = method.starts_with("Set");
-            let flags: Vec<String> = args.get("controlFlags").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+            let flags: Vec<String> = args
+                .get("controlFlags")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
             for f in &flags {
                 if !matches!(f.as_str(), "keepAfterDeleteVm" | "disableRelocation" | "enableChangedBlockTracking") {
                     return Err(Fault::invalid_argument("controlFlags", format!("'{f}' is not a control flag")));
@@ -239,8 +274,12 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         })(),
         "AttachTagToVStorageObject" | "DetachTagFromVStorageObject" => (|| {
             let id = id_arg(&args, "id")?;
-            let (cat, tag) = (args.str("category").unwrap_or("").to_string(), args.str("tag").unwrap_or("").to_string());
-            let (_, r) = eng.disks.find(&id).ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))?;
+            let (cat, tag) =
+                (args.str("category").unwrap_or("").to_string(), args.str("tag").unwrap_or("").to_string());
+            let (_, r) = eng
+                .disks
+                .find(&id)
+                .ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))?;
             with_disk_now(&r, |d| {
                 let tags = d.meta.extra.entry("tags").or_insert_with(|| serde_json::json!([]));
                 let arr = tags.as_array_mut().expect("tags array");
@@ -260,7 +299,10 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         })(),
         "ListTagsAttachedToVStorageObject" => (|| {
             let id = id_arg(&args, "id")?;
-            let (_, r) = eng.disks.find(&id).ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))?;
+            let (_, r) = eng
+                .disks
+                .find(&id)
+                .ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))?;
             let d = lock_now(&r)?;
             let tags: Vec<Value> = tags_of(&d)
                 .into_iter()
@@ -270,11 +312,22 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         })(),
         "ListVStorageObjectsAttachedToTag" => {
             let (cat, tag) = (args.str("category").unwrap_or(""), args.str("tag").unwrap_or(""));
-            let stores: Vec<String> = eng.inv.read().objects.values().filter(|e| e.moref.ty == types::Datastore).map(|e| e.moref.value.clone()).collect();
+            let stores: Vec<String> = eng
+                .inv
+                .read()
+                .objects
+                .values()
+                .filter(|e| e.moref.ty == types::Datastore)
+                .map(|e| e.moref.value.clone())
+                .collect();
             let ids: Vec<Value> = stores
                 .iter()
                 .flat_map(|ds| eng.disks.list(ds))
-                .filter(|id| eng.disks.find(id).is_some_and(|(_, r)| lock_now(&r).is_ok_and(|d| tags_of(&d).iter().any(|(c, t)| c == cat && t == tag))))
+                .filter(|id| {
+                    eng.disks.find(id).is_some_and(|(_, r)| {
+                        lock_now(&r).is_ok_and(|d| tags_of(&d).iter().any(|(c, t)| c == cat && t == tag))
+                    })
+                })
                 .map(|id| id_value(&id))
                 .collect();
             Ok(Some(Value::Array(types::ID, ids)))
@@ -296,7 +349,11 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                         .into()
                 })
                 .collect();
-            Ok(Some(Data::new(types::VStorageObjectSnapshotInfo).with("snapshots", Value::Array(types::VStorageObjectSnapshotInfoVStorageObjectSnapshot, snaps)).into()))
+            Ok(Some(
+                Data::new(types::VStorageObjectSnapshotInfo)
+                    .with("snapshots", Value::Array(types::VStorageObjectSnapshotInfoVStorageObjectSnapshot, snaps))
+                    .into(),
+            ))
         })(),
         "RetrieveSnapshotDetails" => (|| {
             let (id, ds, sid) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?, id_arg(&args, "snapshotId")?);
@@ -366,7 +423,10 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             {
                 let d = lock_now(&r)?;
                 if mb <= 0 || (mb as u64) * MB < d.capacity() {
-                    return Err(Fault::invalid_argument("newCapacityInMB", format!("{mb} MB is smaller than the disk's {} MB", d.capacity() / MB)));
+                    return Err(Fault::invalid_argument(
+                        "newCapacityInMB",
+                        format!("{mb} MB is smaller than the disk's {} MB", d.capacity() / MB),
+                    ));
                 }
                 if !d.meta.snapshots.is_empty() {
                     return Err(Fault::new(types::InvalidState, "a disk with snapshots cannot be extended"));
@@ -387,10 +447,17 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         })(),
         "DeleteVStorageObject_Task" | "DeleteVStorageObjectEx_Task" => (|| {
             let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            if let Some(vm) = super::cns_volume_manager::attached_vm(eng, &*lock_now(&eng.disks.get(&id, &ds.value)?)?) {
-                return Err(Fault::new(types::ResourceInUse, format!("disk {id} is attached to VM {}", vm.value)).with("type", "VirtualMachine").with("name", vm.value));
+            if let Some(vm) = super::cns_volume_manager::attached_vm(eng, &*lock_now(&eng.disks.get(&id, &ds.value)?)?)
+            {
+                return Err(Fault::new(types::ResourceInUse, format!("disk {id} is attached to VM {}", vm.value))
+                    .with("type", "VirtualMachine")
+                    .with("name", vm.value));
             }
-            let name: &'static str = if method == "DeleteVStorageObject_Task" { "DeleteVStorageObject_Task" } else { "DeleteVStorageObjectEx_Task" };
+            let name: &'static str = if method == "DeleteVStorageObject_Task" {
+                "DeleteVStorageObject_Task"
+            } else {
+                "DeleteVStorageObjectEx_Task"
+            };
             let dsv = ds.value.clone();
             disk_task(eng, ctx, name, "deleteVStorageObject", &ds, &id.clone(), move |eng, _| {
                 let r = eng.disks.get(&id, &dsv)?;
@@ -406,14 +473,26 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
             let r = eng.disks.get(&id, &ds.value)?;
             let add = kv_arg(&args, "metadata");
-            let del: Vec<String> = args.get("deleteKeys").and_then(Value::as_array).map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
-            disk_task(eng, ctx, "VCenterUpdateVStorageObjectMetadataEx_Task", "updateVStorageObjectMetadataEx", &ds, &id, move |_, _| {
-                with_disk(&r, |d| {
-                    set_metadata(d, &add, &del);
-                    d.save_meta().map_err(disk_fault)
-                })?;
-                Ok(None)
-            })
+            let del: Vec<String> = args
+                .get("deleteKeys")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            disk_task(
+                eng,
+                ctx,
+                "VCenterUpdateVStorageObjectMetadataEx_Task",
+                "updateVStorageObjectMetadataEx",
+                &ds,
+                &id,
+                move |_, _| {
+                    with_disk(&r, |d| {
+                        set_metadata(d, &add, &del);
+                        d.save_meta().map_err(disk_fault)
+                    })?;
+                    Ok(None)
+                },
+            )
         })(),
         "ReconcileDatastoreInventory_Task" => (|| {
             let ds = ds_arg(&args, "datastore")?;
@@ -446,12 +525,18 @@ fn tags_of(d: &Disk) -> Vec<(String, String)> {
         .extra
         .get("tags")
         .and_then(|t| t.as_array())
-        .map(|a| a.iter().filter_map(|e| Some((e.get(0)?.as_str()?.to_string(), e.get(1)?.as_str()?.to_string()))).collect())
+        .map(|a| {
+            a.iter().filter_map(|e| Some((e.get(0)?.as_str()?.to_string(), e.get(1)?.as_str()?.to_string()))).collect()
+        })
         .unwrap_or_default()
 }
 
 fn create_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
-    let spec = args.get("spec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?.clone();
+    let spec = args
+        .get("spec")
+        .and_then(Value::as_data)
+        .ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?
+        .clone();
     let name = spec.str("name").unwrap_or("").trim().to_string();
     if name.is_empty() {
         return Err(Fault::invalid_argument("spec.name", "the disk needs a name"));
@@ -460,8 +545,16 @@ fn create_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
     if mb <= 0 {
         return Err(Fault::invalid_argument("spec.capacityInMB", format!("capacity {mb} MB is not positive")));
     }
-    let backing = spec.get("backingSpec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec.backingSpec", "backingSpec is required"))?.clone();
-    let ds = backing.get("datastore").and_then(Value::as_moref).cloned().ok_or_else(|| Fault::invalid_argument("spec.backingSpec.datastore", "datastore is required"))?;
+    let backing = spec
+        .get("backingSpec")
+        .and_then(Value::as_data)
+        .ok_or_else(|| Fault::invalid_argument("spec.backingSpec", "backingSpec is required"))?
+        .clone();
+    let ds = backing
+        .get("datastore")
+        .and_then(Value::as_moref)
+        .cloned()
+        .ok_or_else(|| Fault::invalid_argument("spec.backingSpec.datastore", "datastore is required"))?;
     let ds = eng.resolve(&ds)?;
     let root = ds_dir(eng, &ds)?;
     let prov = provisioning(&backing)?;
@@ -520,7 +613,13 @@ fn register_disk(eng: &Engine, args: &Args) -> Reply {
     {
         let inv = eng.inv.read();
         if let Some(out) = chain.files().iter().find(|f| !crate::engine::paths::on_a_datastore(&inv, f)) {
-            return Err(Fault::invalid_argument("path", format!("{path} names a file outside every datastore ({})", out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())));
+            return Err(Fault::invalid_argument(
+                "path",
+                format!(
+                    "{path} names a file outside every datastore ({})",
+                    out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                ),
+            ));
         }
     }
     drop(chain);
@@ -541,7 +640,11 @@ fn register_disk(eng: &Engine, args: &Args) -> Reply {
             return Err(Fault::already_exists(&id));
         }
         let root = datastore_path(&eng.inv.read(), &ds).unwrap_or_default();
-        let name = args.str("name").filter(|n| !n.is_empty()).map(str::to_string).unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        let name = args
+            .str("name")
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
         let dir = disk_dir(&root, &id)?;
         if dir.exists() {
             return Err(Fault::already_exists(&id));
@@ -557,13 +660,26 @@ fn register_disk(eng: &Engine, args: &Args) -> Reply {
 fn clone_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
     let (id, ds) = (id_arg(args, "id")?, ds_arg(args, "datastore")?);
     let r = eng.disks.get(&id, &ds.value)?;
-    let spec = args.get("spec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?.clone();
+    let spec = args
+        .get("spec")
+        .and_then(Value::as_data)
+        .ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?
+        .clone();
     let name = spec.str("name").unwrap_or("").trim().to_string();
     if name.is_empty() {
         return Err(Fault::invalid_argument("spec.name", "the clone needs a name"));
     }
-    let backing = spec.get("backingSpec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec.backingSpec", "backingSpec is required"))?.clone();
-    let target = eng.resolve(backing.get("datastore").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("spec.backingSpec.datastore", "datastore is required"))?)?;
+    let backing = spec
+        .get("backingSpec")
+        .and_then(Value::as_data)
+        .ok_or_else(|| Fault::invalid_argument("spec.backingSpec", "backingSpec is required"))?
+        .clone();
+    let target = eng.resolve(
+        backing
+            .get("datastore")
+            .and_then(Value::as_moref)
+            .ok_or_else(|| Fault::invalid_argument("spec.backingSpec.datastore", "datastore is required"))?,
+    )?;
     let root = ds_dir(eng, &target)?;
     let prov = provisioning(&backing)?;
     let metadata = kv_data(&spec, "metadata");
@@ -589,9 +705,22 @@ fn relocate_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
     if flag(&*lock_now(&r)?, "disableRelocation") {
         return Err(Fault::new(types::InvalidState, format!("relocation of {id} is disabled")));
     }
-    let spec = args.get("spec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?.clone();
-    let backing = spec.get("backingSpec").and_then(Value::as_data).ok_or_else(|| Fault::invalid_argument("spec.backingSpec", "backingSpec is required"))?.clone();
-    let target = eng.resolve(backing.get("datastore").and_then(Value::as_moref).ok_or_else(|| Fault::invalid_argument("spec.backingSpec.datastore", "datastore is required"))?)?;
+    let spec = args
+        .get("spec")
+        .and_then(Value::as_data)
+        .ok_or_else(|| Fault::invalid_argument("spec", "spec is required"))?
+        .clone();
+    let backing = spec
+        .get("backingSpec")
+        .and_then(Value::as_data)
+        .ok_or_else(|| Fault::invalid_argument("spec.backingSpec", "backingSpec is required"))?
+        .clone();
+    let target = eng.resolve(
+        backing
+            .get("datastore")
+            .and_then(Value::as_moref)
+            .ok_or_else(|| Fault::invalid_argument("spec.backingSpec.datastore", "datastore is required"))?,
+    )?;
     ds_dir(eng, &target)?;
     let source = ds.value.clone();
     disk_task(eng, ctx, "RelocateVStorageObject_Task", "relocate", &ds, &id.clone(), move |eng, ctl| {
@@ -603,7 +732,14 @@ fn relocate_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
 /// Move disk `id` from datastore `source` to `target`: its directory is
 /// renamed when the datastores share a filesystem, else copied and the
 /// original deleted. The new VStorageObject.
-pub(super) fn move_disk(eng: &Engine, r: &DiskRef, id: &str, source: &str, target: &str, progress: &mut dyn FnMut(f64)) -> Result<Data, Fault> {
+pub(super) fn move_disk(
+    eng: &Engine,
+    r: &DiskRef,
+    id: &str,
+    source: &str,
+    target: &str,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Data, Fault> {
     let root = ds_dir(eng, &MoRef::new(types::Datastore, target))?;
     // The disk stays locked while its files move.
     let d = r.lock()?;
@@ -612,7 +748,9 @@ pub(super) fn move_disk(eng: &Engine, r: &DiskRef, id: &str, source: &str, targe
     }
     let dir = disk_dir(&root, id)?;
     if dir.exists() {
-        return Err(Fault::new(types::AlreadyExists, format!("{} already exists", dir.display())).with("name", id.to_string()));
+        return Err(
+            Fault::new(types::AlreadyExists, format!("{} already exists", dir.display())).with("name", id.to_string())
+        );
     }
     let old = r.dir().to_path_buf();
     std::fs::create_dir_all(fcd_dir(&root)).map_err(|e| file_fault(root.display().to_string(), "", e.to_string()))?;
@@ -647,21 +785,34 @@ fn query_changed(eng: &Engine, args: &Args) -> Reply {
     let top = ds_path(eng, &ds.value, &d, &d.meta.top);
     let c = d.changed_areas(&sid, start as u64, &change_id).map_err(|e| match e {
         QueryError::SnapshotNotFound => snapshot_missing(&sid),
-        QueryError::OffsetBeyondEnd => Fault::invalid_argument("startOffset", format!("startOffset {start} is beyond the end of the disk ({} bytes)", d.capacity())),
+        QueryError::OffsetBeyondEnd => Fault::invalid_argument(
+            "startOffset",
+            format!("startOffset {start} is beyond the end of the disk ({} bytes)", d.capacity()),
+        ),
         QueryError::NotTracking => {
             let mut f = Fault::new(types::InvalidState, format!("changed block tracking is not enabled on {id}"));
             set_key(&mut f, "vim.hostd.vmsvc.cbt.noTrack");
             f
         }
         QueryError::NoEpoch => {
-            let mut f = Fault::new(types::InvalidState, format!("snapshot {sid} was taken while changed block tracking was off"));
+            let mut f = Fault::new(
+                types::InvalidState,
+                format!("snapshot {sid} was taken while changed block tracking was off"),
+            );
             set_key(&mut f, "vim.hostd.vmsvc.cbt.noEpoch");
             f
         }
-        QueryError::BadChangeId(_) | QueryError::FutureChangeId => Fault::invalid_argument("changeId", format!("changeId '{change_id}' is not valid for snapshot {sid} of {id}")),
+        QueryError::BadChangeId(_) | QueryError::FutureChangeId => Fault::invalid_argument(
+            "changeId",
+            format!("changeId '{change_id}' is not valid for snapshot {sid} of {id}"),
+        ),
         QueryError::Io(e) => file_fault(top.clone(), "vim.hostd.vmsvc.cbt.cannotGetChanges", e.to_string()),
     })?;
-    let areas: Vec<Value> = c.areas.iter().map(|&(o, l)| Data::new(types::DiskChangeExtent).with("start", o as i64).with("length", l as i64).into()).collect();
+    let areas: Vec<Value> = c
+        .areas
+        .iter()
+        .map(|&(o, l)| Data::new(types::DiskChangeExtent).with("start", o as i64).with("length", l as i64).into())
+        .collect();
     Ok(Some(
         Data::new(types::DiskChangeInfo)
             .with("startOffset", c.start as i64)
