@@ -55,7 +55,12 @@ run_suite() { # name log command...
   [ "$rc" = 0 ] || FAILED_SUITES+=("$name")
 }
 
-# --- Rust: lint, unit and integration tests ---------------------------------
+# --- Rust: format, lint, unit and integration tests -------------------------
+# (three workspaces: the root, fuzz/ and tests/vimrs)
+fmt_check() {
+  cargo fmt --all --check && (cd fuzz && cargo fmt --all --check) && (cd tests/vimrs && cargo fmt --all --check)
+}
+run_suite "cargo fmt" "$LOGS/fmt.log" fmt_check
 run_suite "cargo clippy" "$LOGS/clippy.log" cargo clippy --workspace --all-targets -- -D warnings
 run_suite "cargo test" "$LOGS/cargo.log" cargo test --workspace
 export VTWIN_BIN="$ROOT/target/debug/vtwin"
