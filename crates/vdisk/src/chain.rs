@@ -137,14 +137,9 @@ impl Chain {
         let f = OpenOptions::new().read(true).write(true).create_new(true).open(&flat_path).map_err(io(&flat_path))?;
         f.set_len(capacity).map_err(io(&flat_path))?;
         if prov != Provisioning::Thin {
-            // SAFETY: posix_fallocate on a file descriptor we own.
-            let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, capacity as libc::off_t) };
-            if rc != 0 {
+            if let Err(e) = allocate(&f, capacity) {
                 let _ = std::fs::remove_file(&flat_path);
-                return Err(Error::Io {
-                    path: flat_path.display().to_string(),
-                    source: std::io::Error::from_raw_os_error(rc),
-                });
+                return Err(Error::Io { path: flat_path.display().to_string(), source: e });
             }
         }
         if prov == Provisioning::EagerZeroed {
@@ -423,11 +418,7 @@ impl Chain {
             }
             holes
         };
-        // SAFETY: posix_fallocate on a file descriptor we own.
-        let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, self.capacity as libc::off_t) };
-        if rc != 0 {
-            return Err(Error::Io { path: ext.display().to_string(), source: std::io::Error::from_raw_os_error(rc) });
-        }
+        allocate(&f, self.capacity).map_err(io(&ext))?;
         if eager {
             let zeros = vec![0u8; 1 << 20];
             for (o, l) in holes {
@@ -458,34 +449,76 @@ pub fn merge(mut v: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
-/// The data (non-hole) ranges of a flat file, rounded out to 64 KiB blocks.
-fn data_extents(f: &File, path: &Path, capacity: u64) -> Result<Vec<(u64, u64)>> {
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
-    let mut out = vec![];
-    let mut at: i64 = 0;
-    let cap = capacity as i64;
-    while at < cap {
-        // SAFETY: lseek on a descriptor we own; no memory is passed.
-        let d = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
-        if d < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break;
+/// Reserve blocks for the first `len` bytes of `f` (posix_fallocate's
+/// meaning: a filesystem without fallocate gets the holes written with
+/// zeros, as glibc does).
+fn allocate(f: &File, len: u64) -> std::io::Result<()> {
+    use rustix::fs::FallocateFlags;
+    match rustix::fs::fallocate(f, FallocateFlags::empty(), 0, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP) => {
+            let zeros = vec![0u8; 1 << 20];
+            for (o, l) in holes_of(f, len)? {
+                let mut at = o;
+                while at < o + l {
+                    let n = (o + l - at).min(zeros.len() as u64) as usize;
+                    f.write_all_at(&zeros[..n], at)?;
+                    at += n as u64;
+                }
             }
-            return Err(io(path)(e));
+            Ok(())
         }
-        if d >= cap {
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The holes of the first `len` bytes of `f`.
+fn holes_of(f: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    let mut holes = vec![];
+    let mut at = 0;
+    for (d, l) in data_ranges(f, len)? {
+        if d > at {
+            holes.push((at, d - at));
+        }
+        at = d + l;
+    }
+    if at < len {
+        holes.push((at, len - at));
+    }
+    Ok(holes)
+}
+
+/// The exact data (non-hole) ranges of the first `len` bytes of `f`.
+fn data_ranges(f: &File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let mut out = vec![];
+    let mut at = 0u64;
+    while at < len {
+        let d = match seek(f, SeekFrom::Data(at)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        if d >= len {
             break;
         }
-        // SAFETY: as above.
-        let h = unsafe { libc::lseek(fd, d, libc::SEEK_HOLE) };
-        let h = if h < 0 { cap } else { h.min(cap) };
-        let (a, b) = ((d as u64) / GRAIN * GRAIN, (h as u64).div_ceil(GRAIN) * GRAIN);
-        out.push((a, b.min(capacity) - a));
+        let h = seek(f, SeekFrom::Hole(d)).map_or(len, |h| h.min(len));
+        out.push((d, h - d));
         at = h;
     }
     Ok(out)
+}
+
+/// The data (non-hole) ranges of a flat file, rounded out to 64 KiB blocks.
+fn data_extents(f: &File, path: &Path, capacity: u64) -> Result<Vec<(u64, u64)>> {
+    Ok(data_ranges(f, capacity)
+        .map_err(io(path))?
+        .into_iter()
+        .map(|(d, l)| {
+            let (a, b) = (d / GRAIN * GRAIN, (d + l).div_ceil(GRAIN) * GRAIN);
+            (a, b.min(capacity) - a)
+        })
+        .collect())
 }
 
 /// Point the layer `desc` at a new parent: `hint` as written in the
@@ -517,4 +550,34 @@ pub fn merge_into_parent(child: &Path, parent: &Path, progress: &mut dyn FnMut(f
         progress(done as f64 / total as f64);
     }
     p.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_ranges_and_holes_of_a_sparse_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let f = OpenOptions::new().read(true).write(true).create_new(true).open(&p).unwrap();
+        let len = 4 << 20;
+        f.set_len(len).unwrap();
+        assert!(data_ranges(&f, len).unwrap().is_empty());
+        assert_eq!(holes_of(&f, len).unwrap(), vec![(0, len)]);
+        f.write_all_at(&[1u8; 4096], 1 << 20).unwrap();
+        let data = data_ranges(&f, len).unwrap();
+        assert_eq!(data.len(), 1, "{data:?}");
+        let (d, l) = data[0];
+        assert!(d <= 1 << 20 && d + l >= (1 << 20) + 4096 && d + l < len, "{data:?}");
+        assert_eq!(holes_of(&f, len).unwrap(), vec![(0, d), (d + l, len - d - l)]);
+        // Allocating reserves every block (ext4 still reports blocks reserved
+        // and unwritten as holes) and leaves the data as it was.
+        allocate(&f, len).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(f.metadata().unwrap().blocks() * 512 >= len);
+        let mut b = [0u8; 4096];
+        f.read_exact_at(&mut b, 1 << 20).unwrap();
+        assert_eq!(b, [1u8; 4096]);
+    }
 }

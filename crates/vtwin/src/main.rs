@@ -243,13 +243,10 @@ fn main() -> anyhow::Result<()> {
 /// Each waiting client holds a connection: allow as many open files as the
 /// hard limit lets us.
 fn raise_nofile_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let r = getrlimit(Resource::Nofile);
+    if r.current < r.maximum {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: r.maximum, maximum: r.maximum });
     }
 }
 
@@ -274,8 +271,7 @@ async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
 fn start_memory_purger() {
     let _ = std::thread::Builder::new().name("mem-purge".into()).spawn(|| loop {
         std::thread::sleep(std::time::Duration::from_secs(5));
-        // SAFETY: mi_collect takes no pointers; it may run on any thread.
-        unsafe { libmimalloc_sys::mi_collect(true) };
+        vtwin::sys::release_free_memory();
     });
 }
 
@@ -384,14 +380,11 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } == 0;
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    if ok && end > 0 {
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
+    let name = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    if name.is_empty() {
         "localhost".into()
+    } else {
+        name
     }
 }
 

@@ -61,13 +61,7 @@ async fn existing_ancestor(p: &Path) -> Option<PathBuf> {
 
 /// Bytes free for an unprivileged writer on the filesystem holding `dir`.
 fn free_space(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes only into the struct we pass; c is NUL-terminated.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
-    }
+    rustix::fs::statvfs(dir).ok().map(|st| st.f_bavail * st.f_frsize)
 }
 
 /// The byte range a `Range` header asks for, in a file of `len` bytes.
@@ -338,7 +332,9 @@ async fn upload(state: &AppState, req: &Req, mut body: Incoming, root: &Path, pa
             return no_space();
         }
         if let Err(e) = file.write_all(&data).await {
-            if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+            if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
+                || e.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
+            {
                 return no_space();
             }
             return closing(text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write {rel}: {e}")));
@@ -362,7 +358,7 @@ async fn upload(state: &AppState, req: &Req, mut body: Incoming, root: &Path, pa
     .await;
     match res {
         Ok(()) => text(if existed { StatusCode::OK } else { StatusCode::CREATED }, ""),
-        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => no_space(),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) => no_space(),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write {rel}: {e}")),
     }
 }

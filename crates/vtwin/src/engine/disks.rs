@@ -37,14 +37,13 @@ struct Opened {
     lockf: Option<std::fs::File>,
 }
 
-/// The `flock` held on a disk's lock file; released when dropped.
-struct Held(std::os::fd::RawFd);
+/// The `flock` held on a disk's lock file (through a second descriptor of
+/// the same open file, which shares its lock); released when dropped.
+struct Held(std::fs::File);
 
 impl Drop for Held {
     fn drop(&mut self) {
-        // SAFETY: the descriptor stays open while the guard that owns this
-        // lives (its file is in the disk's slot, which the guard locks).
-        unsafe { libc::flock(self.0, libc::LOCK_UN) };
+        let _ = self.0.unlock();
     }
 }
 
@@ -79,7 +78,6 @@ pub struct DiskCell {
 
 impl DiskCell {
     fn guard<'a>(&'a self, mut g: MutexGuard<'a, Option<Opened>>) -> vdisk::Result<DiskGuard<'a>> {
-        use std::os::fd::AsRawFd;
         use std::os::unix::fs::FileExt;
         let path = self.dir.join(LOCK_FILE);
         let io = |source: std::io::Error| vdisk::Error::Io { path: path.display().to_string(), source };
@@ -94,16 +92,13 @@ impl DiskCell {
                 .map_err(io)?,
         };
         loop {
-            // SAFETY: flock on a descriptor we own.
-            if unsafe { libc::flock(lockf.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io(e));
+            match lockf.lock() {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io(e)),
             }
         }
-        let held = Held(lockf.as_raw_fd());
+        let held = Held(lockf.try_clone().map_err(io)?);
         let mut stamp = [0u8; 16];
         let ours = lockf.read_at(&mut stamp, 0).is_ok_and(|n| n == 16) && stamp == *STAMP;
         if g.is_none() || !ours {

@@ -217,13 +217,7 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
 
 /// (capacity, free) in bytes of the filesystem holding `path`.
 pub fn fs_space(path: &str) -> Option<(i64, i64)> {
-    let c = std::ffi::CString::new(path).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out pointer.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc != 0 {
-        return None;
-    }
+    let st = rustix::fs::statvfs(path).ok()?;
     let frsize = st.f_frsize as i64;
     Some((st.f_blocks as i64 * frsize, st.f_bavail as i64 * frsize))
 }
