@@ -36,6 +36,8 @@ for _ in $(seq 1 30); do as_pg "pg_isready -q" && break; sleep 1; done
 as_pg "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='vtwin'\"" | grep -q 1 || as_pg "psql -qc \"CREATE ROLE vtwin LOGIN PASSWORD 'vtwin'\"" || exit 1
 as_pg "psql -qc 'DROP DATABASE IF EXISTS vtwin_test'" && as_pg "psql -qc 'CREATE DATABASE vtwin_test OWNER vtwin'" || exit 1
 export VTWIN_TEST_POSTGRES=postgres://vtwin:vtwin@127.0.0.1:5432/vtwin_test
+# The PostgreSQL tests fail rather than skip when it is missing here.
+export VTWIN_REQUIRE_POSTGRES=1
 
 VENV="$ROOT/.venv"
 REQ=tests/python/requirements.txt

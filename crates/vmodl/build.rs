@@ -199,7 +199,7 @@ fn main() {
             name,
             vmodl,
             kind_rs,
-            base.map(|b| format!("Some(TypeId({b}))")).unwrap_or("None".into()),
+            base.map_or("None".into(), |b| format!("Some(TypeId({b}))")),
             version,
             props.join(", "),
             methods.join(", "),

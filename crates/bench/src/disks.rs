@@ -142,7 +142,7 @@ pub async fn figures(http: &Http, base: &str, sid: &str, data_dir: &std::path::P
         qemu_bench(&uri, true, 4096, rnd_n, 1_048_576 + 4096)?,
     ];
     // The same file through qemu-nbd.
-    let rel = path.split_once("] ").map(|x| x.1).unwrap_or("");
+    let rel = path.split_once("] ").map_or("", |x| x.1);
     let file = data_dir.join("datastores").join("LocalDS_0").join(rel);
     let port = 20000 + (std::process::id() % 20000) as u16;
     let mut peer = Command::new("qemu-nbd")
@@ -215,7 +215,7 @@ pub async fn figures(http: &Http, base: &str, sid: &str, data_dir: &std::path::P
         let r = v
             .call("VcenterVStorageObjectManager/VStorageObjectManager/VstorageObjectVCenterQueryChangedDiskAreas", b)
             .await?;
-        areas += r["changedArea"].as_array().map(|a| a.len()).unwrap_or(0);
+        areas += r["changedArea"].as_array().map_or(0, std::vec::Vec::len);
         start = r["startOffset"].as_u64().unwrap_or(0) + r["length"].as_u64().unwrap_or(cap);
         calls += 1;
     }

@@ -373,7 +373,7 @@ async fn node_figures(secs: u64, db: &str, vtwin: &str, tmp: &std::path::Path) -
         let r64 = tasks::throughput_on(&http, &bases, &sid, 64, secs).await?;
         let mut lat = tasks::wake_latency_on(&http, &bases[0], bases.last().expect("a node"), &sid, 200).await?;
         let (p50, p99) = (tasks::percentile(&mut lat, 0.5), tasks::percentile(&mut lat, 0.99));
-        let ratio = base_rate.map(|b: f64| format!("{:.2}x", r64 / b)).unwrap_or_else(|| "1.00x".into());
+        let ratio = base_rate.map_or_else(|| "1.00x".into(), |b: f64| format!("{:.2}x", r64 / b));
         base_rate.get_or_insert(r64);
         println!("{label:<44} {r1:>10.0} {r64:>10.0} {p50:>8.2}ms {p99:>8.2}ms {ratio:>8}");
         drop(targets);

@@ -199,7 +199,7 @@ pub async fn wake_latency_on(
 }
 
 pub fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     if v.is_empty() {
         return 0.0;
     }

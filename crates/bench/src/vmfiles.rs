@@ -65,7 +65,7 @@ pub async fn figures(http: &Http, base: &str, sid: &str, basic: &str, vms: usize
         let (_, info) = call(http, base, sid, "GET", &format!("{V}/Task/{key}/info"), None, None).await?;
         match info["state"].as_str() {
             Some("success") => {
-                let failed = info["result"]["failedVmFile"].as_array().map(|a| a.len()).unwrap_or(0);
+                let failed = info["result"]["failedVmFile"].as_array().map_or(0, std::vec::Vec::len);
                 anyhow::ensure!(failed == 0, "{failed} files failed");
                 break;
             }

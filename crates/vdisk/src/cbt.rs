@@ -257,7 +257,7 @@ impl ChangeLog {
     pub fn parse_change_id(&self, id: &str) -> std::result::Result<u64, ChangeIdError> {
         let (epoch, n) = id.rsplit_once('/').ok_or(ChangeIdError::Malformed)?;
         let n: u64 = n.parse().map_err(|_| ChangeIdError::Malformed)?;
-        let hex: String = epoch.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+        let hex: String = epoch.chars().filter(char::is_ascii_hexdigit).collect();
         if hex.len() != 32 || epoch.chars().any(|c| !(c.is_ascii_hexdigit() || c == ' ' || c == '-')) {
             return Err(ChangeIdError::Malformed);
         }

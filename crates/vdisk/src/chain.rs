@@ -36,7 +36,7 @@ pub struct Chain {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "disk".into())
+    p.file_stem().map_or_else(|| "disk".into(), |s| s.to_string_lossy().into_owned())
 }
 
 /// Replace a file atomically: temp file, fsync, rename, fsync the directory.

@@ -74,7 +74,7 @@ pub struct Changes {
 pub const WINDOW: u64 = 1 << 40;
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 pub fn provisioning_name(p: Provisioning) -> &'static str {
@@ -98,7 +98,7 @@ impl Disk {
     /// The disk's `ddb.uuid` ("60 00 c2 …"): the top layer's, else one
     /// derived from the disk's id, as new disks get.
     pub fn ddb_uuid(&self) -> String {
-        self.chain.top().ddb("uuid").map(str::to_string).unwrap_or_else(|| uuid_ddb(&self.meta.id))
+        self.chain.top().ddb("uuid").map_or_else(|| uuid_ddb(&self.meta.id), str::to_string)
     }
     pub fn top_path(&self) -> PathBuf {
         self.dir.join(&self.meta.top)
@@ -357,7 +357,7 @@ impl Disk {
             Some(g) => crate::chain::repoint(&self.dir.join(g), &s.layer, &self.dir.join(&s.layer))?,
             None => self.meta.top = s.layer.clone(),
         }
-        for x in self.meta.snapshots.iter_mut() {
+        for x in &mut self.meta.snapshots {
             if x.layer == child {
                 x.layer = s.layer.clone();
             }
@@ -482,7 +482,7 @@ fn relative(from: &Path, to: &Path) -> PathBuf {
 
 /// `ddb.uuid` in VMware's spelling: 16 hex pairs, a dash after 8.
 fn uuid_ddb(id: &str) -> String {
-    let hex: String = id.chars().filter(|c| c.is_ascii_hexdigit()).take(32).collect();
+    let hex: String = id.chars().filter(char::is_ascii_hexdigit).take(32).collect();
     let hex = format!("{hex:0<32}");
     let pairs: Vec<&str> = (0..16).map(|i| &hex[2 * i..2 * i + 2]).collect();
     format!("{}-{}", pairs[..8].join(" "), pairs[8..].join(" "))

@@ -166,7 +166,7 @@ pub fn metadata_files(root: &Path) -> Vec<PathBuf> {
                         && kind(&p).is_some()
                         && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) =>
                 {
-                    out.push(p)
+                    out.push(p);
                 }
                 _ => {}
             }

@@ -40,7 +40,7 @@ pub fn decode(v: &J, declared: TypeRef, path: &str) -> Result<Option<Value>, Dec
     if declared.array {
         let items = match v {
             J::Array(a) => a,
-            J::Object(o) if o.get("_value").map(J::is_array).unwrap_or(false) => o["_value"].as_array().unwrap(),
+            J::Object(o) if o.get("_value").is_some_and(J::is_array) => o["_value"].as_array().unwrap(),
             _ => return Err(invalid(path, "expected an array")),
         };
         let mut out = Vec::with_capacity(items.len());

@@ -262,7 +262,7 @@ async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
             Err(e) => last = Some(e),
         }
     }
-    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("{addr} resolves to no address")))
+    Err(last.map_or_else(|| anyhow::anyhow!("{addr} resolves to no address"), anyhow::Error::from))
 }
 
 /// Give memory freed by connections that are gone back to the system: the

@@ -213,9 +213,8 @@ pub async fn handle(state: &AppState, parts: hyper::http::request::Parts, body: 
 }
 
 async fn download(req: &Req, path: &Path, rel: &str) -> Resp {
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(_) => return text(StatusCode::NOT_FOUND, format!("'{rel}' not found")),
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return text(StatusCode::NOT_FOUND, format!("'{rel}' not found"));
     };
     let len = match file.metadata().await {
         Ok(md) if md.is_file() => md.len(),

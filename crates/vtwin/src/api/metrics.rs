@@ -176,17 +176,17 @@ impl Metrics {
         o.push_str(
             "# HELP vtwin_requests_total Requests served, by API and method.\n# TYPE vtwin_requests_total counter\n",
         );
-        for ((api, method), s) in m.iter() {
+        for ((api, method), s) in &m {
             let _ = writeln!(o, "vtwin_requests_total{{api=\"{api}\",method=\"{method}\"}} {}", s.count);
         }
         o.push_str("# HELP vtwin_request_errors_total Requests answered with a fault or error status.\n# TYPE vtwin_request_errors_total counter\n");
-        for ((api, method), s) in m.iter() {
+        for ((api, method), s) in &m {
             let _ = writeln!(o, "vtwin_request_errors_total{{api=\"{api}\",method=\"{method}\"}} {}", s.errors);
         }
         o.push_str(
             "# HELP vtwin_request_duration_seconds Request latency.\n# TYPE vtwin_request_duration_seconds histogram\n",
         );
-        for ((api, method), s) in m.iter() {
+        for ((api, method), s) in &m {
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     o,

@@ -248,7 +248,7 @@ async fn read_body(
             Ok(Some(Ok(f))) => f,
         };
         let Ok(data) = frame.into_data() else { continue };
-        let have = first.as_ref().map_or(0, |b| b.len()) + buf.len();
+        let have = first.as_ref().map_or(0, bytes::Bytes::len) + buf.len();
         if have + data.len() > limit {
             return Err((StatusCode::PAYLOAD_TOO_LARGE, format!("request body larger than {limit} bytes")));
         }
@@ -279,7 +279,7 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
         (&Method::GET, "/sdk/vsanServiceVersions.xml") => {
             (soap::service_versions("urn:vsan", VSAN_RELEASES), "soap", "vsanServiceVersions".into())
         }
-        (&Method::POST, "/sdk") | (&Method::POST, "/sdk/vimService") => {
+        (&Method::POST, "/sdk" | "/sdk/vimService") => {
             let (r, m) = soap::handle(&state, &req, "urn:vim25").await;
             (r, "soap", m)
         }

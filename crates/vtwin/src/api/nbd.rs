@@ -185,7 +185,7 @@ pub fn tickets(state: &AppState, req: &Req) -> Resp {
         if write {
             return err(StatusCode::BAD_REQUEST, "invalid_argument", "a snapshot is exported read-only".into());
         }
-        if r.lock().map(|d| d.snapshot(s).is_none()).unwrap_or(true) {
+        if r.lock().map_or(true, |d| d.snapshot(s).is_none()) {
             return err(StatusCode::NOT_FOUND, "not_found", format!("no snapshot {s} of disk {disk}"));
         }
     }
@@ -412,7 +412,7 @@ async fn negotiate(
                             if q == "base:allocation"
                                 || (opt == OPT_LIST_META_CONTEXT && (q == "base:" || q == "base")) =>
                         {
-                            wants = true
+                            wants = true;
                         }
                         Some(_) => {}
                         None => break,
@@ -587,7 +587,7 @@ async fn wait_request(eng: &Engine, token: &str, r: &mut Rd, idle: Duration) -> 
         }
         // fill_buf is cancel-safe: bytes are kept in the buffer.
         tokio::select! {
-            n = async { r.fill_buf().await.map(|b| b.len()) } => {
+            n = async { r.fill_buf().await.map(<[u8]>::len) } => {
                 if n? == 0 {
                     return Ok(Wait::Eof);
                 }
@@ -683,7 +683,7 @@ async fn transmission(eng: &Arc<Engine>, n: Negotiated, mut r: Rd, mut w: Wr, id
                                     REPLY_TYPE_OFFSET_DATA,
                                     &[&offset.to_be_bytes(), &buf],
                                 )
-                                .await?
+                                .await?;
                             }
                             Ok(buf) => simple_reply(&mut w, handle, 0, &buf).await?,
                             Err(e) => error_reply(&mut w, handle, structured, errno(&e), &e.to_string()).await?,
@@ -773,7 +773,7 @@ async fn transmission(eng: &Arc<Engine>, n: Negotiated, mut r: Rd, mut w: Wr, id
                         if cmd == CMD_BLOCK_STATUS { EINVAL } else { ENOTSUP },
                         "command not supported",
                     )
-                    .await?
+                    .await?;
                 }
             }
         }

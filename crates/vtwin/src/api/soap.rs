@@ -42,9 +42,8 @@ fn xml(status: StatusCode, body: String) -> Resp {
 pub async fn handle(state: &AppState, req: &Req, ns: &str) -> (Resp, String) {
     let version = version_of(req, ns);
     let fault = |f: Fault| xml(StatusCode::INTERNAL_SERVER_ERROR, soap::encode_fault(&f.data, &f.message, ns, version));
-    let text = match std::str::from_utf8(&req.body) {
-        Ok(t) => t,
-        Err(_) => return (fault(Fault::invalid_request("request body is not UTF-8")), "invalid".into()),
+    let Ok(text) = std::str::from_utf8(&req.body) else {
+        return (fault(Fault::invalid_request("request body is not UTF-8")), "invalid".into());
     };
     let parsed = match soap::parse_request(text) {
         Ok(p) => p,

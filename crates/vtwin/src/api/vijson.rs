@@ -75,7 +75,7 @@ pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
     if req.method == Method::GET {
         return match eng.read_property(&ctx, &this, name) {
             Ok(Some(v)) => {
-                let declared = this.ty.prop(name).map(|p| p.ty).unwrap_or(TypeRef { ty: types::anyType, array: false });
+                let declared = this.ty.prop(name).map_or(TypeRef { ty: types::anyType, array: false }, |p| p.ty);
                 (json_resp(StatusCode::OK, &json::encode(&v, declared, version)), format!("GET {name}"))
             }
             Ok(None) => (respond(StatusCode::NO_CONTENT, "application/json", ""), format!("GET {name}")),
@@ -86,7 +86,7 @@ pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
         let f = Fault::invalid_request(format!("{} is not allowed here", req.method));
         return (fault_resp(&f, version), name.clone());
     }
-    let body: serde_json::Value = if req.body.iter().all(|b| b.is_ascii_whitespace()) {
+    let body: serde_json::Value = if req.body.iter().all(u8::is_ascii_whitespace) {
         serde_json::Value::Null
     } else {
         match serde_json::from_slice(&req.body) {

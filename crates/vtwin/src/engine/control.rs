@@ -98,7 +98,7 @@ impl Rule {
         let mut f = Fault::new(ty, message);
         match json::decode(j, TypeRef { ty, array: false }, "fault") {
             Ok(Some(vmodl::Value::Data(d))) => {
-                for (k, v) in d.fields.iter() {
+                for (k, v) in &d.fields {
                     if *k != "faultMessage" {
                         f.data.set(k, v.clone());
                     }

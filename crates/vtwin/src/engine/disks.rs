@@ -94,7 +94,7 @@ impl DiskCell {
         loop {
             match lockf.lock() {
                 Ok(()) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(io(e)),
             }
         }

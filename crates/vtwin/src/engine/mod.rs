@@ -260,7 +260,7 @@ impl Engine {
                 }
             }
         }
-        self.views.lock().get(moid).map(|v| v.ty())
+        self.views.lock().get(moid).map(mo::view_manager::View::ty)
     }
 
     /// Resolve a reference from the wire: the object must exist and be of the
@@ -512,7 +512,7 @@ impl Engine {
             f.data.set("file", file);
         }
         if let Some(Value::Array(t, mut msgs)) = f.data.get("faultMessage").cloned() {
-            for m in msgs.iter_mut() {
+            for m in &mut msgs {
                 if let Value::Data(d) = m {
                     if let Some(text) = d.str("message").map(clean) {
                         d.set("message", text);
@@ -655,7 +655,7 @@ impl Engine {
 /// The values at a dotted path in the arguments; arrays on the way are
 /// walked, so `createSpecs.datastores` gives every datastore of every spec.
 fn args_at<'a>(args: &'a Args, path: &str) -> Vec<&'a Value> {
-    let (first, rest) = path.split_once('.').map(|(a, b)| (a, Some(b))).unwrap_or((path, None));
+    let (first, rest) = path.split_once('.').map_or((path, None), |(a, b)| (a, Some(b)));
     let mut cur: Vec<&Value> = args.get(first).into_iter().collect();
     for name in rest.into_iter().flat_map(|r| r.split('.')) {
         let mut next = vec![];

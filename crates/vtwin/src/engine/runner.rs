@@ -28,7 +28,7 @@ impl TaskCtl {
     }
     /// Has the task been cancelled? Work checks this before each step.
     pub fn cancelled(&self) -> bool {
-        self.eng.tasks.get(&self.key).map(|t| t.cancelled).unwrap_or(true)
+        self.eng.tasks.get(&self.key).is_none_or(|t| t.cancelled)
     }
 }
 
@@ -119,12 +119,8 @@ impl Engine {
         let eng = self.shared().ok_or_else(|| Fault::system_error("the engine is not running tasks"))?;
         let rt =
             tokio::runtime::Handle::try_current().map_err(|_| Fault::system_error("no runtime to run tasks on"))?;
-        let entity_name = self
-            .inv
-            .read()
-            .get(&spec.entity.value)
-            .map(|e| e.name.clone())
-            .unwrap_or_else(|| spec.entity.value.clone());
+        let entity_name =
+            self.inv.read().get(&spec.entity.value).map_or_else(|| spec.entity.value.clone(), |e| e.name.clone());
         let session_user = ctx.session()?.user.clone();
         let user = super::mo::session_manager::display_user(&session_user);
         let t = self.tasks.create(NewTask {

@@ -29,14 +29,14 @@ fn heavy<T>(f: impl FnOnce() -> T) -> T {
     static SLOTS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
     static FREED: std::sync::Condvar = std::sync::Condvar::new();
     let bounded = || {
-        let mut n = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = SLOTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while *n >= PARALLEL_CHECKS {
-            n = FREED.wait(n).unwrap_or_else(|e| e.into_inner());
+            n = FREED.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         *n += 1;
         drop(n);
         let out = f();
-        *SLOTS.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        *SLOTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
         FREED.notify_one();
         out
     };
@@ -149,8 +149,7 @@ pub fn verify_password(user: &UserRecord, pw: &str) -> bool {
         return true;
     }
     let good = PasswordHash::new(&user.password_hash)
-        .map(|ph| heavy(|| Argon2::default().verify_password(pw.as_bytes(), &ph).is_ok()))
-        .unwrap_or(false);
+        .is_ok_and(|ph| heavy(|| Argon2::default().verify_password(pw.as_bytes(), &ph).is_ok()));
     if good {
         ok.write().insert(user.name.clone(), d);
     }

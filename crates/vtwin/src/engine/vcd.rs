@@ -103,8 +103,8 @@ pub fn add_user(store: &dyn Store, org: &str, name: &str, password: &str, role: 
     let o = d.org_by_name(org).ok_or_else(|| format!("no organization {org}"))?.clone();
     let role = match (o.name == SYSTEM, role) {
         (true, _) => "System Administrator",
-        (false, "admin") | (false, "Organization Administrator") => "Organization Administrator",
-        (false, "user") | (false, "vApp User") => "vApp User",
+        (false, "admin" | "Organization Administrator") => "Organization Administrator",
+        (false, "user" | "vApp User") => "vApp User",
         (false, r) => return Err(format!("role '{r}' is not admin or user")),
     };
     d.users.retain(|u| !(u.org == o.id && u.name == name));
@@ -238,7 +238,7 @@ pub fn login(
 
 /// The System administrator's stable id, derived from the System org's.
 fn admin_id(o: &Org) -> String {
-    let mut b = uuid::Uuid::parse_str(&o.id).map(|u| u.into_bytes()).unwrap_or_default();
+    let mut b = uuid::Uuid::parse_str(&o.id).map(uuid::Uuid::into_bytes).unwrap_or_default();
     b[15] ^= 0x5a;
     uuid::Uuid::from_bytes(b).to_string()
 }
@@ -462,7 +462,7 @@ fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Resul
         if status == "success" {
             t.progress = Some(100);
         } else {
-            let msg = v.error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| "The task was aborted.".into());
+            let msg = v.error.as_ref().map_or_else(|| "The task was aborted.".into(), |e| e.message.clone());
             let f = if status == "aborted" {
                 Fault::new(types::RequestCanceled, msg.clone())
             } else {

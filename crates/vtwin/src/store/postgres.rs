@@ -137,7 +137,7 @@ impl PgStore {
 
     /// The payload telling other nodes that this one changed `key`.
     fn note(&self, key: &str) -> String {
-        format!("{} {key}", self.me.get().map(String::as_str).unwrap_or("-"))
+        format!("{} {key}", self.me.get().map_or("-", String::as_str))
     }
 
     /// Run `f` on a connection and wait for its answer.

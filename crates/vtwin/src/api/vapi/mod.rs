@@ -142,9 +142,7 @@ fn query_list(req: &Req, name: &str) -> Option<Vec<String>> {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
         if k == name
-            || k.strip_prefix(name)
-                .map(|r| r.starts_with('.') && r[1..].chars().all(|c| c.is_ascii_digit()))
-                .unwrap_or(false)
+            || k.strip_prefix(name).is_some_and(|r| r.starts_with('.') && r[1..].chars().all(|c| c.is_ascii_digit()))
         {
             let v = percent_encoding::percent_decode_str(&v.replace('+', " ")).decode_utf8_lossy().into_owned();
             out.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_string));
@@ -184,9 +182,7 @@ pub fn handle_rest(state: &AppState, req: &Req) -> (Resp, String) {
     let created = if style == Style::Api { StatusCode::CREATED } else { StatusCode::OK };
     let (name, status, out): (&str, StatusCode, Out) = match (m, seg.as_slice()) {
         // Sessions.
-        (&Method::POST, ["session"]) | (&Method::POST, ["com", "vmware", "cis", "session"])
-            if action.as_deref() != Some("get") =>
-        {
+        (&Method::POST, ["session"] | ["com", "vmware", "cis", "session"]) if action.as_deref() != Some("get") => {
             let out = match basic_auth(req) {
                 Some((u, p)) => login(eng, &ctx, &u, &p).map(|s| {
                     ctx.new_session = Some(s.clone());
@@ -200,13 +196,12 @@ pub fn handle_rest(state: &AppState, req: &Req) -> (Resp, String) {
             };
             ("session.create", created, out)
         }
-        (&Method::GET, ["session"])
-        | (&Method::GET, ["com", "vmware", "cis", "session"])
+        (&Method::GET, ["session"] | ["com", "vmware", "cis", "session"])
         | (&Method::POST, ["com", "vmware", "cis", "session"]) => {
             let out = ctx.session.as_ref().map(|s| Some(session_info(s))).ok_or_else(VapiError::unauthenticated);
             ("session.get", StatusCode::OK, out)
         }
-        (&Method::DELETE, ["session"]) | (&Method::DELETE, ["com", "vmware", "cis", "session"]) => {
+        (&Method::DELETE, ["session"] | ["com", "vmware", "cis", "session"]) => {
             let out = match &ctx.session {
                 Some(s) => {
                     eng.end_session(&s.token);

@@ -19,7 +19,7 @@ pub fn task_id(eng: &Engine, key: &str) -> String {
 
 /// The vim25 task key of a vAPI task id.
 pub fn task_key(id: &str) -> &str {
-    id.split_once(':').map(|(k, _)| k).unwrap_or(id)
+    id.split_once(':').map_or(id, |(k, _)| k)
 }
 
 fn time(ms: i64) -> String {
@@ -102,7 +102,7 @@ fn render_error(kind: &str, messages: &[J]) -> V {
         .map(|m| {
             let args: Vec<String> = m["args"]
                 .as_array()
-                .map(|a| a.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect())
+                .map(|a| a.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)).collect())
                 .unwrap_or_default();
             message(m["id"].as_str().unwrap_or(""), m["default_message"].as_str().unwrap_or(""), &args)
         })
@@ -346,13 +346,12 @@ pub fn info(eng: &Engine, t: &TaskRecord, exclude_result: bool) -> V {
         Some(match &t.vapi_error {
             Some(e) => render_error(
                 e["type"].as_str().unwrap_or("error"),
-                e["messages"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+                e["messages"].as_array().map_or(&[][..], Vec::as_slice),
             ),
             None => {
                 let ty = t.error.as_ref().and_then(|e| e.get("_typeName")).and_then(J::as_str).unwrap_or("SystemError");
                 let kind = TypeId::by_name(ty)
-                    .map(|ty| error_kind(&Fault { data: Data::new(ty), message: String::new() }))
-                    .unwrap_or("error");
+                    .map_or("error", |ty| error_kind(&Fault { data: Data::new(ty), message: String::new() }));
                 let text = t.error_message.clone().unwrap_or_default();
                 render_error(kind, &[json!({"id": format!("vim.fault.{ty}"), "default_message": text, "args": []})])
             }
@@ -454,17 +453,16 @@ pub fn list(eng: &Engine, ctx: &Ctx, f: &Filter, exclude_result: bool) -> Result
         .tasks
         .all()
         .into_iter()
-        .filter(|t| keys.as_ref().map(|k| k.contains(t.key.as_str())).unwrap_or(true))
+        .filter(|t| keys.as_ref().is_none_or(|k| k.contains(t.key.as_str())))
         .filter(|t| {
             let (svc, op) = t.service_operation();
-            f.services.as_ref().map(|s| s.contains(svc)).unwrap_or(true)
-                && f.operations.as_ref().map(|s| s.contains(op)).unwrap_or(true)
-                && f.status.as_ref().map(|s| s.contains(t.vapi_status().as_str())).unwrap_or(true)
-                && f.users.as_ref().map(|s| s.contains(&t.user)).unwrap_or(true)
+            f.services.as_ref().is_none_or(|s| s.contains(svc))
+                && f.operations.as_ref().is_none_or(|s| s.contains(op))
+                && f.status.as_ref().is_none_or(|s| s.contains(t.vapi_status().as_str()))
+                && f.users.as_ref().is_none_or(|s| s.contains(&t.user))
                 && f.targets
                     .as_ref()
-                    .map(|s| t.target.as_ref().or(t.entity.as_ref()).map(|x| s.contains(x)).unwrap_or(false))
-                    .unwrap_or(true)
+                    .is_none_or(|s| t.target.as_ref().or(t.entity.as_ref()).is_some_and(|x| s.contains(x)))
         })
         .filter(|t| can_see(eng, ctx, t))
         .collect();

@@ -74,7 +74,7 @@ impl V {
                 }
             }
             V::Opt(v) => {
-                let inner = v.as_ref().map(|v| v.render(style)).unwrap_or(J::Null);
+                let inner = v.as_ref().map_or(J::Null, |v| v.render(style));
                 if style == Style::JsonRpc {
                     json!({ "OPTIONAL": inner })
                 } else {

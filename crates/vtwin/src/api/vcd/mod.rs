@@ -134,9 +134,7 @@ fn dispatch(eng: &Engine, ctx: &Ctx, req: &Req, path: &str) -> Result<Resp, VcdE
     let ip = req.peer.ip().to_string();
     let ua = req.header("user-agent").unwrap_or("").to_string();
     match (&req.method, path) {
-        (&Method::POST, "/cloudapi/1.0.0/sessions/provider")
-        | (&Method::POST, "/cloudapi/1.0.0/sessions")
-        | (&Method::POST, "/api/sessions") => {
+        (&Method::POST, "/cloudapi/1.0.0/sessions/provider" | "/cloudapi/1.0.0/sessions" | "/api/sessions") => {
             let (user, pw) = super::vapi::basic_auth(req).ok_or_else(VcdError::unauthorized)?;
             let provider = match path {
                 "/cloudapi/1.0.0/sessions/provider" => Some(true),
@@ -174,7 +172,7 @@ fn authed(eng: &Engine, ctx: &Ctx, req: &Req, path: &str, who: &Who) -> Result<R
             &format!("application/json;version={}", ctx.version),
             cloudapi_session(ctx, who).to_string(),
         )),
-        (&Method::DELETE, ["api", "session"]) | (&Method::DELETE, ["cloudapi", "1.0.0", "sessions", "current"]) => {
+        (&Method::DELETE, ["api", "session"] | ["cloudapi", "1.0.0", "sessions", "current"]) => {
             vcd::logout(eng, who);
             Ok(respond(StatusCode::NO_CONTENT, "text/plain", ""))
         }
@@ -488,7 +486,7 @@ fn task_spec(ctx: &Ctx, req: &Req) -> Result<TaskSpec, VcdError> {
             })
         };
         let error = v.get("error").filter(|e| e.is_object()).map(|e| TaskError {
-            major: e.get("majorErrorCode").and_then(|x| x.as_i64()).unwrap_or(500) as i32,
+            major: e.get("majorErrorCode").and_then(serde_json::Value::as_i64).unwrap_or(500) as i32,
             minor: e.get("minorErrorCode").and_then(|x| x.as_str()).unwrap_or("INTERNAL_SERVER_ERROR").to_string(),
             message: e.get("message").and_then(|x| x.as_str()).unwrap_or("").to_string(),
             vendor: e.get("vendorSpecificErrorCode").and_then(|x| x.as_str()).map(str::to_string),
@@ -610,7 +608,7 @@ fn term_matches(attrs: &[(String, String)], term: &str) -> Result<bool, VcdError
             // vcd-cli spells them (RUNNING, PRE_RUNNING).
             let norm = |x: &str| {
                 if k == "status" {
-                    vcd::parse_status(x).map(str::to_string).unwrap_or_else(|_| x.to_string()).to_lowercase()
+                    vcd::parse_status(x).map_or_else(|_| x.to_string(), str::to_string).to_lowercase()
                 } else {
                     x.to_lowercase()
                 }

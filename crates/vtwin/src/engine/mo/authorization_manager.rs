@@ -7,7 +7,7 @@ use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, Value};
 
 fn group_of(p: &str) -> &str {
-    p.rsplit_once('.').map(|(g, _)| g).unwrap_or(p)
+    p.rsplit_once('.').map_or(p, |(g, _)| g)
 }
 
 fn role(id: i32) -> Option<Data> {

@@ -148,7 +148,7 @@ impl Volumes {
 
     /// How many volumes there are.
     pub fn len(&self, eng: &Engine) -> usize {
-        self.loaded(eng).as_ref().map(BTreeMap::len).unwrap_or(0)
+        self.loaded(eng).as_ref().map_or(0, BTreeMap::len)
     }
 }
 
@@ -239,7 +239,7 @@ fn labels_of(m: &Data) -> Vec<(String, String)> {
 fn accessible(eng: &Engine, ds: &str) -> bool {
     let inv = eng.inv.read();
     inv.get(ds).is_some_and(|e| {
-        e.attrs.get("mounted").and_then(|m| m.as_bool()).unwrap_or(true)
+        e.attrs.get("mounted").and_then(serde_json::Value::as_bool).unwrap_or(true)
             && e.attr("path").is_some_and(|p| Path::new(p).is_dir())
     })
 }
@@ -272,7 +272,7 @@ fn volume(eng: &Engine, ds: &str, dir: &Path, meta: &vdisk::disk::Meta, select: 
     };
     let ok = accessible(eng, ds);
     let cns = meta.extra.get("cns");
-    let num = |k: &str| cns.and_then(|c| c.get(k)).and_then(|v| v.as_i64());
+    let num = |k: &str| cns.and_then(|c| c.get(k)).and_then(serde_json::Value::as_i64);
     let mut v = Data::new(types::CnsVolume).with("volumeId", volume_id(&meta.id));
     if want("DATASTORE_URL") {
         v.set("datastoreUrl", url);
@@ -651,7 +651,7 @@ fn repoint_vm(eng: &Engine, d: &Disk) -> Result<(), Fault> {
     let key = format!("{slot}.fileName");
     let top = d.top_path().display().to_string();
     let mut changed = false;
-    for (k, v) in kv.iter_mut() {
+    for (k, v) in &mut kv {
         if k.eq_ignore_ascii_case(&key) && *v != top {
             *v = top.clone();
             changed = true;
@@ -675,8 +675,7 @@ fn snapshot_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
             .get("snapshotId")
             .and_then(Value::as_data)
             .and_then(|s| s.str("id"))
-            .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
         if sid.is_empty() || sid.contains('/') {
             return Err(Fault::invalid_argument("snapshotSpecs.snapshotId", format!("'{sid}' is not a snapshot id")));
         }

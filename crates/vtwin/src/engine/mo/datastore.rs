@@ -134,8 +134,12 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
             .with("name", vm.name.clone()));
         }
     }
-    let mounted =
-        eng.inv.read().get(&this.value).and_then(|e| e.attrs.get("mounted").and_then(|m| m.as_bool())).unwrap_or(true);
+    let mounted = eng
+        .inv
+        .read()
+        .get(&this.value)
+        .and_then(|e| e.attrs.get("mounted").and_then(serde_json::Value::as_bool))
+        .unwrap_or(true);
     if !root.is_dir() || !mounted {
         return Err(Fault::new(types::InvalidDatastore, format!("datastore {name} is not accessible"))
             .with("datastore", this.clone())
@@ -182,8 +186,7 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
                     let rel = f
                         .path
                         .strip_prefix(&root)
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_else(|_| f.path.to_string_lossy().into_owned());
+                        .map_or_else(|_| f.path.to_string_lossy().into_owned(), |p| p.to_string_lossy().into_owned());
                     let file = format!("[{name}] {rel}");
                     let fault =
                         Fault::new(types::FileFault, format!("{file}: {}", f.reason)).with("file", file.clone());
@@ -231,7 +234,7 @@ pub fn mount_path(e: &Entity) -> String {
 pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
     let path = e.attr("path").unwrap_or_default();
     // Only the properties that report space ask the filesystem.
-    let mounted = e.attrs.get("mounted").and_then(|m| m.as_bool()).unwrap_or(true);
+    let mounted = e.attrs.get("mounted").and_then(serde_json::Value::as_bool).unwrap_or(true);
     let space = || {
         let s = if mounted { fs_space(path) } else { None };
         (s.is_some(), s.unwrap_or((0, 0)))

@@ -55,7 +55,7 @@ pub fn read_previous(c: &mut Collector, items: &Items, n: usize) -> Vec<Value> {
 /// ResetCollector: just before the latest page.
 pub fn reset(c: &mut Collector, items: &Items) {
     let skip = items.len().saturating_sub(c.page_size);
-    c.cursor = items.get(skip).map(|(s, _)| s - 1).unwrap_or(0);
+    c.cursor = items.get(skip).map_or(0, |(s, _)| s - 1);
 }
 
 /// `filter` and `latestPage` (an array of `ty`).
@@ -100,7 +100,7 @@ pub fn read(
 /// task or event on `entity`? No such part selects everything.
 pub fn entity_selected(inv: &crate::engine::inventory::Inventory, f: &Data, entity: Option<&(String, String)>) -> bool {
     let Some(by) = f.get("entity").and_then(Value::as_data) else { return true };
-    let root = by.get("entity").and_then(Value::as_moref).map(|m| m.value.as_str()).unwrap_or("");
+    let root = by.get("entity").and_then(Value::as_moref).map_or("", |m| m.value.as_str());
     let rec = by.str("recursion").unwrap_or("all");
     match entity {
         Some((_, moid)) => match rec {

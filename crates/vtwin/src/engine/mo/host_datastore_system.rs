@@ -66,7 +66,7 @@ pub fn present_copy(eng: &Engine, ds: &MoRef) -> Result<String, Fault> {
 }
 
 fn volume(dir: &Path, label: &str, uuid: &str, others: usize) -> Data {
-    let blocks = std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0) as i32 + 1;
+    let blocks = std::fs::read_dir(dir).map_or(0, std::iter::Iterator::count) as i32 + 1;
     let extent = Data::new(types::HostUnresolvedVmfsExtent)
         .with(
             "device",
@@ -106,7 +106,7 @@ pub fn unresolved(eng: &Engine) -> Value {
 
 /// The host a system object belongs to.
 pub fn host_of(this: &MoRef) -> &str {
-    this.value.split_once('-').map(|(_, h)| h).unwrap_or("")
+    this.value.split_once('-').map_or("", |(_, h)| h)
 }
 
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {

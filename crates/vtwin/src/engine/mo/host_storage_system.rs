@@ -16,7 +16,7 @@ fn set_mounted(eng: &Engine, uuid: &str, mounted: bool) -> Reply {
             .values_mut()
             .find(|e| e.moref.ty == types::Datastore && e.attr("uuid") == Some(uuid))
             .ok_or_else(|| Fault::plain_not_found(format!("no VMFS volume with uuid {uuid}")))?;
-        let now = e.attrs.get("mounted").and_then(|m| m.as_bool()).unwrap_or(true);
+        let now = e.attrs.get("mounted").and_then(serde_json::Value::as_bool).unwrap_or(true);
         if now == mounted {
             return Err(Fault::new(
                 types::InvalidState,

@@ -26,8 +26,7 @@ impl Hardware {
             .find(|l| l.starts_with("MemTotal:"))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|k| k.parse::<i64>().ok())
-            .map(|k| k * 1024)
-            .unwrap_or(0);
+            .map_or(0, |k| k * 1024);
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let field = |name: &str| {
             cpuinfo
@@ -38,8 +37,8 @@ impl Hardware {
         };
         Hardware {
             memory,
-            cores: std::thread::available_parallelism().map(|n| n.get() as i16).unwrap_or(1),
-            cpu_mhz: field("cpu MHz").and_then(|v| v.parse::<f64>().ok()).map(|f| f as i32).unwrap_or(2000),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as i16),
+            cpu_mhz: field("cpu MHz").and_then(|v| v.parse::<f64>().ok()).map_or(2000, |f| f as i32),
             cpu_model: field("model name").unwrap_or_else(|| "unknown".into()),
         }
     }

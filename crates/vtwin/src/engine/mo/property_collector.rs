@@ -295,8 +295,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Arg
                 .and_then(|o| o.get("maxObjects"))
                 .and_then(Value::as_i64)
                 .filter(|m| *m > 0)
-                .map(|m| m as usize)
-                .unwrap_or(100_000);
+                .map_or(100_000, |m| m as usize);
             let objects = retrieve(eng, ctx, &specs(&args))?;
             page(eng, ctx, objects, max)
         })(),

@@ -61,7 +61,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         "SessionIsActive" => {
             let id = args.str("sessionID").unwrap_or("");
             let user = normalize_user(args.str("userName").unwrap_or(""));
-            let active = eng.sessions.by_key(id).map(|s| s.user == user).unwrap_or(false);
+            let active = eng.sessions.by_key(id).is_some_and(|s| s.user == user);
             Ok(Some(Value::Bool(active)))
         }
         "TerminateSession" => {

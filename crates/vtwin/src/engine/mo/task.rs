@@ -18,7 +18,7 @@ fn fault_arg(v: &Value) -> Option<Fault> {
     let d = v.as_data()?;
     if d.ty == types::LocalizedMethodFault {
         let inner = d.get("fault")?.as_data()?.clone();
-        let msg = d.str("localizedMessage").map(str::to_string).unwrap_or_else(|| inner.ty.name().to_string());
+        let msg = d.str("localizedMessage").map_or_else(|| inner.ty.name().to_string(), str::to_string);
         return Some(Fault { data: inner, message: msg });
     }
     let msg = d
@@ -27,8 +27,7 @@ fn fault_arg(v: &Value) -> Option<Fault> {
         .and_then(|a| a.first())
         .and_then(Value::as_data)
         .and_then(|m| m.str("message"))
-        .map(str::to_string)
-        .unwrap_or_else(|| d.ty.name().to_string());
+        .map_or_else(|| d.ty.name().to_string(), str::to_string);
     Some(Fault { data: d.clone(), message: msg })
 }
 

@@ -95,8 +95,9 @@ fn vm_files(inv: &Inventory, e: &Entity, own_only: bool) -> Vec<(PathBuf, &'stat
                 // The VM owns the layers in its directory and in directories
                 // of the same name on other datastores (where its disks go);
                 // a linked clone's parent in another VM's directory stays.
-                let own_name = dir.file_name().map(|n| n.to_os_string());
-                let owned = |f: &PathBuf| f.parent().and_then(|d| d.file_name()).map(|n| n.to_os_string()) == own_name;
+                let own_name = dir.file_name().map(std::ffi::OsStr::to_os_string);
+                let owned =
+                    |f: &PathBuf| f.parent().and_then(|d| d.file_name()).map(std::ffi::OsStr::to_os_string) == own_name;
                 // First-class disks (attached volumes) outlive the VM.
                 let fcd = |f: &PathBuf| {
                     f.parent().and_then(Path::parent).and_then(Path::file_name).is_some_and(|n| n == "fcd")
@@ -125,7 +126,7 @@ pub fn datastores(inv: &Inventory, e: &Entity) -> Vec<MoRef> {
 
 pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
     let vmx = vmx_path(inv, e);
-    let vm_path = to_ds_path(inv, &vmx).map(|x| x.1).unwrap_or_else(|| vmx.display().to_string());
+    let vm_path = to_ds_path(inv, &vmx).map_or_else(|| vmx.display().to_string(), |x| x.1);
     let kv = read_vmx(&vmx).unwrap_or_default();
     let power = e.attr("powerState").unwrap_or("poweredOff").to_string();
     let num = |k: &str, d: i32| get(&kv, k).and_then(|v| v.parse().ok()).unwrap_or(d);
@@ -157,7 +158,7 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
             Data::new(types::VirtualMachineConfigInfo)
                 .with(
                     "changeVersion",
-                    std::fs::metadata(&vmx).and_then(|m| m.modified()).map(|t| format!("{:?}", t)).unwrap_or_default(),
+                    std::fs::metadata(&vmx).and_then(|m| m.modified()).map(|t| format!("{t:?}")).unwrap_or_default(),
                 )
                 .with("modified", chrono::Utc::now())
                 .with("name", e.name.clone())
@@ -203,8 +204,8 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
                 .into_iter()
                 .enumerate()
                 .map(|(i, (p, ty))| {
-                    let size = std::fs::metadata(&p).map(|m| m.len() as i64).unwrap_or(0);
-                    let name = to_ds_path(inv, &p).map(|x| x.1).unwrap_or_else(|| p.display().to_string());
+                    let size = std::fs::metadata(&p).map_or(0, |m| m.len() as i64);
+                    let name = to_ds_path(inv, &p).map_or_else(|| p.display().to_string(), |x| x.1);
                     Data::new(types::VirtualMachineFileLayoutExFileInfo)
                         .with("key", i as i32)
                         .with("name", name)
@@ -244,14 +245,13 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
             continue;
         }
         let kind = get(kv, &format!("scsi{bus}.virtualDev")).unwrap_or("lsilogic");
-        let ty =
-            SCSI_KINDS.iter().find(|(k, _)| *k == kind).map(|(_, t)| *t).unwrap_or(types::VirtualLsiLogicController);
+        let ty = SCSI_KINDS.iter().find(|(k, _)| *k == kind).map_or(types::VirtualLsiLogicController, |(_, t)| *t);
         let mut units = vec![];
         for unit in 0..16 {
             let Some(file) = get(kv, &format!("scsi{bus}:{unit}.fileName")) else { continue };
             let path = if file.starts_with('/') { PathBuf::from(file) } else { dir.join(file) };
             let chain = vdisk::Chain::open_readonly(&path).ok();
-            let cap = chain.as_ref().map(|c| c.capacity()).unwrap_or(0) as i64;
+            let cap = chain.as_ref().map_or(0, vdisk::Chain::capacity) as i64;
             let (ds, name) = to_ds_path(inv, &path).unwrap_or_else(|| (String::new(), path.display().to_string()));
             let thin = chain.as_ref().is_some_and(|c| c.top().ddb("thinProvisioned") != Some("0"));
             let key = 2000 + bus * 16 + unit;
@@ -421,7 +421,7 @@ pub fn create(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
                 p
             }
         };
-        let bus = buses.iter().find(|b| b.0 == ck).map(|b| b.1).unwrap_or(0);
+        let bus = buses.iter().find(|b| b.0 == ck).map_or(0, |b| b.1);
         placed.push((bus, unit, cap, prov, path));
     }
     drop(inv);

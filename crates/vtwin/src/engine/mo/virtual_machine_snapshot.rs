@@ -456,7 +456,7 @@ fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> 
                 }
             }
         }
-        for x in vm.vmsd.snaps.iter_mut() {
+        for x in &mut vm.vmsd.snaps {
             for d in x.disks.iter_mut().filter(|(nd, f)| nd == node && *f == child) {
                 d.1 = frozen.clone();
             }

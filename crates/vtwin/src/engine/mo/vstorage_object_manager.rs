@@ -37,7 +37,7 @@ fn ms_time(ms: i64) -> chrono::DateTime<chrono::Utc> {
 }
 
 fn ds_name(eng: &Engine, ds: &str) -> String {
-    eng.inv.read().get(ds).map(|e| e.name.clone()).unwrap_or_else(|| ds.to_string())
+    eng.inv.read().get(ds).map_or_else(|| ds.to_string(), |e| e.name.clone())
 }
 
 /// `[LocalDS_0] fcd/<id>/<file>`: a path in datastore notation.
@@ -48,8 +48,7 @@ fn ds_path(eng: &Engine, ds: &str, disk: &Disk, file: &str) -> String {
     let root = std::fs::canonicalize(&root).unwrap_or(root);
     let rel = full
         .strip_prefix(&root)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| full.to_string_lossy().into_owned());
+        .map_or_else(|_| full.to_string_lossy().into_owned(), |p| p.to_string_lossy().into_owned());
     format!("[{}] {rel}", ds_name(eng, ds))
 }
 
@@ -62,7 +61,7 @@ fn file_fault(file: String, key: &str, msg: impl Into<String>) -> Fault {
 }
 
 fn flag(disk: &Disk, name: &str) -> bool {
-    disk.meta.extra.get(name).and_then(|v| v.as_bool()).unwrap_or(false)
+    disk.meta.extra.get(name).and_then(serde_json::Value::as_bool).unwrap_or(false)
 }
 
 fn key_values(disk: &Disk) -> Vec<Value> {
@@ -640,11 +639,10 @@ fn register_disk(eng: &Engine, args: &Args) -> Reply {
             return Err(Fault::already_exists(&id));
         }
         let root = datastore_path(&eng.inv.read(), &ds).unwrap_or_default();
-        let name = args
-            .str("name")
-            .filter(|n| !n.is_empty())
-            .map(str::to_string)
-            .unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        let name = args.str("name").filter(|n| !n.is_empty()).map_or_else(
+            || file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+            str::to_string,
+        );
         let dir = disk_dir(&root, &id)?;
         if dir.exists() {
             return Err(Fault::already_exists(&id));
