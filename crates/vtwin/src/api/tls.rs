@@ -1,5 +1,7 @@
 //! The self-signed certificate generated on first start and kept in the
 //! data directory.
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,10 +22,10 @@ pub fn acceptor(data_dir: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
             std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
         }
     }
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(std::fs::File::open(&cert_path)?))
-        .collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(std::fs::File::open(&key_path)?))?
-        .ok_or_else(|| anyhow::anyhow!("no private key in {}", key_path.display()))?;
+    let certs = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cert_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
