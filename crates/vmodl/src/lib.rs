@@ -4,7 +4,7 @@ pub mod json;
 pub mod schema;
 pub mod soap;
 pub mod value;
-mod xml;
+pub mod xml;
 
 pub use schema::{find_method, types, Kind, MethodDef, PropDef, TypeDef, TypeId, TypeRef, VersionDef, VersionId};
 pub use value::{Data, MoRef, Value};

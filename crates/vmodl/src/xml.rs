@@ -122,6 +122,15 @@ fn start(s: &quick_xml::events::BytesStart) -> Result<Element, DecodeError> {
     Ok(el)
 }
 
+/// Whether `c` is a control character XML 1.0 cannot carry (all below
+/// U+0020 but tab, newline and carriage return).
+pub fn forbidden(c: char) -> bool {
+    (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// Appends `s` as XML character data or attribute value: markup escaped,
+/// and characters XML cannot carry replaced by U+FFFD, so what is written
+/// always parses. The one escape function of every XML wire format.
 pub fn escape(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
@@ -130,14 +139,32 @@ pub fn escape(s: &str, out: &mut String) {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            c if forbidden(c) || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
 }
 
+/// [`escape`] into a new string.
+pub fn escaped(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    escape(s, &mut o);
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_text_always_parses_back() {
+        let s = "a<b>&\"c'\u{1}\td\u{FFFF}";
+        let e = escaped(s);
+        assert_eq!(e, "a&lt;b&gt;&amp;&quot;c&apos;\u{FFFD}\td\u{FFFD}");
+        let doc = parse(&format!("<x a=\"{e}\">{e}</x>")).unwrap();
+        assert_eq!(doc.text, "a<b>&\"c'\u{FFFD}\td\u{FFFD}");
+        assert_eq!(doc.attrs[0].1, doc.text);
+    }
 
     #[test]
     fn deep_documents_are_refused_and_deep_trees_drop_without_recursion() {

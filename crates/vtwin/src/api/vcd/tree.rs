@@ -67,23 +67,7 @@ impl Node {
     }
 }
 
-/// Text as XML character data: markup escaped, and characters XML 1.0
-/// cannot carry (most control characters) replaced by U+FFFD.
-pub fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\t' | '\n' | '\r' => o.push(c),
-            c if forbidden(c) || c == '\u{FFFE}' || c == '\u{FFFF}' => o.push('\u{FFFD}'),
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            _ => o.push(c),
-        }
-    }
-    o
-}
+pub use vmodl::xml::{escaped as esc, forbidden};
 
 fn write(n: &Node, out: &mut String, root_ns: Option<&str>) {
     out.push('<');
@@ -194,10 +178,6 @@ pub fn to_json(n: &Node) -> Value {
 }
 
 /// A control character XML 1.0 cannot carry.
-pub fn forbidden(c: char) -> bool {
-    (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')
-}
-
 fn clean(s: String) -> Result<String, String> {
     if s.chars().any(forbidden) {
         return Err("control characters are not allowed in XML".into());
