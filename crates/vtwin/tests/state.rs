@@ -188,7 +188,16 @@ fn metrics_count_requests_per_api_and_method() {
     let m = ureq::get(&s.url("/metrics")).set("vmware-api-session-id", &sid).call().unwrap().into_string().unwrap();
     assert!(m.contains(r#"vtwin_requests_total{api="soap",method="Login"} 1"#), "{m}");
     assert!(m.contains(r#"vtwin_requests_total{api="vijson",method="Login"} 1"#), "{m}");
-    assert!(m.contains("vtwin_request_duration_seconds_bucket{api=\"soap\",method=\"Login\",le=\"+Inf\"} 1"), "{m}");
+    // Label order carries no meaning in the exposition format: compare label sets.
+    let inf = m.lines().find(|l| {
+        l.split_once('{').is_some_and(|(name, rest)| {
+            let mut labels: Vec<&str> = rest.rsplit_once('}').map_or("", |r| r.0).split(',').collect();
+            labels.sort_unstable();
+            name == "vtwin_request_duration_seconds_bucket"
+                && labels == [r#"api="soap""#, r#"le="+Inf""#, r#"method="Login""#]
+        })
+    });
+    assert!(inf.is_some_and(|l| l.ends_with("} 1")), "{m}");
 }
 
 #[test]

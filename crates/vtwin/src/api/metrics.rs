@@ -1,11 +1,16 @@
-//! Request counts and latencies per API and method, in Prometheus text format.
+//! Request counts and latencies per API and method, in the OpenMetrics text
+//! format Prometheus scrapes.
 //! Method labels are bounded: a name the registry knows, one the server
 //! itself uses, or `other` (clients choose what they send).
 use super::{respond, AppState, Req, Resp};
 use hyper::StatusCode;
-use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -105,20 +110,6 @@ pub fn method_label(api: &str, method: &str) -> &'static str {
     "other"
 }
 
-/// A label value in the text format: backslash, double quote and newline escaped.
-pub fn escape(v: &str) -> String {
-    let mut o = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => o.push_str("\\\\"),
-            '"' => o.push_str("\\\""),
-            '\n' => o.push_str("\\n"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
 /// `GET /metrics` on an API listener: a session with System.Read on the
 /// root folder.
 pub fn handle(state: &AppState, req: &Req) -> Resp {
@@ -131,78 +122,64 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
     if !eng.has_privilege(&session.user, &root, "System.Read") {
         return text(StatusCode::FORBIDDEN, "permission denied: System.Read on the root folder");
     }
-    respond(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render())
+    respond(StatusCode::OK, CONTENT_TYPE, state.metrics.render())
 }
 
-const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Request latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-#[derive(Default)]
-struct Series {
-    count: u64,
-    errors: u64,
-    sum: f64,
-    buckets: [u64; 14],
+/// The content type of [`Metrics::render`]'s text (OpenMetrics, which
+/// Prometheus reads).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Labels {
+    api: &'static str,
+    method: &'static str,
 }
 
-#[derive(Default)]
+type Latency = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// The request series, kept and encoded (label values escaped) by
+/// prometheus-client.
 pub struct Metrics {
-    series: Mutex<BTreeMap<(&'static str, &'static str), Series>>,
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    latency: Latency,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::<Labels, Counter>::default();
+        let errors = Family::<Labels, Counter>::default();
+        let latency: Latency = Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        let mut registry = Registry::default();
+        registry.register("vtwin_requests", "Requests served, by API and method", requests.clone());
+        registry.register("vtwin_request_errors", "Requests answered with a fault or error status", errors.clone());
+        registry.register("vtwin_request_duration_seconds", "Request latency", latency.clone());
+        Metrics { registry, requests, errors, latency }
+    }
 }
 
 impl Metrics {
     /// Count one request. `api` is the server's own (a literal); `method`
     /// may come from the client and is bounded by `method_label`.
     pub fn record(&self, api: &'static str, method: &str, status: u16, d: Duration) {
-        let secs = d.as_secs_f64();
-        let key = (api, method_label(api, method));
-        let mut m = self.series.lock();
-        let s = m.entry(key).or_default();
-        s.count += 1;
+        let l = Labels { api, method: method_label(api, method) };
+        self.requests.get_or_create(&l).inc();
+        // Every series has an error count, zero included.
+        let e = self.errors.get_or_create(&l);
         if status >= 400 {
-            s.errors += 1;
+            e.inc();
         }
-        s.sum += secs;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                s.buckets[i] += 1;
-            }
-        }
+        self.latency.get_or_create(&l).observe(d.as_secs_f64());
     }
 
     pub fn render(&self) -> String {
-        let m = self.series.lock();
-        let m: Vec<((String, String), &Series)> = m.iter().map(|((a, b), s)| ((escape(a), escape(b)), s)).collect();
         let mut o = String::new();
-        o.push_str(
-            "# HELP vtwin_requests_total Requests served, by API and method.\n# TYPE vtwin_requests_total counter\n",
-        );
-        for ((api, method), s) in &m {
-            let _ = writeln!(o, "vtwin_requests_total{{api=\"{api}\",method=\"{method}\"}} {}", s.count);
-        }
-        o.push_str("# HELP vtwin_request_errors_total Requests answered with a fault or error status.\n# TYPE vtwin_request_errors_total counter\n");
-        for ((api, method), s) in &m {
-            let _ = writeln!(o, "vtwin_request_errors_total{{api=\"{api}\",method=\"{method}\"}} {}", s.errors);
-        }
-        o.push_str(
-            "# HELP vtwin_request_duration_seconds Request latency.\n# TYPE vtwin_request_duration_seconds histogram\n",
-        );
-        for ((api, method), s) in &m {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    o,
-                    "vtwin_request_duration_seconds_bucket{{api=\"{api}\",method=\"{method}\",le=\"{b}\"}} {}",
-                    s.buckets[i]
-                );
-            }
-            let _ = writeln!(
-                o,
-                "vtwin_request_duration_seconds_bucket{{api=\"{api}\",method=\"{method}\",le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(o, "vtwin_request_duration_seconds_sum{{api=\"{api}\",method=\"{method}\"}} {}", s.sum);
-            let _ =
-                writeln!(o, "vtwin_request_duration_seconds_count{{api=\"{api}\",method=\"{method}\"}} {}", s.count);
-        }
+        // Writing to a String cannot fail.
+        let _ = encode(&mut o, &self.registry);
         o
     }
 }

@@ -412,7 +412,7 @@ async fn serve_one(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAdd
 /// `GET /metrics` on the `--metrics-listen` listener (loopback, no session).
 async fn serve_metrics_one(state: Arc<AppState>, req: Request<Incoming>) -> Resp {
     if req.method() == Method::GET && req.uri().path() == "/metrics" {
-        respond(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render())
+        respond(StatusCode::OK, metrics::CONTENT_TYPE, state.metrics.render())
     } else {
         respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "only GET /metrics is served here")
     }
