@@ -38,6 +38,13 @@ class Server:
         else:
             raise RuntimeError("vtwin exited before listening")
 
+    def connect(self, user=ADMIN, pwd=PW):
+        """A pyvmomi ServiceInstance logged in to this server."""
+        from pyVim.connect import SmartConnect
+        if self.scheme == "http":
+            return SmartConnect(host=self.host, port=self.port, protocol="http", user=user, pwd=pwd)
+        return SmartConnect(host=self.host, port=self.port, user=user, pwd=pwd, disableSslCertValidation=True)
+
     def add_user(self, name, pw, role):
         subprocess.run([vtwin_bin(), "user", "add", name, "--password", pw, "--role", role,
                         "--data-dir", self.data_dir], check=True, capture_output=True)
@@ -66,3 +73,12 @@ def tls_server(data_dir):
     s = Server(data_dir, plain_http=False)
     yield s
     s.stop()
+
+
+@pytest.fixture
+def si(server):
+    """The administrator's pyvmomi ServiceInstance on `server`."""
+    from pyVim.connect import Disconnect
+    si = server.connect()
+    yield si
+    Disconnect(si)

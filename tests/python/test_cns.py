@@ -6,18 +6,11 @@ import subprocess
 
 import pytest
 import requests
-from pyVim.connect import Disconnect, SmartConnect
 from pyVim.task import WaitForTask
 from pyVmomi import SoapStubAdapter, vim, vmodl
 
-from conftest import ADMIN, PW
+from conftest import ADMIN
 
-
-@pytest.fixture
-def si(server):
-    si = SmartConnect(host=server.host, port=server.port, protocol="http", user=ADMIN, pwd=PW)
-    yield si
-    Disconnect(si)
 
 
 def cns(server, si):
@@ -277,7 +270,7 @@ def test_volumes_persist_across_restart(data_dir):
     from conftest import Server
     s = Server(data_dir, extra=["--datastores", "2"])
     try:
-        si = SmartConnect(host=s.host, port=s.port, protocol="http", user=ADMIN, pwd=PW)
+        si = s.connect()
         cvm = cns(s, si)
         ds = si.RetrieveContent().rootFolder.childEntity[0].datastore[0]
         vid = create(cvm, si, "pv-keep", 8, {"keep": "yes"}, ds)
@@ -288,7 +281,7 @@ def test_volumes_persist_across_restart(data_dir):
         s.stop()
     s = Server(data_dir, extra=["--datastores", "2"])
     try:
-        si = SmartConnect(host=s.host, port=s.port, protocol="http", user=ADMIN, pwd=PW)
+        si = s.connect()
         cvm = cns(s, si)
         (v,) = cvm.Query(vim.cns.QueryFilter(labels=[vim.KeyValue(key="keep", value="yes")])).volumes
         assert v.volumeId.id == vid.id and v.metadata.containerCluster.clusterId == "k8s-1"

@@ -6,20 +6,13 @@ import re
 import subprocess
 
 import pytest
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
-from conftest import ADMIN, PW
 
 CHANGE_ID = re.compile(r"^([0-9a-f]{2} ){7}[0-9a-f]{2}-([0-9a-f]{2} ){7}[0-9a-f]{2}/\d+$")
 
-
-@pytest.fixture
-def si(server):
-    si = SmartConnect(host=server.host, port=server.port, protocol="http", user=ADMIN, pwd=PW)
-    yield si
-    Disconnect(si)
 
 
 def datastores(si):
@@ -144,7 +137,7 @@ def test_disks_survive_restart_and_register(server, data_dir, si):
     server.stop()
     s2 = Server(data_dir, extra=["--datastores", "2"])
     try:
-        si2 = SmartConnect(host=s2.host, port=s2.port, protocol="http", user=ADMIN, pwd=PW)
+        si2 = s2.connect()
         vsom2 = si2.RetrieveContent().vStorageObjectManager
         ds = datastores(si2)[0]
         assert vsom2.RetrieveVStorageObject(did, ds).config.name == "keep"

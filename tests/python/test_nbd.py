@@ -3,27 +3,18 @@ tickets from vtwin, `nbdcopy` for the full copy, `qemu-io` for writes over
 NBD, QueryChangedDiskAreas (pyvmomi) for the incremental, `qemu-img convert`
 of just the changed areas onto the copy, `qemu-img compare` at the end.
 Repeated across a revert and a snapshot deletion."""
-import os
 import random
 import subprocess
 
-import pytest
 import requests
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from conftest import ADMIN, PW
 
 MB = 1 << 20
 CAP = 64 * MB
 
-
-@pytest.fixture
-def si(server):
-    si = SmartConnect(host=server.host, port=server.port, protocol="http", user=ADMIN, pwd=PW)
-    yield si
-    Disconnect(si)
 
 
 def run(*args):
@@ -166,7 +157,7 @@ def test_change_log_survives_kill_9(server, data_dir, tmp_path):
     """Writes acknowledged over NBD, then SIGKILL (no flush, no shutdown):
     after a restart every written block is still reported as changed."""
     from conftest import Server
-    si = SmartConnect(host=server.host, port=server.port, protocol="http", user=ADMIN, pwd=PW)
+    si = server.connect()
     fcd = Fcd(server, si)
     s1 = fcd.snapshot("before")
     cid = fcd.change_id(s1)
@@ -184,7 +175,7 @@ def test_change_log_survives_kill_9(server, data_dir, tmp_path):
     server.proc.wait()
     s2 = Server(data_dir, extra=["--datastores", "2"])
     try:
-        si2 = SmartConnect(host=s2.host, port=s2.port, protocol="http", user=ADMIN, pwd=PW)
+        si2 = s2.connect()
         vsom = si2.RetrieveContent().vStorageObjectManager
         ds = si2.RetrieveContent().rootFolder.childEntity[0].datastore[0]
         t = vsom.VStorageObjectCreateSnapshot_Task(fcd.id, ds, "after")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim, vmodl
 
@@ -43,7 +43,7 @@ def node(data_dir, db, name):
 
 
 def connect(s):
-    return SmartConnect(host=s.host, port=s.port, protocol="http", user=ADMIN, pwd=PW)
+    return s.connect()
 
 
 def register(si, key):

@@ -1,17 +1,14 @@
 """pyvmomi 9.1.1.0, unmodified, against vtwin over SOAP."""
-import ssl
 
 import pytest
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect
 from pyVmomi import vim, vmodl
 
 from conftest import ADMIN, PW
 
 
 def connect(server, user=ADMIN, pwd=PW):
-    if server.scheme == "http":
-        return SmartConnect(host=server.host, port=server.port, protocol="http", user=user, pwd=pwd)
-    return SmartConnect(host=server.host, port=server.port, user=user, pwd=pwd, disableSslCertValidation=True)
+    return server.connect(user, pwd)
 
 
 def walk(si):

@@ -26,7 +26,7 @@ import uuid
 import pytest
 import requests
 from lxml import etree
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect
 from pyVmomi import SoapStubAdapter, vim, vmodl
 
 from conftest import ADMIN, PW, Server, vtwin_bin
@@ -43,7 +43,7 @@ TENANT_PW = "Tenant-Passw0rd!"
 # --- helpers ------------------------------------------------------------------
 
 def connect(server, user=ADMIN, pw=PW):
-    return SmartConnect(host=server.host, port=server.port, protocol="http", user=user, pwd=pw)
+    return server.connect(user, pw)
 
 
 def connect_or_refused(server, user, pw):
@@ -259,12 +259,6 @@ def user(env, who):
 
 
 # --- 1. path containment -------------------------------------------------------------
-
-@pytest.fixture
-def si(server):
-    si = connect(server)
-    yield si
-    Disconnect(si)
 
 
 def _create_with_bad_id(si, did):

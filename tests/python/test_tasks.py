@@ -2,17 +2,10 @@
 import datetime
 
 import pytest
-from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
 from conftest import ADMIN, PW
 
-
-@pytest.fixture
-def si(server):
-    si = SmartConnect(host=server.host, port=server.port, protocol="http", user=ADMIN, pwd=PW)
-    yield si
-    Disconnect(si)
 
 
 def register(content):

@@ -9,10 +9,9 @@ from com.vmware.cis_client import Session, Tasks
 from com.vmware.vapi.std import errors_client as errors
 from com.vmware.vapi.std_client import LocalizableMessage
 from com.vmware.cis.task_client import Progress, Status
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect
 from vmware.vapi.bindings import type
-from vmware.vapi.bindings.error import VapiError
-from vmware.vapi.bindings.stub import ApiInterfaceStub, StubFactoryBase, VapiInterface
+from vmware.vapi.bindings.stub import ApiInterfaceStub, VapiInterface
 from vmware.vapi.bindings.struct import VapiStruct
 from vmware.vapi.lib.connect import get_requests_connector
 from vmware.vapi.lib.rest import OperationRestMetadata
@@ -191,7 +190,7 @@ def test_extension_task_lifecycle_seen_by_cis_and_vim25(server, vapi):
     assert info.status == Status.RUNNING and info.progress.completed == 40 and info.start_time is not None
 
     # The same record through pyvmomi.
-    si = SmartConnect(host=server.host, port=server.port, protocol="http", user=ADMIN, pwd=PW)
+    si = server.connect()
     try:
         from pyVmomi import vim
         vt = vim.Task(tid.split(":")[0], si._stub)

@@ -260,14 +260,13 @@ def test_vc_task_list(vcd):
     VCD task, named by its URN) is listed in the task's VcTaskList (33.0+),
     and the VCD task is a vim25 task too."""
     import datetime
-    from pyVim.connect import Disconnect, SmartConnect
+    from pyVim.connect import Disconnect
     from pyVmomi import vim
-    from conftest import ADMIN
     c = client(vcd, "acme", "alice", TENANT_PW, "36.0")
     org = Org(c, resource=c.get_org())
     t = Task(c).update(TaskStatus.RUNNING.value, "com.example.vc", "deploy", "jobDeploy", "", 10, org.href, "acme",
                        "application/vnd.vmware.vcloud.org+xml", "", "alice", org_href=org.href)
-    si = SmartConnect(host=vcd.host, port=vcd.port, protocol="http", user=ADMIN, pwd=PW)
+    si = vcd.connect()
     try:
         content = si.RetrieveContent()
         content.extensionManager.RegisterExtension(vim.Extension(
@@ -300,9 +299,8 @@ def test_review_regressions(vcd):
     """Filters combine as FIQL says; text XML cannot carry is refused;
     nested Params round-trip; a VCD token is no vSphere session; a vim25
     cancel of a VCD task shows in VCD."""
-    from pyVim.connect import Disconnect, SmartConnect
+    from pyVim.connect import Disconnect
     from pyVmomi import vim
-    from conftest import ADMIN
     c = client(vcd, "acme", "alice", TENANT_PW, "36.0")
     token = c._session.headers["Authorization"].split(" ", 1)[1]
     org = Org(c, resource=c.get_org())
@@ -337,7 +335,7 @@ def test_review_regressions(vcd):
     assert r.status_code == 401
     # A vSphere administrator cancelling the VCD task through vim25: VCD sees it aborted.
     key_task = post("t4", "running")
-    si = SmartConnect(host=vcd.host, port=vcd.port, protocol="http", user=ADMIN, pwd=PW)
+    si = vcd.connect()
     try:
         tasks = [vim.Task(k, si._stub) for k in [t.info.key for t in si.RetrieveContent().taskManager.recentTask]]
         mine = [t for t in tasks if t.info.state == "running"]

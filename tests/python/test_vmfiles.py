@@ -15,12 +15,6 @@ from pyVmomi import vim, vmodl
 from conftest import ADMIN, PW
 
 
-@pytest.fixture
-def si(server):
-    si = SmartConnect(host=server.host, port=server.port, protocol="http", user=ADMIN, pwd=PW)
-    yield si
-    Disconnect(si)
-
 
 def sh(*args):
     r = subprocess.run(list(args), capture_output=True, text=True)
@@ -190,7 +184,7 @@ def test_kill_9_mid_update_leaves_no_torn_file(server, data_dir, si):
     assert wholly_new > 0 and wholly_old > 0, (wholly_new, wholly_old)
     s2 = Server(data_dir, extra=["--datastores", "2"])
     try:
-        si2 = SmartConnect(host=s2.host, port=s2.port, protocol="http", user=ADMIN, pwd=PW)
+        si2 = s2.connect()
         ds2 = si2.RetrieveContent().rootFolder.childEntity[0].datastore[0]
         t = ds2.UpdateVirtualMachineFiles_Task([vim.Datastore.MountPathDatastorePair(oldMountPath=old, datastore=ds2)])
         WaitForTask(t)

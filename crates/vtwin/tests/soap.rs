@@ -1,4 +1,5 @@
-//! SOAP wire rules (REFERENCE.md section 3) against the real binary.
+//! SOAP wire rules (envelope, namespaces, xsi:type, faults, the session
+//! cookie, vimServiceVersions.xml) against the real binary.
 mod common;
 use common::*;
 use std::io::Read;

@@ -1,5 +1,6 @@
-//! PropertyCollector waits over VI/JSON: the govmomi and vim_rs flows of
-//! REFERENCE.md section 4, timeouts, versions, truncation and cancel.
+//! PropertyCollector waits over VI/JSON: the flows govmomi and vim_rs use
+//! to wait for a task (filter, WaitForUpdatesEx with a version), timeouts,
+//! truncation and cancel.
 mod common;
 use common::*;
 use serde_json::json;

@@ -1,4 +1,5 @@
-//! VI/JSON wire rules (REFERENCE.md section 2) against the real binary.
+//! VI/JSON wire rules (paths under /sdk/vim25/{release}, `_typeName`, the
+//! vmware-api-session-id header, faults as JSON) against the real binary.
 mod common;
 use common::*;
 

@@ -2,8 +2,8 @@
 //! VMODL registry names a static privilege for many methods (and a few
 //! parameters); vCenter checks more, on the objects an operation changes,
 //! which its API reference states per method ("Required privileges") and the
-//! registry lacks. Each rule here says where its fact comes from (keys as in
-//! shared/reference/privileges.md: JSON = the VI/JSON API reference, PY =
+//! registry lacks. Each rule here says where its fact comes from (keys:
+//! JSON = the VI/JSON API reference, PY =
 //! pyvmomi's registry, SEC = the vSphere Security guide, CNS = the CNS roles
 //! page). The registry's privilege stays a floor: `Engine::invoke` checks it
 //! first, then these.
