@@ -103,7 +103,7 @@ for t in $TARGETS; do
     done
     rm -f "$log.round" "$log.cpu"
     speed=$((runs / (cpu > 0 ? cpu : 1)))
-    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}')
+    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
     crashes=$(find "$art" -type f | wc -l)
     if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then
         crashes=1 # died without an artifact (a signal, say): see the log
