@@ -4,7 +4,8 @@
 //! engine task record with VCD fields (`TaskRecord::vcd`), so vim25 and vAPI
 //! see it too; the rules of the VCD TaskType page live here. No HTTP.
 use super::session::{hash_password, verify_password};
-use super::tasks::{NewTask, TaskRecord, TaskState};
+use super::tasks::vcd::{apply, is_final, Refused, TaskSpec, VcdTask};
+use super::tasks::{NewTask, TaskRecord};
 use super::{Engine, Fault};
 use crate::store::{Store, UserRecord};
 use chrono::Utc;
@@ -134,30 +135,55 @@ impl Who {
     }
 }
 
-/// VCD errors, as the wire layer renders them (`majorErrorCode` is the
-/// HTTP status).
-#[derive(Clone, Debug)]
+/// What kind of refusal a VCD error is; the wire layer gives each its HTTP
+/// status (VCD's `majorErrorCode`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum VcdErrorKind {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    NotAcceptable,
+    UnsupportedMediaType,
+    Internal,
+}
+
+/// A VCD error: its kind, VCD's `minorErrorCode` and a message.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct VcdError {
-    pub status: u16,
+    pub kind: VcdErrorKind,
     pub minor: &'static str,
     pub message: String,
 }
 
 impl VcdError {
-    pub fn new(status: u16, minor: &'static str, message: impl Into<String>) -> VcdError {
-        VcdError { status, minor, message: message.into() }
+    pub fn new(kind: VcdErrorKind, minor: &'static str, message: impl Into<String>) -> VcdError {
+        VcdError { kind, minor, message: message.into() }
     }
     pub fn bad_request(message: impl Into<String>) -> VcdError {
-        VcdError::new(400, "BAD_REQUEST", message)
+        VcdError::new(VcdErrorKind::BadRequest, "BAD_REQUEST", message)
     }
     pub fn not_found(message: impl Into<String>) -> VcdError {
-        VcdError::new(404, "RESOURCE_NOT_FOUND", message)
+        VcdError::new(VcdErrorKind::NotFound, "RESOURCE_NOT_FOUND", message)
     }
     pub fn forbidden(message: impl Into<String>) -> VcdError {
-        VcdError::new(403, "ACCESS_TO_RESOURCE_IS_FORBIDDEN", message)
+        VcdError::new(VcdErrorKind::Forbidden, "ACCESS_TO_RESOURCE_IS_FORBIDDEN", message)
     }
     pub fn unauthorized() -> VcdError {
-        VcdError::new(401, "UNAUTHORIZED", "This operation is denied: log in first.")
+        VcdError::new(VcdErrorKind::Unauthorized, "UNAUTHORIZED", "This operation is denied: log in first.")
+    }
+    pub fn not_acceptable(message: impl Into<String>) -> VcdError {
+        VcdError::new(VcdErrorKind::NotAcceptable, "NOT_ACCEPTABLE", message)
+    }
+    pub fn unsupported_media_type(message: impl Into<String>) -> VcdError {
+        VcdError::new(VcdErrorKind::UnsupportedMediaType, "UNSUPPORTED_MEDIA_TYPE", message)
+    }
+}
+
+impl From<Refused> for VcdError {
+    fn from(r: Refused) -> VcdError {
+        VcdError::bad_request(r.0)
     }
 }
 
@@ -165,14 +191,12 @@ impl From<Fault> for VcdError {
     fn from(f: Fault) -> VcdError {
         if f.data.ty == types::NotFound || f.data.ty == types::ManagedObjectNotFound {
             VcdError::not_found(f.message)
-        } else if f.data.ty == types::InvalidArgument || f.data.ty == types::InvalidState {
+        } else if [types::InvalidArgument, types::InvalidState, types::LimitExceeded].contains(&f.data.ty) {
             VcdError::bad_request(f.message)
-        } else if f.data.ty == types::LimitExceeded {
-            VcdError::new(400, "BAD_REQUEST", f.message)
         } else if f.data.ty == types::NoPermission {
-            VcdError::new(403, "ACCESS_TO_RESOURCE_IS_FORBIDDEN", f.message)
+            VcdError::forbidden(f.message)
         } else {
-            VcdError::new(500, "INTERNAL_SERVER_ERROR", f.message)
+            VcdError::new(VcdErrorKind::Internal, "INTERNAL_SERVER_ERROR", f.message)
         }
     }
 }
@@ -264,249 +288,7 @@ pub fn logout(eng: &Engine, who: &Who) {
 }
 
 // ---- tasks ---------------------------------------------------------------
-
-/// A reference to an entity (Owner, User, Organization, ResultReference).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Ref {
-    pub href: String,
-    #[serde(default)]
-    pub ty: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub id: Option<String>,
-}
-
-/// A task's Error element.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct TaskError {
-    pub major: i32,
-    pub minor: String,
-    pub message: String,
-    #[serde(default)]
-    pub vendor: Option<String>,
-    #[serde(default)]
-    pub stack: Option<String>,
-}
-
-/// The VCD fields of a task record.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct VcdTask {
-    /// The uuid of `urn:vcloud:task:<uuid>` and `/api/task/<uuid>`.
-    pub id: String,
-    /// The organization's id.
-    pub org: String,
-    /// queued, preRunning, running, success, error or aborted.
-    pub status: String,
-    pub name: String,
-    #[serde(default)]
-    pub operation: Option<String>,
-    #[serde(default)]
-    pub operation_name: Option<String>,
-    #[serde(default)]
-    pub operation_key: Option<String>,
-    #[serde(default)]
-    pub service_namespace: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub details: Option<String>,
-    #[serde(default)]
-    pub owner: Option<Ref>,
-    /// (user id, name)
-    #[serde(default)]
-    pub user: Option<(String, String)>,
-    #[serde(default)]
-    pub expiry: Option<i64>,
-    #[serde(default)]
-    pub cancel_requested: bool,
-    #[serde(default)]
-    pub error: Option<TaskError>,
-    /// The Params and Result elements' inner XML, kept as given.
-    #[serde(default)]
-    pub params: Option<String>,
-    #[serde(default)]
-    pub result: Option<String>,
-}
-
-/// What a client sends to create or update a task (parsed from XML or
-/// JSON by the wire layer); None leaves a field as it is.
-#[derive(Clone, Debug, Default)]
-pub struct TaskSpec {
-    pub name: Option<String>,
-    pub status: Option<String>,
-    pub operation: Option<String>,
-    pub operation_name: Option<String>,
-    pub operation_key: Option<String>,
-    pub service_namespace: Option<String>,
-    pub description: Option<String>,
-    pub details: Option<String>,
-    pub progress: Option<i64>,
-    pub owner: Option<Ref>,
-    pub error: Option<TaskError>,
-    pub params: Option<String>,
-    pub result: Option<String>,
-}
-
-pub const STATUSES: &[&str] = &["queued", "preRunning", "running", "success", "error", "aborted"];
-
-/// A status name in any case, also as vcd-cli spells them (`SUCCESS`,
-/// `PRE_RUNNING`, `CANCELED` for aborted) → its canonical spelling.
-pub fn parse_status(s: &str) -> Result<&'static str, VcdError> {
-    let k: String = s.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect();
-    if k == "canceled" || k == "cancelled" {
-        return Ok("aborted");
-    }
-    STATUSES
-        .iter()
-        .copied()
-        .find(|x| x.eq_ignore_ascii_case(&k))
-        .ok_or_else(|| VcdError::bad_request(format!("'{s}' is not a task status ({})", STATUSES.join(", "))))
-}
-
-fn is_final(status: &str) -> bool {
-    matches!(status, "success" | "error" | "aborted")
-}
-
-fn rank(status: &str) -> u8 {
-    match status {
-        "queued" => 0,
-        "preRunning" => 1,
-        "running" => 2,
-        _ => 3,
-    }
-}
-
-fn engine_state(status: &str) -> TaskState {
-    match status {
-        "queued" | "preRunning" => TaskState::Queued,
-        "running" => TaskState::Running,
-        "success" => TaskState::Success,
-        _ => TaskState::Error,
-    }
-}
-
-/// Apply a spec to a task's record: the rules of the TaskType page.
-fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> Result<(), VcdError> {
-    let engine_final = t.state.is_final();
-    let v = t.vcd.as_mut().expect("a VCD task");
-    if is_final(&v.status) || engine_final {
-        return Err(VcdError::bad_request(format!("task {} is {} and can no longer change", v.id, v.status)));
-    }
-    let status = match &spec.status {
-        Some(s) => parse_status(s)?,
-        None => STATUSES.iter().copied().find(|x| *x == v.status).unwrap_or("queued"),
-    };
-    if !creating && rank(status) < rank(&v.status) {
-        return Err(VcdError::bad_request(format!("task {} is {}: it cannot go back to {status}", v.id, v.status)));
-    }
-    if let Some(p) = spec.progress {
-        if !(0..=100).contains(&p) {
-            return Err(VcdError::bad_request(format!("progress {p} is not between 0 and 100")));
-        }
-    }
-    if creating {
-        if let Some(ns) = &spec.service_namespace {
-            if ns.is_empty() || ns.chars().count() > 128 || ns.starts_with("com.vmware.vcloud") {
-                return Err(VcdError::bad_request(format!(
-                    "serviceNamespace '{ns}' must be 1 to 128 characters and not start with com.vmware.vcloud"
-                )));
-            }
-        }
-        v.service_namespace = spec.service_namespace.clone();
-        v.operation_key = spec.operation_key.clone();
-        v.owner = spec.owner.clone();
-        if let Some(n) = &spec.operation_name {
-            v.operation_name = Some(n.clone());
-        }
-    }
-    if let Some(n) = &spec.name {
-        if n.is_empty() {
-            return Err(VcdError::bad_request("a task needs a name"));
-        }
-        v.name = n.clone();
-    }
-    for (dst, src) in [
-        (&mut v.operation, &spec.operation),
-        (&mut v.description, &spec.description),
-        (&mut v.details, &spec.details),
-        (&mut v.params, &spec.params),
-        (&mut v.result, &spec.result),
-    ] {
-        if src.is_some() {
-            *dst = src.clone();
-        }
-    }
-    if spec.error.is_some() {
-        v.error = spec.error.clone();
-    }
-    if status == "error" && v.error.is_none() {
-        v.error = Some(TaskError {
-            major: 500,
-            minor: "INTERNAL_SERVER_ERROR".into(),
-            message: v.details.clone().unwrap_or_else(|| "The task failed.".into()),
-            vendor: None,
-            stack: None,
-        });
-    }
-    v.status = status.to_string();
-    if let Some(p) = spec.progress {
-        t.progress = Some(p as i32);
-    }
-    let state = engine_state(status);
-    if state != TaskState::Queued && t.start_time.is_none() {
-        t.start_time = Some(now);
-    }
-    if state.is_final() {
-        t.complete_time = Some(now);
-        if status == "success" {
-            t.progress = Some(100);
-        } else {
-            let msg = v.error.as_ref().map_or_else(|| "The task was aborted.".into(), |e| e.message.clone());
-            let f = if status == "aborted" {
-                Fault::new(types::RequestCanceled, msg.clone())
-            } else {
-                Fault::system_error(msg.clone())
-            };
-            t.error = Some(vmodl::json::encode_data(&f.data, super::tasks::storage_version()));
-            t.error_message = Some(msg);
-            t.cancelled = status == "aborted";
-        }
-    }
-    t.state = state;
-    Ok(())
-}
-
-/// After a vim25 or vAPI change ended a VCD task (CancelTask,
-/// SetTaskState, a vAPI update), its VCD status follows.
-pub fn follow_engine(t: &mut TaskRecord) {
-    let (state, cancelled, msg) = (t.state, t.cancelled, t.error_message.clone());
-    let Some(v) = t.vcd.as_mut() else { return };
-    if !state.is_final() || is_final(&v.status) {
-        if state == TaskState::Running && rank(&v.status) < 2 {
-            v.status = "running".into();
-        }
-        return;
-    }
-    v.status = match (state, cancelled) {
-        (TaskState::Success, _) => "success",
-        (_, true) => "aborted",
-        _ => "error",
-    }
-    .into();
-    if cancelled {
-        v.cancel_requested = true;
-    }
-    if state == TaskState::Error && v.error.is_none() {
-        v.error = Some(TaskError {
-            major: 500,
-            minor: "INTERNAL_SERVER_ERROR".into(),
-            message: msg.unwrap_or_else(|| "The task failed.".into()),
-            vendor: None,
-            stack: None,
-        });
-    }
-}
+// (the VCD fields of a task and their rules are in `tasks::vcd`)
 
 /// POST /api/tasksList/{org}: an external task of the caller's org.
 pub fn create_task(
@@ -552,7 +334,7 @@ pub fn create_task(
     eng.tasks
         .create_with(n, move |t| {
             t.vcd = Some(vcd);
-            apply(t, &spec, now, true).map_err(|e| Fault::invalid_argument("task", e.message))
+            apply(t, &spec, now, true).map_err(|e| Fault::invalid_argument("task", e.0))
         })
         .map_err(VcdError::from)
 }
@@ -579,12 +361,12 @@ pub fn update_task(eng: &Engine, who: &Who, id: &str, spec: &TaskSpec) -> Result
     let r = eng.tasks.update_with(&t.key, |t| {
         apply(t, &spec, Utc::now().timestamp_millis(), false).map_err(|e| {
             err = Some(e.clone());
-            Fault::invalid_argument("task", e.message)
+            Fault::invalid_argument("task", e.0)
         })
     });
     match (r, err) {
         (Ok(t), _) => Ok(t),
-        (Err(_), Some(e)) => Err(e),
+        (Err(_), Some(e)) => Err(e.into()),
         (Err(f), None) => Err(f.into()),
     }
 }
@@ -602,7 +384,7 @@ pub fn cancel_task(eng: &Engine, who: &Who, id: &str) -> Result<TaskRecord, VcdE
         t.vcd.as_mut().expect("a VCD task").cancel_requested = true;
         if cancelable {
             let spec = TaskSpec { status: Some("aborted".into()), ..Default::default() };
-            apply(t, &spec, now, false).map_err(|e| Fault::invalid_argument("task", e.message))?;
+            apply(t, &spec, now, false).map_err(|e| Fault::invalid_argument("task", e.0))?;
         }
         Ok(())
     })?;

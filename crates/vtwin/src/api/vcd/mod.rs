@@ -6,8 +6,9 @@
 pub mod tree;
 
 use super::{respond, AppState, Req, Resp};
+use crate::engine::tasks::vcd::{parse_status, Ref, TaskError, TaskSpec};
 use crate::engine::tasks::TaskRecord;
-use crate::engine::vcd::{self, Ref, TaskError, TaskSpec, VcdError, Who};
+use crate::engine::vcd::{self, VcdError, VcdErrorKind, Who};
 use crate::engine::Engine;
 use chrono::{TimeZone, Utc};
 use hyper::{Method, StatusCode};
@@ -42,15 +43,28 @@ impl Ctx {
     }
 }
 
+/// The HTTP status of an error: VCD's `majorErrorCode` too.
+fn http_status(e: &VcdError) -> StatusCode {
+    match e.kind {
+        VcdErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        VcdErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        VcdErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        VcdErrorKind::NotFound => StatusCode::NOT_FOUND,
+        VcdErrorKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        VcdErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        VcdErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 fn error_node(e: &VcdError) -> Node {
     Node::new("Error")
         .attr("minorErrorCode", e.minor)
         .attr("message", e.message.clone())
-        .attr("majorErrorCode", e.status.to_string())
+        .attr("majorErrorCode", http_status(e).as_u16().to_string())
 }
 
 fn error_resp(ctx: Option<&Ctx>, e: &VcdError) -> Resp {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = http_status(e);
     match ctx {
         Some(c) => c.reply(status, "application/vnd.vmware.vcloud.error+xml", &error_node(e)),
         None => respond(status, "application/vnd.vmware.vcloud.error+xml", tree::to_xml(&error_node(e), NS)),
@@ -66,16 +80,13 @@ fn negotiate(req: &Req, base: String) -> Result<Ctx, VcdError> {
     let version = match version {
         Some(v) if VERSIONS.contains(&v.as_str()) => v,
         Some(v) => {
-            return Err(VcdError::new(
-                406,
-                "NOT_ACCEPTABLE",
-                format!("API version {v} is not supported; this server speaks {}", VERSIONS.join(", ")),
-            ));
+            return Err(VcdError::not_acceptable(format!(
+                "API version {v} is not supported; this server speaks {}",
+                VERSIONS.join(", ")
+            )));
         }
         None => {
-            return Err(VcdError::new(
-                406,
-                "NOT_ACCEPTABLE",
+            return Err(VcdError::not_acceptable(
                 "The request has an invalid accept header: give an API version (application/*+xml;version=36.0)",
             ))
         }
@@ -513,11 +524,7 @@ fn task_spec(ctx: &Ctx, req: &Req) -> Result<TaskSpec, VcdError> {
         });
     }
     if !ct.is_empty() && !ct.contains("task+xml") && !ct.starts_with("application/xml") && !ct.starts_with("text/xml") {
-        return Err(VcdError::new(
-            415,
-            "UNSUPPORTED_MEDIA_TYPE",
-            format!("content type {ct} is not a task ({TASK_XML} or +json)"),
-        ));
+        return Err(VcdError::unsupported_media_type(format!("content type {ct} is not a task ({TASK_XML} or +json)")));
     }
     let _ = ctx;
     let n = tree::parse_xml(&req.body, &["Params", "Result"]).map_err(VcdError::bad_request)?;
@@ -608,7 +615,7 @@ fn term_matches(attrs: &[(String, String)], term: &str) -> Result<bool, VcdError
             // vcd-cli spells them (RUNNING, PRE_RUNNING).
             let norm = |x: &str| {
                 if k == "status" {
-                    vcd::parse_status(x).map_or_else(|_| x.to_string(), str::to_string).to_lowercase()
+                    parse_status(x).map_or_else(|_| x.to_string(), str::to_string).to_lowercase()
                 } else {
                     x.to_lowercase()
                 }

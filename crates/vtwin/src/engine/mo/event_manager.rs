@@ -10,7 +10,7 @@ use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, TypeId, Value};
 
 /// The TaskEvent of a task.
-fn task_event(eng: &Engine, inv: &Inventory, t: &TaskRecord) -> Data {
+fn task_event(inv: &Inventory, t: &TaskRecord) -> Data {
     // TaskInfo as it was when the task was queued.
     let mut snap = t.clone();
     snap.state = TaskState::Queued;
@@ -27,7 +27,7 @@ fn task_event(eng: &Engine, inv: &Inventory, t: &TaskRecord) -> Data {
         .with("chainId", t.event_chain_id)
         .with("createdTime", chrono::DateTime::from_timestamp_millis(t.queue_time).unwrap_or_default())
         .with("userName", t.user.clone())
-        .with("info", eng.tasks.info(&snap));
+        .with("info", snap.vim_info());
     let mut msg = format!("Task: {what}");
     if let Some((_, moid)) = &t.entity {
         if let Some(ent) = inv.get(moid) {
@@ -108,7 +108,7 @@ pub(super) fn items(eng: &Engine, ctx: &Ctx, f: &Data) -> Items {
     all.retain(|t| eng.can_see_task(ctx, t));
     all.sort_by_key(|t| t.seq);
     let inv = eng.inv.read();
-    let mut out: Items = all.iter().map(|t| (t.seq, Value::from(task_event(eng, &inv, t)))).collect();
+    let mut out: Items = all.iter().map(|t| (t.seq, Value::from(task_event(&inv, t)))).collect();
     if let Some(max) = f.get("maxCount").and_then(Value::as_i64).filter(|m| *m > 0) {
         let skip = out.len().saturating_sub(max as usize);
         out.drain(..skip);

@@ -7,7 +7,7 @@ use vmodl::{types, MoRef, Value};
 
 pub fn property(eng: &Engine, this: &MoRef, name: &str) -> Option<Value> {
     match name {
-        "info" => eng.tasks.get(&this.value).map(|t| eng.tasks.info(&t).into()),
+        "info" => eng.tasks.get(&this.value).map(|t| t.vim_info().into()),
         _ => None,
     }
 }

@@ -70,7 +70,7 @@ pub fn items(eng: &Engine, ctx: &Ctx, f: &Data) -> Items {
     };
     all.retain(|t| eng.can_see_task(ctx, t));
     all.sort_by_key(|t| t.seq);
-    all.iter().map(|t| (t.seq, Value::from(eng.tasks.info(t)))).collect()
+    all.iter().map(|t| (t.seq, Value::from(t.vim_info()))).collect()
 }
 
 pub fn property(eng: &Engine, ctx: &Ctx, this: &MoRef, name: &str) -> Option<Value> {

@@ -120,7 +120,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 if let Some(f) = eff.task_fault {
                     eng.fail_later(&t.key, eff.delay, f);
                 }
-                Ok(Some(eng.tasks.info(&t).into()))
+                Ok(Some(t.vim_info().into()))
             })()
         }
         _ => return None,

@@ -1,336 +1,27 @@
-//! The task engine: one durable record per task, its state machine, and
-//! retention. No HTTP and no wire format: the vim25 Task view
-//! (`mo/task.rs`) and later views render these records.
-use super::Fault;
+//! The task engine: one durable record per task (`record`), the rules and
+//! views of each API that uses it (`vim`, `vapi`, `vcd`: the VCD fields
+//! live beside the record, so nothing here imports back from a wire or
+//! org module), and the `Tasks` service that keeps the records: the store,
+//! the in-memory map and its indexes, per-user caps, retention, and the
+//! optimistic update loop every change goes through. No HTTP.
+mod record;
+pub mod vapi;
+pub mod vcd;
+mod vim;
+
+pub use record::{storage_version, NewTask, Retention, TaskRecord, TaskState};
+pub use vapi::{VapiStatus, VapiUpdate};
+
+use crate::engine::fault::Fault;
 use crate::store::Store;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::Utc;
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
+use record::{ms, to_json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
-use vmodl::{json, types, Data, MoRef, TypeId, TypeRef, Value, VersionId};
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    Queued,
-    Running,
-    Success,
-    Error,
-}
-
-impl TaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Queued => "queued",
-            TaskState::Running => "running",
-            TaskState::Success => "success",
-            TaskState::Error => "error",
-        }
-    }
-    pub fn parse(s: &str) -> Option<TaskState> {
-        Some(match s {
-            "queued" => TaskState::Queued,
-            "running" => TaskState::Running,
-            "success" => TaskState::Success,
-            "error" => TaskState::Error,
-            _ => return None,
-        })
-    }
-    pub fn is_final(self) -> bool {
-        matches!(self, TaskState::Success | TaskState::Error)
-    }
-}
-
-/// One task. Values that are vim25 data (result, fault, description) are
-/// kept in their VI/JSON form so the record serializes as plain JSON.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TaskRecord {
-    pub key: String,
-    pub seq: i64,
-    /// Wire method name (`UpdateVirtualMachineFiles_Task`); None for extension tasks.
-    pub name: Option<String>,
-    pub description_id: String,
-    /// (type, moId) of the entity the task works on.
-    pub entity: Option<(String, String)>,
-    pub entity_name: Option<String>,
-    pub state: TaskState,
-    pub cancelable: bool,
-    pub cancelled: bool,
-    pub progress: Option<i32>,
-    pub description: Option<serde_json::Value>,
-    pub result: Option<serde_json::Value>,
-    pub error: Option<serde_json::Value>,
-    pub error_message: Option<String>,
-    /// The user the task shows (an extension may name the user it works for).
-    pub user: String,
-    /// The session user that made the task, whatever `user` says: the one
-    /// its caps count against. Absent in records of earlier builds.
-    #[serde(default)]
-    pub creator: Option<String>,
-    pub queue_time: i64,
-    pub start_time: Option<i64>,
-    pub complete_time: Option<i64>,
-    pub event_chain_id: i32,
-    pub change_tag: Option<String>,
-    pub parent_key: Option<String>,
-    pub root_key: Option<String>,
-    pub activation_id: Option<String>,
-    /// vAPI BLOCKED (vim25 shows it as running).
-    #[serde(default)]
-    pub blocked: bool,
-    /// vAPI progress as total/completed; vim25 progress is its percentage.
-    #[serde(default)]
-    pub progress_total: Option<i64>,
-    #[serde(default)]
-    pub progress_completed: Option<i64>,
-    /// A vAPI error given by a vAPI client, as `{"type": name, "value": fields}`.
-    #[serde(default)]
-    pub vapi_error: Option<serde_json::Value>,
-    /// A vAPI (opaque) result given by a vAPI client.
-    #[serde(default)]
-    pub vapi_result: Option<serde_json::Value>,
-    /// A vAPI target that names no inventory object, as (type, id).
-    #[serde(default)]
-    pub target: Option<(String, String)>,
-    /// vCloud Director's fields, for a VCD task.
-    #[serde(default)]
-    pub vcd: Option<super::vcd::VcdTask>,
-    /// The store's version of this record (not part of it).
-    #[serde(skip)]
-    pub version: i64,
-}
-
-impl TaskRecord {
-    /// Is the task held by a node: not finished, and run or kept by the
-    /// node that made it (a VCD external task is held by its client)?
-    pub fn is_live(&self) -> bool {
-        !self.state.is_final() && self.vcd.is_none()
-    }
-}
-
-/// The five vAPI task states. vim25 has four: BLOCKED is running there.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum VapiStatus {
-    Pending,
-    Running,
-    Blocked,
-    Succeeded,
-    Failed,
-}
-
-impl VapiStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VapiStatus::Pending => "PENDING",
-            VapiStatus::Running => "RUNNING",
-            VapiStatus::Blocked => "BLOCKED",
-            VapiStatus::Succeeded => "SUCCEEDED",
-            VapiStatus::Failed => "FAILED",
-        }
-    }
-    pub fn parse(s: &str) -> Option<VapiStatus> {
-        Some(match s {
-            "PENDING" => VapiStatus::Pending,
-            "RUNNING" => VapiStatus::Running,
-            "BLOCKED" => VapiStatus::Blocked,
-            "SUCCEEDED" => VapiStatus::Succeeded,
-            "FAILED" => VapiStatus::Failed,
-            _ => return None,
-        })
-    }
-    fn is_final(self) -> bool {
-        matches!(self, VapiStatus::Succeeded | VapiStatus::Failed)
-    }
-}
-
-impl TaskRecord {
-    pub fn vapi_status(&self) -> VapiStatus {
-        match self.state {
-            TaskState::Queued => VapiStatus::Pending,
-            TaskState::Running if self.blocked => VapiStatus::Blocked,
-            TaskState::Running => VapiStatus::Running,
-            TaskState::Success => VapiStatus::Succeeded,
-            TaskState::Error => VapiStatus::Failed,
-        }
-    }
-    /// The vAPI service and operation: the descriptionId split at its last
-    /// dot (`Folder.rename` → `Folder`, `rename`).
-    pub fn service_operation(&self) -> (&str, &str) {
-        match self.description_id.rsplit_once('.') {
-            Some((s, o)) => (s, o),
-            None => ("", self.description_id.as_str()),
-        }
-    }
-}
-
-/// A vAPI update of a task (the extension-task `update_spec`, also used for
-/// the initial values of `create_spec`). Unset fields leave the task as it is.
-#[derive(Default, Clone, Debug)]
-pub struct VapiUpdate {
-    pub status: Option<VapiStatus>,
-    /// (total, completed)
-    pub progress: Option<(i64, i64)>,
-    /// A vim25 LocalizableMessage.
-    pub description: Option<Data>,
-    /// The error as a vim25 fault and in its vAPI form.
-    pub error: Option<(Fault, serde_json::Value)>,
-    pub result: Option<serde_json::Value>,
-    pub start_time: Option<i64>,
-    pub end_time: Option<i64>,
-}
-
-impl VapiUpdate {
-    fn is_empty(&self) -> bool {
-        self.status.is_none()
-            && self.progress.is_none()
-            && self.description.is_none()
-            && self.error.is_none()
-            && self.result.is_none()
-            && self.start_time.is_none()
-            && self.end_time.is_none()
-    }
-}
-
-fn not_allowed(t: &TaskRecord, what: &str) -> Fault {
-    Fault::new(types::InvalidState, format!("{what} (task {} is {})", t.key, t.vapi_status().as_str()))
-}
-
-/// The extension-task state machine of the vAPI update page, applied to one
-/// record: `InvalidState` is vAPI's not_allowed_in_current_state,
-/// `InvalidArgument` its invalid_argument.
-fn apply_vapi(t: &mut TaskRecord, u: &VapiUpdate, now: i64) -> Result<(), Fault> {
-    if t.state.is_final() {
-        if u.is_empty() {
-            return Ok(());
-        }
-        return Err(not_allowed(t, "a completed task cannot be changed"));
-    }
-    let cur = t.vapi_status();
-    let new = u.status.unwrap_or(cur);
-    if cur != VapiStatus::Pending && new == VapiStatus::Pending {
-        return Err(not_allowed(t, "a started task cannot return to PENDING"));
-    }
-    if let Some((total, completed)) = u.progress {
-        if cur != VapiStatus::Running && new != VapiStatus::Running {
-            return Err(not_allowed(t, "percent_done can only be set on a RUNNING task"));
-        }
-        if total < 0 || completed < 0 || completed > total {
-            return Err(Fault::invalid_argument(
-                "percent_done",
-                format!("completed {completed} must be between 0 and total {total}"),
-            ));
-        }
-        if let (Some(ot), Some(oc)) = (t.progress_total, t.progress_completed) {
-            // Compare fractions, so a changed total is judged fairly.
-            if (completed as i128) * (ot as i128) < (oc as i128) * (total as i128) {
-                return Err(Fault::invalid_argument(
-                    "percent_done",
-                    format!("completed can only grow (was {oc} of {ot}, now {completed} of {total})"),
-                ));
-            }
-        }
-    }
-    if u.error.is_some() && new != VapiStatus::Failed {
-        return Err(Fault::invalid_argument("error", "error is only relevant when the status is FAILED"));
-    }
-    if new == VapiStatus::Failed && u.error.is_none() {
-        return Err(Fault::invalid_argument("error", "a FAILED task needs an error"));
-    }
-    if u.result.is_some() && new == VapiStatus::Pending {
-        return Err(Fault::invalid_argument("result", "result is only relevant from RUNNING on"));
-    }
-    if u.start_time.is_some() && new == VapiStatus::Pending {
-        return Err(not_allowed(t, "start_time can only be set on a task that has started"));
-    }
-    if u.end_time.is_some() && !new.is_final() {
-        return Err(not_allowed(t, "end_time can only be set on a completed task"));
-    }
-    let start = if new == VapiStatus::Pending { None } else { Some(u.start_time.or(t.start_time).unwrap_or(now)) };
-    let end = if new.is_final() { Some(u.end_time.unwrap_or(now)) } else { None };
-    if let (Some(s), Some(e)) = (start, end) {
-        if e < s {
-            return Err(Fault::invalid_argument("end_time", "end_time is before start_time"));
-        }
-    }
-    if let Some(d) = &u.description {
-        t.description = Some(json::encode_data(d, storage_version()));
-    }
-    if let Some((total, completed)) = u.progress {
-        t.progress_total = Some(total);
-        t.progress_completed = Some(completed);
-        t.progress = Some(if total == 0 { 0 } else { ((completed as i128 * 100) / total as i128) as i32 });
-    }
-    if let Some(r) = &u.result {
-        t.vapi_result = Some(r.clone());
-        // A string result reads the same in vim25.
-        t.result = r.as_str().map(|s| serde_json::json!({"_typeName": "string", "_value": s}));
-    }
-    if let Some((f, v)) = &u.error {
-        t.error = Some(json::encode_data(&f.data, storage_version()));
-        t.error_message = Some(f.message.clone());
-        t.vapi_error = Some(v.clone());
-    }
-    t.start_time = start;
-    t.complete_time = end;
-    t.blocked = new == VapiStatus::Blocked;
-    t.state = match new {
-        VapiStatus::Pending => TaskState::Queued,
-        VapiStatus::Running | VapiStatus::Blocked => TaskState::Running,
-        VapiStatus::Succeeded => TaskState::Success,
-        VapiStatus::Failed => TaskState::Error,
-    };
-    if t.state == TaskState::Success {
-        t.progress = Some(100);
-    }
-    Ok(())
-}
-
-impl TaskRecord {
-    /// Whose caps the task counts against: the session user that made it.
-    pub fn quota_user(&self) -> &str {
-        self.creator.as_deref().unwrap_or(&self.user)
-    }
-}
-
-/// What a new task is about.
-pub struct NewTask {
-    pub name: Option<String>,
-    pub description_id: String,
-    pub entity: Option<(MoRef, String)>,
-    pub cancelable: bool,
-    pub user: String,
-    /// The session user that asks for it (see `TaskRecord::creator`).
-    pub creator: Option<String>,
-    pub parent_key: Option<String>,
-    pub activation_id: Option<String>,
-    /// A vAPI target that names no inventory object.
-    pub target: Option<(String, String)>,
-}
-
-/// How long completed tasks are kept: at most `max_completed` of them, none
-/// older than `max_age`.
-#[derive(Clone, Copy, Debug)]
-pub struct Retention {
-    pub max_completed: usize,
-    pub max_age: Duration,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention { max_completed: 10_000, max_age: Duration::from_secs(24 * 3600) }
-    }
-}
-
-/// Records are kept in the widest release: vSAN 9.1 includes vim25 9.1, so
-/// CNS results (vSAN types) keep every field.
-pub fn storage_version() -> VersionId {
-    VersionId::by_wire("vsan", "9.1.0.0")
-        .or_else(|| VersionId::by_wire("vim25", "9.1.0.0"))
-        .expect("9.1.0.0 in the registry")
-}
+use vapi::apply_vapi;
+use vmodl::{json, types, Data, Value};
 
 fn index(by_vcd: &mut HashMap<String, String>, by_parent: &mut HashMap<String, Vec<String>>, t: &TaskRecord) {
     if let Some(v) = &t.vcd {
@@ -339,14 +30,6 @@ fn index(by_vcd: &mut HashMap<String, String>, by_parent: &mut HashMap<String, V
     if let Some(p) = &t.parent_key {
         by_parent.entry(p.clone()).or_default().push(t.key.clone());
     }
-}
-
-fn to_json(v: &Value) -> serde_json::Value {
-    json::encode(v, TypeRef { ty: types::anyType, array: false }, storage_version())
-}
-
-fn from_json(v: &serde_json::Value, ty: TypeId) -> Option<Value> {
-    json::decode(v, TypeRef { ty, array: false }, "stored").ok().flatten()
 }
 
 /// A stored row as a record (None, and a warning, if it cannot be read).
@@ -361,14 +44,6 @@ fn parse_row(row: &crate::store::TaskRow) -> Option<TaskRecord> {
             None
         }
     }
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn time(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_else(Utc::now)
 }
 
 pub struct Tasks {
@@ -825,7 +500,7 @@ impl Tasks {
     }
 
     /// The VCD tasks `pred` accepts, oldest first.
-    pub fn vcd_tasks(&self, pred: impl Fn(&super::vcd::VcdTask) -> bool) -> Vec<TaskRecord> {
+    pub fn vcd_tasks(&self, pred: impl Fn(&vcd::VcdTask) -> bool) -> Vec<TaskRecord> {
         let mut v: Vec<TaskRecord> =
             self.map.read().values().filter(|t| t.vcd.as_ref().is_some_and(&pred)).cloned().collect();
         v.sort_by_key(|t| t.seq);
@@ -856,7 +531,7 @@ impl Tasks {
                 fresh = true;
                 continue;
             }
-            super::vcd::follow_engine(&mut next);
+            vcd::follow_engine(&mut next);
             let json = serde_json::to_string(&next).map_err(|e| Fault::system_error(e.to_string()))?;
             match self.store.update_task(key, cur.version, next.is_live(), &json)? {
                 Some(v) => {
@@ -1032,50 +707,5 @@ impl Tasks {
             self.forget(&drop);
         }
         Ok(drop.len())
-    }
-
-    /// The vim25 TaskInfo of a task.
-    pub fn info(&self, t: &TaskRecord) -> Data {
-        let task = MoRef::new(types::Task, t.key.clone());
-        let mut d = Data::new(types::TaskInfo)
-            .with("key", t.key.clone())
-            .with("task", task)
-            .with("descriptionId", t.description_id.clone())
-            .with("state", Value::enum_value(types::TaskInfoState, t.state.as_str()))
-            .with("cancelled", t.cancelled)
-            .with("cancelable", t.cancelable)
-            .with("reason", Data::new(types::TaskReasonUser).with("userName", t.user.clone()))
-            .with("queueTime", time(t.queue_time))
-            .with("eventChainId", t.event_chain_id)
-            .with_opt("name", t.name.clone().map(|n| Value::Typed(types::MethodName, n)))
-            .with_opt("entityName", t.entity_name.clone())
-            .with_opt("progress", t.progress)
-            .with_opt("startTime", t.start_time.map(time))
-            .with_opt("completeTime", t.complete_time.map(time))
-            .with_opt("changeTag", t.change_tag.clone())
-            .with_opt("parentTaskKey", t.parent_key.clone())
-            .with_opt("rootTaskKey", t.root_key.clone())
-            .with_opt("activationId", t.activation_id.clone());
-        if let Some((ty, moid)) = &t.entity {
-            if let Some(ty) = TypeId::by_name(ty) {
-                d.set("entity", MoRef::new(ty, moid.clone()));
-            }
-        }
-        if let Some(v) = t.description.as_ref().and_then(|j| from_json(j, types::LocalizableMessage)) {
-            d.set("description", v);
-        }
-        if let Some(v) = t.result.as_ref().and_then(|j| from_json(j, types::anyType)) {
-            d.set("result", v);
-        }
-        if let Some(Value::Data(fault)) = t.error.as_ref().and_then(|j| from_json(j, types::MethodFault)) {
-            // SOAP carries a LocalizedMethodFault here; VI/JSON flattens it.
-            d.set(
-                "error",
-                Data::new(types::LocalizedMethodFault)
-                    .with("fault", Value::Data(fault))
-                    .with_opt("localizedMessage", t.error_message.clone()),
-            );
-        }
-        d
     }
 }
