@@ -12,8 +12,10 @@ pub mod paths;
 pub mod privileges;
 pub mod runner;
 pub mod session;
+pub mod storage;
 pub mod tasks;
 pub mod vcd;
+pub mod vm;
 
 use crate::store::{PermissionRecord, Store, UserRecord};
 pub use fault::Fault;
@@ -78,7 +80,7 @@ pub struct Engine {
     /// First-class disks on the datastores.
     pub disks: disks::Disks,
     /// The CNS volumes' index.
-    pub cns: mo::cns_volume_manager::Volumes,
+    pub cns: storage::cns::Volumes,
     /// How long VCD tasks stay retrievable, in seconds.
     vcd_expiry: AtomicI64,
     /// The VCD directory as last read from the store.

@@ -10,9 +10,12 @@
 //! own fault: a partial failure is not a task error.
 use crate::engine::disks::{datastore_path, disk_fault, fcd_dir, DiskRef};
 use crate::engine::runner::TaskSpec;
+use crate::engine::storage::cns::{
+    attached_vm, decode_metadata, disk_changed, is_volume, metadata, repoint_vm, set_cns, Rec,
+};
 use crate::engine::tasks::storage_version;
+use crate::engine::vm::{dashed_uuid, read_vmx, slot_of, vmx_of, write_vmx};
 use crate::engine::{Ctx, Engine, Fault, Reply};
-use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use vdisk::chain::Provisioning;
@@ -80,159 +83,6 @@ fn batch(results: Vec<Data>) -> Value {
     Data::new(types::CnsVolumeOperationBatchResult)
         .with("volumeResults", Value::Array(types::CnsVolumeOperationResult, v))
         .into()
-}
-
-// ---- the index ----------------------------------------------------------
-
-/// What queries filter on, per volume.
-#[derive(Clone, Debug, Default)]
-struct Rec {
-    name: String,
-    clusters: Vec<String>,
-    labels: Vec<(String, String)>,
-    policy: Option<String>,
-}
-
-/// The CNS volumes by id (ordered, for stable paging).
-#[derive(Default)]
-pub struct Volumes {
-    map: RwLock<Option<BTreeMap<String, Rec>>>,
-}
-
-fn rec_of(d: &Disk) -> Option<Rec> {
-    rec_of_meta(&d.meta)
-}
-
-impl Volumes {
-    /// The index, loaded from every disk's metadata file on first use.
-    fn loaded(&self, eng: &Engine) -> parking_lot::RwLockReadGuard<'_, Option<BTreeMap<String, Rec>>> {
-        {
-            let g = self.map.read();
-            if g.is_some() {
-                return g;
-            }
-        }
-        let mut g = self.map.write();
-        if g.is_none() {
-            let mut m = BTreeMap::new();
-            for (id, _, r) in eng.disks.all() {
-                let Ok(text) = std::fs::read(r.dir().join(vdisk::disk::META)) else { continue };
-                let Ok(meta) = serde_json::from_slice::<vdisk::disk::Meta>(&text) else { continue };
-                if !meta.extra.contains_key("cns") {
-                    continue;
-                }
-                if let Some(rec) = rec_of_meta(&meta) {
-                    m.insert(id, rec);
-                }
-            }
-            *g = Some(m);
-        }
-        parking_lot::RwLockWriteGuard::downgrade(g)
-    }
-
-    fn put(&self, eng: &Engine, id: &str, d: &Disk) {
-        drop(self.loaded(eng));
-        if let Some(m) = self.map.write().as_mut() {
-            match rec_of(d) {
-                Some(r) => m.insert(id.to_string(), r),
-                None => m.remove(id),
-            };
-        }
-    }
-
-    fn forget(&self, id: &str) {
-        if let Some(m) = self.map.write().as_mut() {
-            m.remove(id);
-        }
-    }
-
-    /// How many volumes there are.
-    pub fn len(&self, eng: &Engine) -> usize {
-        self.loaded(eng).as_ref().map_or(0, BTreeMap::len)
-    }
-}
-
-fn rec_of_meta(meta: &vdisk::disk::Meta) -> Option<Rec> {
-    let cns = meta.extra.get("cns")?;
-    let md = decode_metadata(cns.get("metadata")?);
-    let mut clusters = vec![];
-    if let Some(m) = &md {
-        if let Some(c) = m.get("containerCluster").and_then(Value::as_data).and_then(|c| c.str("clusterId")) {
-            clusters.push(c.to_string());
-        }
-        for c in
-            m.get("containerClusterArray").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data)
-        {
-            if let Some(id) = c.str("clusterId") {
-                clusters.push(id.to_string());
-            }
-        }
-    }
-    Some(Rec {
-        name: meta.name.clone(),
-        clusters,
-        labels: md.as_ref().map(labels_of).unwrap_or_default(),
-        policy: cns.get("storagePolicyId").and_then(|p| p.as_str()).map(str::to_string),
-    })
-}
-
-/// A disk changed outside this manager (a first-class-disk call renamed,
-/// snapshotted, reverted, moved or deleted it): bring the index up to date
-/// and point an attached VM at the disk's current top layer.
-pub fn disk_changed(eng: &Engine, id: &str) {
-    let Some((_, r)) = eng.disks.find(id) else {
-        eng.cns.forget(id);
-        return;
-    };
-    let Ok(d) = r.lock() else { return };
-    eng.cns.put(eng, id, &d);
-    let _ = repoint_vm(eng, &d);
-}
-
-/// The VM a volume is attached to, if it still exists.
-pub fn attached_vm(eng: &Engine, d: &Disk) -> Option<MoRef> {
-    let vm = d.meta.extra.get("cns")?.get("attachedVm")?.as_str()?;
-    let inv = eng.inv.read();
-    inv.get(vm).filter(|e| e.moref.ty == types::VirtualMachine).map(|e| e.moref.clone())
-}
-
-fn is_volume(d: &Disk) -> bool {
-    d.meta.extra.contains_key("cns")
-}
-
-fn decode_metadata(j: &serde_json::Value) -> Option<Data> {
-    match json::decode(j, TypeRef { ty: types::CnsVolumeMetadata, array: false }, "cns").ok()? {
-        Some(Value::Data(m)) => Some(*m),
-        _ => None,
-    }
-}
-
-/// The CNS metadata kept with a volume's disk.
-fn metadata(d: &Disk) -> Option<Data> {
-    decode_metadata(d.meta.extra.get("cns")?.get("metadata")?)
-}
-
-fn set_cns(d: &mut Disk, key: &str, v: serde_json::Value) {
-    if let Some(c) = d.meta.extra.get_mut("cns").and_then(|c| c.as_object_mut()) {
-        if v.is_null() {
-            c.remove(key);
-        } else {
-            c.insert(key.to_string(), v);
-        }
-    }
-}
-
-fn labels_of(m: &Data) -> Vec<(String, String)> {
-    m.get("entityMetadata")
-        .and_then(Value::as_array)
-        .unwrap_or(&[])
-        .iter()
-        .filter_map(Value::as_data)
-        .flat_map(|e| e.get("labels").and_then(Value::as_array).map(<[Value]>::to_vec).unwrap_or_default())
-        .filter_map(|kv| {
-            kv.as_data().map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string()))
-        })
-        .collect()
 }
 
 /// Whether the datastore is mounted (its volumes are reachable).
@@ -518,37 +368,9 @@ fn sync_space(d: &mut Disk) -> Result<(), Fault> {
 
 // ---- attach / detach -----------------------------------------------------
 
-use super::virtual_machine::dashed_uuid;
-
-fn vm_entity(eng: &Engine, vm: Option<&MoRef>) -> Result<(MoRef, PathBuf), Fault> {
-    let vm = vm.ok_or_else(|| Fault::invalid_argument("vm", "vm is required"))?;
-    let inv = eng.inv.read();
-    let e = inv.get(&vm.value).filter(|e| e.moref.ty == types::VirtualMachine).ok_or_else(|| Fault::not_found(vm))?;
-    Ok((e.moref.clone(), super::virtual_machine::vmx_path(&inv, e)))
-}
-
-fn canon(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-/// The `scsiB:U` slot of a `.vmx` naming a file in `dir`.
-fn slot_of(kv: &[(String, String)], vmx: &Path, dir: &Path) -> Option<String> {
-    let vmdir = vmx.parent().unwrap_or(Path::new("."));
-    let dir = canon(dir);
-    kv.iter().find_map(|(k, v)| {
-        let slot = k.strip_suffix(".fileName").or_else(|| k.strip_suffix(".filename"))?;
-        let p = if v.starts_with('/') { PathBuf::from(v) } else { vmdir.join(v) };
-        (canon(&p).parent() == Some(dir.as_path())).then(|| slot.to_string())
-    })
-}
-
-fn write_vmx(vmx: &Path, kv: &[(String, String)]) -> Result<(), Fault> {
-    vdisk::chain::write_atomic(vmx, &vdisk::vmfiles::render_kv(kv)).map_err(disk_fault)
-}
-
 fn attach_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     let id = id_of(spec);
-    let (vm, vmx) = vm_entity(eng, spec.get("vm").and_then(Value::as_moref))?;
+    let (vm, vmx) = vmx_of(eng, spec.get("vm").and_then(Value::as_moref))?;
     with_volume(eng, &id, |_, d| {
         if let Some(other) = attached_vm(eng, d) {
             if other != vm {
@@ -559,7 +381,7 @@ fn attach_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
             // Attached here already: the same answer again.
             return Ok(dashed_uuid(&d.ddb_uuid()));
         }
-        let mut kv = super::virtual_machine::read_vmx(&vmx)?;
+        let mut kv = read_vmx(&vmx)?;
         let get = |kv: &[(String, String)], k: &str| {
             kv.iter().rev().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone())
         };
@@ -621,9 +443,9 @@ fn attach_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
 
 fn detach_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
     let id = id_of(spec);
-    let (vm, vmx) = vm_entity(eng, spec.get("vm").and_then(Value::as_moref))?;
+    let (vm, vmx) = vmx_of(eng, spec.get("vm").and_then(Value::as_moref))?;
     with_volume(eng, &id, |_, d| {
-        let mut kv = super::virtual_machine::read_vmx(&vmx)?;
+        let mut kv = read_vmx(&vmx)?;
         let slot = slot_of(&kv, &vmx, d.dir());
         match (slot, attached_vm(eng, d)) {
             (Some(slot), _) => {
@@ -639,28 +461,6 @@ fn detach_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
         set_cns(d, "attachedVm", serde_json::Value::Null);
         d.save_meta().map_err(disk_fault)
     })
-}
-
-/// After a volume's top layer changed (snapshot, revert, consolidation,
-/// move), the VM it is attached to names the new top.
-fn repoint_vm(eng: &Engine, d: &Disk) -> Result<(), Fault> {
-    let Some(vm) = attached_vm(eng, d) else { return Ok(()) };
-    let (_, vmx) = vm_entity(eng, Some(&vm))?;
-    let mut kv = super::virtual_machine::read_vmx(&vmx)?;
-    let Some(slot) = slot_of(&kv, &vmx, d.dir()) else { return Ok(()) };
-    let key = format!("{slot}.fileName");
-    let top = d.top_path().display().to_string();
-    let mut changed = false;
-    for (k, v) in &mut kv {
-        if k.eq_ignore_ascii_case(&key) && *v != top {
-            *v = top.clone();
-            changed = true;
-        }
-    }
-    if changed {
-        write_vmx(&vmx, &kv)?;
-    }
-    Ok(())
 }
 
 // ---- snapshots -----------------------------------------------------------

@@ -5,10 +5,10 @@
 //! and Destroy_Task live here.
 use crate::engine::inventory::{Entity, Inventory};
 use crate::engine::runner::TaskSpec;
+use crate::engine::vm::{dashed_uuid, read_vmx, vmx_path};
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use crate::store::ObjectRecord;
 use std::path::{Path, PathBuf};
-use vdisk::vmfiles::parse_kv;
 use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, Value};
 
@@ -28,20 +28,6 @@ pub fn to_ds_path(inv: &Inventory, file: &Path) -> Option<(String, String)> {
         let rel = f.strip_prefix(&root).ok()?;
         Some((e.moref.value.clone(), format!("[{}] {}", e.name, rel.to_string_lossy())))
     })
-}
-
-/// The `.vmx`: kept as (datastore, path in it), so a VM follows its
-/// datastore to a new mount path.
-pub(super) fn vmx_path(inv: &Inventory, e: &Entity) -> PathBuf {
-    let root = e.attr("ds").and_then(|d| inv.get(d)).and_then(|d| d.attr("path")).unwrap_or_default();
-    PathBuf::from(root).join(e.attr("vmx").unwrap_or_default())
-}
-
-pub(super) fn read_vmx(path: &Path) -> Result<Vec<(String, String)>, Fault> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Fault::new(types::FileFault, format!("{}: {e}", path.display())).with("file", path.display().to_string())
-    })?;
-    Ok(parse_kv(&text))
 }
 
 fn get<'a>(kv: &'a [(String, String)], k: &str) -> Option<&'a str> {
@@ -311,16 +297,6 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
         );
     }
     out
-}
-
-/// `60 00 c2 9a …` (a descriptor's ddb.uuid) → `6000c29a-…`, the form
-/// vCenter reports disk UUIDs in.
-pub fn dashed_uuid(ddb: &str) -> String {
-    let hex: String = ddb.chars().filter(char::is_ascii_hexdigit).collect();
-    if hex.len() != 32 {
-        return ddb.to_string();
-    }
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 /// Folder.CreateVM_Task: write the `.vmx`, the disks (on any datastore)

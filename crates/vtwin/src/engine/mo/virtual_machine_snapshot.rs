@@ -7,9 +7,9 @@
 //! snapshot's files; removing one merges the layer above it into its files.
 //! VirtualMachine.CreateSnapshot_Task / RemoveAllSnapshots_Task and
 //! VirtualMachineSnapshot (`snapshot-<vm>-<uid>`) live here.
-use super::virtual_machine::{read_vmx, vmx_path};
 use crate::engine::inventory::Inventory;
 use crate::engine::runner::TaskSpec;
+use crate::engine::vm::{read_vmx, vmx_path};
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use std::path::{Path, PathBuf};
 use vdisk::vmfiles::{parse_kv, render_kv};
@@ -291,7 +291,7 @@ fn create(eng: &Engine, vmid: &str, name: &str, description: &str) -> Result<MoR
     vm.vmsd.current = Some(uid);
     vm.save()?;
     for id in volumes {
-        super::cns_volume_manager::disk_changed(eng, &id);
+        crate::engine::storage::cns::disk_changed(eng, &id);
     }
     eng.changed();
     Ok(vm.snapshot_ref(uid))
@@ -355,7 +355,7 @@ fn revert(eng: &Engine, vmid: &str, uid: u32) -> Result<(), Fault> {
     let live_fcd: Vec<(String, String)> = old.into_iter().filter(|(_, f)| fcd_of(eng, &vm.path(f)).is_none()).collect();
     drop_live(&vm, &live_fcd);
     for id in volumes {
-        super::cns_volume_manager::disk_changed(eng, &id);
+        crate::engine::storage::cns::disk_changed(eng, &id);
     }
     eng.changed();
     Ok(())
@@ -478,7 +478,7 @@ fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> 
     let _ = std::fs::remove_file(vm.dir.join(&s.vmsn));
     vm.save()?;
     for id in volumes {
-        super::cns_volume_manager::disk_changed(eng, &id);
+        crate::engine::storage::cns::disk_changed(eng, &id);
     }
     eng.changed();
     Ok(())

@@ -243,7 +243,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 d.meta.name = name;
                 d.save_meta().map_err(disk_fault)
             })?;
-            super::cns_volume_manager::disk_changed(eng, &id);
+            crate::engine::storage::cns::disk_changed(eng, &id);
             Ok(None)
         })(),
         "SetVStorageObjectControlFlags" | "ClearVStorageObjectControlFlags" => (|| {
@@ -375,7 +375,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             disk_task(eng, ctx, "VStorageObjectCreateSnapshot_Task", "createSnapshot", &ds, &id, move |eng, _| {
                 let sid = uuid::Uuid::new_v4().to_string();
                 with_disk(&r, |d| d.create_snapshot(&sid, &description).map_err(disk_fault))?;
-                super::cns_volume_manager::disk_changed(eng, &id2);
+                crate::engine::storage::cns::disk_changed(eng, &id2);
                 Ok(Some(id_value(&sid)))
             })
         })(),
@@ -393,7 +393,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                     }
                     d.delete_snapshot(&sid, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)
                 })?;
-                super::cns_volume_manager::disk_changed(eng, &id2);
+                crate::engine::storage::cns::disk_changed(eng, &id2);
                 Ok(None)
             })
         })(),
@@ -411,7 +411,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                     }
                     d.revert(&sid).map_err(disk_fault)
                 })?;
-                super::cns_volume_manager::disk_changed(eng, &id2);
+                crate::engine::storage::cns::disk_changed(eng, &id2);
                 Ok(None)
             })
         })(),
@@ -446,7 +446,8 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
         })(),
         "DeleteVStorageObject_Task" | "DeleteVStorageObjectEx_Task" => (|| {
             let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            if let Some(vm) = super::cns_volume_manager::attached_vm(eng, &*lock_now(&eng.disks.get(&id, &ds.value)?)?)
+            if let Some(vm) =
+                crate::engine::storage::cns::attached_vm(eng, &*lock_now(&eng.disks.get(&id, &ds.value)?)?)
             {
                 return Err(Fault::new(types::ResourceInUse, format!("disk {id} is attached to VM {}", vm.value))
                     .with("type", "VirtualMachine")
@@ -461,7 +462,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             disk_task(eng, ctx, name, "deleteVStorageObject", &ds, &id.clone(), move |eng, _| {
                 let r = eng.disks.get(&id, &dsv)?;
                 eng.disks.delete(&id, &r)?;
-                super::cns_volume_manager::disk_changed(eng, &id);
+                crate::engine::storage::cns::disk_changed(eng, &id);
                 eng.changed();
                 Ok(None)
             })
@@ -766,7 +767,7 @@ pub(super) fn move_disk(
     let obj = vstorage_object(eng, target, &d);
     eng.disks.remove(id);
     eng.disks.insert(target, d);
-    super::cns_volume_manager::disk_changed(eng, id);
+    crate::engine::storage::cns::disk_changed(eng, id);
     eng.changed();
     Ok(obj)
 }
