@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use vtwin::api::{self, AppState};
-use vtwin::engine::{authz, inventory::Shape, Engine};
+use vtwin::engine::{auth::authz, inventory::Shape, Engine};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -128,13 +128,13 @@ struct ServeArgs {
     #[arg(long, default_value_t = vtwin::engine::node::DEFAULT_LEASE.as_secs_f64())]
     node_lease: f64,
     /// Seconds a session may stay idle before it ends (vCenter: 30 minutes).
-    #[arg(long, default_value_t = vtwin::engine::session::DEFAULT_IDLE_SECS)]
+    #[arg(long, default_value_t = vtwin::engine::auth::session::DEFAULT_IDLE_SECS)]
     session_idle_timeout: u64,
     /// Seconds a session lives at most, however busy it is.
-    #[arg(long, default_value_t = vtwin::engine::session::DEFAULT_MAX_SECS)]
+    #[arg(long, default_value_t = vtwin::engine::auth::session::DEFAULT_MAX_SECS)]
     session_max_lifetime: u64,
     /// Sessions one user may hold at once (past it: LimitExceeded).
-    #[arg(long, default_value_t = vtwin::engine::session::DEFAULT_MAX_SESSIONS_PER_USER)]
+    #[arg(long, default_value_t = vtwin::engine::auth::session::DEFAULT_MAX_SESSIONS_PER_USER)]
     max_sessions_per_user: usize,
     /// Tasks not yet ended that one user may have (past it: LimitExceeded).
     #[arg(long, default_value_t = vtwin::engine::tasks::DEFAULT_LIVE_TASKS_PER_USER)]
@@ -218,7 +218,7 @@ fn main() -> anyhow::Result<()> {
                 .find(|e| e.moref.ty == vmodl::types::Datastore && e.name == name)
                 .map(|e| e.moref.clone())
                 .ok_or_else(|| anyhow::anyhow!("no datastore named {name}"))?;
-            let path = vtwin::engine::mo::datastore::remount(&eng, &ds).map_err(|f| anyhow::anyhow!(f.message))?;
+            let path = eng.remount_datastore(&ds).map_err(|f| anyhow::anyhow!(f.message))?;
             println!("{name} ({}) is now mounted at {path}", ds.value);
             Ok(())
         }
@@ -321,7 +321,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         println!("vtwin NBD on nbd://{nbd_addr}");
         tokio::spawn(api::nbd::serve(engine.clone(), nbd, nbd_tickets.clone(), nbd_limits));
         engine.set_vcd_task_expiry_secs(a.vcd_task_expiry);
-        engine.sessions.set_lifetimes(vtwin::engine::session::Lifetimes {
+        engine.sessions.set_lifetimes(vtwin::engine::auth::session::Lifetimes {
             idle_ms: a.session_idle_timeout.saturating_mul(1000).min(i64::MAX as u64) as i64,
             max_ms: a.session_max_lifetime.saturating_mul(1000).min(i64::MAX as u64) as i64,
         });

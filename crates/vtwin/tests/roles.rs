@@ -1,13 +1,13 @@
 //! The role matrix, generated: every method of every type this server
 //! serves objects of, called over VI/JSON as a NoAccess, a ReadOnly and an
 //! Admin user on the real binary, against what the registry and our
-//! privilege table (`engine::privileges`) demand. Empty arguments: the
+//! privilege table (`engine::auth::privileges`) demand. Empty arguments: the
 //! privilege checks on the object come before any argument is looked at.
 mod common;
 use common::*;
 use serde_json::json;
 use vmodl::TypeId;
-use vtwin::engine::privileges::{self, On};
+use vtwin::engine::auth::privileges::{self, On};
 
 const READ: &[&str] = &["System.Anonymous", "System.View", "System.Read"];
 

@@ -24,7 +24,7 @@ fn caller(state: &AppState, req: &Req) -> Option<String> {
         return Some(s.user.clone());
     }
     let (u, p) = super::vapi::basic_auth(req)?;
-    crate::engine::mo::session_manager::authenticate(eng, &u, &p, &req.peer.ip().to_string()).ok().map(|r| r.name)
+    eng.authenticate(&u, &p, &req.peer.ip().to_string()).ok().map(|r| r.name)
 }
 
 pub fn handle(state: &AppState, req: &Req) -> Resp {
@@ -43,7 +43,7 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
             return error(StatusCode::METHOD_NOT_ALLOWED, "POST to present a copy");
         }
         let ds = vmodl::MoRef::new(vmodl::types::Datastore, ds);
-        return match crate::engine::mo::host_datastore_system::present_copy(eng, &ds) {
+        return match eng.present_datastore_copy(&ds) {
             Ok(dev) => respond(
                 StatusCode::CREATED,
                 "application/json",
@@ -57,7 +57,7 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
             return error(StatusCode::METHOD_NOT_ALLOWED, "POST to remount");
         }
         let ds = vmodl::MoRef::new(vmodl::types::Datastore, ds);
-        return match crate::engine::mo::datastore::remount(eng, &ds) {
+        return match eng.remount_datastore(&ds) {
             Ok(path) => respond(
                 StatusCode::OK,
                 "application/json",

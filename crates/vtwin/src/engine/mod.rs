@@ -1,7 +1,7 @@
 //! The engine: inventory, sessions, authorization and the managed objects'
 //! behaviour. No HTTP and no wire format in here: the wire layers decode a
 //! request into (object, method, args), call `invoke`, and encode the result.
-pub mod authz;
+pub mod auth;
 pub mod control;
 pub mod disks;
 pub mod fault;
@@ -9,19 +9,18 @@ pub mod inventory;
 pub mod mo;
 pub mod node;
 pub mod paths;
-pub mod privileges;
 pub mod runner;
-pub mod session;
 pub mod storage;
 pub mod tasks;
 pub mod vcd;
 pub mod vm;
 
 use crate::store::{PermissionRecord, Store, UserRecord};
+use auth::session::{Session, Sessions, ADMIN_USER};
+use auth::{authz, privileges, session};
 pub use fault::Fault;
 use inventory::{Inventory, Shape, ROOT_FOLDER};
 use parking_lot::{Mutex, RwLock};
-use session::{Session, Sessions, ADMIN_USER};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

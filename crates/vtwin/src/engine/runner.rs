@@ -122,7 +122,7 @@ impl Engine {
         let entity_name =
             self.inv.read().get(&spec.entity.value).map_or_else(|| spec.entity.value.clone(), |e| e.name.clone());
         let session_user = ctx.session()?.user.clone();
-        let user = super::mo::session_manager::display_user(&session_user);
+        let user = super::auth::display_user(&session_user);
         let t = self.tasks.create(NewTask {
             name: Some(spec.method.to_string()),
             description_id: spec.description_id,

@@ -3,7 +3,7 @@
 //! is `vcd:<org id>:<user>`), and VCD's view of tasks. A VCD task is an
 //! engine task record with VCD fields (`TaskRecord::vcd`), so vim25 and vAPI
 //! see it too; the rules of the VCD TaskType page live here. No HTTP.
-use super::session::{hash_password, verify_password};
+use super::auth::session::{hash_password, verify_password};
 use super::tasks::vcd::{apply, is_final, Refused, TaskSpec, VcdTask};
 use super::tasks::{NewTask, TaskRecord};
 use super::{Engine, Fault};
@@ -221,8 +221,7 @@ pub fn login(
         _ => {}
     }
     let (user_id, role) = if o.name == SYSTEM && user.eq_ignore_ascii_case("administrator") {
-        super::mo::session_manager::authenticate(eng, "administrator@vsphere.local", password, ip)
-            .map_err(|_| bad())?;
+        eng.authenticate("administrator@vsphere.local", password, ip).map_err(|_| bad())?;
         (admin_id(&o), "System Administrator".to_string())
     } else {
         // Throttled and timed as vSphere logins are (`authenticate`).
@@ -233,7 +232,7 @@ pub fn login(
             return Err(bad());
         }
         let Some(u) = d.users.iter().find(|u| u.org == o.id && u.name == user) else {
-            super::session::verify_nobody(password);
+            super::auth::session::verify_nobody(password);
             throttle.failed(&keys);
             return Err(bad());
         };

@@ -6,7 +6,7 @@ pub mod tasks;
 pub mod value;
 
 use super::{respond, AppState, Req, Resp};
-use crate::engine::session::Session;
+use crate::engine::auth::session::Session;
 use crate::engine::{Ctx, Engine, Fault};
 use base64::Engine as _;
 use hyper::{Method, StatusCode};
@@ -118,7 +118,8 @@ pub fn basic_auth(req: &Req) -> Option<(String, String)> {
 }
 
 fn login(eng: &Engine, ctx: &Ctx, user: &str, pw: &str) -> Result<Arc<Session>, VapiError> {
-    let rec = crate::engine::mo::session_manager::authenticate(eng, user, pw, &ctx.ip)
+    let rec = eng
+        .authenticate(user, pw, &ctx.ip)
         .map_err(|_| VapiError::new("unauthenticated", "Authentication required."))?;
     Ok(eng.sessions.create(&rec, "en", &ctx.ip, &ctx.user_agent)?)
 }
@@ -128,7 +129,7 @@ fn session_info(s: &Session) -> V {
     V::structure(
         "com.vmware.cis.session.info",
         vec![
-            ("user", V::str(crate::engine::mo::session_manager::display_user(&s.user))),
+            ("user", V::str(crate::engine::auth::display_user(&s.user))),
             ("created_time", t(s.login_time)),
             ("last_accessed_time", t(s.last_active())),
         ],

@@ -249,7 +249,7 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
     };
     let user = match spec.get("user").and_then(J::as_str) {
         Some(u) => u.to_string(),
-        None => crate::engine::mo::session_manager::display_user(&ctx.session()?.user),
+        None => crate::engine::auth::display_user(&ctx.session()?.user),
     };
     let eff = eng.control.fire(
         Some("com.vmware.vcenter.extension.tasks.create"),

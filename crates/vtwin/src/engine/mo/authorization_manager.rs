@@ -1,6 +1,6 @@
 //! AuthorizationManager: roles, privileges and entity permissions.
 use super::managed_entity::permission;
-use crate::engine::authz::{all_privileges, normalize_principal, role_by_id, role_privileges, SYSTEM_ROLES};
+use crate::engine::auth::authz::{all_privileges, normalize_principal, role_by_id, role_privileges, SYSTEM_ROLES};
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use crate::store::PermissionRecord;
 use vmodl::value::Args;

@@ -1,60 +1,16 @@
 //! Datastore: a directory under the data directory. Capacity and free space
 //! are the real figures of the filesystem that holds it.
 use super::refs;
-use crate::engine::inventory::{link_by_name, mount_dir, vmfs_uuid, Entity, Inventory};
+use crate::engine::inventory::{Entity, Inventory};
 use crate::engine::runner::TaskSpec;
+use crate::engine::storage::datastores::{fs_space, mount_path};
 use crate::engine::{Ctx, Engine, Fault, Reply};
-use crate::store::ObjectRecord;
 use vdisk::vmfiles::{update_tree, Mapping};
 use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, Value};
 
 /// At most this many failed files are listed in a result.
 const MAX_FAILED_LISTED: usize = 100;
-
-/// The datastore comes back under a new mount path (a new volume uuid), as
-/// after a resignature or a remount: its directory moves, `DIR/datastores/
-/// <name>` follows, and files elsewhere that name the old path now dangle
-/// until UpdateVirtualMachineFiles_Task rewrites them. Returns the new
-/// mount path.
-pub fn remount(eng: &Engine, ds: &MoRef) -> Result<String, Fault> {
-    let (name, old) = {
-        let inv = eng.inv.read();
-        let e = inv.get(&ds.value).filter(|e| e.moref.ty == types::Datastore).ok_or_else(|| Fault::not_found(ds))?;
-        (e.name.clone(), std::path::PathBuf::from(mount_path(e)))
-    };
-    let uuid = vmfs_uuid();
-    let new = mount_dir(&eng.data_dir, &uuid);
-    let io = |e: std::io::Error| Fault::system_error(format!("remount {name}: {e}"));
-    std::fs::create_dir_all(new.parent().expect("volumes dir")).map_err(io)?;
-    // A datastore of an older data directory is a real directory by name.
-    let real = std::fs::canonicalize(&old).map_err(io)?;
-    std::fs::rename(&real, &new).map_err(io)?;
-    link_by_name(&eng.data_dir, &name, &uuid).map_err(io)?;
-    {
-        // The store is written under the inventory's lock, as everywhere:
-        // a reload of other nodes' changes cannot come in between.
-        let mut inv = eng.inv.write();
-        let e = inv.objects.get_mut(&ds.value).expect("checked above");
-        let mut attrs = e.attrs.clone();
-        attrs["uuid"] = uuid.clone().into();
-        attrs["path"] = new.to_string_lossy().into_owned().into();
-        attrs["url"] = format!("ds:///vmfs/volumes/{uuid}/").into();
-        eng.store.put_objects(&[ObjectRecord {
-            moid: e.moref.value.clone(),
-            ty: e.moref.ty.name().into(),
-            name: e.name.clone(),
-            parent: e.parent.clone(),
-            attrs: attrs.clone(),
-        }])?;
-        e.attrs = attrs;
-    }
-    // The disks of the datastore live under the new path now.
-    eng.disks.drop_all(&ds.value);
-    eng.disks.scan(&ds.value, &new);
-    eng.changed();
-    Ok(new.to_string_lossy().into_owned())
-}
 
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Args) -> Option<Reply> {
     Some(match method {
@@ -216,19 +172,6 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
         }
     }
     started
-}
-
-/// (capacity, free) in bytes of the filesystem holding `path`.
-pub fn fs_space(path: &str) -> Option<(i64, i64)> {
-    let st = rustix::fs::statvfs(path).ok()?;
-    let frsize = st.f_frsize as i64;
-    Some((st.f_blocks as i64 * frsize, st.f_bavail as i64 * frsize))
-}
-
-/// Where the datastore is mounted: a real directory (`DIR/vmfs/volumes/<uuid>`),
-/// the prefix of every path other files hold to its files.
-pub fn mount_path(e: &Entity) -> String {
-    e.attr("path").unwrap_or_default().to_string()
 }
 
 pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {

@@ -123,7 +123,7 @@ pub fn user_selected(f: &Data, u: &str) -> bool {
         .unwrap_or_default();
     // Names compare without case and in either form (`DOM\u`, `u@dom`).
     let norm = |s: &str| {
-        crate::engine::session::normalize_user(&match s.split_once('\\') {
+        crate::engine::auth::session::normalize_user(&match s.split_once('\\') {
             Some((dom, user)) => format!("{user}@{dom}"),
             None => s.to_string(),
         })

@@ -7,63 +7,14 @@
 //! under `DIR/vmfs/unresolved/` (made by `POST /admin/datastores/{moId}/copy`).
 use crate::engine::inventory::{link_by_name, mount_dir, vmfs_uuid, Entity};
 use crate::engine::runner::TaskSpec;
+use crate::engine::storage::datastores::{copies, device_path, MARKER};
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use crate::store::ObjectRecord;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, Value};
 
 pub const PREFIX: &str = "datastoreSystem-";
-const MARKER: &str = ".vtwin-volume.json";
-
-pub fn unresolved_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("vmfs").join("unresolved")
-}
-
-/// A copy of a datastore's volume: (directory, original label, original uuid).
-fn copies(data_dir: &Path) -> Vec<(PathBuf, String, String)> {
-    let Ok(rd) = std::fs::read_dir(unresolved_dir(data_dir)) else { return vec![] };
-    let mut v: Vec<_> = rd
-        .flatten()
-        .filter_map(|e| {
-            let dir = e.path();
-            let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(MARKER)).ok()?).ok()?;
-            Some((dir, m["label"].as_str()?.to_string(), m["uuid"].as_str()?.to_string()))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn device_path(dir: &Path) -> String {
-    format!(
-        "/vmfs/devices/disks/vtwin.{}:1",
-        dir.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
-    )
-}
-
-/// Present a copy of datastore `ds` as an unresolved volume.
-pub fn present_copy(eng: &Engine, ds: &MoRef) -> Result<String, Fault> {
-    let (label, uuid, path) = {
-        let inv = eng.inv.read();
-        let e = inv.get(&ds.value).filter(|e| e.moref.ty == types::Datastore).ok_or_else(|| Fault::not_found(ds))?;
-        (e.name.clone(), e.attr("uuid").unwrap_or_default().to_string(), e.attr("path").unwrap_or_default().to_string())
-    };
-    let dir = unresolved_dir(&eng.data_dir).join(uuid::Uuid::new_v4().simple().to_string());
-    std::fs::create_dir_all(dir.parent().expect("unresolved dir")).map_err(|e| Fault::system_error(e.to_string()))?;
-    let out = std::process::Command::new("cp")
-        .args(["-a", "--sparse=always"])
-        .arg(format!("{path}/."))
-        .arg(&dir)
-        .output()
-        .map_err(|e| Fault::system_error(format!("copy: {e}")))?;
-    if !out.status.success() && !dir.exists() {
-        return Err(Fault::system_error(format!("copy: {}", String::from_utf8_lossy(&out.stderr))));
-    }
-    std::fs::write(dir.join(MARKER), serde_json::json!({"label": label, "uuid": uuid}).to_string())
-        .map_err(|e| Fault::system_error(e.to_string()))?;
-    Ok(device_path(&dir))
-}
 
 fn volume(dir: &Path, label: &str, uuid: &str, others: usize) -> Data {
     let blocks = std::fs::read_dir(dir).map_or(0, std::iter::Iterator::count) as i32 + 1;

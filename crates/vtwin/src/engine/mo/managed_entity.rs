@@ -40,7 +40,7 @@ pub fn property(eng: &Engine, ctx: &Ctx, inv: &Inventory, e: &Entity, name: &str
 pub fn permission(entity: MoRef, p: &crate::store::PermissionRecord) -> Data {
     Data::new(types::Permission)
         .with("entity", entity)
-        .with("principal", super::session_manager::display_user(&p.principal))
+        .with("principal", crate::engine::auth::display_user(&p.principal))
         .with("group", p.group)
         .with("roleId", p.role_id)
         .with("propagate", p.propagate)

@@ -1,7 +1,7 @@
 //! SessionManager: Login, Logout, currentSession, SessionIsActive.
-use crate::engine::session::{normalize_user, verify_password, Session};
+use crate::engine::auth::display_user;
+use crate::engine::auth::session::{normalize_user, Session};
 use crate::engine::{Ctx, Engine, Fault, Reply};
-use crate::store::UserRecord;
 use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, Value};
 
@@ -18,14 +18,6 @@ pub fn user_session(s: &Session) -> Data {
         .with("ipAddress", s.ip.clone())
         .with("userAgent", s.user_agent.clone())
         .with("callCount", s.call_count.load(std::sync::atomic::Ordering::Relaxed))
-}
-
-/// vCenter shows `user@vsphere.local` as `VSPHERE.LOCAL\user`.
-pub fn display_user(u: &str) -> String {
-    match u.split_once('@') {
-        Some((user, dom)) => format!("{}\\{}", dom.to_uppercase(), user),
-        None => u.to_string(),
-    }
 }
 
 pub fn property(eng: &Engine, ctx: &Ctx, name: &str) -> Option<Value> {
@@ -95,42 +87,8 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
     })
 }
 
-/// Check a user name and password: the user's record, or InvalidLogin.
-/// Every login of every API comes here: failures are throttled per user
-/// and per client address (`Throttle`), and an unknown user costs the same
-/// password check as a known one.
-pub fn authenticate(eng: &Engine, name: &str, pw: &str, ip: &str) -> Result<UserRecord, Fault> {
-    let name = normalize_user(name);
-    let (user_key, ip_key) = (format!("user:{name}"), format!("ip:{ip}"));
-    let keys = [user_key.as_str(), ip_key.as_str()];
-    let throttle = &eng.sessions.throttle;
-    if !throttle.admits(&keys) {
-        return Err(Fault::invalid_login());
-    }
-    let found = eng.user(&name)?;
-    let Some(mut user) = found else {
-        crate::engine::session::verify_nobody(pw);
-        throttle.failed(&keys);
-        return Err(Fault::invalid_login());
-    };
-    if !verify_password(&user, pw) {
-        // The password may have just been changed by `vtwin user add`.
-        eng.refresh_external(true)?;
-        let again = eng.user(&name)?;
-        match again {
-            Some(u) if verify_password(&u, pw) => user = u,
-            _ => {
-                throttle.failed(&keys);
-                return Err(Fault::invalid_login());
-            }
-        }
-    }
-    throttle.succeeded(&user_key);
-    Ok(user)
-}
-
 fn login(eng: &Engine, ctx: &mut Ctx, args: &Args) -> Reply {
-    let user = authenticate(eng, args.str("userName").unwrap_or(""), args.str("password").unwrap_or(""), &ctx.ip)?;
+    let user = eng.authenticate(args.str("userName").unwrap_or(""), args.str("password").unwrap_or(""), &ctx.ip)?;
     let locale = args.str("locale").unwrap_or("en");
     let s = eng.sessions.create(&user, locale, &ctx.ip, &ctx.user_agent)?;
     // Replacing the caller's session, as vCenter does on a second Login.

@@ -100,7 +100,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                     };
                 let user = match args.str("initiatedBy") {
                     Some(u) if !u.is_empty() => u.to_string(),
-                    _ => super::session_manager::display_user(&ctx.session()?.user),
+                    _ => crate::engine::auth::display_user(&ctx.session()?.user),
                 };
                 let eff = eng.control.fire(None, Some(task_type), Some(&obj.value), true);
                 if let Some(f) = eff.sync_fault {

@@ -308,14 +308,20 @@ impl Sessions {
 
     /// A new session for `user`, or LimitExceeded when it holds as many as
     /// it may (ended and run-out sessions do not count).
-    pub fn create(&self, user: &UserRecord, locale: &str, ip: &str, ua: &str) -> Result<Arc<Session>, super::Fault> {
+    pub fn create(
+        &self,
+        user: &UserRecord,
+        locale: &str,
+        ip: &str,
+        ua: &str,
+    ) -> Result<Arc<Session>, crate::engine::Fault> {
         let cap = self.max_per_user.load(Ordering::Relaxed) as usize;
         if self.per_user.lock().get(&user.name).copied().unwrap_or(0) >= cap {
             for t in self.expired() {
                 self.remove(&t);
             }
             if self.per_user.lock().get(&user.name).copied().unwrap_or(0) >= cap {
-                return Err(super::Fault::limit_exceeded(
+                return Err(crate::engine::Fault::limit_exceeded(
                     "session",
                     cap,
                     format!("user {} already holds {cap} sessions; log some out first", user.name),

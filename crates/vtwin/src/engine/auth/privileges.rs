@@ -324,7 +324,7 @@ mod tests {
                     p.split('.').count() >= 2 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'),
                     "{p} is not a privilege id"
                 );
-                assert!(crate::engine::authz::all_privileges().contains(&p));
+                assert!(crate::engine::auth::authz::all_privileges().contains(&p));
             }
         }
     }
