@@ -85,7 +85,7 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
                 match serde_json::from_value::<Rule>(it) {
                     Ok(r) => match r.validate() {
                         Ok(()) => rules.push(r),
-                        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
                     },
                     Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a rule: {e}")),
                 }

@@ -66,10 +66,27 @@ pub struct Effect {
     pub task_fault: Option<Fault>,
 }
 
+/// Why a test-control rule is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRule(pub String);
+
+impl From<&str> for InvalidRule {
+    fn from(s: &str) -> InvalidRule {
+        InvalidRule(s.into())
+    }
+}
+
+impl From<String> for InvalidRule {
+    fn from(s: String) -> InvalidRule {
+        InvalidRule(s)
+    }
+}
+
 impl Rule {
     /// Check a rule as given by a user: it names something to match and
     /// something to do, and its fault is a real fault type.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidRule> {
         if self.method.is_none() && self.task_type.is_none() {
             return Err("a rule needs a method or a task_type to match".into());
         }
@@ -78,7 +95,7 @@ impl Rule {
         }
         if let Some(p) = self.probability {
             if !(0.0..=1.0).contains(&p) {
-                return Err(format!("probability {p} is not between 0 and 1"));
+                return Err(InvalidRule(format!("probability {p} is not between 0 and 1")));
             }
         }
         if self.fault.is_some() {
@@ -87,7 +104,7 @@ impl Rule {
         Ok(())
     }
 
-    fn build_fault(&self) -> Result<Fault, String> {
+    fn build_fault(&self) -> Result<Fault, InvalidRule> {
         let j = self.fault.as_ref().ok_or("no fault")?;
         let name = j.get("_typeName").and_then(|v| v.as_str()).ok_or("fault needs a _typeName")?;
         let ty = vmodl::TypeId::by_name(name)
@@ -105,7 +122,7 @@ impl Rule {
                 }
             }
             Ok(_) => {}
-            Err(e) => return Err(format!("fault: {e}")),
+            Err(e) => return Err(InvalidRule(format!("fault: {e}"))),
         }
         Ok(f)
     }
@@ -137,7 +154,7 @@ pub struct Control {
 }
 
 impl Control {
-    pub fn add(&self, mut r: Rule) -> Result<Rule, String> {
+    pub fn add(&self, mut r: Rule) -> Result<Rule, InvalidRule> {
         r.validate()?;
         let mut next = self.next.lock();
         *next += 1;

@@ -124,12 +124,12 @@ impl DiskCell {
 
     /// Lock the disk, opening it if it is closed.
     pub fn lock(&self) -> Result<DiskGuard<'_>, Fault> {
-        self.open().map_err(disk_fault)
+        self.open().map_err(Fault::from)
     }
 
     /// As `lock`, waiting at most `t`; None when still busy.
     pub fn try_lock_for(&self, t: Duration) -> Option<Result<DiskGuard<'_>, Fault>> {
-        self.slot.try_lock_for(t).map(|g| self.guard(g).map_err(disk_fault))
+        self.slot.try_lock_for(t).map(|g| self.guard(g).map_err(Fault::from))
     }
 
     /// The disk's metadata, without opening a closed disk (its file is
@@ -173,15 +173,6 @@ impl DiskCell {
     fn is_open(&self) -> bool {
         self.slot.try_lock().is_none_or(|g| g.is_some())
     }
-}
-
-/// A disk-engine error as a vim25 FileFault naming the file.
-pub fn disk_fault(e: vdisk::Error) -> Fault {
-    let file = match &e {
-        vdisk::Error::Io { path, .. } | vdisk::Error::Format { path, .. } => path.clone(),
-        vdisk::Error::OutOfRange { .. } => String::new(),
-    };
-    Fault::new(types::FileFault, e.to_string()).with("file", file)
 }
 
 /// id → (datastore moId, disk). The datastore is kept outside the disk's

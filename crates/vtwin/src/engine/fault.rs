@@ -103,6 +103,25 @@ impl Fault {
     }
 }
 
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.data.ty.name())
+    }
+}
+
+impl std::error::Error for Fault {}
+
+/// A disk engine error is a FileFault naming the file (when there is one).
+impl From<vdisk::Error> for Fault {
+    fn from(e: vdisk::Error) -> Fault {
+        let file = match &e {
+            vdisk::Error::Io { path, .. } | vdisk::Error::Format { path, .. } => path.clone(),
+            vdisk::Error::OutOfRange { .. } => String::new(),
+        };
+        Fault::new(types::FileFault, e.to_string()).with("file", file)
+    }
+}
+
 impl From<crate::store::StoreError> for Fault {
     fn from(e: crate::store::StoreError) -> Fault {
         Fault::system_error(e.to_string())

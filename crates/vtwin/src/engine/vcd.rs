@@ -52,7 +52,7 @@ impl Directory {
         let _g = LOCK.lock();
         let mut d: Directory = match store.get_meta(DIRECTORY_KEY)? {
             Some(t) => serde_json::from_str(&t)
-                .map_err(|e| crate::store::StoreError::Backend(format!("the VCD directory is unreadable: {e}")))?,
+                .map_err(|e| crate::store::StoreError::Corrupt(format!("the VCD directory is unreadable: {e}")))?,
             None => Directory::default(),
         };
         if !d.orgs.iter().any(|o| o.name == SYSTEM) {
@@ -79,14 +79,29 @@ impl Directory {
     }
 }
 
+/// Why an organization or user could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("'{0}' is not an organization name")]
+    BadOrgName(String),
+    #[error("organization {0} exists")]
+    OrgExists(String),
+    #[error("no organization {0}")]
+    NoOrg(String),
+    #[error("role '{0}' is not admin or user")]
+    BadRole(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// `vtwin vcd org add`.
-pub fn add_org(store: &dyn Store, name: &str, full_name: &str) -> Result<Org, String> {
+pub fn add_org(store: &dyn Store, name: &str, full_name: &str) -> Result<Org, DirectoryError> {
     if name.is_empty() || name.len() > 128 || name.contains(['/', ':', '@', ' ']) {
-        return Err(format!("'{name}' is not an organization name"));
+        return Err(DirectoryError::BadOrgName(name.into()));
     }
-    let mut d = Directory::load(store).map_err(|e| e.to_string())?;
+    let mut d = Directory::load(store)?;
     if d.org_by_name(name).is_some() {
-        return Err(format!("organization {name} exists"));
+        return Err(DirectoryError::OrgExists(name.into()));
     }
     let o = Org {
         id: uuid::Uuid::new_v4().to_string(),
@@ -94,19 +109,19 @@ pub fn add_org(store: &dyn Store, name: &str, full_name: &str) -> Result<Org, St
         full_name: if full_name.is_empty() { name.into() } else { full_name.into() },
     };
     d.orgs.push(o.clone());
-    d.save(store).map_err(|e| e.to_string())?;
+    d.save(store)?;
     Ok(o)
 }
 
 /// `vtwin vcd user add`: a user of an organization (replaced if present).
-pub fn add_user(store: &dyn Store, org: &str, name: &str, password: &str, role: &str) -> Result<(), String> {
-    let mut d = Directory::load(store).map_err(|e| e.to_string())?;
-    let o = d.org_by_name(org).ok_or_else(|| format!("no organization {org}"))?.clone();
+pub fn add_user(store: &dyn Store, org: &str, name: &str, password: &str, role: &str) -> Result<(), DirectoryError> {
+    let mut d = Directory::load(store)?;
+    let o = d.org_by_name(org).ok_or_else(|| DirectoryError::NoOrg(org.into()))?.clone();
     let role = match (o.name == SYSTEM, role) {
         (true, _) => "System Administrator",
         (false, "admin" | "Organization Administrator") => "Organization Administrator",
         (false, "user" | "vApp User") => "vApp User",
-        (false, r) => return Err(format!("role '{r}' is not admin or user")),
+        (false, r) => return Err(DirectoryError::BadRole(r.into())),
     };
     d.users.retain(|u| !(u.org == o.id && u.name == name));
     d.users.push(User {
@@ -116,7 +131,7 @@ pub fn add_user(store: &dyn Store, org: &str, name: &str, password: &str, role: 
         password_hash: hash_password(password),
         role: role.into(),
     });
-    d.save(store).map_err(|e| e.to_string())
+    Ok(d.save(store)?)
 }
 
 /// Who a VCD session belongs to.

@@ -10,8 +10,21 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database refused or failed a statement (its code and message).
     #[error("store: {0}")]
-    Backend(String),
+    Database(String),
+    /// The database cannot be reached (its connections are gone).
+    #[error("store: {0}")]
+    Unavailable(String),
+    /// The store's configuration is wrong (a schema name, say).
+    #[error("store: {0}")]
+    Config(String),
+    /// This backend does not do what was asked.
+    #[error("store: {0}")]
+    Unsupported(String),
+    /// A kept document cannot be read.
+    #[error("store: {0}")]
+    Corrupt(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,8 +37,8 @@ struct Own {
 
 fn err(e: ::postgres::Error) -> StoreError {
     match e.as_db_error() {
-        Some(d) => StoreError::Backend(format!("{}: {}", d.code().code(), d.message())),
-        None => StoreError::Backend(e.to_string()),
+        Some(d) => StoreError::Database(format!("{}: {}", d.code().code(), d.message())),
+        None => StoreError::Database(e.to_string()),
     }
 }
 
@@ -125,7 +125,7 @@ impl PgStore {
                         Err(_) => break,
                     }
                 })
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
+                .map_err(|e| StoreError::Database(e.to_string()))?;
         }
         let channel = channel(schema.as_deref());
         let store = PgStore { jobs: tx, url, channel, me: Default::default(), own: Default::default() };
@@ -150,8 +150,8 @@ impl PgStore {
             .send(Box::new(move |c| {
                 let _ = tx.send(f(c));
             }))
-            .map_err(|_| StoreError::Backend("the database connections are gone".into()))?;
-        rx.recv().map_err(|_| StoreError::Backend("the database connection failed".into()))?.map_err(err)
+            .map_err(|_| StoreError::Unavailable("the database connections are gone".into()))?;
+        rx.recv().map_err(|_| StoreError::Unavailable("the database connection failed".into()))?.map_err(err)
     }
 }
 
@@ -255,7 +255,7 @@ fn split_schema(url: &str) -> Result<(String, Option<String>)> {
         match kv.split_once('=') {
             Some(("schema", s)) => {
                 if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(StoreError::Backend(format!("schema '{s}' must be letters, digits and _")));
+                    return Err(StoreError::Config(format!("schema '{s}' must be letters, digits and _")));
                 }
                 schema = Some(s.to_string());
             }
@@ -549,12 +549,12 @@ impl Store for PgStore {
             Client::connect(&u, NoTls).and_then(|mut c| listen(&mut c, &ch, &me).map(|_| c))
         })
         .join()
-        .map_err(|_| StoreError::Backend("connecting the task watch failed".into()))?
+        .map_err(|_| StoreError::Unavailable("connecting the task watch failed".into()))?
         .map_err(err)?;
         std::thread::Builder::new()
             .name("vtwin-pg-watch".into())
             .spawn(move || watch(first, &url, &chan, &node, on))
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(|e| StoreError::Database(e.to_string()))?;
         Ok(true)
     }
     fn put_extension(&self, key: &str, record: &str) -> Result<()> {

@@ -9,7 +9,7 @@ pub struct SqliteStore {
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    StoreError::Database(e.to_string())
 }
 
 /// Schema migrations, applied in order at open; `user_version` records how
@@ -314,7 +314,7 @@ impl Store for SqliteStore {
         Ok(false)
     }
     fn next_object_id(&self) -> Result<i64> {
-        Err(StoreError::Backend("the embedded store has one node: inventory ids are its own".into()))
+        Err(StoreError::Unsupported("the embedded store has one node: inventory ids are its own".into()))
     }
     fn watch_tasks(&self, _node: &str, _on: Box<dyn Fn(TaskNote) + Send + Sync>) -> Result<bool> {
         Ok(false)

@@ -8,7 +8,7 @@
 //! first use and follows every change). Calls that change volumes return a
 //! task whose result is a batch with one entry per volume, each with its
 //! own fault: a partial failure is not a task error.
-use crate::engine::disks::{datastore_path, disk_fault, fcd_dir, DiskRef};
+use crate::engine::disks::{datastore_path, fcd_dir, DiskRef};
 use crate::engine::runner::TaskSpec;
 use crate::engine::storage::cns::{
     attached_vm, decode_metadata, disk_changed, is_volume, metadata, repoint_vm, set_cns, Rec,
@@ -259,7 +259,7 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
         }
         d.meta.name = name;
         d.meta.extra.insert("cns".into(), state);
-        d.save_meta().map_err(disk_fault)?;
+        d.save_meta()?;
         eng.cns.put(eng, existing, &d);
         return Ok(existing.to_string());
     }
@@ -311,7 +311,7 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     let dir = crate::engine::paths::contained(&fcd_dir(&root), &id, "createSpecs.volumeId")?;
     let mut extra = serde_json::Map::new();
     extra.insert("cns".into(), state);
-    let d = Disk::create_with(&dir, &id, &name, mb as u64 * MB, Provisioning::Thin, true, extra).map_err(disk_fault)?;
+    let d = Disk::create_with(&dir, &id, &name, mb as u64 * MB, Provisioning::Thin, true, extra)?;
     eng.cns.put(eng, &id, &d);
     eng.disks.insert(&ds, d);
     Ok(id)
@@ -347,7 +347,7 @@ fn update_metadata(d: &mut Disk, update: Option<&Data>) -> Result<(), Fault> {
         storage_version(),
     );
     set_cns(d, "metadata", j);
-    d.save_meta().map_err(disk_fault)
+    d.save_meta().map_err(Fault::from)
 }
 
 // ---- space -------------------------------------------------------------
@@ -355,7 +355,7 @@ fn update_metadata(d: &mut Disk, update: Option<&Data>) -> Result<(), Fault> {
 /// `SPACE_USAGE`: the allocated blocks of the backing disk, in MB; the
 /// snapshot layers' space is measured again too.
 fn sync_space(d: &mut Disk) -> Result<(), Fault> {
-    let used: u64 = d.allocated().map_err(disk_fault)?.iter().map(|r| r.1).sum();
+    let used: u64 = d.allocated()?.iter().map(|r| r.1).sum();
     set_cns(d, "usedCapacityInMb", (used.div_ceil(MB) as i64).into());
     let snap = snapshot_mb(d);
     set_cns(
@@ -363,7 +363,7 @@ fn sync_space(d: &mut Disk) -> Result<(), Fault> {
         "aggregatedSnapshotCapacityInMb",
         if d.meta.snapshots.is_empty() { serde_json::Value::Null } else { snap.into() },
     );
-    d.save_meta().map_err(disk_fault)
+    d.save_meta().map_err(Fault::from)
 }
 
 // ---- attach / detach -----------------------------------------------------
@@ -436,7 +436,7 @@ fn attach_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
         }
         write_vmx(&vmx, &kv)?;
         set_cns(d, "attachedVm", vm.value.clone().into());
-        d.save_meta().map_err(disk_fault)?;
+        d.save_meta()?;
         Ok(dashed_uuid(&d.ddb_uuid()))
     })
 }
@@ -459,7 +459,7 @@ fn detach_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
             (None, _) => {}
         }
         set_cns(d, "attachedVm", serde_json::Value::Null);
-        d.save_meta().map_err(disk_fault)
+        d.save_meta().map_err(Fault::from)
     })
 }
 
@@ -482,9 +482,9 @@ fn snapshot_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
         if d.snapshot(&sid).is_some() {
             return Err(Fault::already_exists(&sid));
         }
-        d.create_snapshot(&sid, spec.str("description").unwrap_or("")).map_err(disk_fault)?;
+        d.create_snapshot(&sid, spec.str("description").unwrap_or(""))?;
         set_cns(d, "aggregatedSnapshotCapacityInMb", snapshot_mb(d).into());
-        d.save_meta().map_err(disk_fault)?;
+        d.save_meta()?;
         repoint_vm(eng, d)
     })
 }
@@ -502,14 +502,14 @@ fn delete_snapshot_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
             .with("volumeId", volume_id(&id))
             .with("SnapshotId", Data::new(types::CnsSnapshotId).with("id", sid.clone())));
         }
-        d.delete_snapshot(&sid, &mut |_| {}).map_err(disk_fault)?;
+        d.delete_snapshot(&sid, &mut |_| {})?;
         let snap = snapshot_mb(d);
         set_cns(
             d,
             "aggregatedSnapshotCapacityInMb",
             if d.meta.snapshots.is_empty() { serde_json::Value::Null } else { snap.into() },
         );
-        d.save_meta().map_err(disk_fault)?;
+        d.save_meta()?;
         repoint_vm(eng, d)
     })
 }
@@ -614,7 +614,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                             "volume {id} has snapshots; a volume with snapshots cannot be extended"
                         )));
                     }
-                    d.extend(mb as u64 * MB).map_err(disk_fault)
+                    d.extend(mb as u64 * MB).map_err(Fault::from)
                 })
             })
         }
@@ -730,7 +730,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 })?;
                 with_volume(eng, &id_of(s), |_, d| {
                     set_cns(d, "storagePolicyId", profile.into());
-                    d.save_meta().map_err(disk_fault)
+                    d.save_meta().map_err(Fault::from)
                 })
             },
         ),
@@ -820,7 +820,7 @@ fn relocate(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
         {
             with_volume(eng, &id, |_, d| {
                 set_cns(d, "storagePolicyId", p.into());
-                d.save_meta().map_err(disk_fault)
+                d.save_meta().map_err(Fault::from)
             })?;
         }
         disk_changed(eng, &id);
@@ -872,7 +872,7 @@ fn delete_one(eng: &Engine, id: &str, delete_disk: bool) -> Result<(), Fault> {
     } else {
         // The volume goes; its disk stays a first-class disk.
         d.meta.extra.remove("cns");
-        d.save_meta().map_err(disk_fault)?;
+        d.save_meta()?;
         eng.cns.forget(id);
     }
     Ok(())

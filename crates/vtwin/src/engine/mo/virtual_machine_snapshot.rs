@@ -262,9 +262,7 @@ fn create(eng: &Engine, vmid: &str, name: &str, description: &str) -> Result<MoR
         // disk engine, so the disk's own metadata and change log follow.
         if let Some((id, r)) = fcd_of(eng, &vm.path(&file)) {
             let mut d = r.lock()?;
-            let snap = d
-                .create_snapshot(&fcd_snapshot_id(vmid, uid), description)
-                .map_err(crate::engine::disks::disk_fault)?;
+            let snap = d.create_snapshot(&fcd_snapshot_id(vmid, uid), description)?;
             frozen.push((node.clone(), d.dir().join(&snap.layer).display().to_string()));
             vm.set_disk(&node, &d.top_path().display().to_string());
             volumes.push(id);
@@ -340,7 +338,7 @@ fn revert(eng: &Engine, vmid: &str, uid: u32) -> Result<(), Fault> {
     for (node, file) in &s.disks {
         if let Some((id, r)) = fcd_of(eng, &vm.path(file)) {
             let mut d = r.lock()?;
-            d.revert(&fcd_snapshot_id(vmid, uid)).map_err(crate::engine::disks::disk_fault)?;
+            d.revert(&fcd_snapshot_id(vmid, uid))?;
             vm.set_disk(node, &d.top_path().display().to_string());
             volumes.push(id);
             continue;
@@ -389,8 +387,7 @@ fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> 
             let mut d = r.lock()?;
             let sid = fcd_snapshot_id(vmid, uid);
             if d.snapshot(&sid).is_some() {
-                d.delete_snapshot(&sid, &mut |f| progress(((i as f64 + f) * 100.0 / n as f64) as i32))
-                    .map_err(crate::engine::disks::disk_fault)?;
+                d.delete_snapshot(&sid, &mut |f| progress(((i as f64 + f) * 100.0 / n as f64) as i32))?;
             }
             let layers: std::collections::HashMap<String, String> =
                 d.meta.snapshots.iter().map(|x| (x.id.clone(), d.dir().join(&x.layer).display().to_string())).collect();

@@ -1,7 +1,7 @@
 //! VcenterVStorageObjectManager (moId `VStorageObjectManager`): first-class
 //! disks on the datastores, backed by the disk engine (`vdisk`). Long
 //! operations are engine-run tasks queued per disk, with progress.
-use crate::engine::disks::{datastore_path, disk_fault, fcd_dir, DiskGuard, DiskRef};
+use crate::engine::disks::{datastore_path, fcd_dir, DiskGuard, DiskRef};
 use crate::engine::runner::TaskSpec;
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use chrono::TimeZone;
@@ -241,7 +241,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             }
             with_disk_now(&eng.disks.get(&id, &ds.value)?, |d| {
                 d.meta.name = name;
-                d.save_meta().map_err(disk_fault)
+                d.save_meta().map_err(Fault::from)
             })?;
             crate::engine::storage::cns::disk_changed(eng, &id);
             Ok(None)
@@ -262,12 +262,12 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             with_disk_now(&eng.disks.get(&id, &ds.value)?, |d| {
                 for f in &flags {
                     if f == "enableChangedBlockTracking" {
-                        d.set_tracking(on).map_err(disk_fault)?;
+                        d.set_tracking(on)?;
                     } else {
                         d.meta.extra.insert(f.clone(), serde_json::Value::Bool(on));
                     }
                 }
-                d.save_meta().map_err(disk_fault)
+                d.save_meta().map_err(Fault::from)
             })?;
             Ok(None)
         })(),
@@ -292,7 +292,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 } else {
                     return Err(Fault::plain_not_found(format!("tag {cat}/{tag} is not attached to {id}")));
                 }
-                d.save_meta().map_err(disk_fault)
+                d.save_meta().map_err(Fault::from)
             })?;
             Ok(None)
         })(),
@@ -374,7 +374,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let id2 = id.clone();
             disk_task(eng, ctx, "VStorageObjectCreateSnapshot_Task", "createSnapshot", &ds, &id, move |eng, _| {
                 let sid = uuid::Uuid::new_v4().to_string();
-                with_disk(&r, |d| d.create_snapshot(&sid, &description).map_err(disk_fault))?;
+                with_disk(&r, |d| d.create_snapshot(&sid, &description).map_err(Fault::from))?;
                 crate::engine::storage::cns::disk_changed(eng, &id2);
                 Ok(Some(id_value(&sid)))
             })
@@ -391,7 +391,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                     if d.snapshot(&sid).is_none() {
                         return Err(snapshot_missing(&sid));
                     }
-                    d.delete_snapshot(&sid, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)
+                    d.delete_snapshot(&sid, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(Fault::from)
                 })?;
                 crate::engine::storage::cns::disk_changed(eng, &id2);
                 Ok(None)
@@ -409,7 +409,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                     if d.snapshot(&sid).is_none() {
                         return Err(snapshot_missing(&sid));
                     }
-                    d.revert(&sid).map_err(disk_fault)
+                    d.revert(&sid).map_err(Fault::from)
                 })?;
                 crate::engine::storage::cns::disk_changed(eng, &id2);
                 Ok(None)
@@ -432,7 +432,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 }
             }
             disk_task(eng, ctx, "ExtendDisk_Task", "extendDisk", &ds, &id, move |_, _| {
-                with_disk(&r, |d| d.extend(mb as u64 * MB).map_err(disk_fault))?;
+                with_disk(&r, |d| d.extend(mb as u64 * MB).map_err(Fault::from))?;
                 Ok(None)
             })
         })(),
@@ -440,7 +440,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
             let r = eng.disks.get(&id, &ds.value)?;
             disk_task(eng, ctx, "InflateDisk_Task", "inflateDisk", &ds, &id, move |_, _| {
-                with_disk(&r, |d| d.inflate().map_err(disk_fault))?;
+                with_disk(&r, |d| d.inflate().map_err(Fault::from))?;
                 Ok(None)
             })
         })(),
@@ -488,7 +488,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                 move |_, _| {
                     with_disk(&r, |d| {
                         set_metadata(d, &add, &del);
-                        d.save_meta().map_err(disk_fault)
+                        d.save_meta().map_err(Fault::from)
                     })?;
                     Ok(None)
                 },
@@ -574,12 +574,12 @@ fn create_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
     let dsv = ds.value.clone();
     disk_task(eng, ctx, "CreateDisk_Task", "createDisk", &ds, &id.clone(), move |eng, _| {
         // Change tracking is on for new disks.
-        let mut d = Disk::create(&dir, &id, &name, mb as u64 * MB, prov, true).map_err(disk_fault)?;
+        let mut d = Disk::create(&dir, &id, &name, mb as u64 * MB, prov, true)?;
         if let Some(k) = keep {
             d.meta.extra.insert("keepAfterDeleteVm".into(), serde_json::Value::Bool(k));
         }
         set_metadata(&mut d, &metadata, &[]);
-        d.save_meta().map_err(disk_fault)?;
+        d.save_meta()?;
         let obj = vstorage_object(eng, &dsv, &d);
         eng.disks.insert(&dsv, d);
         eng.changed();
@@ -609,7 +609,7 @@ fn register_disk(eng: &Engine, args: &Args) -> Reply {
     }
     // The disk's chain (parents named by parentFileNameHint, extents) must
     // lie on the datastores too: a descriptor must not reach host files.
-    let chain = vdisk::Chain::open_readonly(&file).map_err(disk_fault)?;
+    let chain = vdisk::Chain::open_readonly(&file)?;
     {
         let inv = eng.inv.read();
         if let Some(out) = chain.files().iter().find(|f| !crate::engine::paths::on_a_datastore(&inv, f)) {
@@ -626,7 +626,7 @@ fn register_disk(eng: &Engine, args: &Args) -> Reply {
     let dir = file.parent().unwrap_or(std::path::Path::new("."));
     // A disk directory of ours (re-registering): its metadata says who it is.
     let disk = if dir.join(vdisk::disk::META).exists() {
-        let d = Disk::open(dir).map_err(disk_fault)?;
+        let d = Disk::open(dir)?;
         if eng.disks.exists(&d.meta.id) {
             return Err(Fault::already_exists(&d.meta.id));
         }
@@ -648,7 +648,7 @@ fn register_disk(eng: &Engine, args: &Args) -> Reply {
         if dir.exists() {
             return Err(Fault::already_exists(&id));
         }
-        Disk::adopt(&dir, &id, &name, &file, true).map_err(disk_fault)?
+        Disk::adopt(&dir, &id, &name, &file, true)?
     };
     let obj = vstorage_object(eng, &ds, &disk);
     eng.disks.insert(&ds, disk);
@@ -687,10 +687,10 @@ fn clone_disk(eng: &Engine, ctx: &Ctx, args: &Args) -> Reply {
         let dir = disk_dir(&root, &new_id)?;
         let mut c = {
             let d = r.lock()?;
-            d.clone_to(&dir, &new_id, &name, prov, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(disk_fault)?
+            d.clone_to(&dir, &new_id, &name, prov, &mut |f| ctl.progress((f * 100.0) as i32))?
         };
         set_metadata(&mut c, &metadata, &[]);
-        c.save_meta().map_err(disk_fault)?;
+        c.save_meta()?;
         let obj = vstorage_object(eng, &target.value, &c);
         eng.disks.insert(&target.value, c);
         eng.changed();
@@ -757,13 +757,13 @@ pub(super) fn move_disk(
     let self_contained = !d.meta.top.contains('/');
     let moved = self_contained && std::fs::rename(&old, &dir).is_ok();
     if !moved {
-        let mut c = d.clone_to(&dir, id, &d.meta.name, Provisioning::Thin, progress).map_err(disk_fault)?;
+        let mut c = d.clone_to(&dir, id, &d.meta.name, Provisioning::Thin, progress)?;
         c.meta.extra = d.meta.extra.clone();
-        c.save_meta().map_err(disk_fault)?;
+        c.save_meta()?;
         let _ = std::fs::remove_dir_all(&old);
     }
     drop(d);
-    let d = Disk::open(&dir).map_err(disk_fault)?;
+    let d = Disk::open(&dir)?;
     let obj = vstorage_object(eng, target, &d);
     eng.disks.remove(id);
     eng.disks.insert(target, d);

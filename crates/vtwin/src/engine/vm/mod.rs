@@ -1,6 +1,5 @@
 //! Virtual machines' own files, apart from how any API shows them: the
 //! `.vmx` (a list of key = value lines, kept in order) and where it lives.
-use crate::engine::disks::disk_fault;
 use crate::engine::inventory::{Entity, Inventory};
 use crate::engine::{Engine, Fault};
 use std::path::{Path, PathBuf};
@@ -23,7 +22,7 @@ pub fn read_vmx(path: &Path) -> Result<Vec<(String, String)>, Fault> {
 
 /// Write a `.vmx` whole (atomically: a reader sees the old or the new file).
 pub fn write_vmx(vmx: &Path, kv: &[(String, String)]) -> Result<(), Fault> {
-    vdisk::chain::write_atomic(vmx, &vdisk::vmfiles::render_kv(kv)).map_err(disk_fault)
+    vdisk::chain::write_atomic(vmx, &vdisk::vmfiles::render_kv(kv)).map_err(Fault::from)
 }
 
 /// A VM's moref and its `.vmx` path; NotFound if `vm` names no VM.
