@@ -6,7 +6,7 @@
 //!
 //! - 0: none (the input starts with the client flags: negotiation fuzzing)
 //! - 1: flags, OPT_STRUCTURED_REPLY, OPT_SET_META_CONTEXT base:allocation,
-//!      OPT_GO on a writable export
+//!   OPT_GO on a writable export
 //! - 2: flags, OPT_GO on a read-only export (simple replies)
 //! - 3: flags, OPT_EXPORT_NAME on a writable export (old-style end of haggling)
 //! - 4: flags, OPT_STRUCTURED_REPLY, OPT_SET_META_CONTEXT, OPT_GO on a snapshot

@@ -27,9 +27,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let h = vtwin_fuzz::harness();
-    let path =
-        if data.len() % 2 == 0 { format!("/api/task/{}", h.vcd_task) } else { format!("/api/tasksList/{}", h.vcd_org) };
-    let method = if data.len() % 2 == 0 { "PUT" } else { "POST" };
+    let path = if data.len().is_multiple_of(2) {
+        format!("/api/task/{}", h.vcd_task)
+    } else {
+        format!("/api/tasksList/{}", h.vcd_org)
+    };
+    let method = if data.len().is_multiple_of(2) { "PUT" } else { "POST" };
     let r = vtwin_fuzz::req(
         method,
         &path,

@@ -81,7 +81,9 @@ fn setup() -> anyhow::Result<Harness> {
     let shape = Shape { datacenters: 1, hosts: 1, datastores: 1 };
     let opened = Engine::open(store, data_dir, shape, Some(PW.into()), Default::default())?;
     let engine = opened.engine.into_shared();
-    engine.sessions.set_lifetimes(vtwin::engine::session::Lifetimes { idle_ms: i64::MAX / 4, max_ms: i64::MAX / 4 });
+    engine
+        .sessions
+        .set_lifetimes(vtwin::engine::auth::session::Lifetimes { idle_ms: i64::MAX / 4, max_ms: i64::MAX / 4 });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let _guard = rt.enter();
     engine.start_node("fuzz", Duration::from_secs(30))?;
