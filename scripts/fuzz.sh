@@ -3,7 +3,8 @@
 # of its committed seed corpus (fuzz/corpus/<target>), and prints one line per
 # target:
 #
-#   fuzz <target>: <runs> runs, <crashes> crashes (cov <edges>, <n> exec/s)
+#   fuzz <target>: <runs> runs, <crashes> crashes (cov <edges>, <n> exec/s,
+#                  cpu <s>s, <k> slow inputs)
 #
 # Exits non-zero if any target crashed (panic, abort, stack overflow, ASan
 # report, out-of-memory beyond -rss_limit_mb, or an input running longer than
@@ -104,14 +105,18 @@ for t in $TARGETS; do
     rm -f "$log.round" "$log.cpu"
     speed=$((runs / (cpu > 0 ? cpu : 1)))
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | awk '{print $2}' || true)
-    crashes=$(find "$art" -type f | wc -l)
+    # libFuzzer also writes slow-unit-* for an input over -report_slow_units
+    # (10 s); that is not a crash (-timeout is), and the first input, which
+    # builds the target's engine, is slow on a loaded machine.
+    crashes=$(find "$art" -type f ! -name 'slow-unit-*' | wc -l)
+    slow=$(find "$art" -type f -name 'slow-unit-*' | wc -l)
     if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then
         crashes=1 # died without an artifact (a signal, say): see the log
     fi
-    echo "fuzz $t: $runs runs, $crashes crashes (cov ${cov:-?}, $speed exec/s, cpu ${cpu}s)"
+    echo "fuzz $t: $runs runs, $crashes crashes (cov ${cov:-?}, $speed exec/s, cpu ${cpu}s, $slow slow inputs)"
     if [ "$crashes" -ne 0 ]; then
         failed=1
-        find "$art" -type f -printf "  crash input: %p\n"
+        find "$art" -type f ! -name 'slow-unit-*' -printf "  crash input: %p\n"
         echo "  log: $log"
         grep -m1 -E "panicked at|ERROR: (AddressSanitizer|libFuzzer)|SUMMARY" "$log" | sed 's/^/  /' || true
     fi
