@@ -223,7 +223,10 @@ def test_versions_expiry_and_restart(data_dir):
     subprocess.run([vtwin_bin(), "vcd", "org-add", "acme", "--data-dir", data_dir], check=True, capture_output=True)
     subprocess.run([vtwin_bin(), "vcd", "user-add", "alice@acme", "--password", TENANT_PW, "--data-dir", data_dir],
                    check=True, capture_output=True)
-    s = Server(data_dir, extra=["--vcd-listen", "127.0.0.1:0", "--vcd-task-expiry", "3"])
+    # The expiry is long enough for a restart and a login on a loaded machine
+    # (with 3 s the task had expired before the first read, once, on
+    # PostgreSQL); the test then waits for the expiryTime the task names.
+    s = Server(data_dir, extra=["--vcd-listen", "127.0.0.1:0", "--vcd-task-expiry", "12"])
     try:
         r = requests.get(s.vcd_url + "/api/versions")
         v = os.path.abspath(os.path.join(XSD, "schemas", "versioning", "versions.xsd"))
@@ -239,15 +242,17 @@ def test_versions_expiry_and_restart(data_dir):
     finally:
         s.stop()
     # An external task is driven by its client: it keeps its state over a restart.
-    s = Server(data_dir, extra=["--vcd-listen", "127.0.0.1:0", "--vcd-task-expiry", "3"])
+    s = Server(data_dir, extra=["--vcd-listen", "127.0.0.1:0", "--vcd-task-expiry", "12"])
     try:
         c = client(s, "acme", "alice", TENANT_PW, "36.0")
         href = keep.get("href").replace(keep.get("href").split("/api/")[0], s.vcd_url)
         t = c.get_resource(href)
         assert t.get("status") == "running" and int(t.Progress) == 20
         # Past its expiryTime the task is gone.
+        import datetime
         import time
-        time.sleep(3.5)
+        expiry = datetime.datetime.fromisoformat(t.get("expiryTime").replace("Z", "+00:00"))
+        time.sleep(max(0.0, (expiry - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) + 0.5)
         with pytest.raises(Exception):
             c.get_resource(href)
         assert list(Task(c).list_tasks(filter_status_list=[])) == []
