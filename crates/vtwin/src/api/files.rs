@@ -7,6 +7,7 @@
 //! `..` is refused, and so is any path whose resolved form (symlinks
 //! followed) leaves the datastore's directory.
 use super::{full_body, respond, AppState, Req, Resp, MAX_FILE_BODY};
+use crate::engine::storage::access::FileAccess;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
@@ -156,13 +157,10 @@ pub async fn handle(state: &AppState, parts: hyper::http::request::Parts, body: 
             None => return text(StatusCode::NOT_FOUND, format!("datastore '{ds_name}' not found in '{dc_path}'")),
         }
     };
-    let privilege = if req.method == Method::GET || req.method == Method::HEAD {
-        "Datastore.Browse"
-    } else {
-        "Datastore.FileManagement"
-    };
-    if !eng.has_privilege(&session.user, &ds.0, privilege) {
-        return text(StatusCode::FORBIDDEN, format!("permission denied: {privilege} on {}", ds.0.value));
+    let access =
+        if req.method == Method::GET || req.method == Method::HEAD { FileAccess::Read } else { FileAccess::Write };
+    if !eng.may_access_files(&session.user, &ds.0, access) {
+        return text(StatusCode::FORBIDDEN, format!("permission denied: {} on {}", access.privilege(), ds.0.value));
     }
     let root = match tokio::fs::canonicalize(&ds.1).await {
         Ok(r) => r,

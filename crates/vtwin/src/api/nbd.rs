@@ -9,7 +9,8 @@
 //! deadline, an idle connection is closed, and the number of connections
 //! is capped (`NbdLimits`).
 use super::{respond, AppState, Req, Resp};
-use crate::engine::disks::{DiskRef, Ticket, TICKET_TTL_MS};
+use crate::engine::disks::{DiskRef, Ticket};
+use crate::engine::storage::access::{Issued, TicketRefused, TicketRequest};
 use crate::engine::Engine;
 use hyper::StatusCode;
 use parking_lot::Mutex;
@@ -170,27 +171,32 @@ pub fn tickets(state: &AppState, req: &Req) -> Resp {
     let (Some(disk), Some(ds)) = (body["disk"].as_str(), body["datastore"].as_str()) else {
         return err(StatusCode::BAD_REQUEST, "invalid_argument", "disk and datastore are required".into());
     };
-    let write = body["write"].as_bool().unwrap_or(false);
-    let snapshot = body["snapshot"].as_str().map(str::to_string);
-    let dsref = vmodl::MoRef::new(vmodl::types::Datastore, ds);
-    // As for /folder: reading needs Datastore.Browse, writing Datastore.FileManagement.
-    let privilege = if write { "Datastore.FileManagement" } else { "Datastore.Browse" };
-    if !eng.has_privilege(&session.user, &dsref, privilege) {
-        return err(StatusCode::FORBIDDEN, "unauthorized", format!("{privilege} on {ds} is needed"));
-    }
-    let Ok(r) = eng.disks.get(disk, ds) else {
-        return err(StatusCode::NOT_FOUND, "not_found", format!("no disk {disk} on datastore {ds}"));
+    let request = TicketRequest {
+        disk,
+        datastore: ds,
+        snapshot: body["snapshot"].as_str(),
+        write: body["write"].as_bool().unwrap_or(false),
     };
-    if let Some(s) = &snapshot {
-        if write {
-            return err(StatusCode::BAD_REQUEST, "invalid_argument", "a snapshot is exported read-only".into());
+    let Issued { name, expires_ms } = match eng.issue_nbd_ticket(&session.user, &request) {
+        Ok(t) => t,
+        Err(e) => {
+            let (status, kind, msg) = match e {
+                TicketRefused::Forbidden { privilege } => {
+                    (StatusCode::FORBIDDEN, "unauthorized", format!("{privilege} on {ds} is needed"))
+                }
+                TicketRefused::NoDisk => {
+                    (StatusCode::NOT_FOUND, "not_found", format!("no disk {disk} on datastore {ds}"))
+                }
+                TicketRefused::NoSnapshot => (
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no snapshot {} of disk {disk}", request.snapshot.unwrap_or_default()),
+                ),
+                TicketRefused::SnapshotWritable => (StatusCode::BAD_REQUEST, "invalid_argument", e.to_string()),
+            };
+            return err(status, kind, msg);
         }
-        if r.lock().map_or(true, |d| d.snapshot(s).is_none()) {
-            return err(StatusCode::NOT_FOUND, "not_found", format!("no snapshot {s} of disk {disk}"));
-        }
-    }
-    let expires_ms = chrono::Utc::now().timestamp_millis() + TICKET_TTL_MS;
-    let name = eng.disks.issue_ticket(Ticket { disk: disk.into(), datastore: ds.into(), snapshot, write, expires_ms });
+    };
     state.nbd_tickets.bind(&name, &session.token, expires_ms);
     let expires = chrono::DateTime::from_timestamp_millis(expires_ms)
         .unwrap_or_default()
