@@ -11,7 +11,7 @@ pub mod vapi;
 pub mod vcd;
 pub mod vijson;
 
-use crate::engine::Engine;
+use crate::engine::{off_worker, Engine};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -291,7 +291,7 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
             (vijson::hello(&req), "vijson", "hello".into())
         }
         (&Method::POST, "/api") => {
-            let (r, m) = vapi::handle_jsonrpc(&state, &req);
+            let (r, m) = off_worker(|| vapi::handle_jsonrpc(&state, &req));
             (r, "vapi", m)
         }
         (_, p)
@@ -300,16 +300,18 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
                 || p.starts_with("/api/cis/")
                 || p.starts_with("/api/vcenter/extension/") =>
         {
-            let (r, m) = vapi::handle_rest(&state, &req);
+            let (r, m) = off_worker(|| vapi::handle_rest(&state, &req));
             (r, "vapi", m)
         }
         (_, p) if p.starts_with("/sdk/vim25/") => {
             let (r, m) = vijson::handle(&state, &req).await;
             (r, "vijson", m)
         }
-        (&Method::POST, "/api/vtwin/nbd-tickets") => (nbd::tickets(&state, &req), "vapi", "nbd-tickets".into()),
+        (&Method::POST, "/api/vtwin/nbd-tickets") => {
+            (off_worker(|| nbd::tickets(&state, &req)), "vapi", "nbd-tickets".into())
+        }
         (_, p) if p == "/admin/faults" || p.starts_with("/admin/faults/") || p.starts_with("/admin/datastores/") => {
-            (admin::handle(&state, &req), "admin", req.method.to_string())
+            (off_worker(|| admin::handle(&state, &req)), "admin", req.method.to_string())
         }
         (&Method::GET, "/metrics") => (metrics::handle(&state, &req), "metrics", "scrape".into()),
         _ => (

@@ -49,6 +49,19 @@ impl Ctx {
 
 pub type Reply = Result<Option<Value>, Fault>;
 
+/// Runs synchronous engine work (a disk's flock, a wait of up to 2 s for a
+/// busy disk, a store write, a password hash) without holding an async
+/// worker: on tokio's multi-threaded runtime the worker hands its other
+/// tasks to another thread while `f` runs (`block_in_place`); anywhere else
+/// (a current-thread runtime, no runtime) `f` runs inline. The wire layers
+/// call the engine through this.
+pub fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 pub struct Engine {
     pub store: Arc<dyn Store>,
     pub data_dir: PathBuf,

@@ -133,7 +133,7 @@ pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
         Err(e) => return (error_resp(None, &e), "negotiate".into()),
     };
     let name = format!("{} {}", req.method, route_name(&path));
-    let r = tokio::task::block_in_place(|| dispatch(&eng, &ctx, req, &path));
+    let r = crate::engine::off_worker(|| dispatch(&eng, &ctx, req, &path));
     (r.unwrap_or_else(|e| error_resp(Some(&ctx), &e)), name)
 }
 

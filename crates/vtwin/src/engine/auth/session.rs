@@ -40,12 +40,7 @@ fn heavy<T>(f: impl FnOnce() -> T) -> T {
         FREED.notify_one();
         out
     };
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(bounded)
-        }
-        _ => bounded(),
-    }
+    crate::engine::off_worker(bounded)
 }
 
 /// Spend the time a password check takes, for a user that does not exist,
