@@ -169,7 +169,15 @@ pub fn to_json(n: &Node) -> Value {
         };
         let v = to_json(c);
         if LISTS.contains(&c.name.as_str()) {
-            m.entry(key).or_insert_with(|| Value::Array(vec![])).as_array_mut().expect("array").push(v);
+            // A list's key may already hold a single value: a sibling whose
+            // name camel-cases the same (`<task/>` before `<Task/>`).
+            let slot = m.entry(key).or_insert_with(|| Value::Array(vec![]));
+            if !slot.is_array() {
+                *slot = Value::Array(vec![slot.take()]);
+            }
+            if let Value::Array(a) = slot {
+                a.push(v);
+            }
         } else {
             m.insert(key, v);
         }
@@ -338,6 +346,17 @@ mod tests {
             n = Node::new("a").child(n);
         }
         drop(n);
+    }
+
+    /// Found by the vcd_xml fuzz target: a list element after a sibling
+    /// with the same JSON key panicked ("array").
+    #[test]
+    fn a_list_after_a_same_named_sibling_is_one_list() {
+        let n = parse_xml(b"<Org><task/><Task name=\"a\"/><Task name=\"b\"/></Org>", &[]).unwrap();
+        let j = to_json(&n);
+        let tasks = j["task"].as_array().expect("a list");
+        assert_eq!(tasks.len(), 3);
+        assert_eq!(tasks[2]["name"], "b");
     }
 
     #[test]
