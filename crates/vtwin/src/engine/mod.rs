@@ -249,32 +249,7 @@ impl Engine {
         if let Some(e) = self.inv.read().get(moid) {
             return Some(e.moref.ty);
         }
-        if self.tasks.exists(moid) {
-            return Some(types::Task);
-        }
-        if let Some(t) = self.pc.lock().object_type(moid) {
-            return Some(t);
-        }
-        if let Some(c) = self.history.lock().get(moid) {
-            return Some(c.ty);
-        }
-        if moid.starts_with(mo::virtual_machine_snapshot::PREFIX)
-            && mo::virtual_machine_snapshot::exists(&self.inv.read(), moid)
-        {
-            return Some(types::VirtualMachineSnapshot);
-        }
-        // Per-host system objects: `datastoreSystem-<host>`, `storageSystem-<host>`.
-        for (prefix, ty) in [
-            (mo::host_datastore_system::PREFIX, types::HostDatastoreSystem),
-            (mo::host_storage_system::PREFIX, types::HostStorageSystem),
-        ] {
-            if let Some(h) = moid.strip_prefix(prefix) {
-                if self.inv.read().get(h).is_some_and(|e| e.moref.ty == types::HostSystem) {
-                    return Some(ty);
-                }
-            }
-        }
-        self.views.lock().get(moid).map(mo::view_manager::View::ty)
+        mo::find_type(self, moid)
     }
 
     /// Resolve a reference from the wire: the object must exist and be of the

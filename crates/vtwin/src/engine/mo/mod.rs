@@ -29,9 +29,161 @@ pub mod virtual_machine;
 pub mod virtual_machine_snapshot;
 pub mod vstorage_object_manager;
 
+use super::inventory::{Entity, Inventory};
 use super::{Ctx, Engine, Fault, Reply};
 use vmodl::value::Args;
-use vmodl::{types, MethodDef, MoRef, Value};
+use vmodl::{types, MethodDef, MoRef, TypeId, Value};
+
+/// A managed object file's method entry point: `None` for a method it does
+/// not implement.
+type Invoke = fn(&Engine, &mut Ctx, &MoRef, &str, Args) -> Option<Reply>;
+
+/// How a type's top-level properties are read.
+#[derive(Clone, Copy)]
+enum Props {
+    /// An object outside the inventory: its file answers every property.
+    Object(fn(&Engine, &Ctx, &MoRef, &str) -> Option<Value>),
+    /// An inventory entity: its file's own properties, under the inventory's
+    /// read lock, and ManagedEntity's for the rest. A type that is not an
+    /// entity and has no entry of its own is looked up in the inventory too
+    /// (and is not found there).
+    Entity(fn(&Engine, &Inventory, &Entity, &str) -> Option<Value>),
+}
+
+const ENTITY_ONLY: Props = Props::Entity(|_, _, _, _| None);
+
+/// One managed object type this server implements.
+struct MoType {
+    ty: TypeId,
+    /// Also serves the registry's subtypes of `ty` that have no entry of
+    /// their own (ClusterComputeResource is a ComputeResource).
+    subtypes: bool,
+    invoke: Option<Invoke>,
+    props: Props,
+    /// Whether an object of this type outside the inventory has this id
+    /// (tasks, collectors, views, snapshots, per-host systems). Inventory
+    /// entities and the service instance's singletons are found without it.
+    find: Option<fn(&Engine, &str) -> bool>,
+}
+
+impl MoType {
+    const fn new(ty: TypeId) -> MoType {
+        MoType { ty, subtypes: false, invoke: None, props: ENTITY_ONLY, find: None }
+    }
+    const fn invoke(mut self, f: Invoke) -> MoType {
+        self.invoke = Some(f);
+        self
+    }
+    const fn props(mut self, p: Props) -> MoType {
+        self.props = p;
+        self
+    }
+    const fn find(mut self, f: fn(&Engine, &str) -> bool) -> MoType {
+        self.find = Some(f);
+        self
+    }
+    const fn with_subtypes(mut self) -> MoType {
+        self.subtypes = true;
+        self
+    }
+}
+
+/// The dispatch table: a new managed type is one entry here and one file.
+static TYPES: &[MoType] = &[
+    MoType::new(types::ServiceInstance)
+        .invoke(service_instance::invoke)
+        .props(Props::Object(|e, c, _, n| service_instance::property(e, c, n))),
+    MoType::new(types::SessionManager)
+        .invoke(session_manager::invoke)
+        .props(Props::Object(|e, c, _, n| session_manager::property(e, c, n))),
+    MoType::new(types::AuthorizationManager)
+        .invoke(authorization_manager::invoke)
+        .props(Props::Object(|e, c, _, n| authorization_manager::property(e, c, n))),
+    MoType::new(types::PropertyCollector)
+        .invoke(property_collector::invoke)
+        .props(Props::Object(property_collector::property))
+        .find(|e, id| e.pc.lock().object_type(id) == Some(types::PropertyCollector)),
+    MoType::new(types::PropertyFilter)
+        .invoke(property_filter::invoke)
+        .props(Props::Object(|e, _, o, n| property_filter::property(e, o, n)))
+        .find(|e, id| e.pc.lock().object_type(id) == Some(types::PropertyFilter)),
+    MoType::new(types::ViewManager)
+        .invoke(view_manager::invoke)
+        .props(Props::Object(|e, c, _, n| view_manager::property(e, c, n))),
+    MoType::new(types::ContainerView)
+        .invoke(container_view::invoke)
+        .props(Props::Object(container_view::property))
+        .find(|e, id| e.views.lock().get(id).is_some_and(|v| v.ty() == types::ContainerView)),
+    MoType::new(types::ListView)
+        .invoke(list_view::invoke)
+        .props(Props::Object(list_view::property))
+        .find(|e, id| e.views.lock().get(id).is_some_and(|v| v.ty() == types::ListView)),
+    MoType::new(types::SearchIndex).invoke(search_index::invoke).props(Props::Object(|_, _, _, _| None)),
+    MoType::new(types::Task)
+        .invoke(task::invoke)
+        .props(Props::Object(|e, _, o, n| task::property(e, o, n)))
+        .find(|e, id| e.tasks.exists(id)),
+    MoType::new(types::TaskManager)
+        .invoke(task_manager::invoke)
+        .props(Props::Object(|e, c, _, n| task_manager::property(e, c, n))),
+    MoType::new(types::ExtensionManager)
+        .invoke(extension_manager::invoke)
+        .props(Props::Object(|e, _, _, n| extension_manager::property(e, n))),
+    MoType::new(types::EventManager)
+        .invoke(event_manager::invoke)
+        .props(Props::Object(|e, c, _, n| event_manager::property(e, c, n))),
+    MoType::new(types::TaskHistoryCollector)
+        .invoke(task_history_collector::invoke)
+        .props(Props::Object(task_history_collector::property))
+        .find(|e, id| e.history.lock().get(id).is_some_and(|c| c.ty == types::TaskHistoryCollector)),
+    MoType::new(types::EventHistoryCollector)
+        .invoke(event_history_collector::invoke)
+        .props(Props::Object(event_history_collector::property))
+        .find(|e, id| e.history.lock().get(id).is_some_and(|c| c.ty == types::EventHistoryCollector)),
+    MoType::new(types::VirtualMachineSnapshot)
+        .invoke(virtual_machine_snapshot::invoke)
+        .props(Props::Object(|e, _, o, n| virtual_machine_snapshot::property(&e.inv.read(), o, n)))
+        .find(|e, id| {
+            id.starts_with(virtual_machine_snapshot::PREFIX) && virtual_machine_snapshot::exists(&e.inv.read(), id)
+        }),
+    // Per-host system objects: `datastoreSystem-<host>`, `storageSystem-<host>`.
+    MoType::new(types::HostDatastoreSystem)
+        .invoke(host_datastore_system::invoke)
+        .find(|e, id| host_of(e, id, host_datastore_system::PREFIX)),
+    MoType::new(types::HostStorageSystem)
+        .invoke(host_storage_system::invoke)
+        .find(|e, id| host_of(e, id, host_storage_system::PREFIX)),
+    MoType::new(types::CnsVolumeManager).invoke(cns_volume_manager::invoke),
+    MoType::new(types::VcenterVStorageObjectManager).invoke(vstorage_object_manager::invoke),
+    // Inventory entities.
+    MoType::new(types::Folder).invoke(folder::invoke).props(Props::Entity(|_, i, e, n| folder::property(i, e, n))),
+    MoType::new(types::Datacenter).props(Props::Entity(|_, i, e, n| datacenter::property(i, e, n))),
+    MoType::new(types::ComputeResource)
+        .with_subtypes()
+        .props(Props::Entity(|_, i, e, n| compute_resource::property(i, e, n))),
+    MoType::new(types::HostSystem).props(Props::Entity(host_system::property)),
+    MoType::new(types::Datastore)
+        .invoke(datastore::invoke)
+        .props(Props::Entity(|_, i, e, n| datastore::property(i, e, n))),
+    MoType::new(types::VirtualMachine).invoke(virtual_machine::invoke).props(Props::Entity(virtual_machine::property)),
+    MoType::new(types::ResourcePool).props(Props::Entity(|_, i, e, n| resource_pool::property(i, e, n))),
+];
+
+fn host_of(eng: &Engine, moid: &str, prefix: &str) -> bool {
+    moid.strip_prefix(prefix).is_some_and(|h| eng.inv.read().get(h).is_some_and(|e| e.moref.ty == types::HostSystem))
+}
+
+/// The table's entry for `t`: its own, or the nearest one that serves its
+/// subtypes.
+fn entry(t: TypeId) -> Option<&'static MoType> {
+    TYPES.iter().find(|d| d.ty == t).or_else(|| TYPES.iter().find(|d| d.subtypes && t.is_a(d.ty)))
+}
+
+/// The type of an object outside the inventory with id `moid`, if there is
+/// one (asked after the singletons and the inventory).
+pub fn find_type(eng: &Engine, moid: &str) -> Option<TypeId> {
+    TYPES.iter().find(|d| d.find.is_some_and(|f| f(eng, moid))).map(|d| d.ty)
+}
 
 /// Run method `m` on the resolved object `this`.
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, args: Args) -> Reply {
@@ -44,125 +196,24 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, m: &'static MethodDef, 
     let entity_method = t.is_a(types::ManagedEntity) && vmodl::find_method(types::ManagedEntity, m.name).is_some();
     let handled = if entity_method {
         managed_entity::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::ServiceInstance {
-        service_instance::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::SessionManager {
-        session_manager::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::AuthorizationManager {
-        authorization_manager::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::PropertyCollector {
-        property_collector::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::ViewManager {
-        view_manager::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::ContainerView {
-        container_view::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::ListView {
-        list_view::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::SearchIndex {
-        search_index::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::Folder {
-        folder::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::PropertyFilter {
-        property_filter::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::Task {
-        task::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::TaskManager {
-        task_manager::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::ExtensionManager {
-        extension_manager::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::EventManager {
-        event_manager::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::Datastore {
-        datastore::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::VirtualMachine {
-        virtual_machine::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::VirtualMachineSnapshot {
-        virtual_machine_snapshot::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::HostDatastoreSystem {
-        host_datastore_system::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::HostStorageSystem {
-        host_storage_system::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::CnsVolumeManager {
-        cns_volume_manager::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::VcenterVStorageObjectManager {
-        vstorage_object_manager::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::TaskHistoryCollector {
-        task_history_collector::invoke(eng, ctx, this, m.name, args)
-    } else if t == types::EventHistoryCollector {
-        event_history_collector::invoke(eng, ctx, this, m.name, args)
     } else {
-        None
+        entry(t).and_then(|d| d.invoke).and_then(|f| f(eng, ctx, this, m.name, args))
     };
-    match handled {
-        Some(r) => r,
-        None => Err(Fault::new(
-            types::NotImplemented,
-            format!("{}.{} is not implemented by this server yet", t.name(), m.name),
-        )),
-    }
+    handled.unwrap_or_else(|| {
+        Err(Fault::new(types::NotImplemented, format!("{}.{} is not implemented by this server yet", t.name(), m.name)))
+    })
 }
 
 /// The value of top-level property `name` of `obj`; None when unset.
 pub fn property(eng: &Engine, ctx: &Ctx, obj: &MoRef, name: &str) -> Reply {
-    let t = obj.ty;
-    let v = if t == types::ServiceInstance {
-        service_instance::property(eng, ctx, name)
-    } else if t == types::SessionManager {
-        session_manager::property(eng, ctx, name)
-    } else if t == types::AuthorizationManager {
-        authorization_manager::property(eng, ctx, name)
-    } else if t == types::PropertyCollector {
-        property_collector::property(eng, ctx, obj, name)
-    } else if t == types::ViewManager {
-        view_manager::property(eng, ctx, name)
-    } else if t == types::ContainerView {
-        container_view::property(eng, ctx, obj, name)
-    } else if t == types::ListView {
-        list_view::property(eng, ctx, obj, name)
-    } else if t == types::SearchIndex {
-        None
-    } else if t == types::PropertyFilter {
-        property_filter::property(eng, obj, name)
-    } else if t == types::Task {
-        task::property(eng, obj, name)
-    } else if t == types::TaskManager {
-        task_manager::property(eng, ctx, name)
-    } else if t == types::ExtensionManager {
-        extension_manager::property(eng, name)
-    } else if t == types::EventManager {
-        event_manager::property(eng, ctx, name)
-    } else if t == types::VirtualMachineSnapshot {
-        virtual_machine_snapshot::property(&eng.inv.read(), obj, name)
-    } else if t == types::TaskHistoryCollector {
-        task_history_collector::property(eng, ctx, obj, name)
-    } else if t == types::EventHistoryCollector {
-        event_history_collector::property(eng, ctx, obj, name)
-    } else {
-        let inv = eng.inv.read();
-        let e = inv.get(&obj.value).ok_or_else(|| Fault::not_found(obj))?;
-        let own = if t == types::Folder {
-            folder::property(&inv, e, name)
-        } else if t == types::Datacenter {
-            datacenter::property(&inv, e, name)
-        } else if t.is_a(types::ComputeResource) {
-            compute_resource::property(&inv, e, name)
-        } else if t == types::HostSystem {
-            host_system::property(eng, &inv, e, name)
-        } else if t == types::Datastore {
-            datastore::property(&inv, e, name)
-        } else if t == types::VirtualMachine {
-            virtual_machine::property(eng, &inv, e, name)
-        } else if t == types::ResourcePool {
-            resource_pool::property(&inv, e, name)
-        } else {
-            None
-        };
-        match own {
-            Some(v) => Some(v),
-            None => managed_entity::property(eng, ctx, &inv, e, name),
+    match entry(obj.ty).map_or(ENTITY_ONLY, |d| d.props) {
+        Props::Object(f) => Ok(f(eng, ctx, obj, name)),
+        Props::Entity(own) => {
+            let inv = eng.inv.read();
+            let e = inv.get(&obj.value).ok_or_else(|| Fault::not_found(obj))?;
+            Ok(own(eng, &inv, e, name).or_else(|| managed_entity::property(eng, ctx, &inv, e, name)))
         }
-    };
-    Ok(v)
+    }
 }
 
 /// An array of references.
