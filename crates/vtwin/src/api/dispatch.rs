@@ -1,6 +1,6 @@
 //! What both vim25 codecs share: finding the object and method a request
 //! names, mapping decode errors to faults, and calling the engine.
-use crate::engine::{off_worker, Ctx, Engine, Fault};
+use crate::engine::{call_engine, Ctx, Engine, Fault};
 use vmodl::value::Args;
 use vmodl::{find_method, DecodeError, MethodDef, MoRef, TypeId, Value};
 
@@ -24,9 +24,9 @@ pub fn resolve_target(eng: &Engine, type_name: &str, moid: &str) -> Result<MoRef
     }
 }
 
-/// Run `method` on `this` with arguments produced by `decode`. The engine
-/// works off the async workers ([`off_worker`]); waiting for updates is the
-/// one call that may take long, and it waits without a thread.
+/// Run `method` on `this` with arguments produced by `decode`. A call that
+/// may block (`Engine::blocks`: file or disk I/O) runs off the async
+/// workers; waiting for updates may take long, and it waits without a thread.
 pub async fn call(
     eng: &Engine,
     ctx: &mut Ctx,
@@ -55,7 +55,7 @@ pub async fn call(
         if this.ty == vmodl::types::PropertyCollector && (m.name == "WaitForUpdatesEx" || m.name == "WaitForUpdates") {
             eng.wait_for_updates(ctx, this, m, args).await?
         } else {
-            off_worker(|| eng.invoke(ctx, this, m, args))?
+            call_engine(eng.blocks(this, m), || eng.invoke(ctx, this, m, args))?
         };
     Ok((r, m))
 }

@@ -11,7 +11,7 @@ pub mod vapi;
 pub mod vcd;
 pub mod vijson;
 
-use crate::engine::{off_worker, Engine};
+use crate::engine::Engine;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -291,7 +291,7 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
             (vijson::hello(&req), "vijson", "hello".into())
         }
         (&Method::POST, "/api") => {
-            let (r, m) = off_worker(|| vapi::handle_jsonrpc(&state, &req));
+            let (r, m) = vapi::handle_jsonrpc(&state, &req);
             (r, "vapi", m)
         }
         (_, p)
@@ -300,7 +300,7 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
                 || p.starts_with("/api/cis/")
                 || p.starts_with("/api/vcenter/extension/") =>
         {
-            let (r, m) = off_worker(|| vapi::handle_rest(&state, &req));
+            let (r, m) = vapi::handle_rest(&state, &req);
             (r, "vapi", m)
         }
         (_, p) if p.starts_with("/sdk/vim25/") => {
@@ -308,10 +308,11 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
             (r, "vijson", m)
         }
         (&Method::POST, "/api/vtwin/nbd-tickets") => {
-            (off_worker(|| nbd::tickets(&state, &req)), "vapi", "nbd-tickets".into())
+            (on_pool(state, req, nbd::tickets).await, "vapi", "nbd-tickets".into())
         }
         (_, p) if p == "/admin/faults" || p.starts_with("/admin/faults/") || p.starts_with("/admin/datastores/") => {
-            (off_worker(|| admin::handle(&state, &req)), "admin", req.method.to_string())
+            let m = req.method.to_string();
+            (on_pool(state, req, admin::handle).await, "admin", m)
         }
         (&Method::GET, "/metrics") => (metrics::handle(&state, &req), "metrics", "scrape".into()),
         _ => (
@@ -323,6 +324,21 @@ async fn route(state: Arc<AppState>, req: Req) -> (Resp, &'static str, String) {
             "other",
             "not_found".into(),
         ),
+    }
+}
+
+/// Runs a synchronous handler that does file or disk I/O (NBD tickets look
+/// at a disk's snapshots under its lock; /admin remounts datastores) on
+/// tokio's blocking pool, so the async workers go on serving
+/// other connections meanwhile. A panic in it is resumed here, where
+/// [`guarded`] turns it into an error response.
+async fn on_pool<T: Send + 'static>(state: Arc<AppState>, req: Req, handler: fn(&AppState, &Req) -> T) -> T {
+    match tokio::task::spawn_blocking(move || handler(&state, &req)).await {
+        Ok(v) => v,
+        Err(e) => match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("handler cancelled: {e}"),
+        },
     }
 }
 

@@ -73,7 +73,7 @@ pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
         Err(f) => return (fault_resp(&f, version), name.clone()),
     };
     if req.method == Method::GET {
-        return match crate::engine::off_worker(|| eng.read_property(&ctx, &this, name)) {
+        return match crate::engine::call_engine(eng.blocks_reading(&this), || eng.read_property(&ctx, &this, name)) {
             Ok(Some(v)) => {
                 let declared = this.ty.prop(name).map_or(TypeRef { ty: types::anyType, array: false }, |p| p.ty);
                 (json_resp(StatusCode::OK, &json::encode(&v, declared, version)), format!("GET {name}"))

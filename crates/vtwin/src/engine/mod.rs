@@ -49,6 +49,16 @@ impl Ctx {
 
 pub type Reply = Result<Option<Value>, Fault>;
 
+/// Runs `f`, which calls the engine, off the async worker when `blocking`
+/// (see [`Engine::blocks`]), else inline.
+pub fn call_engine<T>(blocking: bool, f: impl FnOnce() -> T) -> T {
+    if blocking {
+        off_worker(f)
+    } else {
+        f()
+    }
+}
+
 /// Runs synchronous engine work (a disk's flock, a wait of up to 2 s for a
 /// busy disk, a store write, a password hash) without holding an async
 /// worker: on tokio's multi-threaded runtime the worker hands its other
@@ -614,6 +624,18 @@ impl Engine {
 
     /// Read one top-level property (VI/JSON GET, Fetch). Reading
     /// ServiceInstance content/serverClock needs no session.
+    /// Whether calling `m` on `this` may block its thread (file or disk
+    /// I/O, a busy disk): the wire layers run such calls through
+    /// [`off_worker`].
+    pub fn blocks(&self, this: &MoRef, m: &MethodDef) -> bool {
+        mo::blocks(this, m)
+    }
+
+    /// Whether reading a property of `obj` may block its thread.
+    pub fn blocks_reading(&self, obj: &MoRef) -> bool {
+        mo::blocks_reading(obj)
+    }
+
     pub fn read_property(&self, ctx: &Ctx, this: &MoRef, name: &str) -> Reply {
         let anonymous = this.ty == types::ServiceInstance && (name == "content" || name == "serverClock");
         if !anonymous {

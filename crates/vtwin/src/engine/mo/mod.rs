@@ -64,11 +64,14 @@ struct MoType {
     /// (tasks, collectors, views, snapshots, per-host systems). Inventory
     /// entities and the service instance's singletons are found without it.
     find: Option<fn(&Engine, &str) -> bool>,
+    /// Its methods do file or disk I/O, or wait for a busy disk: they run
+    /// off the async workers (see [`blocks`]).
+    blocking: bool,
 }
 
 impl MoType {
     const fn new(ty: TypeId) -> MoType {
-        MoType { ty, subtypes: false, invoke: None, props: ENTITY_ONLY, find: None }
+        MoType { ty, subtypes: false, invoke: None, props: ENTITY_ONLY, find: None, blocking: false }
     }
     const fn invoke(mut self, f: Invoke) -> MoType {
         self.invoke = Some(f);
@@ -80,6 +83,10 @@ impl MoType {
     }
     const fn find(mut self, f: fn(&Engine, &str) -> bool) -> MoType {
         self.find = Some(f);
+        self
+    }
+    const fn blocking(mut self) -> MoType {
+        self.blocking = true;
         self
     }
     const fn with_subtypes(mut self) -> MoType {
@@ -141,6 +148,7 @@ static TYPES: &[MoType] = &[
         .props(Props::Object(event_history_collector::property))
         .find(|e, id| e.history.lock().get(id).is_some_and(|c| c.ty == types::EventHistoryCollector)),
     MoType::new(types::VirtualMachineSnapshot)
+        .blocking()
         .invoke(virtual_machine_snapshot::invoke)
         .props(Props::Object(|e, _, o, n| virtual_machine_snapshot::property(&e.inv.read(), o, n)))
         .find(|e, id| {
@@ -148,24 +156,33 @@ static TYPES: &[MoType] = &[
         }),
     // Per-host system objects: `datastoreSystem-<host>`, `storageSystem-<host>`.
     MoType::new(types::HostDatastoreSystem)
+        .blocking()
         .invoke(host_datastore_system::invoke)
         .find(|e, id| host_of(e, id, host_datastore_system::PREFIX)),
     MoType::new(types::HostStorageSystem)
+        .blocking()
         .invoke(host_storage_system::invoke)
         .find(|e, id| host_of(e, id, host_storage_system::PREFIX)),
-    MoType::new(types::CnsVolumeManager).invoke(cns_volume_manager::invoke),
-    MoType::new(types::VcenterVStorageObjectManager).invoke(vstorage_object_manager::invoke),
+    MoType::new(types::CnsVolumeManager).blocking().invoke(cns_volume_manager::invoke),
+    MoType::new(types::VcenterVStorageObjectManager).blocking().invoke(vstorage_object_manager::invoke),
     // Inventory entities.
-    MoType::new(types::Folder).invoke(folder::invoke).props(Props::Entity(|_, i, e, n| folder::property(i, e, n))),
+    MoType::new(types::Folder)
+        .blocking()
+        .invoke(folder::invoke)
+        .props(Props::Entity(|_, i, e, n| folder::property(i, e, n))),
     MoType::new(types::Datacenter).props(Props::Entity(|_, i, e, n| datacenter::property(i, e, n))),
     MoType::new(types::ComputeResource)
         .with_subtypes()
         .props(Props::Entity(|_, i, e, n| compute_resource::property(i, e, n))),
     MoType::new(types::HostSystem).props(Props::Entity(host_system::property)),
     MoType::new(types::Datastore)
+        .blocking()
         .invoke(datastore::invoke)
         .props(Props::Entity(|_, i, e, n| datastore::property(i, e, n))),
-    MoType::new(types::VirtualMachine).invoke(virtual_machine::invoke).props(Props::Entity(virtual_machine::property)),
+    MoType::new(types::VirtualMachine)
+        .blocking()
+        .invoke(virtual_machine::invoke)
+        .props(Props::Entity(virtual_machine::property)),
     MoType::new(types::ResourcePool).props(Props::Entity(|_, i, e, n| resource_pool::property(i, e, n))),
 ];
 
@@ -183,6 +200,26 @@ fn entry(t: TypeId) -> Option<&'static MoType> {
 /// one (asked after the singletons and the inventory).
 pub fn find_type(eng: &Engine, moid: &str) -> Option<TypeId> {
     TYPES.iter().find(|d| d.find.is_some_and(|f| f(eng, moid))).map(|d| d.ty)
+}
+
+/// Whether method `m` on `this` may block the thread it runs on (file or
+/// disk I/O, a disk's flock, a wait of up to 2 s for a busy disk): every
+/// `_Task` method, the entity methods (Destroy_Task deletes files), and
+/// every method of a type the table marks. Everything else stays on the
+/// async worker, store writes of tasks, extensions and permissions
+/// included: moving each such call to another thread cost a third of the
+/// extension-task throughput at 64 clients and doubled the memory per kept
+/// task in `scripts/bench.sh --only tasks`, for SQLite writes that take well
+/// under a millisecond.
+pub fn blocks(this: &MoRef, m: &MethodDef) -> bool {
+    m.name.ends_with("_Task")
+        || (this.ty.is_a(types::ManagedEntity) && vmodl::find_method(types::ManagedEntity, m.name).is_some())
+        || entry(this.ty).is_some_and(|d| d.blocking)
+}
+
+/// Whether reading a property of `obj` may block (the same table marks).
+pub fn blocks_reading(obj: &MoRef) -> bool {
+    entry(obj.ty).is_some_and(|d| d.blocking)
 }
 
 /// Run method `m` on the resolved object `this`.
