@@ -196,11 +196,18 @@ fn clean(s: String) -> Result<String, String> {
 /// Is this an XML name (the Name production, ASCII strictly, any non-ASCII
 /// character allowed)? quick-xml does not check names; a kept Params or
 /// Result is sent back as it came, so it must be well-formed.
+/// Namespace-aware parsers (lxml, which pyvcloud uses) also need a QName:
+/// `local` or `prefix:local`, neither part empty nor holding a colon (found
+/// by the vcd_xml fuzz target: a kept `<t a:="x"/>` made the echo unreadable).
 fn xml_name(b: &[u8]) -> bool {
-    let start = |c: u8| c.is_ascii_alphabetic() || c == b'_' || c == b':' || c >= 0x80;
-    match b.split_first() {
+    let start = |c: u8| c.is_ascii_alphabetic() || c == b'_' || c >= 0x80;
+    let ncname = |p: &[u8]| match p.split_first() {
         Some((&f, rest)) => start(f) && rest.iter().all(|&c| start(c) || c.is_ascii_digit() || c == b'-' || c == b'.'),
         None => false,
+    };
+    match b.iter().position(|&c| c == b':') {
+        None => ncname(b),
+        Some(i) => ncname(&b[..i]) && ncname(&b[i + 1..]),
     }
 }
 
@@ -374,6 +381,9 @@ mod tests {
             "<Task><Params><a b%=\"1\">x</a></Params></Task>",
             "<Task><Params>&nope;</Params></Task>",
             "<T%ask/>",
+            "<Task><Params><t a:=\"x\"/></Params></Task>",
+            "<Task><Params><t :a=\"x\"/></Params></Task>",
+            "<Task><Params><a:b:c/></Params></Task>",
         ] {
             assert!(parse_xml(bad.as_bytes(), &["Params"]).is_err(), "{bad} accepted");
         }
