@@ -353,9 +353,35 @@ fn org_node(ctx: &Ctx, o: &vcd::Org) -> Node {
         .child(Node::new("IsEnabled").text("true"))
 }
 
-fn reference(name: &str, r: &Ref) -> Node {
+/// The path of an href that names an entity of this API (`…/api/…`,
+/// `…/cloudapi/…`). A task's Owner is kept as that path, and shown at the
+/// address the reader came in on, as VCD shows its entities wherever it is
+/// reached: a data directory moved to another address, or read through
+/// another name, shows working links. Owners that records of earlier builds
+/// kept whole are shown the same way; any other href is kept as sent.
+fn entity_path(href: &str) -> Option<&str> {
+    let path = match href.strip_prefix("https://").or_else(|| href.strip_prefix("http://")) {
+        Some(rest) => &rest[rest.find('/')?..],
+        None => href,
+    };
+    (path.starts_with("/api/") || path.starts_with("/cloudapi/")).then_some(path)
+}
+
+/// An href as a client sent it, as kept.
+fn kept_href(href: &str) -> String {
+    entity_path(href).unwrap_or(href).to_string()
+}
+
+impl Ctx {
+    /// A kept href, as shown.
+    fn shown_href(&self, href: &str) -> String {
+        entity_path(href).map_or_else(|| href.to_string(), |p| self.href(p))
+    }
+}
+
+fn reference(ctx: &Ctx, name: &str, r: &Ref) -> Node {
     Node::new(name)
-        .attr("href", r.href.clone())
+        .attr("href", ctx.shown_href(&r.href))
         .attr_opt("id", r.id.clone())
         .attr_opt("type", r.ty.clone())
         .attr_opt("name", r.name.clone())
@@ -398,7 +424,7 @@ fn task_node(eng: &Engine, ctx: &Ctx, t: &TaskRecord) -> Node {
         n = n.child(Node::new("Description").text(desc.clone()));
     }
     if let Some(o) = &v.owner {
-        n = n.child(reference("Owner", o));
+        n = n.child(reference(ctx, "Owner", o));
     }
     if let Some(e) = &v.error {
         n = n.child(
@@ -490,7 +516,7 @@ fn task_spec(ctx: &Ctx, req: &Req) -> Result<TaskSpec, VcdError> {
         let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         let r = |k: &str| {
             v.get(k).filter(|x| x.is_object()).map(|x| Ref {
-                href: x.get("href").and_then(|h| h.as_str()).unwrap_or("").to_string(),
+                href: kept_href(x.get("href").and_then(|h| h.as_str()).unwrap_or("")),
                 ty: x.get("type").and_then(|h| h.as_str()).map(str::to_string),
                 name: x.get("name").and_then(|h| h.as_str()).map(str::to_string),
                 id: x.get("id").and_then(|h| h.as_str()).map(str::to_string),
@@ -534,7 +560,7 @@ fn task_spec(ctx: &Ctx, req: &Req) -> Result<TaskSpec, VcdError> {
     let a = |k: &str| n.get_attr(k).map(str::to_string);
     let r = |k: &str| {
         n.find(k).map(|x| Ref {
-            href: x.get_attr("href").unwrap_or("").to_string(),
+            href: kept_href(x.get_attr("href").unwrap_or("")),
             ty: x.get_attr("type").map(str::to_string),
             name: x.get_attr("name").map(str::to_string),
             id: x.get_attr("id").map(str::to_string),
@@ -599,7 +625,7 @@ fn record_attrs(eng: &Engine, ctx: &Ctx, t: &TaskRecord, admin: bool) -> Vec<(St
     if admin {
         opt("owner", v.user.as_ref().map(|u| user_href(ctx, &u.0)));
     }
-    opt("object", v.owner.as_ref().map(|o| o.href.clone()));
+    opt("object", v.owner.as_ref().map(|o| ctx.shown_href(&o.href)));
     opt("objectType", v.owner.as_ref().and_then(|o| o.ty.clone()));
     opt("objectName", v.owner.as_ref().and_then(|o| o.name.clone()));
     opt("serviceNamespace", v.service_namespace.clone());
@@ -814,4 +840,29 @@ fn query(eng: &Engine, ctx: &Ctx, req: &Req, who: &Who) -> Result<Resp, VcdError
         .children(links)
         .children(items);
     Ok(ctx.reply(StatusCode::OK, media, &n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_hrefs_are_kept_as_their_path_and_shown_at_the_readers_address() {
+        let ctx = Ctx { base: "https://vcd.example:8443".into(), json: false, version: "36.0".into() };
+        for (sent, kept) in [
+            ("http://127.0.0.1:39751/api/org/1", "/api/org/1"),
+            ("https://old-name/cloudapi/1.0.0/orgs/x", "/cloudapi/1.0.0/orgs/x"),
+            ("/api/vApp/vapp-1", "/api/vApp/vapp-1"),
+            ("https://elsewhere.example/other/thing", "https://elsewhere.example/other/thing"),
+            ("urn:vcloud:org:1", "urn:vcloud:org:1"),
+            ("http://hostonly", "http://hostonly"),
+            ("", ""),
+        ] {
+            assert_eq!(kept_href(sent), kept, "{sent}");
+        }
+        assert_eq!(ctx.shown_href("/api/org/1"), "https://vcd.example:8443/api/org/1");
+        // What an earlier build kept whole is shown at the new address too.
+        assert_eq!(ctx.shown_href("http://127.0.0.1:1/api/org/1"), "https://vcd.example:8443/api/org/1");
+        assert_eq!(ctx.shown_href("urn:vcloud:org:1"), "urn:vcloud:org:1");
+    }
 }
