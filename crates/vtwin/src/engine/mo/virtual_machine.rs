@@ -30,6 +30,17 @@ pub fn to_ds_path(inv: &Inventory, file: &Path) -> Option<(String, String)> {
     })
 }
 
+/// When a file was last modified, as a vim25 dateTime.
+fn modified(p: &Path) -> Option<chrono::DateTime<chrono::Utc>> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok().map(chrono::DateTime::from)
+}
+
+/// A configuration's change version: the time of its last change, to the
+/// microsecond, as vCenter shows it.
+fn change_version(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
 fn get<'a>(kv: &'a [(String, String)], k: &str) -> Option<&'a str> {
     kv.iter().rev().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str())
 }
@@ -137,16 +148,18 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
     };
     Some(match name {
         "config" => {
+            // The configuration changes when its file does: the .vmx's
+            // modification time is `modified`, and the change version is
+            // that time as vCenter writes one (`2024-01-18T10:05:26.129577Z`),
+            // the same for as long as the file is unchanged.
+            let changed = modified(&vmx);
             let files = Data::new(types::VirtualMachineFileInfo)
                 .with("vmPathName", vm_path.clone())
                 .with("snapshotDirectory", vm_path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default())
                 .with("logDirectory", vm_path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default());
             Data::new(types::VirtualMachineConfigInfo)
-                .with(
-                    "changeVersion",
-                    std::fs::metadata(&vmx).and_then(|m| m.modified()).map(|t| format!("{t:?}")).unwrap_or_default(),
-                )
-                .with("modified", chrono::Utc::now())
+                .with("changeVersion", changed.map(change_version).unwrap_or_default())
+                .with("modified", changed.unwrap_or_else(chrono::Utc::now))
                 .with("name", e.name.clone())
                 .with("guestFullName", guest.clone())
                 .with("version", format!("vmx-{}", get(&kv, "virtualHW.version").unwrap_or("19")))
@@ -200,9 +213,11 @@ pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option
                         .into()
                 })
                 .collect();
+            // When the layout last changed: its newest file.
+            let newest = files(inv, e).iter().filter_map(|(p, _)| modified(p)).max();
             Data::new(types::VirtualMachineFileLayoutEx)
                 .with("file", Value::Array(types::VirtualMachineFileLayoutExFileInfo, list))
-                .with("timestamp", chrono::Utc::now())
+                .with("timestamp", newest.unwrap_or_else(chrono::Utc::now))
                 .into()
         }
         "resourcePool" => return e.attr("pool").and_then(|p| inv.get(p)).map(|p| Value::MoRef(p.moref.clone())),
