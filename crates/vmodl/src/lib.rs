@@ -1,6 +1,7 @@
 //! The vim25 + vsan type model, generated from the VMODL registry, and the
 //! two codecs over it: SOAP (XML) and VI/JSON. No HTTP in here.
 pub mod json;
+pub mod kept;
 pub mod schema;
 pub mod soap;
 pub mod value;

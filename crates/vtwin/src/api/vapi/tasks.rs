@@ -9,7 +9,7 @@ use crate::engine::{Ctx, Engine, Fault};
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{json, Value as J};
 use std::collections::HashSet;
-use vmodl::{types, Data, MoRef, TypeId};
+use vmodl::{types, Data, MoRef, TypeId, Value};
 
 /// A vAPI task id: the vim25 Task moId, a colon and this server's id
 /// (govmomi takes the part before the colon as the Task moId).
@@ -313,12 +313,8 @@ pub fn cancel(eng: &Engine, ctx: &Ctx, id: &str) -> Result<(), VapiError> {
 pub fn info(eng: &Engine, t: &TaskRecord, exclude_result: bool) -> V {
     let (service, operation) = t.service_operation();
     let status = t.vapi_status();
-    let description = match t.description.as_ref() {
-        Some(d) => message(
-            d.get("key").and_then(J::as_str).unwrap_or(&t.description_id),
-            d.get("message").and_then(J::as_str).unwrap_or(""),
-            &[],
-        ),
+    let description = match t.description.as_ref().and_then(|d| d.0.as_data()) {
+        Some(d) => message(d.str("key").unwrap_or(&t.description_id), d.str("message").unwrap_or(""), &[]),
         None => message(&t.description_id, "", &[]),
     };
     // The runtime's union rule: every started task has a progress.
@@ -337,10 +333,10 @@ pub fn info(eng: &Engine, t: &TaskRecord, exclude_result: bool) -> V {
     let result = if exclude_result {
         None
     } else {
-        t.vapi_result
-            .as_ref()
-            .map(V::from_json)
-            .or_else(|| t.result.as_ref().and_then(|r| r.get("_value")).and_then(J::as_str).map(V::str))
+        t.vapi_result.as_ref().map(V::from_json).or_else(|| match t.result.as_ref().map(|r| &r.0) {
+            Some(Value::String(s) | Value::Typed(_, s)) => Some(V::str(s)),
+            _ => None,
+        })
     };
     let error = if t.state == crate::engine::tasks::TaskState::Error {
         Some(match &t.vapi_error {
@@ -349,7 +345,7 @@ pub fn info(eng: &Engine, t: &TaskRecord, exclude_result: bool) -> V {
                 e["messages"].as_array().map_or(&[][..], Vec::as_slice),
             ),
             None => {
-                let ty = t.error.as_ref().and_then(|e| e.get("_typeName")).and_then(J::as_str).unwrap_or("SystemError");
+                let ty = t.error.as_ref().and_then(|e| e.0.as_data()).map_or("SystemError", |f| f.ty.name());
                 let kind = TypeId::by_name(ty)
                     .map_or("error", |ty| error_kind(&Fault { data: Data::new(ty), message: String::new() }));
                 let text = t.error_message.clone().unwrap_or_default();

@@ -10,10 +10,10 @@
 //! own fault: a partial failure is not a task error.
 use crate::engine::disks::{datastore_path, fcd_dir, DiskRef};
 use crate::engine::runner::TaskSpec;
+use crate::engine::storage::cns::storage_version;
 use crate::engine::storage::cns::{
     attached_vm, decode_metadata, disk_changed, is_volume, metadata, repoint_vm, set_cns, Rec,
 };
-use crate::engine::tasks::storage_version;
 use crate::engine::vm::{dashed_uuid, read_vmx, slot_of, vmx_of, write_vmx};
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use std::collections::BTreeMap;

@@ -10,6 +10,14 @@ use std::collections::BTreeMap;
 use vdisk::disk::Disk;
 use vmodl::{json, types, Data, MoRef, TypeRef, Value};
 
+/// The release CNS metadata is encoded in (VI/JSON), the widest: vSAN 9.1
+/// includes vim25 9.1.
+pub fn storage_version() -> vmodl::VersionId {
+    vmodl::VersionId::by_wire("vsan", "9.1.0.0")
+        .or_else(|| vmodl::VersionId::by_wire("vim25", "9.1.0.0"))
+        .expect("9.1.0.0 in the registry")
+}
+
 /// What queries filter on, per volume.
 #[derive(Clone, Debug, Default)]
 pub struct Rec {

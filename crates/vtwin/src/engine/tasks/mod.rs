@@ -9,19 +9,19 @@ pub mod vapi;
 pub mod vcd;
 mod vim;
 
-pub use record::{storage_version, NewTask, Retention, TaskRecord, TaskState};
+pub use record::{Kept, NewTask, Retention, TaskRecord, TaskState};
 pub use vapi::{VapiStatus, VapiUpdate};
 
 use crate::engine::fault::Fault;
 use crate::store::Store;
 use chrono::Utc;
 use parking_lot::RwLock;
-use record::{ms, to_json};
+use record::ms;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use vapi::apply_vapi;
-use vmodl::{json, types, Data, Value};
+use vmodl::{types, Data, Value};
 
 fn index(by_vcd: &mut HashMap<String, String>, by_parent: &mut HashMap<String, Vec<String>>, t: &TaskRecord) {
     if let Some(v) = &t.vcd {
@@ -200,7 +200,7 @@ impl Tasks {
                 let now = ms(Utc::now());
                 t.state = TaskState::Error;
                 t.blocked = false;
-                t.error = Some(json::encode_data(&f.data, storage_version()));
+                t.error = Some(Kept(f.data.clone().into()));
                 t.error_message = Some(f.message);
                 t.start_time.get_or_insert(now);
                 t.complete_time = Some(now);
@@ -579,7 +579,7 @@ impl Tasks {
             match state {
                 TaskState::Error => {
                     let f = fault.cloned().unwrap_or_else(|| Fault::system_error("the task failed"));
-                    t.error = Some(json::encode_data(&f.data, storage_version()));
+                    t.error = Some(Kept(f.data.clone().into()));
                     t.error_message = Some(f.message);
                     t.complete_time = Some(now);
                 }
@@ -590,7 +590,7 @@ impl Tasks {
                 _ => {}
             }
             if let Some(r) = result {
-                t.result = Some(to_json(r));
+                t.result = Some(Kept(r.clone()));
             }
             t.blocked = false;
             t.state = state;
@@ -622,7 +622,7 @@ impl Tasks {
             if t.state.is_final() {
                 return Err(Self::invalid_state(t, "the task has already completed"));
             }
-            t.description = Some(json::encode_data(message, storage_version()));
+            t.description = Some(Kept(message.clone().into()));
             Ok(())
         })
     }
@@ -642,7 +642,7 @@ impl Tasks {
             let f = Fault::new(types::RequestCanceled, "The task was canceled by a user.");
             t.cancelled = true;
             t.state = TaskState::Error;
-            t.error = Some(json::encode_data(&f.data, storage_version()));
+            t.error = Some(Kept(f.data.clone().into()));
             t.error_message = Some(f.message);
             t.start_time.get_or_insert(now);
             t.complete_time = Some(now);

@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use vmodl::{json, types, MoRef, TypeId, TypeRef, Value, VersionId};
+use vmodl::{json, kept, types, MoRef, TypeRef, Value};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,8 +37,8 @@ impl TaskState {
     }
 }
 
-/// One task. Values that are vim25 data (result, fault, description) are
-/// kept in their VI/JSON form so the record serializes as plain JSON.
+/// One task, as the store keeps it (JSON). Values that are vim25 data
+/// (result, fault, description) are [`Kept`] values.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub key: String,
@@ -53,9 +53,14 @@ pub struct TaskRecord {
     pub cancelable: bool,
     pub cancelled: bool,
     pub progress: Option<i32>,
-    pub description: Option<serde_json::Value>,
-    pub result: Option<serde_json::Value>,
-    pub error: Option<serde_json::Value>,
+    /// A LocalizableMessage.
+    #[serde(default, deserialize_with = "readable")]
+    pub description: Option<Kept>,
+    #[serde(default, deserialize_with = "readable")]
+    pub result: Option<Kept>,
+    /// A MethodFault.
+    #[serde(default, deserialize_with = "readable")]
+    pub error: Option<Kept>,
     pub error_message: Option<String>,
     /// The user the task shows (an extension may name the user it works for).
     pub user: String,
@@ -140,20 +145,64 @@ impl Default for Retention {
     }
 }
 
-/// Records are kept in the widest release: vSAN 9.1 includes vim25 9.1, so
-/// CNS results (vSAN types) keep every field.
-pub fn storage_version() -> VersionId {
-    VersionId::by_wire("vsan", "9.1.0.0")
-        .or_else(|| VersionId::by_wire("vim25", "9.1.0.0"))
-        .expect("9.1.0.0 in the registry")
+/// A vim25 value in a stored record, in vmodl's kept form
+/// (`vmodl::kept`): every type named, every field of the model kept, the
+/// same whatever wire release. Records of earlier builds held these values
+/// in VI/JSON (`{"_typeName": …}`, vSAN 9.1's encoding); they are read as
+/// such and written back in the kept form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kept(pub Value);
+
+impl Kept {
+    /// The value a stored JSON form holds: the kept form, or the VI/JSON of
+    /// an earlier build's record.
+    pub fn read(j: &serde_json::Value) -> Result<Kept, vmodl::DecodeError> {
+        if kept::is_kept(j) {
+            return kept::from_kept(j).map(Kept);
+        }
+        json::decode(j, TypeRef { ty: types::anyType, array: false }, "stored")?
+            .map(Kept)
+            .ok_or_else(|| vmodl::DecodeError::Malformed("an empty stored value".into()))
+    }
 }
 
-pub(super) fn to_json(v: &Value) -> serde_json::Value {
-    json::encode(v, TypeRef { ty: types::anyType, array: false }, storage_version())
+/// A kept value of a record, or none: a value that no longer reads (a type
+/// the model has dropped) is left out, with a warning, and the rest of the
+/// record is kept.
+fn readable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Kept>, D::Error> {
+    let Some(j) = Option::<serde_json::Value>::deserialize(d)? else { return Ok(None) };
+    match Kept::read(&j) {
+        Ok(k) => Ok(Some(k)),
+        Err(e) => {
+            tracing::warn!("a stored task value no longer reads ({e}); it is left out");
+            Ok(None)
+        }
+    }
 }
 
-pub(super) fn from_json(v: &serde_json::Value, ty: TypeId) -> Option<Value> {
-    json::decode(v, TypeRef { ty, array: false }, "stored").ok().flatten()
+impl From<Value> for Kept {
+    fn from(v: Value) -> Kept {
+        Kept(v)
+    }
+}
+
+impl From<vmodl::Data> for Kept {
+    fn from(d: vmodl::Data) -> Kept {
+        Kept(d.into())
+    }
+}
+
+impl Serialize for Kept {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        kept::to_kept(&self.0).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Kept {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kept, D::Error> {
+        let j = serde_json::Value::deserialize(d)?;
+        Kept::read(&j).map_err(serde::de::Error::custom)
+    }
 }
 
 pub(super) fn ms(t: DateTime<Utc>) -> i64 {
@@ -162,4 +211,51 @@ pub(super) fn ms(t: DateTime<Utc>) -> i64 {
 
 pub(super) fn time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_else(Utc::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmodl::Data;
+
+    /// A record as e4d0207 and earlier builds wrote it: values in VI/JSON.
+    const EARLIER: &str = r#"{"key":"task-7","seq":7,"name":"CreateDisk_Task","description_id":"d",
+        "entity":null,"entity_name":null,"state":"error","cancelable":false,"cancelled":false,"progress":null,
+        "description":{"_typeName":"LocalizableMessage","key":"com.example.msg","message":"nightly"},
+        "result":{"_typeName":"string","_value":"done"},
+        "error":{"_typeName":"InvalidName","faultMessage":[{"_typeName":"LocalizableMessage","key":"k","message":"m"}],"name":"web-2"},
+        "error_message":"m","user":"u","queue_time":1,"start_time":null,"complete_time":null,"event_chain_id":7,
+        "change_tag":null,"parent_key":null,"root_key":null,"activation_id":null}"#;
+
+    #[test]
+    fn records_of_earlier_builds_read_and_are_written_in_the_kept_form() {
+        let t: TaskRecord = serde_json::from_str(EARLIER).unwrap();
+        let fault = Data::new(types::InvalidName)
+            .with(
+                "faultMessage",
+                Value::Array(
+                    types::LocalizableMessage,
+                    vec![Data::new(types::LocalizableMessage).with("key", "k").with("message", "m").into()],
+                ),
+            )
+            .with("name", "web-2");
+        assert_eq!(t.error, Some(Kept(fault.into())));
+        assert_eq!(t.result, Some(Kept(Value::String("done".into()))));
+        assert_eq!(t.description.as_ref().and_then(|d| d.0.as_data()).and_then(|d| d.str("message")), Some("nightly"));
+        let text = serde_json::to_string(&t).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for f in ["description", "result", "error"] {
+            assert!(kept::is_kept(&j[f]), "{f}: {}", j[f]);
+        }
+        let again: TaskRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!((again.description, again.result, again.error), (t.description, t.result, t.error));
+    }
+
+    #[test]
+    fn a_value_that_no_longer_reads_is_left_out_and_the_record_kept() {
+        let text = EARLIER.replace(r#""_typeName":"InvalidName""#, r#""_typeName":"NoSuchFault""#);
+        let t: TaskRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(t.error, None);
+        assert_eq!(t.error_message.as_deref(), Some("m"));
+    }
 }

@@ -1,8 +1,8 @@
 //! The vAPI view of a task: its five states and the extension-task
 //! update rules (`update_spec`), applied to a record.
-use super::record::{storage_version, TaskRecord, TaskState};
+use super::record::{Kept, TaskRecord, TaskState};
 use crate::engine::fault::Fault;
-use vmodl::{json, types, Data};
+use vmodl::{types, Data, Value};
 
 /// The five vAPI task states. vim25 has four: BLOCKED is running there.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -149,7 +149,7 @@ pub(super) fn apply_vapi(t: &mut TaskRecord, u: &VapiUpdate, now: i64) -> Result
         }
     }
     if let Some(d) = &u.description {
-        t.description = Some(json::encode_data(d, storage_version()));
+        t.description = Some(Kept(d.clone().into()));
     }
     if let Some((total, completed)) = u.progress {
         t.progress_total = Some(total);
@@ -159,10 +159,10 @@ pub(super) fn apply_vapi(t: &mut TaskRecord, u: &VapiUpdate, now: i64) -> Result
     if let Some(r) = &u.result {
         t.vapi_result = Some(r.clone());
         // A string result reads the same in vim25.
-        t.result = r.as_str().map(|s| serde_json::json!({"_typeName": "string", "_value": s}));
+        t.result = r.as_str().map(|s| Kept(Value::String(s.to_string())));
     }
     if let Some((f, v)) = &u.error {
-        t.error = Some(json::encode_data(&f.data, storage_version()));
+        t.error = Some(Kept(f.data.clone().into()));
         t.error_message = Some(f.message.clone());
         t.vapi_error = Some(v.clone());
     }

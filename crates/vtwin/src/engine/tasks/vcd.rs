@@ -3,7 +3,7 @@
 //! client's create and update, and how the VCD status follows a change
 //! made through vim25 or vAPI. No HTTP in here: the wire layer maps a
 //! `Refused` to its error document.
-use super::record::{storage_version, TaskRecord, TaskState};
+use super::record::{Kept, TaskRecord, TaskState};
 use crate::engine::fault::Fault;
 use serde::{Deserialize, Serialize};
 use vmodl::types;
@@ -222,7 +222,7 @@ pub fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> R
             } else {
                 Fault::system_error(msg.clone())
             };
-            t.error = Some(vmodl::json::encode_data(&f.data, storage_version()));
+            t.error = Some(Kept(f.data.clone().into()));
             t.error_message = Some(msg);
             t.cancelled = status == "aborted";
         }

@@ -1,5 +1,5 @@
 //! The vim25 view of a task: its TaskInfo.
-use super::record::{from_json, time, TaskRecord};
+use super::record::{time, Kept, TaskRecord};
 use vmodl::{types, Data, MoRef, TypeId, Value};
 
 impl TaskRecord {
@@ -31,18 +31,18 @@ impl TaskRecord {
                 d.set("entity", MoRef::new(ty, moid.clone()));
             }
         }
-        if let Some(v) = t.description.as_ref().and_then(|j| from_json(j, types::LocalizableMessage)) {
-            d.set("description", v);
+        if let Some(Kept(v)) = &t.description {
+            d.set("description", v.clone());
         }
-        if let Some(v) = t.result.as_ref().and_then(|j| from_json(j, types::anyType)) {
-            d.set("result", v);
+        if let Some(Kept(v)) = &t.result {
+            d.set("result", v.clone());
         }
-        if let Some(Value::Data(fault)) = t.error.as_ref().and_then(|j| from_json(j, types::MethodFault)) {
+        if let Some(Kept(Value::Data(fault))) = &t.error {
             // SOAP carries a LocalizedMethodFault here; VI/JSON flattens it.
             d.set(
                 "error",
                 Data::new(types::LocalizedMethodFault)
-                    .with("fault", Value::Data(fault))
+                    .with("fault", Value::Data(fault.clone()))
                     .with_opt("localizedMessage", t.error_message.clone()),
             );
         }
