@@ -106,6 +106,15 @@ def check_upgrade(d, made):
         t = vsom.CreateDisk_Task(spec)
         WaitForTask(t)
         assert t.info.result.config.name == "new-one"
+        # The CNS volume's state is written again (the same metadata), now
+        # in this build's form, which the second start must read.
+        cvm = fx.cns_manager(s, si)
+        (vol,) = [v for v in cvm.Query(vim.cns.QueryFilter()).volumes if v.name == "pv-data"]
+        WaitForTask(cvm.UpdateVolumeMetadata([vim.cns.VolumeMetadataUpdateSpec(volumeId=vol.volumeId,
+                                                                                metadata=vol.metadata)]))
+        (meta,) = glob.glob(os.path.join(d, "vmfs", "volumes", "*", "fcd", vol.volumeId.id, "vtwin-disk.json"))
+        with open(meta) as f:
+            assert "_typeName" not in json.dumps(json.load(f)["extra"]["cns"]), "the CNS state was not rewritten"
         token = fx.vcd_login(s, "acme", fx.TENANT, fx.TENANT_PW)
         r = fx.vcd_task(s, token, fx.org_of(s, token), "success", 100)
         assert r.status_code in (200, 201), r.text

@@ -6,6 +6,7 @@ pub mod control;
 pub mod disks;
 pub mod fault;
 pub mod inventory;
+pub mod kept;
 pub mod mo;
 pub mod node;
 pub mod paths;

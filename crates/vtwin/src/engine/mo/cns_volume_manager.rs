@@ -9,10 +9,10 @@
 //! task whose result is a batch with one entry per volume, each with its
 //! own fault: a partial failure is not a task error.
 use crate::engine::disks::{datastore_path, fcd_dir, DiskRef};
+use crate::engine::kept::Kept;
 use crate::engine::runner::TaskSpec;
-use crate::engine::storage::cns::storage_version;
 use crate::engine::storage::cns::{
-    attached_vm, decode_metadata, disk_changed, is_volume, metadata, repoint_vm, set_cns, Rec,
+    attached_vm, disk_changed, is_volume, metadata, repoint_vm, set_state, update_state, CnsState, Rec,
 };
 use crate::engine::vm::{dashed_uuid, read_vmx, slot_of, vmx_of, write_vmx};
 use crate::engine::{Ctx, Engine, Fault, Reply};
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use vdisk::chain::Provisioning;
 use vdisk::disk::Disk;
 use vmodl::value::Args;
-use vmodl::{json, types, Data, MoRef, TypeRef, Value};
+use vmodl::{types, Data, MoRef, Value};
 
 const MB: u64 = 1 << 20;
 /// Snapshots a volume may have (vSphere's limit for a first-class disk).
@@ -121,8 +121,7 @@ fn volume(eng: &Engine, ds: &str, dir: &Path, meta: &vdisk::disk::Meta, select: 
         )
     };
     let ok = accessible(eng, ds);
-    let cns = meta.extra.get("cns");
-    let num = |k: &str| cns.and_then(|c| c.get(k)).and_then(serde_json::Value::as_i64);
+    let cns = CnsState::of(meta).unwrap_or_default();
     let mut v = Data::new(types::CnsVolume).with("volumeId", volume_id(&meta.id));
     if want("DATASTORE_URL") {
         v.set("datastoreUrl", url);
@@ -134,13 +133,13 @@ fn volume(eng: &Engine, ds: &str, dir: &Path, meta: &vdisk::disk::Meta, select: 
         v.set("volumeType", "BLOCK");
     }
     if want("POLICY_ID") {
-        if let Some(p) = cns.and_then(|c| c.get("storagePolicyId")).and_then(|p| p.as_str()) {
-            v.set("storagePolicyId", p.to_string());
+        if let Some(p) = &cns.storage_policy_id {
+            v.set("storagePolicyId", p.clone());
         }
     }
     if select.is_none() {
-        if let Some(m) = cns.and_then(|c| c.get("metadata")).and_then(decode_metadata) {
-            v.set("metadata", m);
+        if let Some(m) = cns.metadata() {
+            v.set("metadata", m.clone());
         }
     }
     if want("BACKING_OBJECT_DETAILS") {
@@ -153,8 +152,8 @@ fn volume(eng: &Engine, ds: &str, dir: &Path, meta: &vdisk::disk::Meta, select: 
             .with("capacityInMb", (meta.capacity / MB) as i64)
             .with("backingDiskId", meta.id.clone())
             .with("backingDiskPath", path)
-            .with_opt("usedCapacityInMb", num("usedCapacityInMb"))
-            .with_opt("aggregatedSnapshotCapacityInMb", num("aggregatedSnapshotCapacityInMb"));
+            .with_opt("usedCapacityInMb", cns.used_capacity_in_mb)
+            .with_opt("aggregatedSnapshotCapacityInMb", cns.aggregated_snapshot_capacity_in_mb);
         v.set("backingObjectDetails", backing);
     }
     if want("COMPLIANCE_STATUS") {
@@ -234,14 +233,18 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
         }
     }
     let backing = spec.get("backingObjectDetails").and_then(Value::as_data);
-    let md = spec
-        .get("metadata")
-        .map(|m| json::encode(m, TypeRef { ty: types::CnsVolumeMetadata, array: false }, storage_version()));
+    let md = spec.get("metadata").cloned().map(Kept);
     let policy = spec
         .get("profile")
         .and_then(Value::as_array)
         .and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string)));
-    let state = serde_json::json!({"type": "BLOCK", "metadata": md, "storagePolicyId": policy, "createTime": chrono::Utc::now().to_rfc3339()});
+    let state = CnsState {
+        volume_type: "BLOCK".into(),
+        metadata: md,
+        storage_policy_id: policy,
+        create_time: Some(chrono::Utc::now().to_rfc3339()),
+        ..CnsState::default()
+    };
     // Static provisioning: an existing first-class disk becomes a volume.
     if let Some(existing) = backing.and_then(|b| b.str("backingDiskId")).filter(|s| !s.is_empty()) {
         let (_, r) = eng
@@ -258,7 +261,7 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
             .with("volumeId", volume_id(existing)));
         }
         d.meta.name = name;
-        d.meta.extra.insert("cns".into(), state);
+        set_state(&mut d, &state);
         d.save_meta()?;
         eng.cns.put(eng, existing, &d);
         return Ok(existing.to_string());
@@ -310,7 +313,7 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     let id = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let dir = crate::engine::paths::contained(&fcd_dir(&root), &id, "createSpecs.volumeId")?;
     let mut extra = serde_json::Map::new();
-    extra.insert("cns".into(), state);
+    extra.insert("cns".into(), serde_json::to_value(&state).expect("CNS state serialises"));
     let d = Disk::create_with(&dir, &id, &name, mb as u64 * MB, Provisioning::Thin, true, extra)?;
     eng.cns.put(eng, &id, &d);
     eng.disks.insert(&ds, d);
@@ -341,12 +344,7 @@ fn update_metadata(d: &mut Disk, update: Option<&Data>) -> Result<(), Fault> {
         }
     }
     md.set("entityMetadata", Value::Array(types::CnsEntityMetadata, entities));
-    let j = json::encode(
-        &Value::Data(Box::new(md)),
-        TypeRef { ty: types::CnsVolumeMetadata, array: false },
-        storage_version(),
-    );
-    set_cns(d, "metadata", j);
+    update_state(d, |s| s.metadata = Some(Kept(md.into())));
     d.save_meta().map_err(Fault::from)
 }
 
@@ -356,13 +354,11 @@ fn update_metadata(d: &mut Disk, update: Option<&Data>) -> Result<(), Fault> {
 /// snapshot layers' space is measured again too.
 fn sync_space(d: &mut Disk) -> Result<(), Fault> {
     let used: u64 = d.allocated()?.iter().map(|r| r.1).sum();
-    set_cns(d, "usedCapacityInMb", (used.div_ceil(MB) as i64).into());
-    let snap = snapshot_mb(d);
-    set_cns(
-        d,
-        "aggregatedSnapshotCapacityInMb",
-        if d.meta.snapshots.is_empty() { serde_json::Value::Null } else { snap.into() },
-    );
+    let snap = (!d.meta.snapshots.is_empty()).then(|| snapshot_mb(d));
+    update_state(d, |s| {
+        s.used_capacity_in_mb = Some(used.div_ceil(MB) as i64);
+        s.aggregated_snapshot_capacity_in_mb = snap;
+    });
     d.save_meta().map_err(Fault::from)
 }
 
@@ -435,7 +431,7 @@ fn attach_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
             kv.push((format!("{slot}.mode"), mode.replace("independent_", "independent-")));
         }
         write_vmx(&vmx, &kv)?;
-        set_cns(d, "attachedVm", vm.value.clone().into());
+        update_state(d, |s| s.attached_vm = Some(vm.value.clone()));
         d.save_meta()?;
         Ok(dashed_uuid(&d.ddb_uuid()))
     })
@@ -458,7 +454,7 @@ fn detach_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
             }
             (None, _) => {}
         }
-        set_cns(d, "attachedVm", serde_json::Value::Null);
+        update_state(d, |s| s.attached_vm = None);
         d.save_meta().map_err(Fault::from)
     })
 }
@@ -483,7 +479,8 @@ fn snapshot_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
             return Err(Fault::already_exists(&sid));
         }
         d.create_snapshot(&sid, spec.str("description").unwrap_or(""))?;
-        set_cns(d, "aggregatedSnapshotCapacityInMb", snapshot_mb(d).into());
+        let snap = snapshot_mb(d);
+        update_state(d, |s| s.aggregated_snapshot_capacity_in_mb = Some(snap));
         d.save_meta()?;
         repoint_vm(eng, d)
     })
@@ -503,12 +500,8 @@ fn delete_snapshot_one(eng: &Engine, spec: &Data) -> Result<(), Fault> {
             .with("SnapshotId", Data::new(types::CnsSnapshotId).with("id", sid.clone())));
         }
         d.delete_snapshot(&sid, &mut |_| {})?;
-        let snap = snapshot_mb(d);
-        set_cns(
-            d,
-            "aggregatedSnapshotCapacityInMb",
-            if d.meta.snapshots.is_empty() { serde_json::Value::Null } else { snap.into() },
-        );
+        let snap = (!d.meta.snapshots.is_empty()).then(|| snapshot_mb(d));
+        update_state(d, |s| s.aggregated_snapshot_capacity_in_mb = snap);
         d.save_meta()?;
         repoint_vm(eng, d)
     })
@@ -729,7 +722,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
                     )
                 })?;
                 with_volume(eng, &id_of(s), |_, d| {
-                    set_cns(d, "storagePolicyId", profile.into());
+                    update_state(d, |s| s.storage_policy_id = Some(profile));
                     d.save_meta().map_err(Fault::from)
                 })
             },
@@ -819,7 +812,7 @@ fn relocate(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
             .and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string)))
         {
             with_volume(eng, &id, |_, d| {
-                set_cns(d, "storagePolicyId", p.into());
+                update_state(d, |s| s.storage_policy_id = Some(p));
                 d.save_meta().map_err(Fault::from)
             })?;
         }

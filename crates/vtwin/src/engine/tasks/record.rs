@@ -1,9 +1,10 @@
 //! The task record: one durable record per task, whatever API made it,
 //! and how its vim25 values are kept.
+pub use crate::engine::kept::Kept;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use vmodl::{json, kept, types, MoRef, TypeRef, Value};
+use vmodl::MoRef;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -54,12 +55,12 @@ pub struct TaskRecord {
     pub cancelled: bool,
     pub progress: Option<i32>,
     /// A LocalizableMessage.
-    #[serde(default, deserialize_with = "readable")]
+    #[serde(default, deserialize_with = "crate::engine::kept::readable")]
     pub description: Option<Kept>,
-    #[serde(default, deserialize_with = "readable")]
+    #[serde(default, deserialize_with = "crate::engine::kept::readable")]
     pub result: Option<Kept>,
     /// A MethodFault.
-    #[serde(default, deserialize_with = "readable")]
+    #[serde(default, deserialize_with = "crate::engine::kept::readable")]
     pub error: Option<Kept>,
     pub error_message: Option<String>,
     /// The user the task shows (an extension may name the user it works for).
@@ -145,66 +146,6 @@ impl Default for Retention {
     }
 }
 
-/// A vim25 value in a stored record, in vmodl's kept form
-/// (`vmodl::kept`): every type named, every field of the model kept, the
-/// same whatever wire release. Records of earlier builds held these values
-/// in VI/JSON (`{"_typeName": …}`, vSAN 9.1's encoding); they are read as
-/// such and written back in the kept form.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Kept(pub Value);
-
-impl Kept {
-    /// The value a stored JSON form holds: the kept form, or the VI/JSON of
-    /// an earlier build's record.
-    pub fn read(j: &serde_json::Value) -> Result<Kept, vmodl::DecodeError> {
-        if kept::is_kept(j) {
-            return kept::from_kept(j).map(Kept);
-        }
-        json::decode(j, TypeRef { ty: types::anyType, array: false }, "stored")?
-            .map(Kept)
-            .ok_or_else(|| vmodl::DecodeError::Malformed("an empty stored value".into()))
-    }
-}
-
-/// A kept value of a record, or none: a value that no longer reads (a type
-/// the model has dropped) is left out, with a warning, and the rest of the
-/// record is kept.
-fn readable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Kept>, D::Error> {
-    let Some(j) = Option::<serde_json::Value>::deserialize(d)? else { return Ok(None) };
-    match Kept::read(&j) {
-        Ok(k) => Ok(Some(k)),
-        Err(e) => {
-            tracing::warn!("a stored task value no longer reads ({e}); it is left out");
-            Ok(None)
-        }
-    }
-}
-
-impl From<Value> for Kept {
-    fn from(v: Value) -> Kept {
-        Kept(v)
-    }
-}
-
-impl From<vmodl::Data> for Kept {
-    fn from(d: vmodl::Data) -> Kept {
-        Kept(d.into())
-    }
-}
-
-impl Serialize for Kept {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        kept::to_kept(&self.0).serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Kept {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Kept, D::Error> {
-        let j = serde_json::Value::deserialize(d)?;
-        Kept::read(&j).map_err(serde::de::Error::custom)
-    }
-}
-
 pub(super) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -216,7 +157,7 @@ pub(super) fn time(ms: i64) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vmodl::Data;
+    use vmodl::{kept, types, Data, Value};
 
     /// A record as e4d0207 and earlier builds wrote it: values in VI/JSON.
     const EARLIER: &str = r#"{"key":"task-7","seq":7,"name":"CreateDisk_Task","description_id":"d",
