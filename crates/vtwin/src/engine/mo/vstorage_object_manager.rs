@@ -215,309 +215,374 @@ fn snapshot_missing(id: &str) -> Fault {
 }
 
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+    let a = &args;
     Some(match method {
-        "CreateDisk_Task" => create_disk(eng, ctx, &args),
-        "RegisterDisk" => register_disk(eng, &args),
-        "RetrieveVStorageObject" => (|| {
-            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            let r = eng.disks.get(&id, &ds.value)?;
-            let d = lock_now(&r)?;
-            Ok(Some(vstorage_object(eng, &ds.value, &d).into()))
-        })(),
-        "RetrieveVStorageObjectState" => (|| {
-            eng.disks.get(&id_arg(&args, "id")?, &ds_arg(&args, "datastore")?.value)?;
-            Ok(Some(Data::new(types::VStorageObjectStateInfo).with("tentative", false).into()))
-        })(),
-        "ListVStorageObject" => (|| {
-            let ds = ds_arg(&args, "datastore")?;
-            ds_dir(eng, &ds)?;
-            Ok(Some(Value::Array(types::ID, eng.disks.list(&ds.value).iter().map(|i| id_value(i)).collect())))
-        })(),
-        "RenameVStorageObject" => (|| {
-            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            let name = args.str("name").unwrap_or("").trim().to_string();
-            if name.is_empty() {
-                return Err(Fault::invalid_argument("name", "name must not be empty"));
-            }
-            with_disk_now(&eng.disks.get(&id, &ds.value)?, |d| {
-                d.meta.name = name;
-                d.save_meta().map_err(Fault::from)
-            })?;
-            crate::engine::storage::cns::disk_changed(eng, &id);
-            Ok(None)
-        })(),
-        "SetVStorageObjectControlFlags" | "ClearVStorageObjectControlFlags" => (|| {
-            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            let on = method.starts_with("Set");
-            let flags: Vec<String> = args
-                .get("controlFlags")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
-            for f in &flags {
-                if !matches!(f.as_str(), "keepAfterDeleteVm" | "disableRelocation" | "enableChangedBlockTracking") {
-                    return Err(Fault::invalid_argument("controlFlags", format!("'{f}' is not a control flag")));
-                }
-            }
-            with_disk_now(&eng.disks.get(&id, &ds.value)?, |d| {
-                for f in &flags {
-                    if f == "enableChangedBlockTracking" {
-                        d.set_tracking(on)?;
-                    } else {
-                        d.meta.extra.insert(f.clone(), serde_json::Value::Bool(on));
-                    }
-                }
-                d.save_meta().map_err(Fault::from)
-            })?;
-            Ok(None)
-        })(),
-        "AttachTagToVStorageObject" | "DetachTagFromVStorageObject" => (|| {
-            let id = id_arg(&args, "id")?;
-            let (cat, tag) =
-                (args.str("category").unwrap_or("").to_string(), args.str("tag").unwrap_or("").to_string());
-            let (_, r) = eng
-                .disks
-                .find(&id)
-                .ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))?;
-            with_disk_now(&r, |d| {
-                let tags = d.meta.extra.entry("tags").or_insert_with(|| serde_json::json!([]));
-                let arr = tags.as_array_mut().expect("tags array");
-                let entry = serde_json::json!([cat, tag]);
-                if method.starts_with("Attach") {
-                    if !arr.contains(&entry) {
-                        arr.push(entry);
-                    }
-                } else if let Some(i) = arr.iter().position(|e| *e == entry) {
-                    arr.remove(i);
-                } else {
-                    return Err(Fault::plain_not_found(format!("tag {cat}/{tag} is not attached to {id}")));
-                }
-                d.save_meta().map_err(Fault::from)
-            })?;
-            Ok(None)
-        })(),
-        "ListTagsAttachedToVStorageObject" => (|| {
-            let id = id_arg(&args, "id")?;
-            let (_, r) = eng
-                .disks
-                .find(&id)
-                .ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))?;
-            let d = lock_now(&r)?;
-            let tags: Vec<Value> = tags_of(&d)
-                .into_iter()
-                .map(|(c, t)| Data::new(types::VslmTagEntry).with("tagName", t).with("parentCategoryName", c).into())
-                .collect();
-            Ok(Some(Value::Array(types::VslmTagEntry, tags)))
-        })(),
+        "CreateDisk_Task" => create_disk(eng, ctx, a),
+        "RegisterDisk" => register_disk(eng, a),
+        "RetrieveVStorageObject" => On::of(a).and_then(|on| retrieve(eng, &on)),
+        "RetrieveVStorageObjectState" => On::of(a).and_then(|on| retrieve_state(eng, &on)),
+        "ListVStorageObject" => ds_arg(a, "datastore").and_then(|ds| list(eng, &ds)),
+        "RenameVStorageObject" => On::of(a).and_then(|on| rename(eng, &on, a.str("name").unwrap_or(""))),
+        "SetVStorageObjectControlFlags" => On::of(a).and_then(|on| control_flags(eng, &on, a, true)),
+        "ClearVStorageObjectControlFlags" => On::of(a).and_then(|on| control_flags(eng, &on, a, false)),
+        "AttachTagToVStorageObject" => Tagging::of(a).and_then(|t| tag(eng, &t, true)),
+        "DetachTagFromVStorageObject" => Tagging::of(a).and_then(|t| tag(eng, &t, false)),
+        "ListTagsAttachedToVStorageObject" => id_arg(a, "id").and_then(|id| list_tags(eng, &id)),
         "ListVStorageObjectsAttachedToTag" => {
-            let (cat, tag) = (args.str("category").unwrap_or(""), args.str("tag").unwrap_or(""));
-            let stores: Vec<String> = eng
-                .inv
-                .read()
-                .objects
-                .values()
-                .filter(|e| e.moref.ty == types::Datastore)
-                .map(|e| e.moref.value.clone())
-                .collect();
-            let ids: Vec<Value> = stores
-                .iter()
-                .flat_map(|ds| eng.disks.list(ds))
-                .filter(|id| {
-                    eng.disks.find(id).is_some_and(|(_, r)| {
-                        lock_now(&r).is_ok_and(|d| tags_of(&d).iter().any(|(c, t)| c == cat && t == tag))
-                    })
-                })
-                .map(|id| id_value(&id))
-                .collect();
-            Ok(Some(Value::Array(types::ID, ids)))
+            list_tagged(eng, a.str("category").unwrap_or(""), a.str("tag").unwrap_or(""))
         }
-        "RetrieveSnapshotInfo" => (|| {
-            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            let r = eng.disks.get(&id, &ds.value)?;
-            let d = lock_now(&r)?;
-            let snaps: Vec<Value> = d
-                .meta
-                .snapshots
-                .iter()
-                .map(|s| {
-                    Data::new(types::VStorageObjectSnapshotInfoVStorageObjectSnapshot)
-                        .with("id", id_value(&s.id))
-                        .with("backingObjectId", s.id.clone())
-                        .with("createTime", ms_time(s.created_ms))
-                        .with("description", s.description.clone())
-                        .into()
-                })
-                .collect();
-            Ok(Some(
-                Data::new(types::VStorageObjectSnapshotInfo)
-                    .with("snapshots", Value::Array(types::VStorageObjectSnapshotInfoVStorageObjectSnapshot, snaps))
-                    .into(),
-            ))
-        })(),
-        "RetrieveSnapshotDetails" => (|| {
-            let (id, ds, sid) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?, id_arg(&args, "snapshotId")?);
-            let r = eng.disks.get(&id, &ds.value)?;
-            let d = lock_now(&r)?;
-            let s = d.snapshot(&sid).cloned().ok_or_else(|| snapshot_missing(&sid))?;
-            Ok(Some(
-                Data::new(types::VStorageObjectSnapshotDetails)
-                    .with("path", ds_path(eng, &ds.value, &d, &s.layer))
-                    .with_opt("changedBlockTrackingId", d.change_id(&s))
-                    .into(),
-            ))
-        })(),
-        "VstorageObjectVCenterQueryChangedDiskAreas" => query_changed(eng, &args),
-        "VStorageObjectCreateSnapshot_Task" => (|| {
-            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            let r = eng.disks.get(&id, &ds.value)?;
-            let description = args.str("description").unwrap_or("").to_string();
-            let id2 = id.clone();
-            disk_task(eng, ctx, "VStorageObjectCreateSnapshot_Task", "createSnapshot", &ds, &id, move |eng, _| {
-                let sid = uuid::Uuid::new_v4().to_string();
-                with_disk(&r, |d| d.create_snapshot(&sid, &description).map_err(Fault::from))?;
-                crate::engine::storage::cns::disk_changed(eng, &id2);
-                Ok(Some(id_value(&sid)))
-            })
-        })(),
-        "DeleteSnapshot_Task" => (|| {
-            let (id, ds, sid) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?, id_arg(&args, "snapshotId")?);
-            let r = eng.disks.get(&id, &ds.value)?;
-            if lock_now(&r)?.snapshot(&sid).is_none() {
-                return Err(snapshot_missing(&sid));
-            }
-            let id2 = id.clone();
-            disk_task(eng, ctx, "DeleteSnapshot_Task", "deleteSnapshot", &ds, &id, move |eng, ctl| {
-                with_disk(&r, |d| {
-                    if d.snapshot(&sid).is_none() {
-                        return Err(snapshot_missing(&sid));
-                    }
-                    d.delete_snapshot(&sid, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(Fault::from)
-                })?;
-                crate::engine::storage::cns::disk_changed(eng, &id2);
-                Ok(None)
-            })
-        })(),
-        "RevertVStorageObject_Task" => (|| {
-            let (id, ds, sid) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?, id_arg(&args, "snapshotId")?);
-            let r = eng.disks.get(&id, &ds.value)?;
-            if lock_now(&r)?.snapshot(&sid).is_none() {
-                return Err(snapshot_missing(&sid));
-            }
-            let id2 = id.clone();
-            disk_task(eng, ctx, "RevertVStorageObject_Task", "revert", &ds, &id, move |eng, _| {
-                with_disk(&r, |d| {
-                    if d.snapshot(&sid).is_none() {
-                        return Err(snapshot_missing(&sid));
-                    }
-                    d.revert(&sid).map_err(Fault::from)
-                })?;
-                crate::engine::storage::cns::disk_changed(eng, &id2);
-                Ok(None)
-            })
-        })(),
-        "ExtendDisk_Task" => (|| {
-            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            let r = eng.disks.get(&id, &ds.value)?;
-            let mb = args.get("newCapacityInMB").and_then(Value::as_i64).unwrap_or(0);
-            {
-                let d = lock_now(&r)?;
-                if mb <= 0 || (mb as u64) * MB < d.capacity() {
-                    return Err(Fault::invalid_argument(
-                        "newCapacityInMB",
-                        format!("{mb} MB is smaller than the disk's {} MB", d.capacity() / MB),
-                    ));
-                }
-                if !d.meta.snapshots.is_empty() {
-                    return Err(Fault::new(types::InvalidState, "a disk with snapshots cannot be extended"));
-                }
-            }
-            disk_task(eng, ctx, "ExtendDisk_Task", "extendDisk", &ds, &id, move |_, _| {
-                with_disk(&r, |d| d.extend(mb as u64 * MB).map_err(Fault::from))?;
-                Ok(None)
-            })
-        })(),
-        "InflateDisk_Task" => (|| {
-            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            let r = eng.disks.get(&id, &ds.value)?;
-            disk_task(eng, ctx, "InflateDisk_Task", "inflateDisk", &ds, &id, move |_, _| {
-                with_disk(&r, |d| d.inflate().map_err(Fault::from))?;
-                Ok(None)
-            })
-        })(),
-        "DeleteVStorageObject_Task" | "DeleteVStorageObjectEx_Task" => (|| {
-            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            if let Some(vm) =
-                crate::engine::storage::cns::attached_vm(eng, &*lock_now(&eng.disks.get(&id, &ds.value)?)?)
-            {
-                return Err(Fault::new(types::ResourceInUse, format!("disk {id} is attached to VM {}", vm.value))
-                    .with("type", "VirtualMachine")
-                    .with("name", vm.value));
-            }
-            let name: &'static str = if method == "DeleteVStorageObject_Task" {
-                "DeleteVStorageObject_Task"
-            } else {
-                "DeleteVStorageObjectEx_Task"
-            };
-            let dsv = ds.value.clone();
-            disk_task(eng, ctx, name, "deleteVStorageObject", &ds, &id.clone(), move |eng, _| {
-                let r = eng.disks.get(&id, &dsv)?;
-                eng.disks.delete(&id, &r)?;
-                crate::engine::storage::cns::disk_changed(eng, &id);
-                eng.changed();
-                Ok(None)
-            })
-        })(),
-        "CloneVStorageObject_Task" => clone_disk(eng, ctx, &args),
-        "RelocateVStorageObject_Task" => relocate_disk(eng, ctx, &args),
-        "VCenterUpdateVStorageObjectMetadataEx_Task" => (|| {
-            let (id, ds) = (id_arg(&args, "id")?, ds_arg(&args, "datastore")?);
-            let r = eng.disks.get(&id, &ds.value)?;
-            let add = kv_arg(&args, "metadata");
-            let del: Vec<String> = args
-                .get("deleteKeys")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
-            disk_task(
-                eng,
-                ctx,
-                "VCenterUpdateVStorageObjectMetadataEx_Task",
-                "updateVStorageObjectMetadataEx",
-                &ds,
-                &id,
-                move |_, _| {
-                    with_disk(&r, |d| {
-                        set_metadata(d, &add, &del);
-                        d.save_meta().map_err(Fault::from)
-                    })?;
-                    Ok(None)
-                },
-            )
-        })(),
-        "ReconcileDatastoreInventory_Task" => (|| {
-            let ds = ds_arg(&args, "datastore")?;
-            let dir = ds_dir(eng, &ds)?;
-            let spec = TaskSpec {
-                method: "ReconcileDatastoreInventory_Task",
-                description_id: "VcenterVStorageObjectManager.reconcileDatastoreInventory".into(),
-                entity: ds.clone(),
-                cancelable: false,
-                queue: None,
-            };
-            let dsv = ds.value.clone();
-            eng.run_task(
-                ctx,
-                spec,
-                Box::new(move |eng, _| {
-                    eng.disks.drop_missing(&dsv);
-                    eng.disks.scan(&dsv, &dir);
-                    eng.changed();
-                    Ok(None)
-                }),
-            )
-        })(),
+        "RetrieveSnapshotInfo" => On::of(a).and_then(|on| snapshot_info(eng, &on)),
+        "RetrieveSnapshotDetails" => OnSnapshot::of(a).and_then(|on| snapshot_details(eng, &on)),
+        "VstorageObjectVCenterQueryChangedDiskAreas" => query_changed(eng, a),
+        "VStorageObjectCreateSnapshot_Task" => {
+            On::of(a).and_then(|on| create_snapshot(eng, ctx, on, a.str("description").unwrap_or("")))
+        }
+        "DeleteSnapshot_Task" => OnSnapshot::of(a).and_then(|on| delete_snapshot(eng, ctx, on)),
+        "RevertVStorageObject_Task" => OnSnapshot::of(a).and_then(|on| revert(eng, ctx, on)),
+        "ExtendDisk_Task" => {
+            On::of(a).and_then(|on| extend(eng, ctx, on, a.get("newCapacityInMB").and_then(Value::as_i64).unwrap_or(0)))
+        }
+        "InflateDisk_Task" => On::of(a).and_then(|on| inflate(eng, ctx, on)),
+        "DeleteVStorageObject_Task" => On::of(a).and_then(|on| delete(eng, ctx, on, "DeleteVStorageObject_Task")),
+        "DeleteVStorageObjectEx_Task" => On::of(a).and_then(|on| delete(eng, ctx, on, "DeleteVStorageObjectEx_Task")),
+        "CloneVStorageObject_Task" => clone_disk(eng, ctx, a),
+        "RelocateVStorageObject_Task" => relocate_disk(eng, ctx, a),
+        "VCenterUpdateVStorageObjectMetadataEx_Task" => {
+            On::of(a).and_then(|on| update_metadata(eng, ctx, on, kv_arg(a, "metadata"), strings(a, "deleteKeys")))
+        }
+        "ReconcileDatastoreInventory_Task" => ds_arg(a, "datastore").and_then(|ds| reconcile(eng, ctx, ds)),
         _ => return None,
     })
+}
+
+/// The disk most methods are on: `id` on `datastore`.
+struct On {
+    id: String,
+    ds: MoRef,
+}
+
+impl On {
+    fn of(args: &Args) -> Result<On, Fault> {
+        Ok(On { id: id_arg(args, "id")?, ds: ds_arg(args, "datastore")? })
+    }
+
+    fn disk(&self, eng: &Engine) -> Result<DiskRef, Fault> {
+        eng.disks.get(&self.id, &self.ds.value)
+    }
+}
+
+/// A snapshot of a disk: `snapshotId` of `id` on `datastore`.
+struct OnSnapshot {
+    on: On,
+    snapshot: String,
+}
+
+impl OnSnapshot {
+    fn of(args: &Args) -> Result<OnSnapshot, Fault> {
+        Ok(OnSnapshot { on: On::of(args)?, snapshot: id_arg(args, "snapshotId")? })
+    }
+
+    /// The disk, which must have the snapshot.
+    fn disk(&self, eng: &Engine) -> Result<DiskRef, Fault> {
+        let r = self.on.disk(eng)?;
+        if lock_now(&r)?.snapshot(&self.snapshot).is_none() {
+            return Err(snapshot_missing(&self.snapshot));
+        }
+        Ok(r)
+    }
+}
+
+/// A tag of a disk: `category`/`tag` on `id` (on whichever datastore).
+struct Tagging {
+    id: String,
+    category: String,
+    tag: String,
+}
+
+impl Tagging {
+    fn of(args: &Args) -> Result<Tagging, Fault> {
+        Ok(Tagging {
+            id: id_arg(args, "id")?,
+            category: args.str("category").unwrap_or("").to_string(),
+            tag: args.str("tag").unwrap_or("").to_string(),
+        })
+    }
+}
+
+fn strings(args: &Args, name: &str) -> Vec<String> {
+    args.get(name)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// A disk found by id alone, on any datastore.
+fn find_anywhere(eng: &Engine, id: &str) -> Result<DiskRef, Fault> {
+    eng.disks
+        .find(id)
+        .map(|(_, r)| r)
+        .ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {id} not found")))
+}
+
+fn retrieve(eng: &Engine, on: &On) -> Reply {
+    let r = on.disk(eng)?;
+    let d = lock_now(&r)?;
+    Ok(Some(vstorage_object(eng, &on.ds.value, &d).into()))
+}
+
+fn retrieve_state(eng: &Engine, on: &On) -> Reply {
+    on.disk(eng)?;
+    Ok(Some(Data::new(types::VStorageObjectStateInfo).with("tentative", false).into()))
+}
+
+fn list(eng: &Engine, ds: &MoRef) -> Reply {
+    ds_dir(eng, ds)?;
+    Ok(Some(Value::Array(types::ID, eng.disks.list(&ds.value).iter().map(|i| id_value(i)).collect())))
+}
+
+fn rename(eng: &Engine, on: &On, name: &str) -> Reply {
+    let name = name.trim().to_string();
+    if name.is_empty() {
+        return Err(Fault::invalid_argument("name", "name must not be empty"));
+    }
+    with_disk_now(&on.disk(eng)?, |d| {
+        d.meta.name = name;
+        d.save_meta().map_err(Fault::from)
+    })?;
+    crate::engine::storage::cns::disk_changed(eng, &on.id);
+    Ok(None)
+}
+
+/// Set/ClearVStorageObjectControlFlags.
+fn control_flags(eng: &Engine, on: &On, args: &Args, set: bool) -> Reply {
+    let flags = strings(args, "controlFlags");
+    for f in &flags {
+        if !matches!(f.as_str(), "keepAfterDeleteVm" | "disableRelocation" | "enableChangedBlockTracking") {
+            return Err(Fault::invalid_argument("controlFlags", format!("'{f}' is not a control flag")));
+        }
+    }
+    with_disk_now(&on.disk(eng)?, |d| {
+        for f in &flags {
+            if f == "enableChangedBlockTracking" {
+                d.set_tracking(set)?;
+            } else {
+                d.meta.extra.insert(f.clone(), serde_json::Value::Bool(set));
+            }
+        }
+        d.save_meta().map_err(Fault::from)
+    })?;
+    Ok(None)
+}
+
+/// AttachTagToVStorageObject (`attach`) / DetachTagFromVStorageObject.
+fn tag(eng: &Engine, t: &Tagging, attach: bool) -> Reply {
+    with_disk_now(&find_anywhere(eng, &t.id)?, |d| {
+        let tags = d.meta.extra.entry("tags").or_insert_with(|| serde_json::json!([]));
+        let arr = tags.as_array_mut().expect("tags array");
+        let entry = serde_json::json!([t.category, t.tag]);
+        if attach {
+            if !arr.contains(&entry) {
+                arr.push(entry);
+            }
+        } else if let Some(i) = arr.iter().position(|e| *e == entry) {
+            arr.remove(i);
+        } else {
+            return Err(Fault::plain_not_found(format!("tag {}/{} is not attached to {}", t.category, t.tag, t.id)));
+        }
+        d.save_meta().map_err(Fault::from)
+    })?;
+    Ok(None)
+}
+
+fn list_tags(eng: &Engine, id: &str) -> Reply {
+    let r = find_anywhere(eng, id)?;
+    let d = lock_now(&r)?;
+    let tags: Vec<Value> = tags_of(&d)
+        .into_iter()
+        .map(|(c, t)| Data::new(types::VslmTagEntry).with("tagName", t).with("parentCategoryName", c).into())
+        .collect();
+    Ok(Some(Value::Array(types::VslmTagEntry, tags)))
+}
+
+fn list_tagged(eng: &Engine, cat: &str, tag: &str) -> Reply {
+    let stores: Vec<String> = eng
+        .inv
+        .read()
+        .objects
+        .values()
+        .filter(|e| e.moref.ty == types::Datastore)
+        .map(|e| e.moref.value.clone())
+        .collect();
+    let ids: Vec<Value> = stores
+        .iter()
+        .flat_map(|ds| eng.disks.list(ds))
+        .filter(|id| {
+            eng.disks
+                .find(id)
+                .is_some_and(|(_, r)| lock_now(&r).is_ok_and(|d| tags_of(&d).iter().any(|(c, t)| c == cat && t == tag)))
+        })
+        .map(|id| id_value(&id))
+        .collect();
+    Ok(Some(Value::Array(types::ID, ids)))
+}
+
+fn snapshot_info(eng: &Engine, on: &On) -> Reply {
+    let r = on.disk(eng)?;
+    let d = lock_now(&r)?;
+    let snaps: Vec<Value> = d
+        .meta
+        .snapshots
+        .iter()
+        .map(|s| {
+            Data::new(types::VStorageObjectSnapshotInfoVStorageObjectSnapshot)
+                .with("id", id_value(&s.id))
+                .with("backingObjectId", s.id.clone())
+                .with("createTime", ms_time(s.created_ms))
+                .with("description", s.description.clone())
+                .into()
+        })
+        .collect();
+    Ok(Some(
+        Data::new(types::VStorageObjectSnapshotInfo)
+            .with("snapshots", Value::Array(types::VStorageObjectSnapshotInfoVStorageObjectSnapshot, snaps))
+            .into(),
+    ))
+}
+
+fn snapshot_details(eng: &Engine, on: &OnSnapshot) -> Reply {
+    let r = on.on.disk(eng)?;
+    let d = lock_now(&r)?;
+    let s = d.snapshot(&on.snapshot).cloned().ok_or_else(|| snapshot_missing(&on.snapshot))?;
+    Ok(Some(
+        Data::new(types::VStorageObjectSnapshotDetails)
+            .with("path", ds_path(eng, &on.on.ds.value, &d, &s.layer))
+            .with_opt("changedBlockTrackingId", d.change_id(&s))
+            .into(),
+    ))
+}
+
+fn create_snapshot(eng: &Engine, ctx: &Ctx, on: On, description: &str) -> Reply {
+    let r = on.disk(eng)?;
+    let description = description.to_string();
+    let id = on.id.clone();
+    disk_task(eng, ctx, "VStorageObjectCreateSnapshot_Task", "createSnapshot", &on.ds, &on.id, move |eng, _| {
+        let sid = uuid::Uuid::new_v4().to_string();
+        with_disk(&r, |d| d.create_snapshot(&sid, &description).map_err(Fault::from))?;
+        crate::engine::storage::cns::disk_changed(eng, &id);
+        Ok(Some(id_value(&sid)))
+    })
+}
+
+fn delete_snapshot(eng: &Engine, ctx: &Ctx, on: OnSnapshot) -> Reply {
+    let r = on.disk(eng)?;
+    let OnSnapshot { on, snapshot: sid } = on;
+    let id = on.id.clone();
+    disk_task(eng, ctx, "DeleteSnapshot_Task", "deleteSnapshot", &on.ds, &on.id, move |eng, ctl| {
+        with_disk(&r, |d| {
+            if d.snapshot(&sid).is_none() {
+                return Err(snapshot_missing(&sid));
+            }
+            d.delete_snapshot(&sid, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(Fault::from)
+        })?;
+        crate::engine::storage::cns::disk_changed(eng, &id);
+        Ok(None)
+    })
+}
+
+fn revert(eng: &Engine, ctx: &Ctx, on: OnSnapshot) -> Reply {
+    let r = on.disk(eng)?;
+    let OnSnapshot { on, snapshot: sid } = on;
+    let id = on.id.clone();
+    disk_task(eng, ctx, "RevertVStorageObject_Task", "revert", &on.ds, &on.id, move |eng, _| {
+        with_disk(&r, |d| {
+            if d.snapshot(&sid).is_none() {
+                return Err(snapshot_missing(&sid));
+            }
+            d.revert(&sid).map_err(Fault::from)
+        })?;
+        crate::engine::storage::cns::disk_changed(eng, &id);
+        Ok(None)
+    })
+}
+
+fn extend(eng: &Engine, ctx: &Ctx, on: On, mb: i64) -> Reply {
+    let r = on.disk(eng)?;
+    {
+        let d = lock_now(&r)?;
+        if mb <= 0 || (mb as u64) * MB < d.capacity() {
+            return Err(Fault::invalid_argument(
+                "newCapacityInMB",
+                format!("{mb} MB is smaller than the disk's {} MB", d.capacity() / MB),
+            ));
+        }
+        if !d.meta.snapshots.is_empty() {
+            return Err(Fault::new(types::InvalidState, "a disk with snapshots cannot be extended"));
+        }
+    }
+    disk_task(eng, ctx, "ExtendDisk_Task", "extendDisk", &on.ds, &on.id, move |_, _| {
+        with_disk(&r, |d| d.extend(mb as u64 * MB).map_err(Fault::from))?;
+        Ok(None)
+    })
+}
+
+fn inflate(eng: &Engine, ctx: &Ctx, on: On) -> Reply {
+    let r = on.disk(eng)?;
+    disk_task(eng, ctx, "InflateDisk_Task", "inflateDisk", &on.ds, &on.id, move |_, _| {
+        with_disk(&r, |d| d.inflate().map_err(Fault::from))?;
+        Ok(None)
+    })
+}
+
+/// DeleteVStorageObject_Task and DeleteVStorageObjectEx_Task (`method`).
+fn delete(eng: &Engine, ctx: &Ctx, on: On, method: &'static str) -> Reply {
+    if let Some(vm) = crate::engine::storage::cns::attached_vm(eng, &*lock_now(&on.disk(eng)?)?) {
+        return Err(Fault::new(types::ResourceInUse, format!("disk {} is attached to VM {}", on.id, vm.value))
+            .with("type", "VirtualMachine")
+            .with("name", vm.value));
+    }
+    let (id, dsv) = (on.id.clone(), on.ds.value.clone());
+    disk_task(eng, ctx, method, "deleteVStorageObject", &on.ds, &on.id, move |eng, _| {
+        let r = eng.disks.get(&id, &dsv)?;
+        eng.disks.delete(&id, &r)?;
+        crate::engine::storage::cns::disk_changed(eng, &id);
+        eng.changed();
+        Ok(None)
+    })
+}
+
+/// VCenterUpdateVStorageObjectMetadataEx_Task.
+fn update_metadata(eng: &Engine, ctx: &Ctx, on: On, add: Vec<(String, String)>, delete: Vec<String>) -> Reply {
+    let r = on.disk(eng)?;
+    let name = "VCenterUpdateVStorageObjectMetadataEx_Task";
+    disk_task(eng, ctx, name, "updateVStorageObjectMetadataEx", &on.ds, &on.id, move |_, _| {
+        with_disk(&r, |d| {
+            set_metadata(d, &add, &delete);
+            d.save_meta().map_err(Fault::from)
+        })?;
+        Ok(None)
+    })
+}
+
+fn reconcile(eng: &Engine, ctx: &Ctx, ds: MoRef) -> Reply {
+    let dir = ds_dir(eng, &ds)?;
+    let spec = TaskSpec {
+        method: "ReconcileDatastoreInventory_Task",
+        description_id: "VcenterVStorageObjectManager.reconcileDatastoreInventory".into(),
+        entity: ds.clone(),
+        cancelable: false,
+        queue: None,
+    };
+    let dsv = ds.value;
+    eng.run_task(
+        ctx,
+        spec,
+        Box::new(move |eng, _| {
+            eng.disks.drop_missing(&dsv);
+            eng.disks.scan(&dsv, &dir);
+            eng.changed();
+            Ok(None)
+        }),
+    )
 }
 
 fn tags_of(d: &Disk) -> Vec<(String, String)> {
