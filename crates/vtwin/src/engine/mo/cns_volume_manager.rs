@@ -550,129 +550,27 @@ fn per_volume(
 }
 
 pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Args) -> Option<Reply> {
+    let a = &args;
+    let flag = |name: &str| a.get(name).and_then(Value::as_bool).unwrap_or(false);
     Some(match method {
-        "CnsCreateVolume" => (|| {
-            let specs = specs(&args, "createSpecs");
-            if specs.len() != 1 {
-                return Err(Fault::invalid_argument(
-                    "createSpecs",
-                    format!("exactly one create spec is accepted, not {}", specs.len()),
-                ));
-            }
-            let key = format!("cns-create:{}", specs[0].str("name").unwrap_or(""));
-            cns_task(eng, ctx, "CnsCreateVolume", "create", key, move |eng| {
-                let results = specs
-                    .iter()
-                    .map(|s| match create_one(eng, s) {
-                        Ok(id) => result(types::CnsVolumeCreateResult, Some(&id), None)
-                            .with("name", s.str("name").unwrap_or("").to_string()),
-                        Err(f) => result(types::CnsVolumeCreateResult, None, Some(f))
-                            .with("name", s.str("name").unwrap_or("").to_string()),
-                    })
-                    .collect();
-                eng.changed();
-                batch(results)
-            })
-        })(),
-        "CnsDeleteVolume" => (|| {
-            let vols = ids(args.get("volumeIds"));
-            let specs: Vec<Data> = vols
-                .iter()
-                .map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i)))
-                .collect();
-            let delete_disk = args.get("deleteDisk").and_then(Value::as_bool).unwrap_or(false);
-            let key = check_ids(&specs, "volumeIds", true)?;
-            cns_task(eng, ctx, "CnsDeleteVolume", "delete", key, move |eng| {
-                let results = vols
-                    .iter()
-                    .map(|id| result(types::CnsVolumeOperationResult, Some(id), delete_one(eng, id, delete_disk).err()))
-                    .collect();
-                eng.changed();
-                batch(results)
-            })
-        })(),
+        "CnsCreateVolume" => create(eng, ctx, specs(a, "createSpecs")),
+        "CnsDeleteVolume" => delete(eng, ctx, ids(a.get("volumeIds")), flag("deleteDisk")),
         "CnsExtendVolume" => {
-            per_volume(eng, ctx, "CnsExtendVolume", "extend", "extendSpecs", specs(&args, "extendSpecs"), |eng, s| {
-                let id = id_of(s);
-                let mb = s.get("capacityInMb").and_then(Value::as_i64).unwrap_or(0);
-                with_volume(eng, &id, |_, d| {
-                    if mb <= 0 || (mb as u64) * MB < d.capacity() {
-                        return Err(Fault::invalid_argument(
-                            "extendSpecs.capacityInMb",
-                            format!("{mb} MB is smaller than the volume's {} MB", d.capacity() / MB),
-                        ));
-                    }
-                    if !d.meta.snapshots.is_empty() {
-                        return Err(cns_fault(format!(
-                            "volume {id} has snapshots; a volume with snapshots cannot be extended"
-                        )));
-                    }
-                    d.extend(mb as u64 * MB).map_err(Fault::from)
-                })
-            })
+            per_volume(eng, ctx, "CnsExtendVolume", "extend", "extendSpecs", specs(a, "extendSpecs"), extend_one)
         }
-        "CnsSyncVolume" => (|| {
-            let specs = specs(&args, "syncSpecs");
-            if specs.len() != 1 {
-                return Err(Fault::invalid_argument(
-                    "syncSpecs",
-                    format!("exactly one sync spec is accepted, not {}", specs.len()),
-                ));
-            }
-            let spec = specs.into_iter().next().expect("one spec");
-            let id = id_of(&spec);
-            if id.is_empty() || id.chars().any(|c| c.is_control() || c == '/') {
-                return Err(Fault::invalid_argument("syncSpecs.volumeId", format!("'{id}' is not a volume id")));
-            }
-            let modes = strings(spec.get("syncMode"));
-            if let Some(m) = modes.iter().find(|m| *m != "SPACE_USAGE") {
-                return Err(Fault::invalid_argument(
-                    "syncSpecs.syncMode",
-                    format!("sync mode '{m}' is not SPACE_USAGE"),
-                ));
-            }
-            let (ds, r) = eng.disks.find(&id).ok_or_else(|| not_found(&id))?;
-            if let Some(want) = spec.get("datastore").and_then(Value::as_moref) {
-                if want.value != ds {
-                    return Err(not_found(&format!("{id} on datastore {}", want.value)));
-                }
-            }
-            drop(r);
-            if !eng.cns.loaded(eng).as_ref().is_some_and(|m| m.contains_key(&id)) {
-                return Err(not_found(&id));
-            }
-            cns_task(eng, ctx, "CnsSyncVolume", "syncVolume", queue_key(&id), move |eng| {
-                // No mode: a full sync, which includes the space usage.
-                let r = with_volume(eng, &id, |_, d| sync_space(d));
-                batch(vec![result(types::CnsVolumeOperationResult, Some(&id), r.err())])
-            })
-        })(),
+        "CnsSyncVolume" => sync(eng, ctx, specs(a, "syncSpecs")),
         "CnsUpdateVolumeMetadata" => per_volume(
             eng,
             ctx,
             "CnsUpdateVolumeMetadata",
             "updateVolumeMetadata",
             "updateSpecs",
-            specs(&args, "updateSpecs"),
+            specs(a, "updateSpecs"),
             |eng, s| with_volume(eng, &id_of(s), |_, d| update_metadata(d, s.get("metadata").and_then(Value::as_data))),
         ),
-        "CnsAttachVolume" => (|| {
-            let specs = specs(&args, "attachSpecs");
-            let key = check_ids(&specs, "attachSpecs", true)?;
-            cns_task(eng, ctx, "CnsAttachVolume", "attach", key, move |eng| {
-                let results = specs
-                    .iter()
-                    .map(|s| match attach_one(eng, s) {
-                        Ok(uuid) => result(types::CnsVolumeAttachResult, Some(&id_of(s)), None).with("diskUUID", uuid),
-                        Err(f) => result(types::CnsVolumeAttachResult, Some(&id_of(s)), Some(f)),
-                    })
-                    .collect();
-                eng.changed();
-                batch(results)
-            })
-        })(),
+        "CnsAttachVolume" => attach(eng, ctx, specs(a, "attachSpecs")),
         "CnsDetachVolume" => {
-            per_volume(eng, ctx, "CnsDetachVolume", "detach", "detachSpecs", specs(&args, "detachSpecs"), detach_one)
+            per_volume(eng, ctx, "CnsDetachVolume", "detach", "detachSpecs", specs(a, "detachSpecs"), detach_one)
         }
         "CnsCreateSnapshots" => per_volume(
             eng,
@@ -680,7 +578,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             "CnsCreateSnapshots",
             "createSnapshots",
             "snapshotSpecs",
-            specs(&args, "snapshotSpecs"),
+            specs(a, "snapshotSpecs"),
             snapshot_one,
         ),
         "CnsDeleteSnapshots" => per_volume(
@@ -689,104 +587,198 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             "CnsDeleteSnapshots",
             "deleteSnapshots",
             "snapshotDeleteSpecs",
-            specs(&args, "snapshotDeleteSpecs"),
+            specs(a, "snapshotDeleteSpecs"),
             delete_snapshot_one,
         ),
-        "CnsRelocateVolume" => (|| {
-            let specs = specs(&args, "relocateSpecs");
-            check_ids(&specs, "relocateSpecs", true)?;
-            let id = id_of(&specs[0]);
-            let target =
-                specs[0].get("datastore").and_then(Value::as_moref).map(|m| m.value.clone()).unwrap_or_default();
-            if eng.disks.datastore_of(&id).is_some_and(|ds| ds == target) {
-                return Err(Fault::new(types::AlreadyExists, format!("volume {id} is on datastore {target} already"))
-                    .with("name", id));
-            }
-            relocate(eng, ctx, specs)
-        })(),
+        "CnsRelocateVolume" => relocate_checked(eng, ctx, specs(a, "relocateSpecs")),
         "CnsReconfigVolumePolicy" => per_volume(
             eng,
             ctx,
             "CnsReconfigVolumePolicy",
             "reconfigPolicy",
             "volumePolicyReconfigSpecs",
-            specs(&args, "volumePolicyReconfigSpecs"),
-            |eng, s| {
-                let profile = s.get("profile").and_then(Value::as_array).and_then(|a| {
-                    a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string))
-                });
-                let profile = profile.ok_or_else(|| {
-                    Fault::invalid_argument(
-                        "volumePolicyReconfigSpecs.profile",
-                        "a profile with a profileId is required",
-                    )
-                })?;
-                with_volume(eng, &id_of(s), |_, d| {
-                    update_state(d, |s| s.storage_policy_id = Some(profile));
-                    d.save_meta().map_err(Fault::from)
-                })
-            },
+            specs(a, "volumePolicyReconfigSpecs"),
+            reconfig_policy_one,
         ),
-        "CnsQueryVolumeInfo" => (|| {
-            let vols = ids(args.get("volumes"));
-            let specs: Vec<Data> = vols
-                .iter()
-                .map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i)))
-                .collect();
-            let key = check_ids(&specs, "volumes", false)?;
-            cns_task(eng, ctx, "CnsQueryVolumeInfo", "queryVolumeInfo", key, move |eng| {
-                let results = vols
-                    .iter()
-                    .map(|id| {
-                        match with_volume(eng, id, |ds, d| {
-                            Ok(super::vstorage_object_manager::vstorage_object(eng, ds, d))
-                        }) {
-                            Ok(obj) => result(types::CnsQueryVolumeInfoResult, Some(id), None)
-                                .with("volumeInfo", Data::new(types::CnsBlockVolumeInfo).with("vStorageObject", obj)),
-                            Err(f) => result(types::CnsQueryVolumeInfoResult, Some(id), Some(f)),
-                        }
-                    })
-                    .collect();
-                batch(results)
-            })
-        })(),
-        "CnsQueryAsync" => (|| {
-            let filter = args
-                .get("filter")
-                .and_then(Value::as_data)
-                .cloned()
-                .unwrap_or_else(|| Data::new(types::CnsQueryFilter));
-            let select = selection(&args)?;
-            let root = eng.inv.read().root();
-            let spec = TaskSpec {
-                method: "CnsQueryAsync",
-                description_id: "CnsVolumeManager.queryAsync".into(),
-                entity: root,
-                cancelable: false,
-                queue: None,
-            };
-            eng.run_task(
-                ctx,
-                spec,
-                Box::new(move |eng, _| {
-                    let r = query(eng, &filter, select.as_deref(), true)?;
-                    let entry = Data::new(types::CnsAsyncQueryResult).with("queryResult", r);
-                    Ok(Some(batch(vec![entry])))
-                }),
-            )
-        })(),
-        "CnsQueryVolume" | "CnsQueryAllVolume" => (|| {
-            let filter = args
-                .get("filter")
-                .and_then(Value::as_data)
-                .cloned()
-                .unwrap_or_else(|| Data::new(types::CnsQueryFilter));
-            let select = selection(&args)?;
-            // CnsQueryAllVolume answers every match at once.
-            Ok(Some(query(eng, &filter, select.as_deref(), method == "CnsQueryVolume")?.into()))
-        })(),
+        "CnsQueryVolumeInfo" => query_volume_info(eng, ctx, ids(a.get("volumes"))),
+        "CnsQueryAsync" => query_async(eng, ctx, filter(a), selection(a)),
+        // CnsQueryAllVolume answers every match at once.
+        "CnsQueryVolume" => selection(a).and_then(|sel| Ok(Some(query(eng, &filter(a), sel.as_deref(), true)?.into()))),
+        "CnsQueryAllVolume" => {
+            selection(a).and_then(|sel| Ok(Some(query(eng, &filter(a), sel.as_deref(), false)?.into())))
+        }
         _ => return None,
     })
+}
+
+/// A query's filter (none: every volume).
+fn filter(args: &Args) -> Data {
+    args.get("filter").and_then(Value::as_data).cloned().unwrap_or_else(|| Data::new(types::CnsQueryFilter))
+}
+
+/// The one spec a call that takes exactly one has.
+fn only_one(mut specs: Vec<Data>, param: &str, what: &str) -> Result<Data, Fault> {
+    if specs.len() != 1 {
+        return Err(Fault::invalid_argument(
+            param,
+            format!("exactly one {what} spec is accepted, not {}", specs.len()),
+        ));
+    }
+    Ok(specs.pop().expect("one spec"))
+}
+
+/// The results of a volume list given by id (`volumeIds`, `volumes`).
+fn id_results(vols: &[String]) -> Vec<Data> {
+    vols.iter().map(|i| Data::new(types::CnsVolumeOperationResult).with("volumeId", volume_id(i))).collect()
+}
+
+fn create(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
+    let spec = only_one(specs, "createSpecs", "create")?;
+    let key = format!("cns-create:{}", spec.str("name").unwrap_or(""));
+    cns_task(eng, ctx, "CnsCreateVolume", "create", key, move |eng| {
+        let name = spec.str("name").unwrap_or("").to_string();
+        let r = match create_one(eng, &spec) {
+            Ok(id) => result(types::CnsVolumeCreateResult, Some(&id), None),
+            Err(f) => result(types::CnsVolumeCreateResult, None, Some(f)),
+        };
+        eng.changed();
+        batch(vec![r.with("name", name)])
+    })
+}
+
+fn delete(eng: &Engine, ctx: &Ctx, vols: Vec<String>, delete_disk: bool) -> Reply {
+    let key = check_ids(&id_results(&vols), "volumeIds", true)?;
+    cns_task(eng, ctx, "CnsDeleteVolume", "delete", key, move |eng| {
+        let results = vols
+            .iter()
+            .map(|id| result(types::CnsVolumeOperationResult, Some(id), delete_one(eng, id, delete_disk).err()))
+            .collect();
+        eng.changed();
+        batch(results)
+    })
+}
+
+fn extend_one(eng: &Engine, s: &Data) -> Result<(), Fault> {
+    let id = id_of(s);
+    let mb = s.get("capacityInMb").and_then(Value::as_i64).unwrap_or(0);
+    with_volume(eng, &id, |_, d| {
+        if mb <= 0 || (mb as u64) * MB < d.capacity() {
+            return Err(Fault::invalid_argument(
+                "extendSpecs.capacityInMb",
+                format!("{mb} MB is smaller than the volume's {} MB", d.capacity() / MB),
+            ));
+        }
+        if !d.meta.snapshots.is_empty() {
+            return Err(cns_fault(format!("volume {id} has snapshots; a volume with snapshots cannot be extended")));
+        }
+        d.extend(mb as u64 * MB).map_err(Fault::from)
+    })
+}
+
+fn sync(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
+    let spec = only_one(specs, "syncSpecs", "sync")?;
+    let id = id_of(&spec);
+    if id.is_empty() || id.chars().any(|c| c.is_control() || c == '/') {
+        return Err(Fault::invalid_argument("syncSpecs.volumeId", format!("'{id}' is not a volume id")));
+    }
+    let modes = strings(spec.get("syncMode"));
+    if let Some(m) = modes.iter().find(|m| *m != "SPACE_USAGE") {
+        return Err(Fault::invalid_argument("syncSpecs.syncMode", format!("sync mode '{m}' is not SPACE_USAGE")));
+    }
+    let (ds, _) = eng.disks.find(&id).ok_or_else(|| not_found(&id))?;
+    if let Some(want) = spec.get("datastore").and_then(Value::as_moref) {
+        if want.value != ds {
+            return Err(not_found(&format!("{id} on datastore {}", want.value)));
+        }
+    }
+    if !eng.cns.loaded(eng).as_ref().is_some_and(|m| m.contains_key(&id)) {
+        return Err(not_found(&id));
+    }
+    cns_task(eng, ctx, "CnsSyncVolume", "syncVolume", queue_key(&id), move |eng| {
+        // No mode: a full sync, which includes the space usage.
+        let r = with_volume(eng, &id, |_, d| sync_space(d));
+        batch(vec![result(types::CnsVolumeOperationResult, Some(&id), r.err())])
+    })
+}
+
+fn attach(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
+    let key = check_ids(&specs, "attachSpecs", true)?;
+    cns_task(eng, ctx, "CnsAttachVolume", "attach", key, move |eng| {
+        let results = specs
+            .iter()
+            .map(|s| match attach_one(eng, s) {
+                Ok(uuid) => result(types::CnsVolumeAttachResult, Some(&id_of(s)), None).with("diskUUID", uuid),
+                Err(f) => result(types::CnsVolumeAttachResult, Some(&id_of(s)), Some(f)),
+            })
+            .collect();
+        eng.changed();
+        batch(results)
+    })
+}
+
+/// CnsRelocateVolume: AlreadyExists when the volume is on the target.
+fn relocate_checked(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
+    check_ids(&specs, "relocateSpecs", true)?;
+    let id = id_of(&specs[0]);
+    let target = specs[0].get("datastore").and_then(Value::as_moref).map(|m| m.value.clone()).unwrap_or_default();
+    if eng.disks.datastore_of(&id).is_some_and(|ds| ds == target) {
+        return Err(
+            Fault::new(types::AlreadyExists, format!("volume {id} is on datastore {target} already")).with("name", id)
+        );
+    }
+    relocate(eng, ctx, specs)
+}
+
+fn reconfig_policy_one(eng: &Engine, s: &Data) -> Result<(), Fault> {
+    let profile = s
+        .get("profile")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string)));
+    let profile = profile.ok_or_else(|| {
+        Fault::invalid_argument("volumePolicyReconfigSpecs.profile", "a profile with a profileId is required")
+    })?;
+    with_volume(eng, &id_of(s), |_, d| {
+        update_state(d, |s| s.storage_policy_id = Some(profile));
+        d.save_meta().map_err(Fault::from)
+    })
+}
+
+fn query_volume_info(eng: &Engine, ctx: &Ctx, vols: Vec<String>) -> Reply {
+    let key = check_ids(&id_results(&vols), "volumes", false)?;
+    cns_task(eng, ctx, "CnsQueryVolumeInfo", "queryVolumeInfo", key, move |eng| {
+        let results = vols
+            .iter()
+            .map(|id| {
+                match with_volume(eng, id, |ds, d| Ok(super::vstorage_object_manager::vstorage_object(eng, ds, d))) {
+                    Ok(obj) => result(types::CnsQueryVolumeInfoResult, Some(id), None)
+                        .with("volumeInfo", Data::new(types::CnsBlockVolumeInfo).with("vStorageObject", obj)),
+                    Err(f) => result(types::CnsQueryVolumeInfoResult, Some(id), Some(f)),
+                }
+            })
+            .collect();
+        batch(results)
+    })
+}
+
+fn query_async(eng: &Engine, ctx: &Ctx, filter: Data, select: Result<Option<Vec<String>>, Fault>) -> Reply {
+    let select = select?;
+    let root = eng.inv.read().root();
+    let spec = TaskSpec {
+        method: "CnsQueryAsync",
+        description_id: "CnsVolumeManager.queryAsync".into(),
+        entity: root,
+        cancelable: false,
+        queue: None,
+    };
+    eng.run_task(
+        ctx,
+        spec,
+        Box::new(move |eng, _| {
+            let r = query(eng, &filter, select.as_deref(), true)?;
+            let entry = Data::new(types::CnsAsyncQueryResult).with("queryResult", r);
+            Ok(Some(batch(vec![entry])))
+        }),
+    )
 }
 
 fn relocate(eng: &Engine, ctx: &Ctx, specs: Vec<Data>) -> Reply {
