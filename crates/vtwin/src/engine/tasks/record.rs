@@ -1,5 +1,7 @@
 //! The task record: one durable record per task, whatever API made it,
-//! and how its vim25 values are kept.
+//! with the fields each API keeps in it (the VCD ones in `VcdTask`; their
+//! rules and views are in `vim`, `vapi` and `vcd`, which import this and
+//! not the other way round), and how its vim25 values are kept.
 pub use crate::engine::kept::Kept;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -96,10 +98,75 @@ pub struct TaskRecord {
     pub target: Option<(String, String)>,
     /// vCloud Director's fields, for a VCD task.
     #[serde(default)]
-    pub vcd: Option<super::vcd::VcdTask>,
+    pub vcd: Option<VcdTask>,
     /// The store's version of this record (not part of it).
     #[serde(skip)]
     pub version: i64,
+}
+
+/// A reference to an entity (Owner, User, Organization, ResultReference).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Ref {
+    pub href: String,
+    #[serde(default)]
+    pub ty: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// A task's Error element.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskError {
+    pub major: i32,
+    pub minor: String,
+    pub message: String,
+    #[serde(default)]
+    pub vendor: Option<String>,
+    #[serde(default)]
+    pub stack: Option<String>,
+}
+
+/// The VCD fields of a task record (the rules and view of them are in
+/// `tasks::vcd`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct VcdTask {
+    /// The uuid of `urn:vcloud:task:<uuid>` and `/api/task/<uuid>`.
+    pub id: String,
+    /// The organization's id.
+    pub org: String,
+    /// queued, preRunning, running, success, error or aborted.
+    pub status: String,
+    pub name: String,
+    #[serde(default)]
+    pub operation: Option<String>,
+    #[serde(default)]
+    pub operation_name: Option<String>,
+    #[serde(default)]
+    pub operation_key: Option<String>,
+    #[serde(default)]
+    pub service_namespace: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub details: Option<String>,
+    #[serde(default)]
+    pub owner: Option<Ref>,
+    /// (user id, name)
+    #[serde(default)]
+    pub user: Option<(String, String)>,
+    #[serde(default)]
+    pub expiry: Option<i64>,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    #[serde(default)]
+    pub error: Option<TaskError>,
+    /// The Params and Result elements' inner XML, kept as given.
+    #[serde(default)]
+    pub params: Option<String>,
+    #[serde(default)]
+    pub result: Option<String>,
 }
 
 impl TaskRecord {

@@ -4,8 +4,8 @@
 //! made through vim25 or vAPI. No HTTP in here: the wire layer maps a
 //! `Refused` to its error document.
 use super::record::{Kept, TaskRecord, TaskState};
+pub use super::record::{Ref, TaskError, VcdTask};
 use crate::engine::fault::Fault;
-use serde::{Deserialize, Serialize};
 use vmodl::types;
 
 /// A change the TaskType rules refuse (a bad request, in VCD's terms).
@@ -17,70 +17,6 @@ impl Refused {
     fn new(message: impl Into<String>) -> Refused {
         Refused(message.into())
     }
-}
-
-/// A reference to an entity (Owner, User, Organization, ResultReference).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Ref {
-    pub href: String,
-    #[serde(default)]
-    pub ty: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub id: Option<String>,
-}
-
-/// A task's Error element.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct TaskError {
-    pub major: i32,
-    pub minor: String,
-    pub message: String,
-    #[serde(default)]
-    pub vendor: Option<String>,
-    #[serde(default)]
-    pub stack: Option<String>,
-}
-
-/// The VCD fields of a task record.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct VcdTask {
-    /// The uuid of `urn:vcloud:task:<uuid>` and `/api/task/<uuid>`.
-    pub id: String,
-    /// The organization's id.
-    pub org: String,
-    /// queued, preRunning, running, success, error or aborted.
-    pub status: String,
-    pub name: String,
-    #[serde(default)]
-    pub operation: Option<String>,
-    #[serde(default)]
-    pub operation_name: Option<String>,
-    #[serde(default)]
-    pub operation_key: Option<String>,
-    #[serde(default)]
-    pub service_namespace: Option<String>,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub details: Option<String>,
-    #[serde(default)]
-    pub owner: Option<Ref>,
-    /// (user id, name)
-    #[serde(default)]
-    pub user: Option<(String, String)>,
-    #[serde(default)]
-    pub expiry: Option<i64>,
-    #[serde(default)]
-    pub cancel_requested: bool,
-    #[serde(default)]
-    pub error: Option<TaskError>,
-    /// The Params and Result elements' inner XML, kept as given.
-    #[serde(default)]
-    pub params: Option<String>,
-    #[serde(default)]
-    pub result: Option<String>,
 }
 
 /// What a client sends to create or update a task (parsed from XML or
