@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import tarfile
 
 import pytest
@@ -115,6 +116,14 @@ def check_upgrade(d, made):
         (meta,) = glob.glob(os.path.join(d, "vmfs", "volumes", "*", "fcd", vol.volumeId.id, "vtwin-disk.json"))
         with open(meta) as f:
             assert "_typeName" not in json.dumps(json.load(f)["extra"]["cns"]), "the CNS state was not rewritten"
+        # The registered extension, written again in this build's form.
+        em = content.extensionManager
+        ext = em.FindExtension("com.example.backup")
+        assert ext is not None and [t.taskID for t in ext.taskList] == ["com.example.backup.run"], ext
+        em.UpdateExtension(ext)
+        with sqlite3.connect(os.path.join(d, "vtwin.db")) as db:
+            (rec,) = db.execute("SELECT record FROM extensions WHERE key = 'com.example.backup'").fetchone()
+        assert "_typeName" not in rec, "the extension was not rewritten"
         token = fx.vcd_login(s, "acme", fx.TENANT, fx.TENANT_PW)
         r = fx.vcd_task(s, token, fx.org_of(s, token), "success", 100)
         assert r.status_code in (200, 201), r.text
@@ -130,11 +139,13 @@ def check_upgrade(d, made):
     try:
         si = s.connect()
         again = fx.read_state(s, si, made["ids"])
+        again_ext = si.RetrieveContent().extensionManager.FindExtension("com.example.backup")
         Disconnect(si)
     finally:
         s.stop()
     for part in ("tasks", "vapi_tasks", "vcd_tasks", "cns", "vms"):
         same(again[part], made["state"][part], f"{part} (second start)")
+    assert fx.encode(again_ext) == fx.encode(ext)
     for name, vm in again["vms"].items():
         first = got["vms"][name]
         for obj, field in CLOCK:

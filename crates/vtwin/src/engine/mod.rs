@@ -723,11 +723,10 @@ pub fn add_user(store: &dyn Store, name: &str, password: &str, role: i32) -> cra
 fn load_extensions(store: &dyn Store) -> crate::store::Result<std::collections::BTreeMap<String, vmodl::Data>> {
     let mut extensions = std::collections::BTreeMap::new();
     for (key, rec) in store.list_extensions()? {
-        let decoded = serde_json::from_str::<serde_json::Value>(&rec).ok().and_then(|v| {
-            vmodl::json::decode(&v, vmodl::TypeRef { ty: types::Extension, array: false }, "extension").ok()
-        });
+        // Kept form; earlier builds wrote VI/JSON, which reads too.
+        let decoded = serde_json::from_str::<serde_json::Value>(&rec).ok().and_then(|v| kept::Kept::read(&v).ok());
         match decoded {
-            Some(Some(vmodl::Value::Data(d))) => {
+            Some(kept::Kept(vmodl::Value::Data(d))) if d.ty == types::Extension => {
                 extensions.insert(key, *d);
             }
             _ => tracing::warn!(%key, "unreadable extension record skipped"),

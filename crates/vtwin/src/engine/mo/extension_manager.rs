@@ -1,8 +1,9 @@
 //! ExtensionManager: RegisterExtension, UpdateExtension, UnregisterExtension,
 //! FindExtension and extensionList, kept in the store.
+use crate::engine::kept::Kept;
 use crate::engine::{Ctx, Engine, Fault, Reply};
 use vmodl::value::Args;
-use vmodl::{json, types, Data, MoRef, Value, VersionId};
+use vmodl::{types, Data, MoRef, Value};
 
 pub fn property(eng: &Engine, name: &str) -> Option<Value> {
     // Extensions other nodes registered.
@@ -23,8 +24,8 @@ fn save(eng: &Engine, mut ext: Data) -> Result<(), Fault> {
     if ext.get("lastHeartbeatTime").is_none() {
         ext.set("lastHeartbeatTime", chrono::Utc::now());
     }
-    let v = VersionId::by_wire("vim25", "9.1.0.0").expect("release");
-    eng.store.put_extension(&key, &json::encode_data(&ext, v).to_string())?;
+    let kept = serde_json::to_string(&Kept(ext.clone().into())).expect("a kept value serialises");
+    eng.store.put_extension(&key, &kept)?;
     eng.extensions.write().insert(key, ext);
     eng.changed();
     Ok(())
