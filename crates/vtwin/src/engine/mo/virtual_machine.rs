@@ -317,49 +317,192 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
 /// Folder.CreateVM_Task: write the `.vmx`, the disks (on any datastore)
 /// and the other files, then register the VM.
 pub fn create(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
-    let spec = args
-        .get("config")
-        .and_then(Value::as_data)
-        .ok_or_else(|| Fault::invalid_argument("config", "config is required"))?
-        .clone();
-    let name = spec.str("name").unwrap_or("").trim().to_string();
-    if name.is_empty() || name.contains('/') || name.chars().count() > 80 {
-        return Err(
-            Fault::new(types::InvalidName, format!("'{name}' is not a valid virtual machine name")).with("name", name)
-        );
+    let vm = NewVm::plan(eng, folder, args)?;
+    let task = TaskSpec {
+        method: "CreateVM_Task",
+        description_id: "Folder.createVm".into(),
+        entity: folder.clone(),
+        cancelable: false,
+        queue: None,
+    };
+    let folder = folder.clone();
+    eng.run_task(ctx, task, Box::new(move |eng, ctl| vm.make(eng, ctl, &folder)))
+}
+
+/// A SCSI controller of a new VM: (device key, bus number, virtualDev).
+type NewBus = (i64, i64, &'static str);
+
+/// A disk of a new VM, where it goes.
+struct NewDisk {
+    bus: i64,
+    unit: i64,
+    capacity: u64,
+    provisioning: vdisk::chain::Provisioning,
+    path: PathBuf,
+}
+
+/// What CreateVM_Task makes, checked before the task starts.
+struct NewVm {
+    name: String,
+    pool: String,
+    /// The datastore of the .vmx.
+    ds: String,
+    vmx: PathBuf,
+    dir: PathBuf,
+    buses: Vec<NewBus>,
+    disks: Vec<NewDisk>,
+    guest: String,
+    cpus: i64,
+    memory_mb: i64,
+}
+
+/// A disk the spec asks for: (controller key, unit, bytes, provisioning,
+/// backing fileName).
+type SpecDisk = (i64, i64, u64, vdisk::chain::Provisioning, String);
+
+impl NewVm {
+    fn plan(eng: &Engine, folder: &MoRef, args: &Args) -> Result<NewVm, Fault> {
+        let spec = args
+            .get("config")
+            .and_then(Value::as_data)
+            .ok_or_else(|| Fault::invalid_argument("config", "config is required"))?
+            .clone();
+        let name = spec.str("name").unwrap_or("").trim().to_string();
+        if name.is_empty() || name.contains('/') || name.chars().count() > 80 {
+            return Err(Fault::new(types::InvalidName, format!("'{name}' is not a valid virtual machine name"))
+                .with("name", name));
+        }
+        let pool = args
+            .get("pool")
+            .and_then(Value::as_moref)
+            .cloned()
+            .ok_or_else(|| Fault::invalid_argument("pool", "pool is required"))?;
+        let vm_path =
+            spec.get("files").and_then(Value::as_data).and_then(|f| f.str("vmPathName")).unwrap_or("").to_string();
+        let inv = eng.inv.read();
+        check_folder(&inv, folder, &name)?;
+        // "[ds]" or "[ds] dir/name.vmx".
+        let (ds, target) = resolve_ds_path(&inv, &vm_path)?;
+        let vmx = if vm_path.trim_end().ends_with(']') || target.extension().is_none() {
+            target.join(&name).join(format!("{name}.vmx"))
+        } else {
+            target
+        };
+        if vmx.exists() {
+            return Err(Fault::new(types::FileAlreadyExists, format!("{vm_path} already exists"))
+                .with("file", vmx.display().to_string()));
+        }
+        let dir = vmx.parent().map(Path::to_path_buf).unwrap_or_default();
+        let (mut buses, disks) = devices_of(&spec)?;
+        let disks = place_disks(&inv, &name, &dir, &buses, disks)?;
+        drop(inv);
+        if buses.is_empty() && !disks.is_empty() {
+            buses.push((1000, 0, "lsilogic"));
+        }
+        Ok(NewVm {
+            name,
+            pool: pool.value,
+            ds,
+            vmx,
+            dir,
+            buses,
+            disks,
+            guest: spec.str("guestId").unwrap_or("otherGuest64").to_string(),
+            cpus: spec.get("numCPUs").and_then(Value::as_i64).unwrap_or(1),
+            memory_mb: spec.get("memoryMB").and_then(Value::as_i64).unwrap_or(128),
+        })
     }
-    let pool = args
-        .get("pool")
-        .and_then(Value::as_moref)
-        .cloned()
-        .ok_or_else(|| Fault::invalid_argument("pool", "pool is required"))?;
-    let vm_path =
-        spec.get("files").and_then(Value::as_data).and_then(|f| f.str("vmPathName")).unwrap_or("").to_string();
-    let inv = eng.inv.read();
+
+    /// The task: the files (disks, .vmx, .nvram, .vmsd), then the entity.
+    fn make(self, eng: &Engine, ctl: &crate::engine::runner::TaskCtl, folder: &MoRef) -> Reply {
+        let fault = |p: &Path, e: &dyn std::fmt::Display| {
+            Fault::new(types::FileFault, e.to_string()).with("file", p.display().to_string())
+        };
+        std::fs::create_dir_all(&self.dir).map_err(|e| fault(&self.dir, &e))?;
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        let mut kv = self.vmx_pairs(&uuid);
+        let total = self.disks.len().max(1);
+        for (i, d) in self.disks.iter().enumerate() {
+            if let Some(parent) = d.path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| fault(&self.dir, &e))?;
+            }
+            vdisk::Chain::create(&d.path, d.capacity, d.provisioning, &uuid).map_err(|e| fault(&d.path, &e))?;
+            // In the VM's directory by name, elsewhere by mount path.
+            let file = if d.path.parent() == Some(self.dir.as_path()) {
+                d.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+            } else {
+                d.path.display().to_string()
+            };
+            let slot = format!("scsi{}:{}", d.bus, d.unit);
+            kv.push((format!("{slot}.present"), "TRUE".into()));
+            kv.push((format!("{slot}.fileName"), file));
+            kv.push((format!("{slot}.deviceType"), "scsi-hardDisk".into()));
+            ctl.progress(((i + 1) * 90 / total) as i32);
+        }
+        let write = |p: PathBuf, text: String| vdisk::chain::write_atomic(&p, &text).map_err(|e| fault(&p, &e));
+        write(self.dir.join(format!("{}.nvram", self.name)), String::new())?;
+        write(self.dir.join(format!("{}.vmsd", self.name)), ".encoding = \"UTF-8\"\n".into())?;
+        write(self.vmx.clone(), vdisk::vmfiles::render_kv(&kv))?;
+        let rel = to_ds_path(&eng.inv.read(), &self.vmx).map(|x| x.1).unwrap_or_default();
+        let rel = rel.split_once(']').map(|(_, r)| r.trim().to_string()).unwrap_or_default();
+        let attrs = serde_json::json!({"ds": self.ds, "vmx": rel, "powerState": "poweredOff", "template": "false", "pool": self.pool});
+        let mut inv = eng.inv.write();
+        let moid = inv.alloc("vm");
+        let parent = Some(folder.value.clone());
+        let rec = ObjectRecord {
+            moid: moid.clone(),
+            ty: "VirtualMachine".into(),
+            name: self.name.clone(),
+            parent: parent.clone(),
+            attrs: attrs.clone(),
+        };
+        eng.store.put_objects(&[rec])?;
+        let moref = MoRef::new(types::VirtualMachine, moid);
+        inv.insert(Entity { moref: moref.clone(), name: self.name, parent, children: vec![], attrs });
+        drop(inv);
+        eng.changed();
+        Ok(Some(Value::MoRef(moref)))
+    }
+
+    /// The .vmx's settings before the disks.
+    fn vmx_pairs(&self, uuid: &str) -> Vec<(String, String)> {
+        let p: Vec<String> = (0..16).map(|i| uuid[2 * i..2 * i + 2].to_string()).collect();
+        let mut kv: Vec<(String, String)> = vec![
+            ("config.version".into(), "8".into()),
+            ("virtualHW.version".into(), "19".into()),
+            ("displayName".into(), self.name.clone()),
+            ("guestOS".into(), self.guest.clone()),
+            ("numvcpus".into(), self.cpus.to_string()),
+            ("memsize".into(), self.memory_mb.to_string()),
+            ("uuid.bios".into(), format!("{}-{}", p[..8].join(" "), p[8..].join(" "))),
+            ("nvram".into(), format!("{}.nvram", self.name)),
+        ];
+        for (_, bus, kind) in &self.buses {
+            kv.push((format!("scsi{bus}.present"), "TRUE".into()));
+            kv.push((format!("scsi{bus}.virtualDev"), kind.to_string()));
+        }
+        kv
+    }
+}
+
+/// The folder holds VMs and none named `name`.
+fn check_folder(inv: &Inventory, folder: &MoRef, name: &str) -> Result<(), Fault> {
     let f = inv.get(&folder.value).ok_or_else(|| Fault::not_found(folder))?;
     if !f.attrs.get("childType").and_then(|c| c.as_array()).is_some_and(|a| a.iter().any(|t| t == "VirtualMachine")) {
         return Err(Fault::not_supported(format!("folder {} does not hold virtual machines", f.name)));
     }
     if f.children.iter().filter_map(|c| inv.get(c)).any(|c| c.moref.ty == types::VirtualMachine && c.name == name) {
         return Err(Fault::new(types::DuplicateName, format!("The name '{name}' already exists."))
-            .with("name", name.clone())
+            .with("name", name.to_string())
             .with("object", folder.clone()));
     }
-    // "[ds]" or "[ds] dir/name.vmx".
-    let (ds, target) = resolve_ds_path(&inv, &vm_path)?;
-    let vmx = if vm_path.trim_end().ends_with(']') || target.extension().is_none() {
-        target.join(&name).join(format!("{name}.vmx"))
-    } else {
-        target
-    };
-    if vmx.exists() {
-        return Err(Fault::new(types::FileAlreadyExists, format!("{vm_path} already exists"))
-            .with("file", vmx.display().to_string()));
-    }
-    let vmdir = vmx.parent().map(Path::to_path_buf).unwrap_or_default();
-    // Controllers by key, then disks.
-    let mut buses: Vec<(i64, i64, &'static str)> = vec![];
-    let mut disks: Vec<(i64, i64, u64, vdisk::chain::Provisioning, String)> = vec![];
+    Ok(())
+}
+
+/// The controllers (by key) and disks a ConfigSpec's deviceChange adds.
+fn devices_of(spec: &Data) -> Result<(Vec<NewBus>, Vec<SpecDisk>), Fault> {
+    let mut buses: Vec<NewBus> = vec![];
+    let mut disks: Vec<SpecDisk> = vec![];
     for ch in spec.get("deviceChange").and_then(Value::as_array).unwrap_or(&[]).iter().filter_map(Value::as_data) {
         let Some(dev) = ch.get("device").and_then(Value::as_data) else { continue };
         let key = dev.get("key").and_then(Value::as_i64).unwrap_or(0);
@@ -387,104 +530,44 @@ pub fn create(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
                 (_, Some(true)) => vdisk::chain::Provisioning::EagerZeroed,
                 _ => vdisk::chain::Provisioning::LazyZeroed,
             };
-            let file = b.and_then(|b| b.str("fileName")).unwrap_or("").to_string();
             disks.push((
                 dev.get("controllerKey").and_then(Value::as_i64).unwrap_or(1000),
                 dev.get("unitNumber").and_then(Value::as_i64).unwrap_or(disks.len() as i64),
                 cap as u64,
                 prov,
-                file,
+                b.and_then(|b| b.str("fileName")).unwrap_or("").to_string(),
             ));
         }
     }
-    // Where each disk goes: the VM's directory, or the datastore its
-    // backing names (then the .vmx holds the mount path, as ESXi's do).
+    Ok((buses, disks))
+}
+
+/// Where each disk goes: the VM's directory, or the datastore its backing
+/// names (then the .vmx holds the mount path, as ESXi's do).
+fn place_disks(
+    inv: &Inventory,
+    name: &str,
+    dir: &Path,
+    buses: &[NewBus],
+    disks: Vec<SpecDisk>,
+) -> Result<Vec<NewDisk>, Fault> {
     let mut placed = vec![];
-    for (i, (ck, unit, cap, prov, file)) in disks.into_iter().enumerate() {
-        let stem = if i == 0 { name.clone() } else { format!("{name}_{i}") };
+    for (i, (ck, unit, capacity, provisioning, file)) in disks.into_iter().enumerate() {
+        let stem = if i == 0 { name.to_string() } else { format!("{name}_{i}") };
         let path = if file.trim().is_empty() {
-            vmdir.join(format!("{stem}.vmdk"))
+            dir.join(format!("{stem}.vmdk"))
         } else {
-            let (_, p) = resolve_ds_path(&inv, &file)?;
+            let (_, p) = resolve_ds_path(inv, &file)?;
             if file.trim_end().ends_with(']') || p.extension().is_none() {
-                p.join(&name).join(format!("{stem}.vmdk"))
+                p.join(name).join(format!("{stem}.vmdk"))
             } else {
                 p
             }
         };
         let bus = buses.iter().find(|b| b.0 == ck).map_or(0, |b| b.1);
-        placed.push((bus, unit, cap, prov, path));
+        placed.push(NewDisk { bus, unit, capacity, provisioning, path });
     }
-    drop(inv);
-    if buses.is_empty() && !placed.is_empty() {
-        buses.push((1000, 0, "lsilogic"));
-    }
-    let guest = spec.str("guestId").unwrap_or("otherGuest64").to_string();
-    let cpus = spec.get("numCPUs").and_then(Value::as_i64).unwrap_or(1);
-    let mem = spec.get("memoryMB").and_then(Value::as_i64).unwrap_or(128);
-    let folder2 = folder.clone();
-    let task = TaskSpec {
-        method: "CreateVM_Task",
-        description_id: "Folder.createVm".into(),
-        entity: folder.clone(),
-        cancelable: false,
-        queue: None,
-    };
-    eng.run_task(
-        ctx,
-        task,
-        Box::new(move |eng, ctl| {
-            let io = |e: std::io::Error| Fault::new(types::FileFault, e.to_string()).with("file", vmdir.display().to_string());
-            std::fs::create_dir_all(&vmdir).map_err(io)?;
-            let u = uuid::Uuid::new_v4().simple().to_string();
-            let pairs = |s: &str| (0..16).map(|i| s[2 * i..2 * i + 2].to_string()).collect::<Vec<_>>();
-            let p = pairs(&u);
-            let mut kv: Vec<(String, String)> = vec![
-                ("config.version".into(), "8".into()),
-                ("virtualHW.version".into(), "19".into()),
-                ("displayName".into(), name.clone()),
-                ("guestOS".into(), guest),
-                ("numvcpus".into(), cpus.to_string()),
-                ("memsize".into(), mem.to_string()),
-                ("uuid.bios".into(), format!("{}-{}", p[..8].join(" "), p[8..].join(" "))),
-                ("nvram".into(), format!("{name}.nvram")),
-            ];
-            for (_, bus, kind) in &buses {
-                kv.push((format!("scsi{bus}.present"), "TRUE".into()));
-                kv.push((format!("scsi{bus}.virtualDev"), kind.to_string()));
-            }
-            let total = placed.len().max(1);
-            for (i, (bus, unit, cap, prov, path)) in placed.iter().enumerate() {
-                if let Some(d) = path.parent() {
-                    std::fs::create_dir_all(d).map_err(io)?;
-                }
-                vdisk::Chain::create(path, *cap, *prov, &u).map_err(|e| Fault::new(types::FileFault, e.to_string()).with("file", path.display().to_string()))?;
-                let in_dir = path.parent() == Some(vmdir.as_path());
-                let file = if in_dir { path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default() } else { path.display().to_string() };
-                kv.push((format!("scsi{bus}:{unit}.present"), "TRUE".into()));
-                kv.push((format!("scsi{bus}:{unit}.fileName"), file));
-                kv.push((format!("scsi{bus}:{unit}.deviceType"), "scsi-hardDisk".into()));
-                ctl.progress(((i + 1) * 90 / total) as i32);
-            }
-            let w = |p: PathBuf, text: String| vdisk::chain::write_atomic(&p, &text).map_err(|e| Fault::new(types::FileFault, e.to_string()).with("file", p.display().to_string()));
-            w(vmdir.join(format!("{name}.nvram")), String::new())?;
-            w(vmdir.join(format!("{name}.vmsd")), ".encoding = \"UTF-8\"\n".into())?;
-            w(vmx.clone(), vdisk::vmfiles::render_kv(&kv))?;
-            let rel = {
-                let inv = eng.inv.read();
-                to_ds_path(&inv, &vmx).map(|x| x.1).unwrap_or_default()
-            };
-            let rel = rel.split_once(']').map(|(_, r)| r.trim().to_string()).unwrap_or_default();
-            let mut inv = eng.inv.write();
-            let moid = inv.alloc("vm");
-            let attrs = serde_json::json!({"ds": ds, "vmx": rel, "powerState": "poweredOff", "template": "false", "pool": pool.value});
-            eng.store.put_objects(&[ObjectRecord { moid: moid.clone(), ty: "VirtualMachine".into(), name: name.clone(), parent: Some(folder2.value.clone()), attrs: attrs.clone() }])?;
-            inv.insert(Entity { moref: MoRef::new(types::VirtualMachine, moid.clone()), name, parent: Some(folder2.value.clone()), children: vec![], attrs });
-            drop(inv);
-            eng.changed();
-            Ok(Some(Value::MoRef(MoRef::new(types::VirtualMachine, moid))))
-        }),
-    )
+    Ok(placed)
 }
 
 /// Folder.RegisterVM_Task: a VM from an existing `.vmx`.
