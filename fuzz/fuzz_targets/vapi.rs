@@ -25,7 +25,7 @@ fn session(h: &'static vtwin_fuzz::Harness) -> (String, String) {
         }
     }
     let user = h.engine.user(vtwin_fuzz::ADMIN).ok().flatten().expect("admin");
-    let s = h.engine.sessions.create(&user, "en", "127.0.0.1", "vtwin-fuzz").expect("session");
+    let s = h.engine.open_session(&user, "en", "127.0.0.1", "vtwin-fuzz").expect("session");
     let task = match g.as_ref() {
         Some((_, task)) => task.clone(),
         None => {

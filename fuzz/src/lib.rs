@@ -82,7 +82,7 @@ fn setup() -> anyhow::Result<Harness> {
     let opened = Engine::open(store, data_dir, shape, Some(PW.into()), Default::default())?;
     let engine = opened.engine.into_shared();
     engine
-        .sessions
+        .sessions()
         .set_lifetimes(vtwin::engine::auth::session::Lifetimes { idle_ms: i64::MAX / 4, max_ms: i64::MAX / 4 });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let _guard = rt.enter();
@@ -92,28 +92,19 @@ fn setup() -> anyhow::Result<Harness> {
     let user =
         engine.user(ADMIN).map_err(|f| anyhow::anyhow!(f.message))?.ok_or_else(|| anyhow::anyhow!("no admin"))?;
     let session =
-        engine.sessions.create(&user, "en", "127.0.0.1", "vtwin-fuzz").map_err(|f| anyhow::anyhow!(f.message))?;
+        engine.open_session(&user, "en", "127.0.0.1", "vtwin-fuzz").map_err(|f| anyhow::anyhow!(f.message))?;
     let token = session.token.clone();
 
     // A first-class disk (4 MiB, thin, change tracking on) with a snapshot.
-    let (ds, ds_path) = {
-        let inv = engine.inv.read();
-        let ds = inv
-            .objects
-            .values()
-            .find(|e| e.moref.ty == vmodl::types::Datastore)
-            .map(|e| e.moref.value.clone())
-            .ok_or_else(|| anyhow::anyhow!("no datastore"))?;
-        let p = vtwin::engine::disks::datastore_path(&inv, &ds).ok_or_else(|| anyhow::anyhow!("no datastore path"))?;
-        (ds, p)
-    };
+    let (ds, _, ds_path) = engine.datastores().into_iter().next().ok_or_else(|| anyhow::anyhow!("no datastore"))?;
+    let ds = ds.value;
     let disk = "00000000-0000-4000-8000-00000000f022".to_string();
     let ddir = vtwin::engine::disks::fcd_dir(&ds_path).join(&disk);
     let mut d = vdisk::Disk::create(&ddir, &disk, "fuzz-disk", 4 << 20, vdisk::Provisioning::Thin, true)?;
     d.write(0, &[0xa5; 65536])?;
     let snapshot = d.create_snapshot("fuzz-snap", "fuzz")?.id;
     d.write(1 << 20, &[0x5a; 4096])?;
-    engine.disks.insert(&ds, d);
+    engine.add_disk(&ds, d);
 
     // The NBD server, as `vtwin serve` starts it.
     let bindings: Arc<nbd::Bindings> = Default::default();

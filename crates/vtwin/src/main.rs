@@ -210,14 +210,7 @@ fn main() -> anyhow::Result<()> {
             let shape = Shape { datacenters: 1, hosts: 1, datastores: 1 };
             let opened = Engine::open(store, data_dir, shape, None, Default::default())?;
             let eng = opened.engine;
-            let ds = eng
-                .inv
-                .read()
-                .objects
-                .values()
-                .find(|e| e.moref.ty == vmodl::types::Datastore && e.name == name)
-                .map(|e| e.moref.clone())
-                .ok_or_else(|| anyhow::anyhow!("no datastore named {name}"))?;
+            let ds = eng.datastore_named(&name).ok_or_else(|| anyhow::anyhow!("no datastore named {name}"))?;
             let path = eng.remount_datastore(&ds).map_err(|f| anyhow::anyhow!(f.message))?;
             println!("{name} ({}) is now mounted at {path}", ds.value);
             Ok(())
@@ -291,7 +284,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     let tls = if a.plain_http { None } else { Some(api::tls::acceptor(&data_dir)?) };
     if let Some(f) = &a.test_control {
-        let n = opened.engine.control.load_file(f)?;
+        let n = opened.engine.control().load_file(f)?;
         tracing::info!(rules = n, file = %f.display(), "test-control rules loaded");
     }
     let limits = api::Limits {
@@ -321,12 +314,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         println!("vtwin NBD on nbd://{nbd_addr}");
         tokio::spawn(api::nbd::serve(engine.clone(), nbd, nbd_tickets.clone(), nbd_limits));
         engine.set_vcd_task_expiry_secs(a.vcd_task_expiry);
-        engine.sessions.set_lifetimes(vtwin::engine::auth::session::Lifetimes {
+        engine.sessions().set_lifetimes(vtwin::engine::auth::session::Lifetimes {
             idle_ms: a.session_idle_timeout.saturating_mul(1000).min(i64::MAX as u64) as i64,
             max_ms: a.session_max_lifetime.saturating_mul(1000).min(i64::MAX as u64) as i64,
         });
-        engine.sessions.set_max_per_user(a.max_sessions_per_user);
-        engine.tasks.set_caps(vtwin::engine::tasks::TaskCaps {
+        engine.sessions().set_max_per_user(a.max_sessions_per_user);
+        engine.tasks().set_caps(vtwin::engine::tasks::TaskCaps {
             live_per_user: a.max_live_tasks_per_user,
             vcd_per_user: a.max_vcd_tasks_per_user,
         });
@@ -373,7 +366,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
             r = api::serve(state, listener, tls) => r,
             _ = shutdown_signal() => Ok(()),
         };
-        engine.sessions.flush();
+        engine.sessions().flush();
         engine.stop_node();
         r
     })

@@ -21,10 +21,10 @@ fn every_property_value_is_complete() {
     .engine;
     let admin = store.get_user("administrator@vsphere.local").unwrap().unwrap();
     let mut ctx = Ctx::new(vmodl::VersionId::by_wire("vim25", "9.1.0.0").unwrap());
-    ctx.session = Some(eng.sessions.create(&admin, "en", "127.0.0.1", "test").unwrap());
+    ctx.session = Some(eng.open_session(&admin, "en", "127.0.0.1", "test").unwrap());
     let mut objs: Vec<vmodl::MoRef> =
         vtwin::engine::SINGLETONS.iter().map(|(m, t)| vmodl::MoRef::new(*t, *m)).collect();
-    objs.extend(eng.inv.read().objects.values().map(|e| e.moref.clone()));
+    objs.extend(eng.entities());
     let mut missing = vec![];
     let mut seen = 0;
     for o in &objs {
@@ -55,11 +55,7 @@ fn faults_do_not_tell_server_paths() {
     )
     .unwrap()
     .engine;
-    let root = {
-        let inv = eng.inv.read();
-        let ds = inv.objects.values().find(|e| e.moref.ty == vmodl::types::Datastore).unwrap();
-        std::fs::canonicalize(ds.attr("path").unwrap()).unwrap()
-    };
+    let root = std::fs::canonicalize(&eng.datastores()[0].2).unwrap();
     let file = root.join("fcd/abc/abc.vmdk");
     let f = vtwin::engine::Fault::new(
         vmodl::types::FileFault,

@@ -32,7 +32,7 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
         return error(StatusCode::UNAUTHORIZED, "authenticate with a session or Basic auth");
     };
     let eng = &state.engine;
-    if !eng.has_privilege(&user, &eng.inv.read().root(), "Global.Settings") {
+    if !eng.has_privilege(&user, &eng.root(), "Global.Settings") {
         return error(
             StatusCode::FORBIDDEN,
             format!("{user} may not change test-control rules (needs Global.Settings)"),
@@ -68,9 +68,11 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
     }
     let rest = req.path.strip_prefix("/admin/faults").unwrap_or("").trim_matches('/');
     match (&req.method, rest) {
-        (&Method::GET, "") => {
-            respond(StatusCode::OK, "application/json", serde_json::to_string(&eng.control.list()).unwrap_or_default())
-        }
+        (&Method::GET, "") => respond(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string(&eng.control().list()).unwrap_or_default(),
+        ),
         (&Method::POST, "") => {
             let v: serde_json::Value = match serde_json::from_slice(&req.body) {
                 Ok(v) => v,
@@ -90,15 +92,15 @@ pub fn handle(state: &AppState, req: &Req) -> Resp {
                     Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a rule: {e}")),
                 }
             }
-            let added: Vec<Rule> = rules.into_iter().filter_map(|r| eng.control.add(r).ok()).collect();
+            let added: Vec<Rule> = rules.into_iter().filter_map(|r| eng.control().add(r).ok()).collect();
             respond(StatusCode::CREATED, "application/json", serde_json::to_string(&added).unwrap_or_default())
         }
         (&Method::DELETE, "") => {
-            eng.control.clear();
+            eng.control().clear();
             respond(StatusCode::NO_CONTENT, "application/json", "")
         }
         (&Method::DELETE, id) => match id.parse::<u64>() {
-            Ok(n) if eng.control.remove(n) => respond(StatusCode::NO_CONTENT, "application/json", ""),
+            Ok(n) if eng.control().remove(n) => respond(StatusCode::NO_CONTENT, "application/json", ""),
             _ => error(StatusCode::NOT_FOUND, format!("no rule {id}")),
         },
         _ => error(StatusCode::METHOD_NOT_ALLOWED, format!("{} {} is not supported", req.method, req.path)),

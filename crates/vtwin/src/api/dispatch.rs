@@ -43,7 +43,7 @@ pub async fn call(
     // Test-control rules for plain calls; task methods apply theirs when
     // they create the task.
     if !m.name.ends_with("_Task") {
-        let eff = eng.control.fire(Some(m.name), None, Some(&this.value), false);
+        let eff = eng.control().fire(Some(m.name), None, Some(&this.value), false);
         if !eff.delay.is_zero() {
             tokio::time::sleep(eff.delay).await;
         }

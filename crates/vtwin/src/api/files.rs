@@ -7,7 +7,7 @@
 //! `..` is refused, and so is any path whose resolved form (symlinks
 //! followed) leaves the datastore's directory.
 use super::{full_body, respond, AppState, Req, Resp, MAX_FILE_BODY};
-use crate::engine::storage::access::FileAccess;
+use crate::engine::storage::access::{FileAccess, FolderMiss};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use vmodl::types;
 
 /// Bytes read from a file per body frame.
 const CHUNK: usize = 128 << 10;
@@ -139,22 +138,11 @@ pub async fn handle(state: &AppState, parts: hyper::http::request::Parts, body: 
         return text(StatusCode::BAD_REQUEST, "dsName is required");
     };
     let dc_path = req.query_param("dcPath").unwrap_or_else(|| "DC0".into());
-    let ds = {
-        let inv = eng.inv.read();
-        let dc = inv.objects.values().find(|e| {
-            e.moref.ty == types::Datacenter
-                && (e.name == dc_path || e.name == dc_path.trim_matches('/').rsplit('/').next().unwrap_or(""))
-        });
-        let Some(dc) = dc else { return text(StatusCode::NOT_FOUND, format!("datacenter '{dc_path}' not found")) };
-        let found = inv
-            .in_datacenter(&dc.moref.value, types::Datastore)
-            .into_iter()
-            .filter_map(|m| inv.get(&m.value))
-            .find(|e| e.name == ds_name)
-            .map(|e| (e.moref.clone(), e.attr("path").unwrap_or_default().to_string()));
-        match found {
-            Some(x) => x,
-            None => return text(StatusCode::NOT_FOUND, format!("datastore '{ds_name}' not found in '{dc_path}'")),
+    let ds = match eng.folder_datastore(&dc_path, &ds_name) {
+        Ok(ds) => ds,
+        Err(FolderMiss::Datacenter) => return text(StatusCode::NOT_FOUND, format!("datacenter '{dc_path}' not found")),
+        Err(FolderMiss::Datastore) => {
+            return text(StatusCode::NOT_FOUND, format!("datastore '{ds_name}' not found in '{dc_path}'"))
         }
     };
     let access =

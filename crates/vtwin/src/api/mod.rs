@@ -221,7 +221,7 @@ pub fn header_tokens(headers: &hyper::HeaderMap, vcd: bool) -> Vec<String> {
 /// the session: the handler touches it.)
 fn has_session(state: &AppState, headers: &hyper::HeaderMap) -> bool {
     let eng = &state.engine;
-    header_tokens(headers, state.vcd).iter().any(|t| eng.sessions.lookup(eng.store.as_ref(), t).is_some())
+    header_tokens(headers, state.vcd).iter().any(|t| eng.session_alive(t))
 }
 
 fn content_length(headers: &hyper::HeaderMap) -> Option<u64> {

@@ -72,7 +72,7 @@ impl Bindings {
 /// Is the session behind `token` still there (not logged out)? No side
 /// effect on the session.
 fn session_alive(eng: &Engine, token: &str) -> bool {
-    eng.sessions.lookup(eng.store.as_ref(), token).is_some()
+    eng.session_alive(token)
 }
 
 /// Per-connection buffers (an idle connection holds these and no more).
@@ -244,7 +244,7 @@ impl Export {
 /// The export behind a ticket, and the token of the session it belongs to
 /// (which must still be there).
 fn open_export(eng: &Engine, bindings: &Bindings, name: &str) -> Option<(Export, String)> {
-    let t = eng.disks.ticket(name)?;
+    let t = eng.nbd_ticket(name)?;
     let b = bindings.get(name)?;
     if !session_alive(eng, &b.token) {
         return None;
@@ -253,7 +253,7 @@ fn open_export(eng: &Engine, bindings: &Bindings, name: &str) -> Option<(Export,
 }
 
 fn open_ticket(eng: &Engine, t: &Ticket) -> Option<Export> {
-    let disk = eng.disks.get(&t.disk, &t.datastore).ok()?;
+    let disk = eng.disk(&t.disk, &t.datastore).ok()?;
     match &t.snapshot {
         Some(s) => {
             let chain = disk.open().ok()?.open_snapshot(s)?.ok()?;

@@ -74,47 +74,134 @@ pub fn off_worker<T>(f: impl FnOnce() -> T) -> T {
 }
 
 pub struct Engine {
-    pub store: Arc<dyn Store>,
-    pub data_dir: PathBuf,
-    pub inv: RwLock<Inventory>,
-    pub sessions: Sessions,
-    pub perms: authz::Permissions,
-    pub instance_uuid: String,
-    pub views: Mutex<HashMap<String, mo::view_manager::View>>,
-    pub retrievals: Mutex<HashMap<String, mo::property_collector::Pending>>,
+    store: Arc<dyn Store>,
+    data_dir: PathBuf,
+    inv: RwLock<Inventory>,
+    sessions: Sessions,
+    perms: authz::Permissions,
+    instance_uuid: String,
+    views: Mutex<HashMap<String, mo::view_manager::View>>,
+    retrievals: Mutex<HashMap<String, mo::property_collector::Pending>>,
     seq: AtomicU64,
     /// The store's external version when users and permissions were last read.
     seen_version: std::sync::atomic::AtomicI64,
     /// When that version was last checked (ms since the epoch).
     checked_at: std::sync::atomic::AtomicI64,
     users: RwLock<HashMap<String, UserRecord>>,
-    pub tasks: tasks::Tasks,
+    tasks: tasks::Tasks,
     /// Property collectors and filters (session-scoped).
-    pub pc: Mutex<mo::property_collector::PcState>,
+    pc: Mutex<mo::property_collector::PcState>,
     /// Bumped on every change a property collector could report; waiters
     /// watch it instead of polling.
-    pub changes: tokio::sync::watch::Sender<u64>,
+    changes: tokio::sync::watch::Sender<u64>,
     /// Registered extensions by key (Extension data objects).
-    pub extensions: RwLock<std::collections::BTreeMap<String, vmodl::Data>>,
+    extensions: RwLock<std::collections::BTreeMap<String, vmodl::Data>>,
     /// Task and event history collectors (session-scoped).
-    pub history: Mutex<HashMap<String, mo::history_collector::Collector>>,
+    history: Mutex<HashMap<String, mo::history_collector::Collector>>,
     /// Datastores whose VM files are being rewritten, and by which task.
-    pub busy_datastores: Mutex<HashMap<String, String>>,
+    busy_datastores: Mutex<HashMap<String, String>>,
     /// First-class disks on the datastores.
-    pub disks: disks::Disks,
+    disks: disks::Disks,
     /// The CNS volumes' index.
-    pub cns: storage::cns::Volumes,
+    cns: storage::cns::Volumes,
     /// How long VCD tasks stay retrievable, in seconds.
     vcd_expiry: AtomicI64,
     /// The VCD directory as last read from the store.
-    pub vcd_directory: Mutex<Option<(std::time::Instant, Arc<vcd::Directory>)>>,
+    vcd_directory: Mutex<Option<(std::time::Instant, Arc<vcd::Directory>)>>,
     /// Test-control rules (delays and injected faults).
-    pub control: control::Control,
+    control: control::Control,
     /// Per-entity queues of engine-run tasks.
-    pub runner: runner::Runner,
+    runner: runner::Runner,
     me: std::sync::OnceLock<std::sync::Weak<Engine>>,
     /// Set by an orderly stop: the node's threads end.
-    pub stopping: std::sync::atomic::AtomicBool,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+/// What the wire layers reach: the engine's services and the few facts
+/// they need, through methods (the fields are private to the engine).
+impl Engine {
+    /// The task engine: records and the rules of each API's view.
+    pub fn tasks(&self) -> &tasks::Tasks {
+        &self.tasks
+    }
+
+    /// The test-control rules (delays, injected faults).
+    pub fn control(&self) -> &control::Control {
+        &self.control
+    }
+
+    /// The sessions: lifetimes and caps are set at start, the writer
+    /// flushed at the end.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Every entity of the inventory.
+    pub fn entities(&self) -> Vec<MoRef> {
+        self.inv.read().objects.values().map(|e| e.moref.clone()).collect()
+    }
+
+    /// The datastores: reference, name and mount path.
+    pub fn datastores(&self) -> Vec<(MoRef, String, PathBuf)> {
+        let inv = self.inv.read();
+        let mut v: Vec<_> = inv
+            .objects
+            .values()
+            .filter(|e| e.moref.ty == types::Datastore)
+            .map(|e| (e.moref.clone(), e.name.clone(), PathBuf::from(e.attr("path").unwrap_or_default())))
+            .collect();
+        v.sort_by(|a, b| a.1.cmp(&b.1));
+        v
+    }
+
+    /// A first-class disk made on datastore `ds` outside the API (a tool, a
+    /// test harness) joins the catalog.
+    pub fn add_disk(&self, ds: &str, disk: vdisk::disk::Disk) {
+        self.disks.insert(ds, disk);
+    }
+
+    /// The datastore named `name`.
+    pub fn datastore_named(&self, name: &str) -> Option<MoRef> {
+        let inv = self.inv.read();
+        inv.objects.values().find(|e| e.moref.ty == types::Datastore && e.name == name).map(|e| e.moref.clone())
+    }
+
+    /// This server's instance uuid (vCenter's `instanceUuid`).
+    pub fn instance_uuid(&self) -> &str {
+        &self.instance_uuid
+    }
+
+    /// The inventory's root folder.
+    pub fn root(&self) -> MoRef {
+        self.inv.read().root()
+    }
+
+    /// An inventory entity by moId, if it is of the type named `ty`: its
+    /// reference and name.
+    pub fn entity_of_type(&self, ty: &str, moid: &str) -> Option<(MoRef, String)> {
+        self.inv.read().get(moid).filter(|e| e.moref.ty.name() == ty).map(|e| (e.moref.clone(), e.name.clone()))
+    }
+
+    /// Does a token name a live session? A check, not a use: the session's
+    /// idle time is not reset (`any_session` does that).
+    pub fn session_alive(&self, token: &str) -> bool {
+        self.sessions.lookup(self.store.as_ref(), token).is_some()
+    }
+
+    /// A new session for an authenticated user (LimitExceeded at its cap).
+    pub fn open_session(&self, user: &UserRecord, locale: &str, ip: &str, ua: &str) -> Result<Arc<Session>, Fault> {
+        self.sessions.create(user, locale, ip, ua)
+    }
+
+    /// The NBD ticket `name`, while it is valid.
+    pub fn nbd_ticket(&self, name: &str) -> Option<disks::Ticket> {
+        self.disks.ticket(name)
+    }
+
+    /// The first-class disk `id` on datastore `ds`.
+    pub fn disk(&self, id: &str, ds: &str) -> Result<disks::DiskRef, Fault> {
+        self.disks.get(id, ds)
+    }
 }
 
 /// Objects that exist once per server, by moId.

@@ -121,7 +121,7 @@ fn login(eng: &Engine, ctx: &Ctx, user: &str, pw: &str) -> Result<Arc<Session>, 
     let rec = eng
         .authenticate(user, pw, &ctx.ip)
         .map_err(|_| VapiError::new("unauthenticated", "Authentication required."))?;
-    Ok(eng.sessions.create(&rec, "en", &ctx.ip, &ctx.user_agent)?)
+    Ok(eng.open_session(&rec, "en", &ctx.ip, &ctx.user_agent)?)
 }
 
 fn session_info(s: &Session) -> V {

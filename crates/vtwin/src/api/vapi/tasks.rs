@@ -14,7 +14,7 @@ use vmodl::{types, Data, MoRef, TypeId, Value};
 /// A vAPI task id: the vim25 Task moId, a colon and this server's id
 /// (govmomi takes the part before the colon as the Task moId).
 pub fn task_id(eng: &Engine, key: &str) -> String {
-    format!("{key}:{}", eng.instance_uuid)
+    format!("{key}:{}", eng.instance_uuid())
 }
 
 /// The vim25 task key of a vAPI task id.
@@ -224,8 +224,7 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
                 .ok_or_else(|| VapiError::invalid_argument("target.type is required"))?;
             let id =
                 t.get("id").and_then(J::as_str).ok_or_else(|| VapiError::invalid_argument("target.id is required"))?;
-            let found =
-                eng.inv.read().get(id).filter(|e| e.moref.ty.name() == ty).map(|e| (e.moref.clone(), e.name.clone()));
+            let found = eng.entity_of_type(ty, id);
             if found.is_none() {
                 target = Some((ty.to_string(), id.to_string()));
             }
@@ -233,14 +232,14 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
         }
         None => None,
     };
-    let entity = entity.or_else(|| eng.inv.read().get(ROOT_FOLDER).map(|e| (e.moref.clone(), e.name.clone())));
+    let entity = entity.or_else(|| eng.entity_of_type("Folder", ROOT_FOLDER));
     if let Some((m, _)) = &entity {
         eng.check(ctx, m, "Task.Create")?;
     }
     let parent_key = match spec.get("parent_task").and_then(J::as_str) {
         Some(p) => {
             let k = task_key(p);
-            if !eng.tasks.exists(k) {
+            if !eng.tasks().exists(k) {
                 return Err(VapiError::invalid_argument(format!("parent task {p} not found")));
             }
             Some(k.to_string())
@@ -251,7 +250,7 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
         Some(u) => u.to_string(),
         None => crate::engine::auth::display_user(&ctx.session()?.user),
     };
-    let eff = eng.control.fire(
+    let eff = eng.control().fire(
         Some("com.vmware.vcenter.extension.tasks.create"),
         Some(op),
         entity.as_ref().map(|(m, _)| m.value.as_str()),
@@ -260,7 +259,7 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
     if let Some(f) = eff.sync_fault {
         return Err(f.into());
     }
-    let t = eng.tasks.create_vapi(
+    let t = eng.tasks().create_vapi(
         NewTask {
             name: None,
             description_id: op.to_string(),
@@ -281,7 +280,7 @@ pub fn create(eng: &Engine, ctx: &Ctx, spec: &J, error_name: Option<&str>) -> Re
 }
 
 fn existing(eng: &Engine, id: &str) -> Result<TaskRecord, VapiError> {
-    eng.tasks.get(task_key(id)).ok_or_else(|| VapiError::new("not_found", format!("task {id} not found")))
+    eng.tasks().get(task_key(id)).ok_or_else(|| VapiError::new("not_found", format!("task {id} not found")))
 }
 
 /// `com.vmware.vcenter.extension.tasks.update`.
@@ -294,7 +293,7 @@ pub fn update(eng: &Engine, ctx: &Ctx, id: &str, spec: &J, error_name: Option<&s
     // folder for a task without one, VCD tenants' tasks among them).
     eng.check(ctx, &task_ref(&t), "Task.Update")?;
     let u = parse_update(spec, error_name)?;
-    eng.tasks.update_vapi(&t.key, &u)?;
+    eng.tasks().update_vapi(&t.key, &u)?;
     Ok(())
 }
 
@@ -305,7 +304,7 @@ pub fn cancel(eng: &Engine, ctx: &Ctx, id: &str) -> Result<(), VapiError> {
     }
     // As vim25's CancelTask: Global.CancelTask on the task's entity.
     eng.check(ctx, &task_ref(&t), "Global.CancelTask")?;
-    eng.tasks.cancel(&t.key)?;
+    eng.tasks().cancel(&t.key)?;
     Ok(())
 }
 
@@ -446,7 +445,7 @@ pub fn list(eng: &Engine, ctx: &Ctx, f: &Filter, exclude_result: bool) -> Result
     }
     let keys: Option<HashSet<&str>> = f.tasks.as_ref().map(|s| s.iter().map(|id| task_key(id)).collect());
     let mut out: Vec<TaskRecord> = eng
-        .tasks
+        .tasks()
         .all()
         .into_iter()
         .filter(|t| keys.as_ref().is_none_or(|k| k.contains(t.key.as_str())))

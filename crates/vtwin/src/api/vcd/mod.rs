@@ -474,7 +474,7 @@ fn task_node(eng: &Engine, ctx: &Ctx, t: &TaskRecord) -> Node {
                 .attr_opt("objectName", x.entity_name.clone())
                 .attr_opt("objectType", x.entity.as_ref().map(|e| e.0.clone()))
                 .attr_opt("objectMoref", x.entity.as_ref().map(|e| e.1.clone()))
-                .attr("virtualCenterID", eng.instance_uuid.clone())
+                .attr("virtualCenterID", eng.instance_uuid().to_string())
                 .attr_opt("startTime", x.start_time.map(ms_time))
                 .attr_opt("endTime", x.complete_time.map(ms_time))
         })));

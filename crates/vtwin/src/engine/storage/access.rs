@@ -73,7 +73,33 @@ impl std::fmt::Display for TicketRefused {
 
 impl std::error::Error for TicketRefused {}
 
+/// Why `/folder`'s datacenter and datastore names find no datastore.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FolderMiss {
+    Datacenter,
+    Datastore,
+}
+
 impl Engine {
+    /// The datastore `/folder?dcPath=…&dsName=…` names: its reference and
+    /// mount path. The datacenter is matched by name or by the last element
+    /// of its inventory path.
+    pub fn folder_datastore(&self, dc_path: &str, ds_name: &str) -> Result<(MoRef, String), FolderMiss> {
+        let inv = self.inv.read();
+        let last = dc_path.trim_matches('/').rsplit('/').next().unwrap_or("");
+        let dc = inv
+            .objects
+            .values()
+            .find(|e| e.moref.ty == types::Datacenter && (e.name == dc_path || e.name == last))
+            .ok_or(FolderMiss::Datacenter)?;
+        inv.in_datacenter(&dc.moref.value, types::Datastore)
+            .into_iter()
+            .filter_map(|m| inv.get(&m.value))
+            .find(|e| e.name == ds_name)
+            .map(|e| (e.moref.clone(), e.attr("path").unwrap_or_default().to_string()))
+            .ok_or(FolderMiss::Datastore)
+    }
+
     /// Whether `user` may access the files of datastore `ds` that way.
     pub fn may_access_files(&self, user: &str, ds: &MoRef, access: FileAccess) -> bool {
         self.has_privilege(user, ds, access.privilege())
