@@ -15,12 +15,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
 
 fn caller(state: &AppState, req: &Req) -> Option<String> {
     let eng = &state.engine;
-    let token = req
-        .header(super::vijson::SESSION_HEADER)
-        .map(str::to_string)
-        .or_else(|| req.cookie(super::soap::COOKIE))
-        .or_else(|| req.cookie(super::vijson::SESSION_HEADER));
-    if let Some(s) = token.and_then(|t| eng.session_for_token(&t)) {
+    if let Some(s) = super::request_session(eng, &req.headers) {
         return Some(s.user.clone());
     }
     let (u, p) = super::vapi::basic_auth(req)?;

@@ -128,7 +128,7 @@ pub async fn handle(state: &AppState, parts: hyper::http::request::Parts, body: 
         peer,
     };
     let eng = &state.engine;
-    let Some(session) = super::header_tokens(&req.headers, false).iter().find_map(|t| eng.session_for_token(t)) else {
+    let Some(session) = super::request_session(eng, &req.headers) else {
         return text(StatusCode::UNAUTHORIZED, "a valid session is required");
     };
     let rel = percent_encoding::percent_decode_str(req.path.strip_prefix("/folder").unwrap_or(""))

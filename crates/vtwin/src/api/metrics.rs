@@ -115,7 +115,7 @@ pub fn method_label(api: &str, method: &str) -> &'static str {
 pub fn handle(state: &AppState, req: &Req) -> Resp {
     let eng = &state.engine;
     let text = |st: StatusCode, m: &str| respond(st, "text/plain; charset=utf-8", m.to_string());
-    let Some(session) = super::header_tokens(&req.headers, false).iter().find_map(|t| eng.session_for_token(t)) else {
+    let Some(session) = super::request_session(eng, &req.headers) else {
         return text(StatusCode::UNAUTHORIZED, "a valid session is required");
     };
     let root = vmodl::MoRef::new(vmodl::types::Folder, crate::engine::inventory::ROOT_FOLDER);

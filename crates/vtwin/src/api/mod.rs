@@ -11,6 +11,7 @@ pub mod vapi;
 pub mod vcd;
 pub mod vijson;
 
+use crate::engine::auth::session::Session;
 use crate::engine::Engine;
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -195,9 +196,15 @@ pub fn cookie_in(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
     None
 }
 
-/// The session tokens a request carries in its headers (the SOAP cookie,
-/// `vmware-api-session-id` as header or cookie; on the VCD listener
-/// `x-vcloud-authorization` and `Authorization: Bearer`).
+/// The session tokens a request carries in its headers, in the one order
+/// every endpoint looks them up in: the `vmware-api-session-id` header (VI/JSON,
+/// vAPI, the NBD ticket call), then the cookies: the SOAP session cookie
+/// `vmware_soap_session` and the vAPI runtime's `vmware-api-session-id`. On
+/// the VCD listener: `x-vcloud-authorization`, then `Authorization: Bearer`.
+/// What a protocol carries in its body (a SOAP header's session, a JSON-RPC
+/// securityCtx) comes after these; HTTP Basic is a login, not a session,
+/// and is taken only where vCenter takes it (the vAPI session create, the
+/// admin surface).
 pub fn header_tokens(headers: &hyper::HeaderMap, vcd: bool) -> Vec<String> {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string());
     let mut out = vec![];
@@ -209,12 +216,18 @@ pub fn header_tokens(headers: &hyper::HeaderMap, vcd: bool) -> Vec<String> {
             }
         }
     } else {
-        out.extend(cookie_in(headers, soap::COOKIE));
         out.extend(h(vijson::SESSION_HEADER));
+        out.extend(cookie_in(headers, soap::COOKIE));
         out.extend(cookie_in(headers, vapi::SESSION_HEADER));
     }
     out.retain(|t| !t.is_empty() && t.len() <= 256);
     out
+}
+
+/// The vSphere session of a request: the first of its `header_tokens`
+/// that names one. The one session extractor of the vSphere endpoints.
+pub fn request_session(eng: &Engine, headers: &hyper::HeaderMap) -> Option<Arc<Session>> {
+    header_tokens(headers, false).iter().find_map(|t| eng.session_for_token(t))
 }
 
 /// Does the request carry a live session in its headers? (No side effect on
@@ -696,5 +709,27 @@ async fn accept_loop(
                 None => Box::pin(drive(state, stream, peer, mode)).await,
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_tokens_are_looked_up_in_one_order() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("cookie", "vmware-api-session-id=c2; vmware_soap_session=\"c1\"".parse().unwrap());
+        h.insert("vmware-api-session-id", "h1".parse().unwrap());
+        h.insert("x-vcloud-authorization", "v1".parse().unwrap());
+        h.insert("authorization", "Bearer b1".parse().unwrap());
+        // Header, then the SOAP cookie, then the vAPI cookie; the VCD
+        // listener's own two.
+        assert_eq!(header_tokens(&h, false), ["h1", "c1", "c2"]);
+        assert_eq!(header_tokens(&h, true), ["v1", "b1"]);
+        // Empty and oversized tokens are not tokens.
+        h.insert("vmware-api-session-id", "x".repeat(257).parse().unwrap());
+        h.insert("cookie", "vmware_soap_session=".parse().unwrap());
+        assert!(header_tokens(&h, false).is_empty());
     }
 }

@@ -154,7 +154,7 @@ pub fn tickets(state: &AppState, req: &Req) -> Resp {
         respond(status, "application/json", json!({"error_type": kind.to_uppercase(), "messages": [{"id": format!("com.vmware.vtwin.{kind}"), "default_message": msg, "args": []}]}).to_string())
     };
     let eng = &state.engine;
-    let Some(session) = super::header_tokens(&req.headers, false).iter().find_map(|t| eng.session_for_token(t)) else {
+    let Some(session) = super::request_session(eng, &req.headers) else {
         return err(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",

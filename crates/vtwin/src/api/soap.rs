@@ -54,12 +54,10 @@ pub async fn handle(state: &AppState, req: &Req, ns: &str) -> (Resp, String) {
     let mut ctx = Ctx::new(version);
     ctx.ip = req.peer.ip().to_string();
     ctx.user_agent = req.header("user-agent").unwrap_or("").to_string();
-    let token = req
-        .cookie(COOKIE)
-        .or_else(|| parsed.header_session.clone())
-        .or_else(|| req.header("vmware-api-session-id").map(str::to_string));
-    let had_token = token.is_some();
-    ctx.session = token.as_deref().and_then(|t| eng.session_for_token(t));
+    // The headers' tokens first (`header_tokens`), then the SOAP header's.
+    let had_token = !super::header_tokens(&req.headers, false).is_empty() || parsed.header_session.is_some();
+    ctx.session = super::request_session(eng, &req.headers)
+        .or_else(|| parsed.header_session.as_deref().and_then(|t| eng.session_for_token(t)));
 
     let Some((tname, moid)) = parsed.this.clone() else {
         return (fault(Fault::invalid_request(format!("{method} has no _this"))), method);

@@ -62,11 +62,7 @@ pub async fn handle(state: &AppState, req: &Req) -> (Resp, String) {
     let mut ctx = Ctx::new(version);
     ctx.ip = req.peer.ip().to_string();
     ctx.user_agent = req.header("user-agent").unwrap_or("").to_string();
-    ctx.session = req
-        .header(SESSION_HEADER)
-        .map(str::to_string)
-        .or_else(|| req.cookie(super::soap::COOKIE))
-        .and_then(|t| eng.session_for_token(&t));
+    ctx.session = super::request_session(eng, &req.headers);
 
     let this = match resolve_target(eng, tname, moid) {
         Ok(t) => t,

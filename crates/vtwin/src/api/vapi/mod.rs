@@ -100,11 +100,7 @@ fn ctx_for(eng: &Engine, req: &Req) -> Ctx {
     let mut ctx = Ctx::new(vmodl::VersionId::by_wire("vim25", super::newest_release()).expect("newest release"));
     ctx.ip = req.peer.ip().to_string();
     ctx.user_agent = req.header("user-agent").unwrap_or("").to_string();
-    ctx.session = req
-        .header(SESSION_HEADER)
-        .map(str::to_string)
-        .or_else(|| req.cookie(SESSION_HEADER))
-        .and_then(|t| eng.session_for_token(&t));
+    ctx.session = super::request_session(eng, &req.headers);
     ctx
 }
 
