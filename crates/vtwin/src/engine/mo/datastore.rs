@@ -5,7 +5,8 @@ use crate::engine::inventory::{Entity, Inventory};
 use crate::engine::runner::TaskSpec;
 use crate::engine::storage::datastores::{fs_space, mount_path};
 use crate::engine::{Ctx, Engine, Fault, Reply};
-use vdisk::vmfiles::{update_tree, Mapping};
+use std::path::Path;
+use vdisk::vmfiles::{update_tree, Mapping, Summary};
 use vmodl::value::Args;
 use vmodl::{types, Data, MoRef, Value};
 
@@ -20,76 +21,13 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Arg
 }
 
 fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply {
-    let pairs: Vec<(String, MoRef)> = args
-        .get("mountPathDatastoreMapping")
-        .and_then(Value::as_array)
-        .unwrap_or(&[])
-        .iter()
-        .filter_map(Value::as_data)
-        .map(|d| {
-            (
-                d.str("oldMountPath").unwrap_or("").to_string(),
-                d.get("datastore")
-                    .and_then(Value::as_moref)
-                    .cloned()
-                    .unwrap_or_else(|| MoRef::new(types::Datastore, "")),
-            )
-        })
-        .collect();
-    // Each old path names one datastore that exists.
-    let mut maps = vec![];
-    for (old, ds) in &pairs {
-        if old.trim().is_empty() {
-            return Err(Fault::invalid_argument(
-                "mountPathDatastoreMapping.oldMountPath",
-                "oldMountPath must not be empty",
-            ));
-        }
-        let new = {
-            let inv = eng.inv.read();
-            match inv.get(&ds.value).filter(|e| e.moref.ty == types::Datastore) {
-                Some(e) => mount_path(e),
-                None => {
-                    return Err(Fault::invalid_argument(
-                        "mountPathDatastoreMapping.datastore",
-                        format!("datastore {} does not exist", ds.value),
-                    ))
-                }
-            }
-        };
-        let norm = |p: &str| p.trim_end_matches('/').to_string();
-        if pairs.iter().any(|(o, d)| norm(o) == norm(old) && d.value != ds.value) {
-            return Err(Fault::invalid_argument(
-                "mountPathDatastoreMapping",
-                format!("old mount path {old} is mapped to more than one datastore"),
-            ));
-        }
-        eng.check(ctx, ds, "Datastore.UpdateVirtualMachineFiles")?;
-        maps.push(Mapping { old: norm(old), new });
-    }
+    let (maps, targets) = mappings(eng, ctx, args)?;
     let (root, name) = {
         let inv = eng.inv.read();
         let e = inv.get(&this.value).ok_or_else(|| Fault::not_found(this))?;
         (std::path::PathBuf::from(mount_path(e)), e.name.clone())
     };
-    // A registered VM with files on the volume would read them mid-update.
-    {
-        let inv = eng.inv.read();
-        let involved: Vec<&str> =
-            std::iter::once(this.value.as_str()).chain(pairs.iter().map(|(_, d)| d.value.as_str())).collect();
-        if let Some(vm) =
-            inv.objects.values().filter(|v| v.moref.ty == types::VirtualMachine).find(|v| {
-                super::virtual_machine::datastores(&inv, v).iter().any(|d| involved.contains(&d.value.as_str()))
-            })
-        {
-            return Err(Fault::new(
-                types::ResourceInUse,
-                format!("virtual machine {} has files on the datastore; unregister it first", vm.name),
-            )
-            .with("type", "VirtualMachine")
-            .with("name", vm.name.clone()));
-        }
-    }
+    not_in_use(eng, std::iter::once(this).chain(&targets))?;
     let mounted = eng
         .inv
         .read()
@@ -134,29 +72,7 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
                 }
             });
             eng.busy_datastores.lock().remove(&ds);
-            let failed: Vec<Value> = summary
-                .failed
-                .iter()
-                .take(MAX_FAILED_LISTED)
-                .map(|f| {
-                    let rel = f
-                        .path
-                        .strip_prefix(&root)
-                        .map_or_else(|_| f.path.to_string_lossy().into_owned(), |p| p.to_string_lossy().into_owned());
-                    let file = format!("[{name}] {rel}");
-                    let fault =
-                        Fault::new(types::FileFault, format!("{file}: {}", f.reason)).with("file", file.clone());
-                    Data::new(types::UpdateVirtualMachineFilesResultFailedVmFileInfo)
-                        .with("vmFile", file)
-                        .with("fault", fault.data)
-                        .into()
-                })
-                .collect();
-            Ok(Some(
-                Data::new(types::UpdateVirtualMachineFilesResult)
-                    .with("failedVmFile", Value::Array(types::UpdateVirtualMachineFilesResultFailedVmFileInfo, failed))
-                    .into(),
-            ))
+            Ok(Some(update_result(&summary, &root, &name)))
         }),
     );
     let mut busy = eng.busy_datastores.lock();
@@ -172,6 +88,99 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
         }
     }
     started
+}
+
+/// The mountPathDatastoreMapping: each old path names one datastore that
+/// exists and the caller may update. The mappings, and the datastores.
+fn mappings(eng: &Engine, ctx: &Ctx, args: &Args) -> Result<(Vec<Mapping>, Vec<MoRef>), Fault> {
+    let pairs: Vec<(String, MoRef)> = args
+        .get("mountPathDatastoreMapping")
+        .and_then(Value::as_array)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(Value::as_data)
+        .map(|d| {
+            (
+                d.str("oldMountPath").unwrap_or("").to_string(),
+                d.get("datastore")
+                    .and_then(Value::as_moref)
+                    .cloned()
+                    .unwrap_or_else(|| MoRef::new(types::Datastore, "")),
+            )
+        })
+        .collect();
+    let norm = |p: &str| p.trim_end_matches('/').to_string();
+    let mut maps = vec![];
+    for (old, ds) in &pairs {
+        if old.trim().is_empty() {
+            return Err(Fault::invalid_argument(
+                "mountPathDatastoreMapping.oldMountPath",
+                "oldMountPath must not be empty",
+            ));
+        }
+        let new = eng.inv.read().get(&ds.value).filter(|e| e.moref.ty == types::Datastore).map(mount_path);
+        let Some(new) = new else {
+            return Err(Fault::invalid_argument(
+                "mountPathDatastoreMapping.datastore",
+                format!("datastore {} does not exist", ds.value),
+            ));
+        };
+        if pairs.iter().any(|(o, d)| norm(o) == norm(old) && d.value != ds.value) {
+            return Err(Fault::invalid_argument(
+                "mountPathDatastoreMapping",
+                format!("old mount path {old} is mapped to more than one datastore"),
+            ));
+        }
+        eng.check(ctx, ds, "Datastore.UpdateVirtualMachineFiles")?;
+        maps.push(Mapping { old: norm(old), new });
+    }
+    Ok((maps, pairs.into_iter().map(|(_, d)| d).collect()))
+}
+
+/// No registered VM has files on these datastores (it would read them
+/// mid-update): ResourceInUse.
+fn not_in_use<'a>(eng: &Engine, datastores: impl Iterator<Item = &'a MoRef>) -> Result<(), Fault> {
+    let involved: Vec<&str> = datastores.map(|d| d.value.as_str()).collect();
+    let inv = eng.inv.read();
+    let vm = inv
+        .objects
+        .values()
+        .filter(|v| v.moref.ty == types::VirtualMachine)
+        .find(|v| super::virtual_machine::datastores(&inv, v).iter().any(|d| involved.contains(&d.value.as_str())));
+    match vm {
+        Some(vm) => Err(Fault::new(
+            types::ResourceInUse,
+            format!("virtual machine {} has files on the datastore; unregister it first", vm.name),
+        )
+        .with("type", "VirtualMachine")
+        .with("name", vm.name.clone())),
+        None => Ok(()),
+    }
+}
+
+/// UpdateVirtualMachineFilesResult: the files that could not be updated
+/// (at most MAX_FAILED_LISTED), as datastore paths.
+fn update_result(summary: &Summary, root: &Path, name: &str) -> Value {
+    let failed: Vec<Value> = summary
+        .failed
+        .iter()
+        .take(MAX_FAILED_LISTED)
+        .map(|f| {
+            let rel = f
+                .path
+                .strip_prefix(root)
+                .map_or_else(|_| f.path.to_string_lossy().into_owned(), |p| p.to_string_lossy().into_owned());
+            let file = format!("[{name}] {rel}");
+            let fault = Fault::new(types::FileFault, format!("{file}: {}", f.reason)).with("file", file.clone());
+            Data::new(types::UpdateVirtualMachineFilesResultFailedVmFileInfo)
+                .with("vmFile", file)
+                .with("fault", fault.data)
+                .into()
+        })
+        .collect();
+    Data::new(types::UpdateVirtualMachineFilesResult)
+        .with("failedVmFile", Value::Array(types::UpdateVirtualMachineFilesResultFailedVmFileInfo, failed))
+        .into()
 }
 
 pub fn property(inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
