@@ -380,89 +380,13 @@ fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> 
     let n = s.disks.len().max(1);
     let mut volumes = vec![];
     for (i, (node, frozen)) in s.disks.iter().enumerate() {
-        let fp = vm.path(frozen);
-        // A first-class disk consolidates in its own directory; its other
-        // snapshots' layers and the VM's live file follow the disk's.
-        if let Some((id, r)) = fcd_of(eng, &fp) {
-            let mut d = r.lock()?;
-            let sid = fcd_snapshot_id(vmid, uid);
-            if d.snapshot(&sid).is_some() {
-                d.delete_snapshot(&sid, &mut |f| progress(((i as f64 + f) * 100.0 / n as f64) as i32))?;
-            }
-            let layers: std::collections::HashMap<String, String> =
-                d.meta.snapshots.iter().map(|x| (x.id.clone(), d.dir().join(&x.layer).display().to_string())).collect();
-            for x in vm.vmsd.snaps.iter_mut().filter(|x| x.uid != uid) {
-                if let Some(l) = layers.get(&fcd_snapshot_id(vmid, x.uid)) {
-                    for dk in x.disks.iter_mut().filter(|(nd, _)| nd == node) {
-                        dk.1 = l.clone();
-                    }
-                }
-            }
-            if live.iter().any(|(nd, f)| nd == node && fcd_of(eng, &vm.path(f)).is_some()) {
-                vm.set_disk(node, &d.top_path().display().to_string());
-            }
+        let mut step = |f: f64| progress(((i as f64 + f) * 100.0 / n as f64) as i32);
+        let layer = Layer { node, frozen, path: vm.path(frozen) };
+        // A first-class disk consolidates in its own directory.
+        if let Some(id) = consolidate_fcd(eng, &mut vm, vmid, uid, &layer, &live, &mut step)? {
             volumes.push(id);
-            continue;
-        }
-        // The layer above: the child snapshot's frozen file for this disk if
-        // there is one, else the live delta if it sits on this file.
-        let child_file = children
-            .first()
-            .and_then(|c| vm.vmsd.snaps.iter().find(|x| x.uid == *c))
-            .and_then(|c| c.disks.iter().find(|(nd, _)| nd == node).map(|(_, f)| f.clone()))
-            .or_else(|| live.iter().find(|(nd, _)| nd == node).map(|(_, f)| f.clone()));
-        let Some(child) = child_file else { continue };
-        let cp = vm.path(&child);
-        let chain = vdisk::Chain::open_readonly(&cp).map_err(|e| fault_io(&cp, e))?;
-        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let descs: Vec<PathBuf> = chain.descriptors().iter().map(|p| canon(p)).collect();
-        if descs.get(1) != Some(&canon(&fp)) {
-            // Not directly above (a branch a revert left): nothing to merge.
-            // A frozen file nothing else stands on goes with its snapshot.
-            let others =
-                vm.vmsd.snaps.iter().filter(|x| x.uid != uid).flat_map(|x| x.disks.clone()).chain(live.clone());
-            let used = others.filter(|(nd, _)| nd == node).any(|(_, f)| {
-                let p = vm.path(&f);
-                canon(&p) == canon(&fp)
-                    || vdisk::Chain::open_readonly(&p)
-                        .is_ok_and(|c| c.descriptors().iter().skip(1).any(|d| canon(d) == canon(&fp)))
-            });
-            if children.is_empty() && !used {
-                for f in chain_files_of(&fp) {
-                    let _ = std::fs::remove_file(f);
-                }
-            }
-            continue;
-        }
-        drop(chain);
-        vdisk::chain::merge_into_parent(&cp, &fp, &mut |f| progress(((i as f64 + f) * 100.0 / n as f64) as i32))
-            .map_err(|e| fault_io(&cp, e))?;
-        // Whatever sat on the child now sits on the frozen file.
-        let all: Vec<(String, String)> =
-            vm.vmsd.snaps.iter().flat_map(|x| x.disks.clone()).chain(live.clone()).collect();
-        for (_, f) in all.iter().filter(|(nd, _)| nd == node) {
-            let p = vm.path(f);
-            if let Ok(c) = vdisk::Chain::open_readonly(&p) {
-                if c.descriptors().get(1).map(|d| canon(d)) == Some(canon(&cp)) {
-                    let hint = if fp.parent() == p.parent() {
-                        fp.file_name().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default()
-                    } else {
-                        frozen.clone()
-                    };
-                    vdisk::chain::repoint(&p, &hint, &fp).map_err(|e| fault_io(&p, e))?;
-                }
-            }
-        }
-        for x in &mut vm.vmsd.snaps {
-            for d in x.disks.iter_mut().filter(|(nd, f)| nd == node && *f == child) {
-                d.1 = frozen.clone();
-            }
-        }
-        if live.iter().any(|(nd, f)| nd == node && *f == child) {
-            vm.set_disk(node, frozen);
-        }
-        for f in chain_files_of(&cp) {
-            let _ = std::fs::remove_file(f);
+        } else {
+            merge_layer(&mut vm, uid, children.first().copied(), &live, &layer, &mut step)?;
         }
     }
     for x in vm.vmsd.snaps.iter_mut().filter(|x| x.parent == Some(uid)) {
@@ -478,6 +402,119 @@ fn remove(eng: &Engine, vmid: &str, uid: u32, progress: &mut dyn FnMut(i32)) -> 
         crate::engine::storage::cns::disk_changed(eng, &id);
     }
     eng.changed();
+    Ok(())
+}
+
+/// One disk's layer a removed snapshot froze: the disk's node (`scsi0:0`),
+/// the file as the .vmsd names it, and its path.
+struct Layer<'a> {
+    node: &'a str,
+    frozen: &'a str,
+    path: PathBuf,
+}
+
+/// A first-class disk's snapshot goes with the VM's: the disk deletes it
+/// (consolidating in its own directory), and the VM's other snapshots and
+/// its live file follow the disk's layers. The disk's id; None when the
+/// layer is not a first-class disk's.
+fn consolidate_fcd(
+    eng: &Engine,
+    vm: &mut Vm,
+    vmid: &str,
+    uid: u32,
+    layer: &Layer,
+    live: &[(String, String)],
+    step: &mut dyn FnMut(f64),
+) -> Result<Option<String>, Fault> {
+    let Some((id, r)) = fcd_of(eng, &layer.path) else { return Ok(None) };
+    let mut d = r.lock()?;
+    let sid = fcd_snapshot_id(vmid, uid);
+    if d.snapshot(&sid).is_some() {
+        d.delete_snapshot(&sid, &mut |f| step(f))?;
+    }
+    let layers: std::collections::HashMap<String, String> =
+        d.meta.snapshots.iter().map(|x| (x.id.clone(), d.dir().join(&x.layer).display().to_string())).collect();
+    for x in vm.vmsd.snaps.iter_mut().filter(|x| x.uid != uid) {
+        if let Some(l) = layers.get(&fcd_snapshot_id(vmid, x.uid)) {
+            for dk in x.disks.iter_mut().filter(|(nd, _)| nd == layer.node) {
+                dk.1 = l.clone();
+            }
+        }
+    }
+    if live.iter().any(|(nd, f)| nd == layer.node && fcd_of(eng, &vm.path(f)).is_some()) {
+        vm.set_disk(layer.node, &d.top_path().display().to_string());
+    }
+    Ok(Some(id))
+}
+
+/// A VM disk's frozen layer merges into the layer above it (the child
+/// snapshot's, or the live delta), which then goes; whatever stood on that
+/// layer stands on the frozen file. A layer nothing stands on directly (a
+/// branch a revert left) is not merged, and goes with its snapshot when
+/// nothing else uses it.
+fn merge_layer(
+    vm: &mut Vm,
+    uid: u32,
+    child_uid: Option<u32>,
+    live: &[(String, String)],
+    layer: &Layer,
+    step: &mut dyn FnMut(f64),
+) -> Result<(), Fault> {
+    let (node, frozen, fp) = (layer.node, layer.frozen, &layer.path);
+    let child_file = child_uid
+        .and_then(|c| vm.vmsd.snaps.iter().find(|x| x.uid == c))
+        .and_then(|c| c.disks.iter().find(|(nd, _)| nd == node).map(|(_, f)| f.clone()))
+        .or_else(|| live.iter().find(|(nd, _)| nd == node).map(|(_, f)| f.clone()));
+    let Some(child) = child_file else { return Ok(()) };
+    let cp = vm.path(&child);
+    let chain = vdisk::Chain::open_readonly(&cp).map_err(|e| fault_io(&cp, e))?;
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let descs: Vec<PathBuf> = chain.descriptors().iter().map(|p| canon(p)).collect();
+    if descs.get(1) != Some(&canon(fp)) {
+        let others =
+            vm.vmsd.snaps.iter().filter(|x| x.uid != uid).flat_map(|x| x.disks.clone()).chain(live.iter().cloned());
+        let used = others.filter(|(nd, _)| nd == node).any(|(_, f)| {
+            let p = vm.path(&f);
+            canon(&p) == canon(fp)
+                || vdisk::Chain::open_readonly(&p)
+                    .is_ok_and(|c| c.descriptors().iter().skip(1).any(|d| canon(d) == canon(fp)))
+        });
+        if child_uid.is_none() && !used {
+            for f in chain_files_of(fp) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        return Ok(());
+    }
+    drop(chain);
+    vdisk::chain::merge_into_parent(&cp, fp, &mut |f| step(f)).map_err(|e| fault_io(&cp, e))?;
+    // Whatever sat on the child now sits on the frozen file.
+    let all: Vec<(String, String)> =
+        vm.vmsd.snaps.iter().flat_map(|x| x.disks.clone()).chain(live.iter().cloned()).collect();
+    for (_, f) in all.iter().filter(|(nd, _)| nd == node) {
+        let p = vm.path(f);
+        if let Ok(c) = vdisk::Chain::open_readonly(&p) {
+            if c.descriptors().get(1).map(|d| canon(d)) == Some(canon(&cp)) {
+                let hint = if fp.parent() == p.parent() {
+                    fp.file_name().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default()
+                } else {
+                    frozen.to_string()
+                };
+                vdisk::chain::repoint(&p, &hint, fp).map_err(|e| fault_io(&p, e))?;
+            }
+        }
+    }
+    for x in &mut vm.vmsd.snaps {
+        for d in x.disks.iter_mut().filter(|(nd, f)| nd == node && *f == child) {
+            d.1 = frozen.to_string();
+        }
+    }
+    if live.iter().any(|(nd, f)| nd == node && *f == child) {
+        vm.set_disk(node, frozen);
+    }
+    for f in chain_files_of(&cp) {
+        let _ = std::fs::remove_file(f);
+    }
     Ok(())
 }
 
