@@ -601,7 +601,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, _this: &MoRef, method: &str, args: Ar
             reconfig_policy_one,
         ),
         "CnsQueryVolumeInfo" => query_volume_info(eng, ctx, ids(a.get("volumes"))),
-        "CnsQueryAsync" => query_async(eng, ctx, filter(a), selection(a)),
+        "CnsQueryAsync" => selection(a).and_then(|sel| query_async(eng, ctx, filter(a), sel)),
         // CnsQueryAllVolume answers every match at once.
         "CnsQueryVolume" => selection(a).and_then(|sel| Ok(Some(query(eng, &filter(a), sel.as_deref(), true)?.into()))),
         "CnsQueryAllVolume" => {
@@ -760,8 +760,7 @@ fn query_volume_info(eng: &Engine, ctx: &Ctx, vols: Vec<String>) -> Reply {
     })
 }
 
-fn query_async(eng: &Engine, ctx: &Ctx, filter: Data, select: Result<Option<Vec<String>>, Fault>) -> Reply {
-    let select = select?;
+fn query_async(eng: &Engine, ctx: &Ctx, filter: Data, select: Option<Vec<String>>) -> Reply {
     let root = eng.inv.read().root();
     let spec = TaskSpec {
         method: "CnsQueryAsync",
@@ -864,101 +863,11 @@ fn delete_one(eng: &Engine, id: &str, delete_disk: bool) -> Result<(), Fault> {
 }
 
 fn query(eng: &Engine, f: &Data, select: Option<&[String]>, paged: bool) -> Result<Data, Fault> {
-    let want_ids = ids(f.get("volumeIds"));
-    if want_ids.len() > 1000 {
-        return Err(Fault::invalid_argument(
-            "filter.volumeIds",
-            format!("at most 1000 volume ids can be given, not {}", want_ids.len()),
-        ));
-    }
-    let names = strings(f.get("names"));
-    let stores: Vec<String> = f
-        .get("datastores")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_moref().map(|m| m.value.clone())).collect())
-        .unwrap_or_default();
-    let clusters = strings(f.get("containerClusterIds"));
-    let labels: Vec<(String, String)> = f
-        .get("labels")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_data)
-                .map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let policy = f.str("storagePolicyId").filter(|s| !s.is_empty());
-    let health = f.str("healthStatus").filter(|s| !s.is_empty());
-    let access = f.str("datastoreAccessibilityStatus").filter(|s| !s.is_empty());
-    let compliance = f.str("complianceStatus").filter(|s| !s.is_empty());
-    let cursor = f.get("cursor").and_then(Value::as_data);
-    let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_i64).unwrap_or(0);
-    let limit = cursor.and_then(|c| c.get("limit")).and_then(Value::as_i64).unwrap_or(MAX_PAGE);
-    if offset < 0 || limit <= 0 {
-        return Err(Fault::invalid_argument(
-            "filter.cursor",
-            format!("offset {offset} and limit {limit}: the offset cannot be negative and the limit must be positive"),
-        ));
-    }
-    let limit = if paged { limit.min(MAX_PAGE) } else { i64::MAX };
-    // Filter in the index; only the page's disks are read.
-    let mut acc: std::collections::HashMap<String, bool> = Default::default();
-    let mut matched: Vec<(String, String)> = vec![];
-    {
-        let idx = eng.cns.loaded(eng);
-        let empty = BTreeMap::new();
-        let map = idx.as_ref().unwrap_or(&empty);
-        let mut check = |id: &String, r: &Rec| -> Option<String> {
-            if !names.is_empty() && !names.contains(&r.name) {
-                return None;
-            }
-            if !clusters.is_empty() && !r.clusters.iter().any(|c| clusters.contains(c)) {
-                return None;
-            }
-            if !labels.iter().all(|l| r.labels.contains(l)) {
-                return None;
-            }
-            if policy.is_some_and(|p| r.policy.as_deref() != Some(p)) {
-                return None;
-            }
-            let ds = eng.disks.datastore_of(id)?;
-            if !stores.is_empty() && !stores.contains(&ds) {
-                return None;
-            }
-            if health.is_some() || access.is_some() {
-                let ok = *acc.entry(ds.clone()).or_insert_with(|| accessible(eng, &ds));
-                if health.is_some_and(|h| h != if ok { "green" } else { "red" })
-                    || access.is_some_and(|a| a != if ok { "accessible" } else { "notAccessible" })
-                {
-                    return None;
-                }
-            }
-            if compliance.is_some_and(|c| c != "compliant") {
-                return None;
-            }
-            Some(ds)
-        };
-        if want_ids.is_empty() {
-            for (id, r) in map {
-                if let Some(ds) = check(id, r) {
-                    matched.push((id.clone(), ds));
-                }
-            }
-        } else {
-            let mut want = want_ids.clone();
-            want.sort();
-            want.dedup();
-            for id in &want {
-                if let Some(ds) = map.get(id).and_then(|r| check(id, r)) {
-                    matched.push((id.clone(), ds));
-                }
-            }
-        }
-    }
+    let q = VolumeFilter::of(f, paged)?;
+    let matched = q.matches(eng);
     let total = matched.len() as i64;
     let mut page = vec![];
-    for (id, ds) in matched.into_iter().skip(offset as usize).take(limit as usize) {
+    for (id, ds) in matched.into_iter().skip(q.offset as usize).take(q.limit as usize) {
         let Ok(r) = eng.disks.get(&id, &ds) else { continue };
         let entry = match r.meta(std::time::Duration::from_secs(2)) {
             Some(Ok(m)) if m.extra.contains_key("cns") => Some(volume(eng, &ds, r.dir(), &m, select)),
@@ -969,10 +878,133 @@ fn query(eng: &Engine, f: &Data, select: Option<&[String]>, paged: bool) -> Resu
         };
         page.extend(entry.map(Value::from));
     }
-    let next = (offset + page.len() as i64).min(total.max(offset));
-    let shown_limit = if paged { limit } else { total };
+    let next = (q.offset + page.len() as i64).min(total.max(q.offset));
+    let shown_limit = if paged { q.limit } else { total };
     Ok(Data::new(types::CnsQueryResult).with("volumes", Value::Array(types::CnsVolume, page)).with(
         "cursor",
         Data::new(types::CnsCursor).with("offset", next).with("limit", shown_limit).with("totalRecords", total),
     ))
+}
+
+/// A CnsQueryFilter, decoded once: every condition a volume must meet, and
+/// the page.
+struct VolumeFilter {
+    ids: Vec<String>,
+    names: Vec<String>,
+    datastores: Vec<String>,
+    clusters: Vec<String>,
+    labels: Vec<(String, String)>,
+    policy: Option<String>,
+    health: Option<String>,
+    accessibility: Option<String>,
+    compliance: Option<String>,
+    offset: i64,
+    /// The page size (unbounded for CnsQueryAllVolume).
+    limit: i64,
+}
+
+impl VolumeFilter {
+    fn of(f: &Data, paged: bool) -> Result<VolumeFilter, Fault> {
+        let ids = ids(f.get("volumeIds"));
+        if ids.len() > 1000 {
+            return Err(Fault::invalid_argument(
+                "filter.volumeIds",
+                format!("at most 1000 volume ids can be given, not {}", ids.len()),
+            ));
+        }
+        let text = |k: &str| f.str(k).filter(|s| !s.is_empty()).map(str::to_string);
+        let cursor = f.get("cursor").and_then(Value::as_data);
+        let offset = cursor.and_then(|c| c.get("offset")).and_then(Value::as_i64).unwrap_or(0);
+        let limit = cursor.and_then(|c| c.get("limit")).and_then(Value::as_i64).unwrap_or(MAX_PAGE);
+        if offset < 0 || limit <= 0 {
+            return Err(Fault::invalid_argument(
+                "filter.cursor",
+                format!(
+                    "offset {offset} and limit {limit}: the offset cannot be negative and the limit must be positive"
+                ),
+            ));
+        }
+        Ok(VolumeFilter {
+            ids,
+            names: strings(f.get("names")),
+            datastores: f
+                .get("datastores")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_moref().map(|m| m.value.clone())).collect())
+                .unwrap_or_default(),
+            clusters: strings(f.get("containerClusterIds")),
+            labels: f
+                .get("labels")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_data)
+                        .map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            policy: text("storagePolicyId"),
+            health: text("healthStatus"),
+            accessibility: text("datastoreAccessibilityStatus"),
+            compliance: text("complianceStatus"),
+            offset,
+            limit: if paged { limit.min(MAX_PAGE) } else { i64::MAX },
+        })
+    }
+
+    /// The volumes that match, by id, with their datastores: filtered in
+    /// the index (only the page's disks are read afterwards).
+    fn matches(&self, eng: &Engine) -> Vec<(String, String)> {
+        let mut accessible_ds: std::collections::HashMap<String, bool> = Default::default();
+        let idx = eng.cns.loaded(eng);
+        let empty = BTreeMap::new();
+        let map = idx.as_ref().unwrap_or(&empty);
+        let mut check = |id: &String, r: &Rec| self.check(eng, id, r, &mut accessible_ds).map(|ds| (id.clone(), ds));
+        if self.ids.is_empty() {
+            map.iter().filter_map(|(id, r)| check(id, r)).collect()
+        } else {
+            let mut want = self.ids.clone();
+            want.sort();
+            want.dedup();
+            want.iter().filter_map(|id| map.get(id).and_then(|r| check(id, r))).collect()
+        }
+    }
+
+    /// The datastore of a volume that meets every condition.
+    fn check(
+        &self,
+        eng: &Engine,
+        id: &str,
+        r: &Rec,
+        acc: &mut std::collections::HashMap<String, bool>,
+    ) -> Option<String> {
+        if !self.names.is_empty() && !self.names.contains(&r.name) {
+            return None;
+        }
+        if !self.clusters.is_empty() && !r.clusters.iter().any(|c| self.clusters.contains(c)) {
+            return None;
+        }
+        if !self.labels.iter().all(|l| r.labels.contains(l)) {
+            return None;
+        }
+        if self.policy.as_ref().is_some_and(|p| r.policy.as_ref() != Some(p)) {
+            return None;
+        }
+        let ds = eng.disks.datastore_of(id)?;
+        if !self.datastores.is_empty() && !self.datastores.contains(&ds) {
+            return None;
+        }
+        if self.health.is_some() || self.accessibility.is_some() {
+            let ok = *acc.entry(ds.clone()).or_insert_with(|| accessible(eng, &ds));
+            if self.health.as_deref().is_some_and(|h| h != if ok { "green" } else { "red" })
+                || self.accessibility.as_deref().is_some_and(|a| a != if ok { "accessible" } else { "notAccessible" })
+            {
+                return None;
+            }
+        }
+        if self.compliance.as_deref().is_some_and(|c| c != "compliant") {
+            return None;
+        }
+        Some(ds)
+    }
 }
