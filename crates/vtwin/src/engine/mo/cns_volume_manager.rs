@@ -233,38 +233,20 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
         }
     }
     let backing = spec.get("backingObjectDetails").and_then(Value::as_data);
-    let md = spec.get("metadata").cloned().map(Kept);
     let policy = spec
         .get("profile")
         .and_then(Value::as_array)
         .and_then(|a| a.iter().filter_map(Value::as_data).find_map(|p| p.str("profileId").map(str::to_string)));
     let state = CnsState {
         volume_type: "BLOCK".into(),
-        metadata: md,
+        metadata: spec.get("metadata").cloned().map(Kept),
         storage_policy_id: policy,
         create_time: Some(chrono::Utc::now().to_rfc3339()),
         ..CnsState::default()
     };
     // Static provisioning: an existing first-class disk becomes a volume.
     if let Some(existing) = backing.and_then(|b| b.str("backingDiskId")).filter(|s| !s.is_empty()) {
-        let (_, r) = eng
-            .disks
-            .find(existing)
-            .ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {existing} not found")))?;
-        let mut d = r.lock()?;
-        if is_volume(&d) {
-            return Err(Fault::new(
-                types::CnsAlreadyRegisteredFault,
-                format!("virtual storage object {existing} is already a CNS volume"),
-            )
-            .with("reason", "the disk is already registered as a CNS volume")
-            .with("volumeId", volume_id(existing)));
-        }
-        d.meta.name = name;
-        set_state(&mut d, &state);
-        d.save_meta()?;
-        eng.cns.put(eng, existing, &d);
-        return Ok(existing.to_string());
+        return adopt(eng, existing, name, &state);
     }
     let mb = backing.and_then(|b| b.get("capacityInMb")).and_then(Value::as_i64).unwrap_or(0);
     if mb <= 0 {
@@ -273,30 +255,7 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
             format!("capacity {mb} MB is not positive"),
         ));
     }
-    let ds = spec
-        .get("datastores")
-        .and_then(Value::as_array)
-        .and_then(|a| a.iter().filter_map(Value::as_moref).map(|m| m.value.clone()).find(|d| accessible(eng, d)))
-        .or_else(|| {
-            let asked = spec.get("datastores").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-            if asked {
-                return None;
-            }
-            let mut all: Vec<String> = eng
-                .inv
-                .read()
-                .objects
-                .values()
-                .filter(|e| e.moref.ty == types::Datastore)
-                .map(|e| e.moref.value.clone())
-                .collect();
-            all.sort();
-            all.into_iter().find(|d| accessible(eng, d))
-        })
-        .ok_or_else(|| {
-            Fault::new(types::CnsPlacementFault, "none of the given datastores is accessible")
-                .with("reason", "no accessible datastore to place the volume on")
-        })?;
+    let ds = placement(eng, spec)?;
     let root = datastore_path(&eng.inv.read(), &ds)
         .ok_or_else(|| Fault::new(types::InvalidDatastore, format!("{ds} is not a datastore")))?;
     let chosen = match spec.get("volumeId").and_then(Value::as_data).and_then(|v| v.str("id")) {
@@ -318,6 +277,58 @@ fn create_one(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     eng.cns.put(eng, &id, &d);
     eng.disks.insert(&ds, d);
     Ok(id)
+}
+
+/// Static provisioning: the first-class disk `existing` becomes the volume
+/// `name`, unless it is one already.
+fn adopt(eng: &Engine, existing: &str, name: String, state: &CnsState) -> Result<String, Fault> {
+    let (_, r) = eng
+        .disks
+        .find(existing)
+        .ok_or_else(|| Fault::plain_not_found(format!("virtual storage object {existing} not found")))?;
+    let mut d = r.lock()?;
+    if is_volume(&d) {
+        return Err(Fault::new(
+            types::CnsAlreadyRegisteredFault,
+            format!("virtual storage object {existing} is already a CNS volume"),
+        )
+        .with("reason", "the disk is already registered as a CNS volume")
+        .with("volumeId", volume_id(existing)));
+    }
+    d.meta.name = name;
+    set_state(&mut d, state);
+    d.save_meta()?;
+    eng.cns.put(eng, existing, &d);
+    Ok(existing.to_string())
+}
+
+/// Where a new volume goes: the first accessible datastore the spec names,
+/// or, when it names none, the first accessible one by moId.
+fn placement(eng: &Engine, spec: &Data) -> Result<String, Fault> {
+    let asked: Vec<String> = spec
+        .get("datastores")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_moref).map(|m| m.value.clone()).collect())
+        .unwrap_or_default();
+    let given = spec.get("datastores").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    let candidates = if given {
+        asked
+    } else {
+        let mut all: Vec<String> = eng
+            .inv
+            .read()
+            .objects
+            .values()
+            .filter(|e| e.moref.ty == types::Datastore)
+            .map(|e| e.moref.value.clone())
+            .collect();
+        all.sort();
+        all
+    };
+    candidates.into_iter().find(|d| accessible(eng, d)).ok_or_else(|| {
+        Fault::new(types::CnsPlacementFault, "none of the given datastores is accessible")
+            .with("reason", "no accessible datastore to place the volume on")
+    })
 }
 
 // ---- metadata ----------------------------------------------------------
