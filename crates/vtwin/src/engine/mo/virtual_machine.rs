@@ -122,112 +122,144 @@ pub fn datastores(inv: &Inventory, e: &Entity) -> Vec<MoRef> {
 }
 
 pub fn property(eng: &Engine, inv: &Inventory, e: &Entity, name: &str) -> Option<Value> {
-    let vmx = vmx_path(inv, e);
-    let vm_path = to_ds_path(inv, &vmx).map_or_else(|| vmx.display().to_string(), |x| x.1);
-    let kv = read_vmx(&vmx).unwrap_or_default();
-    let power = e.attr("powerState").unwrap_or("poweredOff").to_string();
-    let num = |k: &str, d: i32| get(&kv, k).and_then(|v| v.parse().ok()).unwrap_or(d);
-    let guest = get(&kv, "guestOS").unwrap_or("otherGuest").to_string();
-    let uuid = get(&kv, "uuid.bios").map(|u| u.replace([' ', '-'], "")).unwrap_or_default();
-    let uuid = if uuid.len() == 32 {
-        format!("{}-{}-{}-{}-{}", &uuid[0..8], &uuid[8..12], &uuid[12..16], &uuid[16..20], &uuid[20..32])
-    } else {
-        e.moref.value.clone()
-    };
-    let template = e.attr("template") == Some("true");
-    let runtime = || {
+    let _ = eng;
+    Some(match name {
+        "config" => VmFile::read(inv, e).config(inv, e).into(),
+        "summary" => VmFile::read(inv, e).summary(e).into(),
+        "runtime" => VmFile::read(inv, e).runtime().into(),
+        "datastore" => super::refs(datastores(inv, e)),
+        "layoutEx" => layout_ex(inv, e).into(),
+        "resourcePool" => return e.attr("pool").and_then(|p| inv.get(p)).map(|p| Value::MoRef(p.moref.clone())),
+        "snapshot" | "rootSnapshot" => return super::virtual_machine_snapshot::vm_property(inv, &e.moref.value, name),
+        _ => return None,
+    })
+}
+
+/// What the properties read from a VM's .vmx.
+struct VmFile {
+    vmx: PathBuf,
+    /// `[ds] dir/name.vmx`.
+    vm_path: String,
+    kv: Vec<(String, String)>,
+    power: String,
+    guest: String,
+    uuid: String,
+    template: bool,
+}
+
+impl VmFile {
+    fn read(inv: &Inventory, e: &Entity) -> VmFile {
+        let vmx = vmx_path(inv, e);
+        let vm_path = to_ds_path(inv, &vmx).map_or_else(|| vmx.display().to_string(), |x| x.1);
+        let kv = read_vmx(&vmx).unwrap_or_default();
+        let guest = get(&kv, "guestOS").unwrap_or("otherGuest").to_string();
+        let uuid = get(&kv, "uuid.bios").map(|u| u.replace([' ', '-'], "")).unwrap_or_default();
+        let uuid = if uuid.len() == 32 {
+            format!("{}-{}-{}-{}-{}", &uuid[0..8], &uuid[8..12], &uuid[12..16], &uuid[16..20], &uuid[20..32])
+        } else {
+            e.moref.value.clone()
+        };
+        VmFile {
+            vmx,
+            vm_path,
+            kv,
+            power: e.attr("powerState").unwrap_or("poweredOff").to_string(),
+            guest,
+            uuid,
+            template: e.attr("template") == Some("true"),
+        }
+    }
+
+    fn num(&self, k: &str, default: i32) -> i32 {
+        get(&self.kv, k).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+
+    fn runtime(&self) -> Data {
         Data::new(types::VirtualMachineRuntimeInfo)
             .with("connectionState", Value::enum_value(types::VirtualMachineConnectionState, "connected"))
-            .with("powerState", Value::enum_value(types::VirtualMachinePowerState, power.clone()))
+            .with("powerState", Value::enum_value(types::VirtualMachinePowerState, self.power.clone()))
             .with("faultToleranceState", Value::enum_value(types::VirtualMachineFaultToleranceState, "notConfigured"))
             .with("toolsInstallerMounted", false)
             .with("numMksConnections", 0)
             .with("recordReplayState", Value::enum_value(types::VirtualMachineRecordReplayState, "inactive"))
             .with("onlineStandby", false)
             .with("consolidationNeeded", false)
-    };
-    Some(match name {
-        "config" => {
-            // The configuration changes when its file does: the .vmx's
-            // modification time is `modified`, and the change version is
-            // that time as vCenter writes one (`2024-01-18T10:05:26.129577Z`),
-            // the same for as long as the file is unchanged.
-            let changed = modified(&vmx);
-            let files = Data::new(types::VirtualMachineFileInfo)
-                .with("vmPathName", vm_path.clone())
-                .with("snapshotDirectory", vm_path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default())
-                .with("logDirectory", vm_path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default());
-            Data::new(types::VirtualMachineConfigInfo)
-                .with("changeVersion", changed.map(change_version).unwrap_or_default())
-                .with("modified", changed.unwrap_or_else(chrono::Utc::now))
-                .with("name", e.name.clone())
-                .with("guestFullName", guest.clone())
-                .with("version", format!("vmx-{}", get(&kv, "virtualHW.version").unwrap_or("19")))
-                .with("uuid", uuid.clone())
-                .with("template", template)
-                .with("guestId", guest.clone())
-                .with("alternateGuestName", "")
-                .with("files", files)
-                .with("flags", Data::new(types::VirtualMachineFlagInfo))
-                .with("defaultPowerOps", Data::new(types::VirtualMachineDefaultPowerOpInfo))
-                .with(
-                    "hardware",
-                    Data::new(types::VirtualHardware)
-                        .with("numCPU", num("numvcpus", 1))
-                        .with("memoryMB", num("memsize", 128))
-                        .with("device", Value::Array(types::VirtualDevice, devices(inv, &vmx, &kv))),
-                )
-                .into()
-        }
-        "summary" => Data::new(types::VirtualMachineSummary)
+    }
+
+    fn config(&self, inv: &Inventory, e: &Entity) -> Data {
+        // The configuration changes when its file does: the .vmx's
+        // modification time is `modified`, and the change version is that
+        // time as vCenter writes one (`2024-01-18T10:05:26.129577Z`), the
+        // same for as long as the file is unchanged.
+        let changed = modified(&self.vmx);
+        let dir = self.vm_path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+        let files = Data::new(types::VirtualMachineFileInfo)
+            .with("vmPathName", self.vm_path.clone())
+            .with("snapshotDirectory", dir.clone())
+            .with("logDirectory", dir);
+        Data::new(types::VirtualMachineConfigInfo)
+            .with("changeVersion", changed.map(change_version).unwrap_or_default())
+            .with("modified", changed.unwrap_or_else(chrono::Utc::now))
+            .with("name", e.name.clone())
+            .with("guestFullName", self.guest.clone())
+            .with("version", format!("vmx-{}", get(&self.kv, "virtualHW.version").unwrap_or("19")))
+            .with("uuid", self.uuid.clone())
+            .with("template", self.template)
+            .with("guestId", self.guest.clone())
+            .with("alternateGuestName", "")
+            .with("files", files)
+            .with("flags", Data::new(types::VirtualMachineFlagInfo))
+            .with("defaultPowerOps", Data::new(types::VirtualMachineDefaultPowerOpInfo))
+            .with(
+                "hardware",
+                Data::new(types::VirtualHardware)
+                    .with("numCPU", self.num("numvcpus", 1))
+                    .with("memoryMB", self.num("memsize", 128))
+                    .with("device", Value::Array(types::VirtualDevice, devices(inv, &self.vmx, &self.kv))),
+            )
+    }
+
+    fn summary(&self, e: &Entity) -> Data {
+        Data::new(types::VirtualMachineSummary)
             .with("vm", e.moref.clone())
-            .with("runtime", runtime())
+            .with("runtime", self.runtime())
             .with(
                 "config",
                 Data::new(types::VirtualMachineConfigSummary)
                     .with("name", e.name.clone())
-                    .with("template", template)
-                    .with("vmPathName", vm_path)
-                    .with("uuid", uuid)
-                    .with("guestId", guest)
-                    .with("numCpu", num("numvcpus", 1))
-                    .with("memorySizeMB", num("memsize", 128)),
+                    .with("template", self.template)
+                    .with("vmPathName", self.vm_path.clone())
+                    .with("uuid", self.uuid.clone())
+                    .with("guestId", self.guest.clone())
+                    .with("numCpu", self.num("numvcpus", 1))
+                    .with("memorySizeMB", self.num("memsize", 128)),
             )
             .with("quickStats", Data::new(types::VirtualMachineQuickStats))
             .with("overallStatus", Value::enum_value(types::ManagedEntityStatus, "green"))
-            .into(),
-        "runtime" => runtime().into(),
-        "datastore" => super::refs(datastores(inv, e)),
-        "layoutEx" => {
-            let list: Vec<Value> = files(inv, e)
-                .into_iter()
-                .enumerate()
-                .map(|(i, (p, ty))| {
-                    let size = std::fs::metadata(&p).map_or(0, |m| m.len() as i64);
-                    let name = to_ds_path(inv, &p).map_or_else(|| p.display().to_string(), |x| x.1);
-                    Data::new(types::VirtualMachineFileLayoutExFileInfo)
-                        .with("key", i as i32)
-                        .with("name", name)
-                        .with("type", ty)
-                        .with("size", size)
-                        .into()
-                })
-                .collect();
-            // When the layout last changed: its newest file.
-            let newest = files(inv, e).iter().filter_map(|(p, _)| modified(p)).max();
-            Data::new(types::VirtualMachineFileLayoutEx)
-                .with("file", Value::Array(types::VirtualMachineFileLayoutExFileInfo, list))
-                .with("timestamp", newest.unwrap_or_else(chrono::Utc::now))
+    }
+}
+
+/// The VM's files, with sizes; stamped with the time of the newest.
+fn layout_ex(inv: &Inventory, e: &Entity) -> Data {
+    let all = files(inv, e);
+    let list: Vec<Value> = all
+        .iter()
+        .enumerate()
+        .map(|(i, (p, ty))| {
+            let size = std::fs::metadata(p).map_or(0, |m| m.len() as i64);
+            let name = to_ds_path(inv, p).map_or_else(|| p.display().to_string(), |x| x.1);
+            Data::new(types::VirtualMachineFileLayoutExFileInfo)
+                .with("key", i as i32)
+                .with("name", name)
+                .with("type", *ty)
+                .with("size", size)
                 .into()
-        }
-        "resourcePool" => return e.attr("pool").and_then(|p| inv.get(p)).map(|p| Value::MoRef(p.moref.clone())),
-        "snapshot" | "rootSnapshot" => return super::virtual_machine_snapshot::vm_property(inv, &e.moref.value, name),
-        "network" => {
-            let _ = eng;
-            return None;
-        }
-        _ => return None,
-    })
+        })
+        .collect();
+    let newest = all.iter().filter_map(|(p, _)| modified(p)).max();
+    Data::new(types::VirtualMachineFileLayoutEx)
+        .with("file", Value::Array(types::VirtualMachineFileLayoutExFileInfo, list))
+        .with("timestamp", newest.unwrap_or_else(chrono::Utc::now))
 }
 
 const SCSI_KINDS: &[(&str, vmodl::TypeId)] = &[
