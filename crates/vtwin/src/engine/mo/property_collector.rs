@@ -459,76 +459,14 @@ fn object_update(kind: &str, obj: &MoRef, changes: Vec<Value>) -> Value {
 /// when there are none.
 pub fn poll(eng: &Engine, ctx: &Ctx, this: &MoRef, version: &str, max_objects: Option<usize>) -> Reply {
     let key = collector_key(ctx, this)?;
-    let (filters, base) = {
-        let mut pc = eng.pc.lock();
-        let filters: Vec<(String, Data)> = match pc.collectors.get(&key) {
-            Some(c) => {
-                c.filters.iter().filter_map(|f| pc.filters.get(f).map(|x| (f.clone(), x.spec.clone()))).collect()
-            }
-            None => vec![],
-        };
-        let c = pc.collectors.entry(key.clone()).or_default();
-        let base = if version.is_empty() {
-            HashMap::new()
-        } else {
-            let v: u64 = version.parse().map_err(|_| {
-                Fault::new(types::InvalidCollectorVersion, format!("'{version}' is not a version of this collector"))
-            })?;
-            match c.history.iter().find(|(n, _)| *n == v) {
-                Some((_, s)) => s.clone(),
-                None => {
-                    return Err(Fault::new(
-                        types::InvalidCollectorVersion,
-                        format!("version {version} is unknown or too old"),
-                    ))
-                }
-            }
-        };
-        (filters, base)
-    };
-    let mut budget = max_objects.unwrap_or(usize::MAX);
-    let mut truncated = false;
+    let (filters, base) = baseline(eng, &key, version)?;
+    let mut budget = Budget { left: max_objects.unwrap_or(usize::MAX), truncated: false };
     let mut filter_updates = vec![];
     let mut next_snap: HashMap<String, Snapshot> = HashMap::new();
     for (fid, spec) in &filters {
         let now = snapshot(eng, ctx, spec);
         let old = base.get(fid).cloned().unwrap_or_default();
-        let mut reported = old.clone();
-        let mut updates = vec![];
-        for (moid, (obj, props)) in &now {
-            let ups = match old.get(moid) {
-                None => Some(("enter", props.iter().map(|(n, v)| change(n, "assign", Some(v))).collect::<Vec<_>>())),
-                Some((_, before)) => {
-                    let mut cs: Vec<Value> = props
-                        .iter()
-                        .filter(|(n, v)| before.get(*n) != Some(*v))
-                        .map(|(n, v)| change(n, "assign", Some(v)))
-                        .collect();
-                    cs.extend(before.keys().filter(|n| !props.contains_key(*n)).map(|n| change(n, "remove", None)));
-                    (!cs.is_empty()).then_some(("modify", cs))
-                }
-            };
-            if let Some((kind, cs)) = ups {
-                if budget == 0 {
-                    truncated = true;
-                    continue;
-                }
-                budget -= 1;
-                updates.push(object_update(kind, obj, cs));
-                reported.insert(moid.clone(), (obj.clone(), props.clone()));
-            }
-        }
-        for (moid, (obj, _)) in &old {
-            if !now.contains_key(moid) {
-                if budget == 0 {
-                    truncated = true;
-                    continue;
-                }
-                budget -= 1;
-                updates.push(object_update("leave", obj, vec![]));
-                reported.remove(moid);
-            }
-        }
+        let (updates, reported) = diff(&now, old, &mut budget);
         if !updates.is_empty() {
             filter_updates.push(Value::from(
                 Data::new(types::PropertyFilterUpdate)
@@ -552,10 +490,88 @@ pub fn poll(eng: &Engine, ctx: &Ctx, this: &MoRef, version: &str, max_objects: O
     let mut us = Data::new(types::UpdateSet)
         .with("version", v.to_string())
         .with("filterSet", Value::Array(types::PropertyFilterUpdate, filter_updates));
-    if truncated {
+    if budget.truncated {
         us.set("truncated", true);
     }
     Ok(Some(us.into()))
+}
+
+/// The collector's filters (id, spec), and what it reported at `version`
+/// per filter (nothing for the empty version): InvalidCollectorVersion for
+/// a version it does not know, or no longer keeps.
+fn baseline(eng: &Engine, key: &str, version: &str) -> Result<Baseline, Fault> {
+    let mut pc = eng.pc.lock();
+    let filters: Vec<(String, Data)> = match pc.collectors.get(key) {
+        Some(c) => c.filters.iter().filter_map(|f| pc.filters.get(f).map(|x| (f.clone(), x.spec.clone()))).collect(),
+        None => vec![],
+    };
+    let c = pc.collectors.entry(key.to_string()).or_default();
+    if version.is_empty() {
+        return Ok((filters, HashMap::new()));
+    }
+    let v: u64 = version.parse().map_err(|_| {
+        Fault::new(types::InvalidCollectorVersion, format!("'{version}' is not a version of this collector"))
+    })?;
+    match c.history.iter().find(|(n, _)| *n == v) {
+        Some((_, s)) => Ok((filters, s.clone())),
+        None => Err(Fault::new(types::InvalidCollectorVersion, format!("version {version} is unknown or too old"))),
+    }
+}
+
+/// A collector's filters (id, spec) and its snapshot per filter.
+type Baseline = (Vec<(String, Data)>, HashMap<String, Snapshot>);
+
+/// How many object updates a reply may still carry, and whether one was
+/// left out for that.
+struct Budget {
+    left: usize,
+    truncated: bool,
+}
+
+impl Budget {
+    fn take(&mut self) -> bool {
+        if self.left == 0 {
+            self.truncated = true;
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+}
+
+/// One filter's object updates from `old` to `now` (enter, modify with the
+/// changed properties, leave), as far as the budget goes, and what has then
+/// been reported.
+fn diff(now: &Snapshot, old: Snapshot, budget: &mut Budget) -> (Vec<Value>, Snapshot) {
+    let mut reported = old.clone();
+    let mut updates = vec![];
+    for (moid, (obj, props)) in now {
+        let ups = match old.get(moid) {
+            None => Some(("enter", props.iter().map(|(n, v)| change(n, "assign", Some(v))).collect::<Vec<_>>())),
+            Some((_, before)) => {
+                let mut cs: Vec<Value> = props
+                    .iter()
+                    .filter(|(n, v)| before.get(*n) != Some(*v))
+                    .map(|(n, v)| change(n, "assign", Some(v)))
+                    .collect();
+                cs.extend(before.keys().filter(|n| !props.contains_key(*n)).map(|n| change(n, "remove", None)));
+                (!cs.is_empty()).then_some(("modify", cs))
+            }
+        };
+        if let Some((kind, cs)) = ups {
+            if budget.take() {
+                updates.push(object_update(kind, obj, cs));
+                reported.insert(moid.clone(), (obj.clone(), props.clone()));
+            }
+        }
+    }
+    for (moid, (obj, _)) in &old {
+        if !now.contains_key(moid) && budget.take() {
+            updates.push(object_update("leave", obj, vec![]));
+            reported.remove(moid);
+        }
+    }
+    (updates, reported)
 }
 
 /// Wait for updates: `legacy` (WaitForUpdates) waits without limit;
