@@ -625,6 +625,7 @@ async fn transmission(eng: &Arc<Engine>, n: Negotiated, mut r: Rd, mut w: Wr, id
         let q = tokio::time::timeout(idle, read_request(&mut r)).await.map_err(|_| timed_out())??;
         let in_range = |q: &Request| q.offset.checked_add(q.len as u64).is_some_and(|e| e <= size);
         if q.cmd == CMD_WRITE && ex.writable() && in_range(&q) {
+            // Writes that follow each other go to the disk together.
             let mut bytes = q.payload.len();
             let mut batch = vec![q];
             while batch.len() < 64 && bytes < MAX_BATCH_BYTES && next_is_write(&r) {
@@ -640,146 +641,28 @@ async fn transmission(eng: &Arc<Engine>, n: Negotiated, mut r: Rd, mut w: Wr, id
             if !batch.is_empty() {
                 write_batch(&ex, &mut w, batch, structured).await?;
             }
-            if r.buffer().is_empty() {
-                w.flush().await?;
-            }
-            continue;
-        }
-        let Request { flags, cmd, handle, offset, len, payload } = q;
-        if cmd == CMD_DISC {
+        } else if q.cmd == CMD_DISC {
             w.flush().await?;
             return Ok(());
-        }
-        let in_range = offset.checked_add(len as u64).is_some_and(|e| e <= size);
-        let writes = matches!(cmd, CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM);
-        if writes && !ex.writable() {
-            error_reply(&mut w, handle, structured, EPERM, "the export is read-only").await?;
-        } else if !in_range && cmd != CMD_FLUSH {
-            error_reply(
-                &mut w,
-                handle,
-                structured,
-                if cmd == CMD_WRITE { ENOSPC } else { EINVAL },
-                "beyond the end of the export",
-            )
-            .await?;
         } else {
-            match cmd {
-                CMD_READ => {
-                    if len > MAX_PAYLOAD {
-                        error_reply(&mut w, handle, structured, EOVERFLOW, "read too large").await?;
-                    } else {
-                        let ex2 = ex.clone();
-                        let res = tokio::task::spawn_blocking(move || {
-                            let mut buf = vec![0u8; len as usize];
-                            let r = match &*ex2 {
-                                Export::Live { disk, .. } => disk.open().and_then(|d| d.read(offset, &mut buf)),
-                                Export::Snapshot(c) => c.read(offset, &mut buf),
-                            };
-                            r.map(|_| buf)
-                        })
-                        .await
-                        .map_err(|e| std::io::Error::other(e.to_string()))?;
-                        match res {
-                            Ok(buf) if structured => {
-                                chunk(
-                                    &mut w,
-                                    handle,
-                                    REPLY_FLAG_DONE,
-                                    REPLY_TYPE_OFFSET_DATA,
-                                    &[&offset.to_be_bytes(), &buf],
-                                )
-                                .await?;
-                            }
-                            Ok(buf) => simple_reply(&mut w, handle, 0, &buf).await?,
-                            Err(e) => error_reply(&mut w, handle, structured, errno(&e), &e.to_string()).await?,
-                        }
+            let writes = matches!(q.cmd, CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM);
+            let (cmd, handle) = (q.cmd, q.handle);
+            if writes && !ex.writable() {
+                error_reply(&mut w, handle, structured, EPERM, "the export is read-only").await?;
+            } else if !in_range(&q) && cmd != CMD_FLUSH {
+                let err = if cmd == CMD_WRITE { ENOSPC } else { EINVAL };
+                error_reply(&mut w, handle, structured, err, "beyond the end of the export").await?;
+            } else {
+                match cmd {
+                    CMD_READ => read_cmd(&ex, &mut w, &q, structured).await?,
+                    CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM | CMD_FLUSH => {
+                        write_cmd(&ex, &mut w, q, structured).await?;
                     }
-                }
-                CMD_WRITE | CMD_WRITE_ZEROES | CMD_TRIM | CMD_FLUSH => {
-                    let ex2 = ex.clone();
-                    let res = tokio::task::spawn_blocking(move || -> vdisk::Result<()> {
-                        let Export::Live { disk, .. } = &*ex2 else { return Ok(()) };
-                        let mut d = disk.open()?;
-                        match cmd {
-                            CMD_WRITE => d.write(offset, &payload)?,
-                            CMD_WRITE_ZEROES => {
-                                let zeros = vec![0u8; (len as usize).min(1 << 20)];
-                                let mut at = offset;
-                                while at < offset + len as u64 {
-                                    let n = ((offset + len as u64 - at) as usize).min(zeros.len());
-                                    d.write(at, &zeros[..n])?;
-                                    at += n as u64;
-                                }
-                            }
-                            // TRIM is advisory: the data stays (a hole could expose a parent's).
-                            _ => {}
-                        }
-                        if cmd == CMD_FLUSH || flags & CMD_FLAG_FUA != 0 {
-                            d.flush()?;
-                        }
-                        Ok(())
-                    })
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    match res {
-                        Ok(()) if structured => chunk(&mut w, handle, REPLY_FLAG_DONE, REPLY_TYPE_NONE, &[]).await?,
-                        Ok(()) => simple_reply(&mut w, handle, 0, &[]).await?,
-                        Err(e) => error_reply(&mut w, handle, structured, errno(&e), &e.to_string()).await?,
+                    CMD_BLOCK_STATUS if meta => block_status(&ex, &mut w, &q, structured).await?,
+                    _ => {
+                        let err = if cmd == CMD_BLOCK_STATUS { EINVAL } else { ENOTSUP };
+                        error_reply(&mut w, handle, structured, err, "command not supported").await?;
                     }
-                }
-                CMD_BLOCK_STATUS if meta => {
-                    let ex2 = ex.clone();
-                    let res = tokio::task::spawn_blocking(move || match &*ex2 {
-                        Export::Live { disk, .. } => disk.open().and_then(|d| d.allocated()),
-                        Export::Snapshot(c) => c.allocated(),
-                    })
-                    .await
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    match res {
-                        Ok(data) => {
-                            let mut desc = META_ID.to_be_bytes().to_vec();
-                            let end = offset + len as u64;
-                            let mut at = offset;
-                            let push = |desc: &mut Vec<u8>, l: u64, state: u32| {
-                                desc.extend_from_slice(&(l as u32).to_be_bytes());
-                                desc.extend_from_slice(&state.to_be_bytes());
-                            };
-                            for (o, l) in data {
-                                if o + l <= at {
-                                    continue;
-                                }
-                                if o >= end {
-                                    break;
-                                }
-                                if o > at {
-                                    push(&mut desc, o - at, STATE_HOLE | STATE_ZERO);
-                                    at = o;
-                                }
-                                let e = (o + l).min(end);
-                                push(&mut desc, e - at, 0);
-                                at = e;
-                                if flags & CMD_FLAG_REQ_ONE != 0 {
-                                    break;
-                                }
-                            }
-                            if at < end && (desc.len() == 4 || flags & CMD_FLAG_REQ_ONE == 0) {
-                                push(&mut desc, end - at, STATE_HOLE | STATE_ZERO);
-                            }
-                            chunk(&mut w, handle, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, &[&desc]).await?;
-                        }
-                        Err(e) => error_reply(&mut w, handle, structured, errno(&e), &e.to_string()).await?,
-                    }
-                }
-                _ => {
-                    error_reply(
-                        &mut w,
-                        handle,
-                        structured,
-                        if cmd == CMD_BLOCK_STATUS { EINVAL } else { ENOTSUP },
-                        "command not supported",
-                    )
-                    .await?;
                 }
             }
         }
@@ -790,8 +673,152 @@ async fn transmission(eng: &Arc<Engine>, n: Negotiated, mut r: Rd, mut w: Wr, id
     }
 }
 
+/// NBD_CMD_READ: the bytes, as one data chunk or a simple reply.
+async fn read_cmd(ex: &Arc<Export>, w: &mut Wr, q: &Request, structured: bool) -> std::io::Result<()> {
+    let (handle, offset, len) = (q.handle, q.offset, q.len);
+    if len > MAX_PAYLOAD {
+        return error_reply(w, handle, structured, EOVERFLOW, "read too large").await;
+    }
+    let ex = ex.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        let r = match &*ex {
+            Export::Live { disk, .. } => disk.open().and_then(|d| d.read(offset, &mut buf)),
+            Export::Snapshot(c) => c.read(offset, &mut buf),
+        };
+        r.map(|_| buf)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    match res {
+        Ok(buf) if structured => {
+            chunk(w, handle, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, &[&offset.to_be_bytes(), &buf]).await
+        }
+        Ok(buf) => simple_reply(w, handle, 0, &buf).await,
+        Err(e) => error_reply(w, handle, structured, errno(&e), &e.to_string()).await,
+    }
+}
+
+/// NBD_CMD_WRITE (one alone), WRITE_ZEROES, TRIM (advisory: the data
+/// stays, as a hole could expose a parent's) and FLUSH; FUA flushes.
+async fn write_cmd(ex: &Arc<Export>, w: &mut Wr, q: Request, structured: bool) -> std::io::Result<()> {
+    let Request { flags, cmd, handle, offset, len, payload } = q;
+    let ex = ex.clone();
+    let res = tokio::task::spawn_blocking(move || -> vdisk::Result<()> {
+        let Export::Live { disk, .. } = &*ex else { return Ok(()) };
+        let mut d = disk.open()?;
+        match cmd {
+            CMD_WRITE => d.write(offset, &payload)?,
+            CMD_WRITE_ZEROES => {
+                let zeros = vec![0u8; (len as usize).min(1 << 20)];
+                let mut at = offset;
+                while at < offset + len as u64 {
+                    let n = ((offset + len as u64 - at) as usize).min(zeros.len());
+                    d.write(at, &zeros[..n])?;
+                    at += n as u64;
+                }
+            }
+            _ => {}
+        }
+        if cmd == CMD_FLUSH || flags & CMD_FLAG_FUA != 0 {
+            d.flush()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    match res {
+        Ok(()) if structured => chunk(w, handle, REPLY_FLAG_DONE, REPLY_TYPE_NONE, &[]).await,
+        Ok(()) => simple_reply(w, handle, 0, &[]).await,
+        Err(e) => error_reply(w, handle, structured, errno(&e), &e.to_string()).await,
+    }
+}
+
+/// NBD_CMD_BLOCK_STATUS for base:allocation.
+async fn block_status(ex: &Arc<Export>, w: &mut Wr, q: &Request, structured: bool) -> std::io::Result<()> {
+    let ex = ex.clone();
+    let res = tokio::task::spawn_blocking(move || match &*ex {
+        Export::Live { disk, .. } => disk.open().and_then(|d| d.allocated()),
+        Export::Snapshot(c) => c.allocated(),
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    match res {
+        Ok(data) => {
+            let desc = status_descriptors(&data, q.offset, q.len, q.flags & CMD_FLAG_REQ_ONE != 0);
+            chunk(w, q.handle, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, &[&desc]).await
+        }
+        Err(e) => error_reply(w, q.handle, structured, errno(&e), &e.to_string()).await,
+    }
+}
+
+/// The base:allocation chunk of `[offset, offset + len)` from the allocated
+/// ranges (offset, length; sorted): the context id, then (length, state)
+/// descriptors; holes read as zeroes. `req_one`: stop after the first
+/// allocated extent.
+fn status_descriptors(data: &[(u64, u64)], offset: u64, len: u32, req_one: bool) -> Vec<u8> {
+    let mut desc = META_ID.to_be_bytes().to_vec();
+    let end = offset + len as u64;
+    let mut at = offset;
+    let push = |desc: &mut Vec<u8>, l: u64, state: u32| {
+        desc.extend_from_slice(&(l as u32).to_be_bytes());
+        desc.extend_from_slice(&state.to_be_bytes());
+    };
+    for &(o, l) in data {
+        if o + l <= at {
+            continue;
+        }
+        if o >= end {
+            break;
+        }
+        if o > at {
+            push(&mut desc, o - at, STATE_HOLE | STATE_ZERO);
+            at = o;
+        }
+        let e = (o + l).min(end);
+        push(&mut desc, e - at, 0);
+        at = e;
+        if req_one {
+            break;
+        }
+    }
+    if at < end && (desc.len() == 4 || !req_one) {
+        push(&mut desc, end - at, STATE_HOLE | STATE_ZERO);
+    }
+    desc
+}
+
 pub async fn listen(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     let l = TcpListener::bind(addr).await?;
     let a = l.local_addr()?;
     Ok((l, a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(d: &[u8]) -> (u32, Vec<(u32, u32)>) {
+        let id = u32::from_be_bytes(d[..4].try_into().unwrap());
+        let ds = d[4..]
+            .chunks(8)
+            .map(|c| (u32::from_be_bytes(c[..4].try_into().unwrap()), u32::from_be_bytes(c[4..].try_into().unwrap())));
+        (id, ds.collect())
+    }
+
+    #[test]
+    fn block_status_covers_the_range_with_extents_and_holes() {
+        const H: u32 = STATE_HOLE | STATE_ZERO;
+        let data = [(0, 4096), (8192, 4096)];
+        assert_eq!(
+            decode(&status_descriptors(&data, 0, 16384, false)),
+            (META_ID, vec![(4096, 0), (4096, H), (4096, 0), (4096, H)])
+        );
+        // REQ_ONE: the first extent only.
+        assert_eq!(decode(&status_descriptors(&data, 0, 16384, true)).1, vec![(4096, 0)]);
+        // Starting inside an extent, ending inside the next.
+        assert_eq!(decode(&status_descriptors(&data, 2048, 8192, false)).1, vec![(2048, 0), (4096, H), (2048, 0)]);
+        // All hole: one descriptor, also with REQ_ONE.
+        assert_eq!(decode(&status_descriptors(&[(65536, 512)], 0, 4096, true)).1, vec![(4096, H)]);
+    }
 }
