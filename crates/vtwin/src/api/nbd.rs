@@ -398,72 +398,90 @@ async fn negotiate(
                 opt_reply(w, opt, REP_ACK, &[]).await?;
             }
             OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
-                let mut at = 0;
-                let (Some(_name), Some(n)) = (
-                    be_string(&data, &mut at),
-                    data.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes"))),
-                ) else {
-                    opt_reply(w, opt, REP_ERR_INVALID, b"malformed meta context request").await?;
-                    continue;
-                };
-                if !structured && opt == OPT_SET_META_CONTEXT {
-                    opt_reply(w, opt, REP_ERR_INVALID, b"structured replies first").await?;
-                    continue;
+                if meta_context(w, opt, &data, structured).await? {
+                    meta = true;
                 }
-                at += 4;
-                let mut wants = n == 0 && opt == OPT_LIST_META_CONTEXT;
-                for _ in 0..n {
-                    match be_string(&data, &mut at) {
-                        Some(q)
-                            if q == "base:allocation"
-                                || (opt == OPT_LIST_META_CONTEXT && (q == "base:" || q == "base")) =>
-                        {
-                            wants = true;
-                        }
-                        Some(_) => {}
-                        None => break,
-                    }
-                }
-                if wants {
-                    let mut d = META_ID.to_be_bytes().to_vec();
-                    d.extend_from_slice(b"base:allocation");
-                    opt_reply(w, opt, REP_META_CONTEXT, &d).await?;
-                    if opt == OPT_SET_META_CONTEXT {
-                        meta = true;
-                    }
-                }
-                opt_reply(w, opt, REP_ACK, &[]).await?;
             }
             OPT_INFO | OPT_GO => {
-                let mut at = 0;
-                let Some(name) = be_string(&data, &mut at) else {
-                    opt_reply(w, opt, REP_ERR_INVALID, b"malformed").await?;
-                    continue;
-                };
-                let (eng2, b2) = (eng.clone(), bindings.clone());
-                let ex = tokio::task::spawn_blocking(move || open_export(&eng2, &b2, &name)).await.ok().flatten();
-                let Some((ex, token)) = ex else {
-                    opt_reply(w, opt, REP_ERR_UNKNOWN, b"unknown or expired export name").await?;
-                    continue;
-                };
-                let mut info = INFO_EXPORT.to_be_bytes().to_vec();
-                info.extend_from_slice(&ex.size().to_be_bytes());
-                info.extend_from_slice(&ex.flags().to_be_bytes());
-                opt_reply(w, opt, REP_INFO, &info).await?;
-                let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
-                bs.extend_from_slice(&1u32.to_be_bytes());
-                bs.extend_from_slice(&4096u32.to_be_bytes());
-                bs.extend_from_slice(&MAX_PAYLOAD.to_be_bytes());
-                opt_reply(w, opt, REP_INFO, &bs).await?;
-                opt_reply(w, opt, REP_ACK, &[]).await?;
-                if opt == OPT_GO {
-                    break (ex, token);
+                if let Some(found) = info(eng, bindings, w, opt, &data).await? {
+                    if opt == OPT_GO {
+                        break found;
+                    }
                 }
             }
             _ => opt_reply(w, opt, REP_ERR_UNSUP, b"option not supported").await?,
         }
     };
     Ok(Some(Negotiated { export, token, structured, meta }))
+}
+
+/// NBD_OPT_LIST_META_CONTEXT / SET_META_CONTEXT: the one context served is
+/// base:allocation. Whether it is now set.
+async fn meta_context(w: &mut Wr, opt: u32, data: &[u8], structured: bool) -> std::io::Result<bool> {
+    let mut at = 0;
+    let (Some(_name), Some(n)) =
+        (be_string(data, &mut at), data.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes"))))
+    else {
+        opt_reply(w, opt, REP_ERR_INVALID, b"malformed meta context request").await?;
+        return Ok(false);
+    };
+    if !structured && opt == OPT_SET_META_CONTEXT {
+        opt_reply(w, opt, REP_ERR_INVALID, b"structured replies first").await?;
+        return Ok(false);
+    }
+    at += 4;
+    let mut wants = n == 0 && opt == OPT_LIST_META_CONTEXT;
+    for _ in 0..n {
+        match be_string(data, &mut at) {
+            Some(q) if q == "base:allocation" || (opt == OPT_LIST_META_CONTEXT && (q == "base:" || q == "base")) => {
+                wants = true;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let mut set = false;
+    if wants {
+        let mut d = META_ID.to_be_bytes().to_vec();
+        d.extend_from_slice(b"base:allocation");
+        opt_reply(w, opt, REP_META_CONTEXT, &d).await?;
+        set = opt == OPT_SET_META_CONTEXT;
+    }
+    opt_reply(w, opt, REP_ACK, &[]).await?;
+    Ok(set)
+}
+
+/// NBD_OPT_INFO / GO: the export a ticket names, described (size, flags,
+/// block sizes); None when the name is malformed or no valid ticket.
+async fn info(
+    eng: &Arc<Engine>,
+    bindings: &Arc<Bindings>,
+    w: &mut Wr,
+    opt: u32,
+    data: &[u8],
+) -> std::io::Result<Option<(Export, String)>> {
+    let mut at = 0;
+    let Some(name) = be_string(data, &mut at) else {
+        opt_reply(w, opt, REP_ERR_INVALID, b"malformed").await?;
+        return Ok(None);
+    };
+    let (eng2, b2) = (eng.clone(), bindings.clone());
+    let ex = tokio::task::spawn_blocking(move || open_export(&eng2, &b2, &name)).await.ok().flatten();
+    let Some((ex, token)) = ex else {
+        opt_reply(w, opt, REP_ERR_UNKNOWN, b"unknown or expired export name").await?;
+        return Ok(None);
+    };
+    let mut info = INFO_EXPORT.to_be_bytes().to_vec();
+    info.extend_from_slice(&ex.size().to_be_bytes());
+    info.extend_from_slice(&ex.flags().to_be_bytes());
+    opt_reply(w, opt, REP_INFO, &info).await?;
+    let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+    bs.extend_from_slice(&1u32.to_be_bytes());
+    bs.extend_from_slice(&4096u32.to_be_bytes());
+    bs.extend_from_slice(&MAX_PAYLOAD.to_be_bytes());
+    opt_reply(w, opt, REP_INFO, &bs).await?;
+    opt_reply(w, opt, REP_ACK, &[]).await?;
+    Ok(Some((ex, token)))
 }
 
 async fn simple_reply(w: &mut Wr, handle: u64, err: u32, data: &[u8]) -> std::io::Result<()> {
