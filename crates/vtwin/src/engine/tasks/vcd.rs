@@ -95,6 +95,48 @@ pub fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> R
             return Err(Refused::new(format!("progress {p} is not between 0 and 100")));
         }
     }
+    take_fields(v, spec, creating)?;
+    if status == "error" && v.error.is_none() {
+        v.error = Some(TaskError {
+            major: 500,
+            minor: "INTERNAL_SERVER_ERROR".into(),
+            message: v.details.clone().unwrap_or_else(|| "The task failed.".into()),
+            vendor: None,
+            stack: None,
+        });
+    }
+    v.status = status.to_string();
+    if let Some(p) = spec.progress {
+        t.progress = Some(p as i32);
+    }
+    let state = engine_state(status);
+    if state != TaskState::Queued && t.start_time.is_none() {
+        t.start_time = Some(now);
+    }
+    if state.is_final() {
+        t.complete_time = Some(now);
+        if status == "success" {
+            t.progress = Some(100);
+        } else {
+            let msg = v.error.as_ref().map_or_else(|| "The task was aborted.".into(), |e| e.message.clone());
+            let f = if status == "aborted" {
+                Fault::new(types::RequestCanceled, msg.clone())
+            } else {
+                Fault::system_error(msg.clone())
+            };
+            t.error = Some(Kept(f.data.clone().into()));
+            t.error_message = Some(msg);
+            t.cancelled = status == "aborted";
+        }
+    }
+    t.state = state;
+    Ok(())
+}
+
+/// The fields a create (all of them) or an update (those a client may
+/// change later) gives, checked: serviceNamespace 1 to 128 characters and
+/// not VCD's own, a name not empty.
+fn take_fields(v: &mut VcdTask, spec: &TaskSpec, creating: bool) -> Result<(), Refused> {
     if creating {
         if let Some(ns) = &spec.service_namespace {
             if ns.is_empty() || ns.chars().count() > 128 || ns.starts_with("com.vmware.vcloud") {
@@ -130,40 +172,6 @@ pub fn apply(t: &mut TaskRecord, spec: &TaskSpec, now: i64, creating: bool) -> R
     if spec.error.is_some() {
         v.error = spec.error.clone();
     }
-    if status == "error" && v.error.is_none() {
-        v.error = Some(TaskError {
-            major: 500,
-            minor: "INTERNAL_SERVER_ERROR".into(),
-            message: v.details.clone().unwrap_or_else(|| "The task failed.".into()),
-            vendor: None,
-            stack: None,
-        });
-    }
-    v.status = status.to_string();
-    if let Some(p) = spec.progress {
-        t.progress = Some(p as i32);
-    }
-    let state = engine_state(status);
-    if state != TaskState::Queued && t.start_time.is_none() {
-        t.start_time = Some(now);
-    }
-    if state.is_final() {
-        t.complete_time = Some(now);
-        if status == "success" {
-            t.progress = Some(100);
-        } else {
-            let msg = v.error.as_ref().map_or_else(|| "The task was aborted.".into(), |e| e.message.clone());
-            let f = if status == "aborted" {
-                Fault::new(types::RequestCanceled, msg.clone())
-            } else {
-                Fault::system_error(msg.clone())
-            };
-            t.error = Some(Kept(f.data.clone().into()));
-            t.error_message = Some(msg);
-            t.cancelled = status == "aborted";
-        }
-    }
-    t.state = state;
     Ok(())
 }
 
