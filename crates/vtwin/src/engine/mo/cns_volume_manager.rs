@@ -314,14 +314,7 @@ fn placement(eng: &Engine, spec: &Data) -> Result<String, Fault> {
     let candidates = if given {
         asked
     } else {
-        let mut all: Vec<String> = eng
-            .inv
-            .read()
-            .objects
-            .values()
-            .filter(|e| e.moref.ty == types::Datastore)
-            .map(|e| e.moref.value.clone())
-            .collect();
+        let mut all: Vec<String> = eng.datastores().into_iter().map(|(d, _, _)| d.value).collect();
         all.sort();
         all
     };

@@ -405,17 +405,10 @@ fn list_tags(eng: &Engine, id: &str) -> Reply {
 }
 
 fn list_tagged(eng: &Engine, cat: &str, tag: &str) -> Reply {
-    let stores: Vec<String> = eng
-        .inv
-        .read()
-        .objects
-        .values()
-        .filter(|e| e.moref.ty == types::Datastore)
-        .map(|e| e.moref.value.clone())
-        .collect();
-    let ids: Vec<Value> = stores
+    let ids: Vec<Value> = eng
+        .datastores()
         .iter()
-        .flat_map(|ds| eng.disks.list(ds))
+        .flat_map(|(ds, _, _)| eng.disks.list(&ds.value))
         .filter(|id| {
             eng.disks
                 .find(id)
@@ -474,31 +467,34 @@ fn create_snapshot(eng: &Engine, ctx: &Ctx, on: On, description: &str) -> Reply 
 }
 
 fn delete_snapshot(eng: &Engine, ctx: &Ctx, on: OnSnapshot) -> Reply {
-    let r = on.disk(eng)?;
-    let OnSnapshot { on, snapshot: sid } = on;
-    let id = on.id.clone();
-    disk_task(eng, ctx, "DeleteSnapshot_Task", "deleteSnapshot", &on.ds, &on.id, move |eng, ctl| {
-        with_disk(&r, |d| {
-            if d.snapshot(&sid).is_none() {
-                return Err(snapshot_missing(&sid));
-            }
-            d.delete_snapshot(&sid, &mut |f| ctl.progress((f * 100.0) as i32)).map_err(Fault::from)
-        })?;
-        crate::engine::storage::cns::disk_changed(eng, &id);
-        Ok(None)
+    snapshot_task(eng, ctx, on, "DeleteSnapshot_Task", "deleteSnapshot", |d, sid, ctl| {
+        d.delete_snapshot(sid, &mut |f| ctl.progress((f * 100.0) as i32))
     })
 }
 
 fn revert(eng: &Engine, ctx: &Ctx, on: OnSnapshot) -> Reply {
+    snapshot_task(eng, ctx, on, "RevertVStorageObject_Task", "revert", |d, sid, _| d.revert(sid))
+}
+
+/// A task on a disk's snapshot, which must be there when it is asked for
+/// and still when the task runs; CNS hears of the change.
+fn snapshot_task(
+    eng: &Engine,
+    ctx: &Ctx,
+    on: OnSnapshot,
+    method: &'static str,
+    vmodl: &str,
+    work: impl FnOnce(&mut Disk, &str, &crate::engine::runner::TaskCtl) -> vdisk::Result<()> + Send + 'static,
+) -> Reply {
     let r = on.disk(eng)?;
     let OnSnapshot { on, snapshot: sid } = on;
     let id = on.id.clone();
-    disk_task(eng, ctx, "RevertVStorageObject_Task", "revert", &on.ds, &on.id, move |eng, _| {
+    disk_task(eng, ctx, method, vmodl, &on.ds, &on.id, move |eng, ctl| {
         with_disk(&r, |d| {
             if d.snapshot(&sid).is_none() {
                 return Err(snapshot_missing(&sid));
             }
-            d.revert(&sid).map_err(Fault::from)
+            work(d, &sid, ctl).map_err(Fault::from)
         })?;
         crate::engine::storage::cns::disk_changed(eng, &id);
         Ok(None)
