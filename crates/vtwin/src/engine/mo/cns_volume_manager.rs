@@ -937,16 +937,7 @@ impl VolumeFilter {
                 .map(|a| a.iter().filter_map(|v| v.as_moref().map(|m| m.value.clone())).collect())
                 .unwrap_or_default(),
             clusters: strings(f.get("containerClusterIds")),
-            labels: f
-                .get("labels")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_data)
-                        .map(|d| (d.str("key").unwrap_or("").to_string(), d.str("value").unwrap_or("").to_string()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            labels: super::vstorage_object_manager::key_values_in(f.get("labels")),
             policy: text("storagePolicyId"),
             health: text("healthStatus"),
             accessibility: text("datastoreAccessibilityStatus"),

@@ -120,8 +120,12 @@ fn set_metadata(disk: &mut Disk, add: &[(String, String)], delete: &[String]) {
 }
 
 fn kv_arg(args: &Args, name: &str) -> Vec<(String, String)> {
-    args.get(name)
-        .and_then(Value::as_array)
+    key_values_in(args.get(name))
+}
+
+/// The (key, value) pairs of an array of KeyValue.
+pub(super) fn key_values_in(v: Option<&Value>) -> Vec<(String, String)> {
+    v.and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(Value::as_data)
