@@ -122,10 +122,11 @@ fn start(s: &quick_xml::events::BytesStart) -> Result<Element, DecodeError> {
     Ok(el)
 }
 
-/// Whether `c` is a control character XML 1.0 cannot carry (all below
-/// U+0020 but tab, newline and carriage return).
+/// Whether `c` is a character XML 1.0 cannot carry, raw or as a character
+/// reference: the controls below U+0020 but tab, newline and carriage
+/// return, and U+FFFE and U+FFFF (outside the Char production).
 pub fn forbidden(c: char) -> bool {
-    (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')
+    ((c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}')
 }
 
 /// Appends `s` as XML character data or attribute value: markup escaped,
@@ -139,7 +140,7 @@ pub fn escape(s: &str, out: &mut String) {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            c if forbidden(c) || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c if forbidden(c) => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
