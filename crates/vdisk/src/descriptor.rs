@@ -11,6 +11,10 @@ pub enum ExtentKind {
     Sparse,
 }
 
+/// The most sectors a descriptor's extents may add up to: as many 512-byte
+/// sectors as an i64 counts bytes.
+pub const MAX_SECTORS: u64 = i64::MAX as u64 / 512;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Extent {
     pub sectors: u64,
@@ -39,6 +43,7 @@ fn unquote(s: &str) -> &str {
 }
 
 impl Descriptor {
+    /// The sum of the extents' sizes (at most `MAX_SECTORS`, as parsed).
     pub fn capacity_sectors(&self) -> u64 {
         self.extents.iter().map(|e| e.sectors).sum()
     }
@@ -89,6 +94,13 @@ impl Descriptor {
                     .and_then(|t| t.split_once('"'))
                     .map(|(f, _)| f.to_string())
                     .ok_or_else(|| format!("bad extent file in: {line}"))?;
+                // The disk's bytes must fit vim25's capacityInBytes (a
+                // long), and so every size computed from it: an extent of
+                // 5555555555555554094 sectors overflowed (vmdk fuzz target).
+                let total = d.capacity_sectors().checked_add(sectors).filter(|t| *t <= MAX_SECTORS);
+                if total.is_none() {
+                    return Err(format!("the extents add up to more than {MAX_SECTORS} sectors: {line}"));
+                }
                 d.extents.push(Extent { sectors, kind, file });
                 continue;
             }
@@ -151,6 +163,17 @@ impl Descriptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extents_larger_than_a_long_counts_bytes_are_refused() {
+        let doc = |lines: &str| format!("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n{lines}");
+        // Found by the vmdk fuzz target: the byte size overflowed.
+        assert!(Descriptor::parse(&doc("RW 5555555555555554094 FLAT \"a-flat.vmdk\" 0\n")).is_err());
+        let half = MAX_SECTORS / 2 + 1;
+        assert!(Descriptor::parse(&doc(&format!("RW {half} FLAT \"a\" 0\nRW {half} FLAT \"b\" 0\n"))).is_err());
+        let d = Descriptor::parse(&doc(&format!("RW {MAX_SECTORS} FLAT \"a\" 0\n"))).unwrap();
+        assert_eq!(d.capacity_sectors().checked_mul(512), Some(i64::MAX as u64 / 512 * 512));
+    }
 
     #[test]
     fn round_trip_and_esxi_spelling() {
