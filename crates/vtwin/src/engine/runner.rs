@@ -108,6 +108,13 @@ pub struct TaskSpec {
     pub queue: Option<String>,
 }
 
+impl TaskSpec {
+    /// A task on `entity` that cannot be cancelled and waits its turn on it.
+    pub fn on(method: &'static str, description_id: impl Into<String>, entity: MoRef) -> TaskSpec {
+        TaskSpec { method, description_id: description_id.into(), entity, cancelable: false, queue: None }
+    }
+}
+
 impl Engine {
     /// Start a task for `spec` and return its Task reference at once; the
     /// work runs when the entity is free.

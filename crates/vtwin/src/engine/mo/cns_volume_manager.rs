@@ -179,13 +179,7 @@ fn cns_task(
     work: impl FnOnce(&Engine) -> Value + Send + 'static,
 ) -> Reply {
     let root = eng.inv.read().root();
-    let spec = TaskSpec {
-        method,
-        description_id: format!("CnsVolumeManager.{vmodl}"),
-        entity: root,
-        cancelable: false,
-        queue: Some(key),
-    };
+    let spec = TaskSpec { queue: Some(key), ..TaskSpec::on(method, format!("CnsVolumeManager.{vmodl}"), root) };
     eng.run_task(ctx, spec, Box::new(move |eng, _| Ok(Some(work(eng)))))
 }
 
@@ -766,13 +760,7 @@ fn query_volume_info(eng: &Engine, ctx: &Ctx, vols: Vec<String>) -> Reply {
 
 fn query_async(eng: &Engine, ctx: &Ctx, filter: Data, select: Option<Vec<String>>) -> Reply {
     let root = eng.inv.read().root();
-    let spec = TaskSpec {
-        method: "CnsQueryAsync",
-        description_id: "CnsVolumeManager.queryAsync".into(),
-        entity: root,
-        cancelable: false,
-        queue: None,
-    };
+    let spec = TaskSpec::on("CnsQueryAsync", "CnsVolumeManager.queryAsync", root);
     eng.run_task(
         ctx,
         spec,

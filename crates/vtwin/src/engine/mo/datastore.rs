@@ -51,13 +51,7 @@ fn update_vm_files(eng: &Engine, ctx: &Ctx, this: &MoRef, args: &Args) -> Reply 
         }
         busy.insert(this.value.clone(), String::new());
     }
-    let spec = TaskSpec {
-        method: "UpdateVirtualMachineFiles_Task",
-        description_id: "Datastore.updateVirtualMachineFiles".into(),
-        entity: this.clone(),
-        cancelable: false,
-        queue: None,
-    };
+    let spec = TaskSpec::on("UpdateVirtualMachineFiles_Task", "Datastore.updateVirtualMachineFiles", this.clone());
     let ds = this.value.clone();
     let started = eng.run_task(
         ctx,

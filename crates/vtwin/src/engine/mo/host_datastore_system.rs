@@ -85,13 +85,11 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Arg
                 )
             })?;
             let host = MoRef::new(types::HostSystem, host_of(this));
-            let spec = TaskSpec {
-                method: "ResignatureUnresolvedVmfsVolume_Task",
-                description_id: "HostDatastoreSystem.resignatureUnresolvedVmfsVolume".into(),
-                entity: host.clone(),
-                cancelable: false,
-                queue: None,
-            };
+            let spec = TaskSpec::on(
+                "ResignatureUnresolvedVmfsVolume_Task",
+                "HostDatastoreSystem.resignatureUnresolvedVmfsVolume",
+                host.clone(),
+            );
             eng.run_task(
                 ctx,
                 spec,

@@ -68,13 +68,7 @@ fn rename(eng: &Engine, ctx: &Ctx, this: &MoRef, new_name: String) -> Reply {
         );
     }
     let kind = |t: vmodl::TypeId| if t == types::Folder { "folder" } else { t.name() };
-    let spec = TaskSpec {
-        method: "Rename_Task",
-        description_id: format!("{}.rename", this.ty.name()),
-        entity: this.clone(),
-        cancelable: false,
-        queue: None,
-    };
+    let spec = TaskSpec::on("Rename_Task", format!("{}.rename", this.ty.name()), this.clone());
     // The name is checked again when the task runs: another rename may
     // have taken it while this one was queued.
     let this = this.clone();

@@ -350,13 +350,7 @@ fn devices(inv: &Inventory, vmx: &Path, kv: &[(String, String)]) -> Vec<Value> {
 /// and the other files, then register the VM.
 pub fn create(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
     let vm = NewVm::plan(eng, folder, args)?;
-    let task = TaskSpec {
-        method: "CreateVM_Task",
-        description_id: "Folder.createVm".into(),
-        entity: folder.clone(),
-        cancelable: false,
-        queue: None,
-    };
+    let task = TaskSpec::on("CreateVM_Task", "Folder.createVm", folder.clone());
     let folder = folder.clone();
     eng.run_task(ctx, task, Box::new(move |eng, ctl| vm.make(eng, ctl, &folder)))
 }
@@ -632,13 +626,7 @@ pub fn register(eng: &Engine, ctx: &Ctx, folder: &MoRef, args: &Args) -> Reply {
     let as_template = args.get("asTemplate").and_then(Value::as_bool).unwrap_or(false);
     let name_arg = args.str("name").map(str::to_string);
     let folder2 = folder.clone();
-    let spec = TaskSpec {
-        method: "RegisterVM_Task",
-        description_id: "Folder.registerVm".into(),
-        entity: folder.clone(),
-        cancelable: false,
-        queue: None,
-    };
+    let spec = TaskSpec::on("RegisterVM_Task", "Folder.registerVm", folder.clone());
     eng.run_task(
         ctx,
         spec,
@@ -679,13 +667,7 @@ pub fn invoke(eng: &Engine, ctx: &mut Ctx, this: &MoRef, method: &str, args: Arg
     Some(match method {
         "UnregisterVM" => unregister(eng, this).map(|_| None),
         "Destroy_Task" => {
-            let spec = TaskSpec {
-                method: "Destroy_Task",
-                description_id: "VirtualMachine.destroy".into(),
-                entity: this.clone(),
-                cancelable: false,
-                queue: None,
-            };
+            let spec = TaskSpec::on("Destroy_Task", "VirtualMachine.destroy", this.clone());
             let this = this.clone();
             eng.run_task(
                 ctx,

@@ -537,13 +537,7 @@ fn task(
     vm: &str,
     work: impl FnOnce(&Engine, &crate::engine::runner::TaskCtl) -> Result<Option<Value>, Fault> + Send + 'static,
 ) -> Reply {
-    let spec = TaskSpec {
-        method,
-        description_id: vmodl.into(),
-        entity: MoRef::new(types::VirtualMachine, vm),
-        cancelable: false,
-        queue: None,
-    };
+    let spec = TaskSpec::on(method, vmodl, MoRef::new(types::VirtualMachine, vm));
     eng.run_task(ctx, spec, Box::new(work))
 }
 

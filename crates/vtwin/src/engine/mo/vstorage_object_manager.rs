@@ -186,11 +186,8 @@ fn disk_task(
     work: impl FnOnce(&Engine, &crate::engine::runner::TaskCtl) -> Result<Option<Value>, Fault> + Send + 'static,
 ) -> Reply {
     let spec = TaskSpec {
-        method,
-        description_id: format!("VcenterVStorageObjectManager.{vmodl}"),
-        entity: ds.clone(),
-        cancelable: false,
         queue: Some(format!("fcd:{id}")),
+        ..TaskSpec::on(method, format!("VcenterVStorageObjectManager.{vmodl}"), ds.clone())
     };
     eng.run_task(ctx, spec, Box::new(work))
 }
@@ -565,13 +562,11 @@ fn update_metadata(eng: &Engine, ctx: &Ctx, on: On, add: Vec<(String, String)>, 
 
 fn reconcile(eng: &Engine, ctx: &Ctx, ds: MoRef) -> Reply {
     let dir = ds_dir(eng, &ds)?;
-    let spec = TaskSpec {
-        method: "ReconcileDatastoreInventory_Task",
-        description_id: "VcenterVStorageObjectManager.reconcileDatastoreInventory".into(),
-        entity: ds.clone(),
-        cancelable: false,
-        queue: None,
-    };
+    let spec = TaskSpec::on(
+        "ReconcileDatastoreInventory_Task",
+        "VcenterVStorageObjectManager.reconcileDatastoreInventory",
+        ds.clone(),
+    );
     let dsv = ds.value;
     eng.run_task(
         ctx,
